@@ -1,0 +1,71 @@
+"""One optional YAML/TOML config file whose keys equal the CLI flag names.
+
+The argparse parser is the single source of defaults: the file only overrides
+them, and flags given on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from nmflow.errors import NmflowInputError
+
+
+def read_config_file(path: str | Path) -> dict:
+    """Read a ``.yml``/``.yaml``/``.toml`` file into a flat dict."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NmflowInputError(path, f"cannot read config file ({exc.strerror})") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise NmflowInputError(path, f"not valid {path.suffix[1:].upper()}: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise NmflowInputError(path, "config file must be a mapping of flag names to values")
+    return data
+
+
+def apply_config_file(parser: argparse.ArgumentParser, path: str | Path) -> None:
+    """Set the parser's defaults from a config file; unknown keys are an error."""
+    data = read_config_file(path)
+    dests = {a.dest: a for a in parser._actions}
+    overrides = {}
+    for key, value in data.items():
+        dest = str(key).lstrip("-").replace("-", "_")
+        if dest not in dests or dest in ("help", "config"):
+            raise NmflowInputError(path, f"unknown option {key!r} (keys are the CLI flag names)")
+        action = dests[dest]
+        if action.nargs in ("+", "*") and not isinstance(value, list):
+            value = [value]
+        overrides[dest] = value
+    parser.set_defaults(**overrides)
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse ``argv``; a ``--config FILE`` among them supplies defaults first."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        apply_config_file(parser, known.config)
+    return parser.parse_args(argv)
+
+
+def config_to_dict(args: argparse.Namespace) -> dict:
+    """The resolved configuration, with flag names as keys (for saving)."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if key in ("config", "func"):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        out[key.replace("_", "-")] = value
+    return out
