@@ -1,0 +1,195 @@
+"""Atlases: resolve by name, or take a user labels image + labels TSV.
+
+Built-in names are ``yeo7thin``, ``yeo7thick``, ``yeo17thin`` and
+``yeo17thick`` (Yeo et al. 2011; "thick" is the liberal mask).  They are
+looked up, in order, in
+
+1. an atlas directory (``--atlas-dir`` or ``NMFLOW_ATLAS_DIR``) in either
+   layout: ``Yeo-17-liberal_space-MNI152NLin6_res-2x2x2.nii.gz`` +
+   ``Yeo-17-liberal.csv`` (+ optional ``.json`` with region centres), or
+   nilearn's ``yeo_2011/Yeo_JNeurophysiol11_MNI152/Yeo2011_17Networks_...``;
+2. nilearn's data directory, fetching with :func:`nilearn.datasets.fetch_atlas_yeo_2011`
+   when online.
+
+A user atlas is given as ``NAME=labels.nii.gz:labels.tsv`` where the TSV has
+``index`` and ``name`` columns (BIDS ``dseg.tsv``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from nmflow.errors import NmflowInputError
+
+YEO_NAMES = {
+    7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
+        "5_Lymbic_Area", "6_Frontoparietal_Area", "7_Default_Network_Area"],
+    17: ["1_Visual_A", "2_Visual_B", "3_Somatomotor_A", "4_Somatomotor_B",
+         "5_Temporal_Parietal", "6_Frontoparietal_Area", "7_Dorsal_Attention_B",
+         "8_Salience+Ventral_Attention_A", "9_Salience+Ventral_Attention_B", "10_Control_A",
+         "11_Control_B", "12_Control_C", "13_Default_A", "14_Default_B", "15_Default_C",
+         "16_Limbic_A", "17_Limbic_B"],
+}
+BUILTIN = {f"yeo{n}{t}": (n, t) for n in (7, 17) for t in ("thin", "thick")}
+YEO_URL = "ftp://surfer.nmr.mgh.harvard.edu/pub/data/Yeo_JNeurophysiol11_MNI152.zip"
+
+
+@dataclass
+class Atlas:
+    """A resolved atlas.
+
+    Attributes
+    ----------
+    name : str
+        Name used on the command line (``yeo17thick`` or the user's NAME).
+    image : Path
+        Integer labels image.
+    indices : list of int
+        Label values, one per region, in output order.
+    names : list of str
+        Region names, same order (headers of the time series TSV).
+    entities : dict
+        BIDS entities for output names, e.g. ``{"atlas": "Yeo2011", "seg": "17nThick"}``.
+    centres_mm : ndarray, shape (n_regions, 3), or None
+        Region centres in world (mm) coordinates, when the atlas ships them.
+    """
+
+    name: str
+    image: Path
+    indices: list[int]
+    names: list[str]
+    entities: dict
+    centres_mm: np.ndarray | None = None
+
+
+def atlas_dir_from_env(atlas_dir: str | os.PathLike | None) -> Path | None:
+    """The atlas directory: the argument, else ``NMFLOW_ATLAS_DIR``, else None."""
+    value = atlas_dir or os.environ.get("NMFLOW_ATLAS_DIR")
+    return Path(value) if value else None
+
+
+def resolve_atlas(
+    spec: str, atlas_dir: str | os.PathLike | None = None, resolution_mm: float | None = None
+) -> Atlas:
+    """Resolve ``spec`` (a built-in name or ``NAME=img:labels.tsv``) to an :class:`Atlas`.
+
+    ``resolution_mm`` picks the atlas file whose voxel size matches the BOLD
+    when the directory has several; the labels are resampled to the BOLD grid
+    later in any case.
+    """
+    if "=" in spec:
+        return _user_atlas(spec)
+    key = spec.lower()
+    if key not in BUILTIN:
+        raise NmflowInputError(
+            None, f"unknown atlas {spec!r}; use one of {', '.join(BUILTIN)} or NAME=labels.nii.gz:labels.tsv"
+        )
+    n_networks, thickness = BUILTIN[key]
+    entities = {"atlas": "Yeo2011", "seg": f"{n_networks}n{thickness.capitalize()}"}
+    directory = atlas_dir_from_env(atlas_dir)
+    if directory is not None:
+        found = _find_neuroparc(directory, n_networks, thickness, resolution_mm) or _find_nilearn(
+            directory, n_networks, thickness
+        )
+        if found is not None:
+            image, names, centres = found
+            return Atlas(key, image, list(range(1, n_networks + 1)), names, entities, centres)
+    image = _fetch_with_nilearn(n_networks, thickness, directory)
+    return Atlas(key, image, list(range(1, n_networks + 1)), list(YEO_NAMES[n_networks]), entities)
+
+
+def _find_neuroparc(directory: Path, n: int, thickness: str, resolution_mm: float | None):
+    stem = f"Yeo-{n}{'-liberal' if thickness == 'thick' else ''}"
+    candidates = {}
+    for path in directory.glob(f"{stem}_space-MNI152NLin6_res-*.nii.gz"):
+        match = re.search(r"_res-(\d+(?:\.\d+)?)x", path.name)
+        if match:
+            candidates[float(match.group(1))] = path
+    if not candidates:
+        return None
+    res = min(candidates, key=lambda r: (abs(r - resolution_mm) if resolution_mm else 0, r))
+    image = candidates[res]
+    names = list(YEO_NAMES[n])
+    table = directory / f"{stem}.csv"
+    if table.exists():
+        lut = pd.read_csv(table)
+        lut = lut[lut.iloc[:, 0] > 0]
+        names = [str(v) for v in lut.iloc[:, 1]]
+    centres = None
+    meta = image.with_name(image.name.replace(".nii.gz", ".json"))
+    if meta.exists():
+        rois = json.loads(meta.read_text()).get("rois", {})
+        if all(str(i) in rois for i in range(1, n + 1)):
+            centres = np.array([rois[str(i)]["center"] for i in range(1, n + 1)], dtype=float)
+    return image, names, centres
+
+
+def _find_nilearn(directory: Path, n: int, thickness: str):
+    name = f"Yeo2011_{n}Networks_MNI152_FreeSurferConformed1mm{'_LiberalMask' if thickness == 'thick' else ''}.nii.gz"
+    for sub in ("yeo_2011/Yeo_JNeurophysiol11_MNI152", "Yeo_JNeurophysiol11_MNI152", "."):
+        path = directory / sub / name
+        if path.exists():
+            return path, list(YEO_NAMES[n]), None
+    return None
+
+
+def _fetch_with_nilearn(n: int, thickness: str, directory: Path | None) -> Path:
+    from nilearn import datasets
+
+    try:
+        atlas = datasets.fetch_atlas_yeo_2011(
+            n_networks=n, thickness=thickness, data_dir=str(directory) if directory else None, verbose=0
+        )
+        return Path(atlas.maps)
+    except Exception as exc:  # nilearn raises several types when offline
+        where = directory or "a folder passed with --atlas-dir (or NMFLOW_ATLAS_DIR)"
+        raise NmflowInputError(
+            None,
+            f"atlas yeo{n}{thickness} unavailable offline ({type(exc).__name__}): download {YEO_URL} "
+            f"and unzip it into {where}/yeo_2011/, or put Yeo-{n}{'-liberal' if thickness == 'thick' else ''}"
+            f"_space-MNI152NLin6_res-2x2x2.nii.gz and its .csv label table in {where}",
+        ) from None
+
+
+def _user_atlas(spec: str) -> Atlas:
+    name, _, paths = spec.partition("=")
+    image_path, sep, table_path = paths.rpartition(":")
+    if not sep or not name or not re.fullmatch(r"[A-Za-z0-9]+", name):
+        raise NmflowInputError(None, f"atlas {spec!r}: expected NAME=labels.nii.gz:labels.tsv with an alphanumeric NAME")
+    image, table = Path(image_path), Path(table_path)
+    for path in (image, table):
+        if not path.exists():
+            raise NmflowInputError(path, f"file of atlas {name!r} not found")
+    lut = pd.read_csv(table, sep="\t" if table.suffix == ".tsv" else ",")
+    if not {"index", "name"} <= set(lut.columns):
+        raise NmflowInputError(table, "labels table needs 'index' and 'name' columns")
+    lut = lut[lut["index"] != 0]
+    try:
+        present = set(np.unique(np.asarray(nib.load(image).dataobj)).astype(int))
+    except Exception as exc:
+        raise NmflowInputError(image, f"cannot read labels image ({exc})") from None
+    missing = [int(i) for i in lut["index"] if int(i) not in present]
+    if missing:
+        raise NmflowInputError(image, f"label(s) {missing[:5]} of {table.name} not found in the image")
+    return Atlas(name, image, [int(i) for i in lut["index"]], [str(v) for v in lut["name"]], {"atlas": name})
+
+
+def region_centres(atlas: Atlas) -> np.ndarray:
+    """Region centres ``(n_regions, 3)`` in mm: shipped ones, else centres of mass."""
+    if atlas.centres_mm is not None:
+        return atlas.centres_mm
+    img = nib.load(atlas.image)
+    data = np.asarray(img.dataobj).astype(int)
+    centres = []
+    for index in atlas.indices:
+        ijk = np.argwhere(data == index)
+        centres.append(nib.affines.apply_affine(img.affine, ijk.mean(axis=0)) if ijk.size else [np.nan] * 3)
+    return np.array(centres, dtype=float)

@@ -1,0 +1,200 @@
+"""BIDS input queries (PyBIDS) and BIDS-derivatives output names.
+
+Output names carry the entities, in this order, ``sub ses task acq run space
+res atlas seg desc meas`` and then the suffix, e.g.
+``sub-01_task-rest_space-MNI152NLin6Asym_res-2_atlas-Yeo2011_seg-17nThick_desc-gsr_meas-pearson_relmat.tsv``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from nmflow import __version__
+from nmflow.errors import NmflowInputError
+
+ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
+                ("run", "run"), ("space", "space"), ("res", "res"), ("atlas", "atlas"),
+                ("segmentation", "seg"), ("desc", "desc"), ("meas", "meas")]
+NMFLOW_BIDS_CONFIG = {
+    "name": "nmflow",
+    "entities": [{"name": "meas", "pattern": "[_/\\\\]+meas-([a-zA-Z0-9]+)"}],
+}
+
+
+@dataclass
+class Run:
+    """One preprocessed BOLD run and the files that go with it."""
+
+    subject: str
+    session: str | None
+    task: str | None
+    run: str | None
+    acquisition: str | None
+    space: str | None
+    res: str | None
+    bold: str
+    mask: str
+    confounds: str
+    tr: float
+
+    @property
+    def entities(self) -> dict:
+        """Entities of the run, keyed as in :data:`ENTITY_ORDER`."""
+        return {k: v for k, v in asdict(self).items()
+                if k in ("subject", "session", "task", "run", "acquisition", "space", "res") and v is not None}
+
+    @property
+    def key(self) -> str:
+        """Short identifier, e.g. ``sub-01_ses-1_task-rest_run-1``."""
+        return bids_name({k: v for k, v in self.entities.items() if k not in ("space", "res")}, None, None)
+
+
+def layout(root: str | Path, derivatives_config: bool = True):
+    """A PyBIDS layout of ``root`` (no validation; derivatives entities known)."""
+    from bids import BIDSLayout
+
+    config = ["bids", "derivatives", NMFLOW_BIDS_CONFIG] if derivatives_config else ["bids"]
+    return BIDSLayout(str(root), validate=False, config=config, index_metadata=False)
+
+
+def strip_prefix(label: str) -> str:
+    """``sub-01`` and ``01`` both give ``01``."""
+    return label[4:] if label.startswith("sub-") else label
+
+
+def collect_runs(
+    fmriprep_dir: str | Path, participant_label: list[str] | None = None,
+    bids_filters: dict | None = None, space: str | None = "MNI152NLin6Asym",
+) -> tuple[list[Run], list[str]]:
+    """Find preprocessed BOLD runs and their mask, confounds and TR.
+
+    Returns the runs and a list of one-line problems (a run whose companion
+    file is missing is reported there, not returned).
+    """
+    fmriprep_dir = Path(fmriprep_dir)
+    if not fmriprep_dir.is_dir():
+        raise NmflowInputError(fmriprep_dir, "input directory not found")
+    lay = layout(fmriprep_dir)
+    query = {"suffix": "bold", "desc": "preproc", "extension": [".nii.gz", ".nii"], "datatype": "func"}
+    if space:
+        query["space"] = space
+    if participant_label:
+        query["subject"] = [strip_prefix(p) for p in participant_label]
+    query.update((bids_filters or {}).get("bold", {}))
+    runs, problems = [], []
+    for bold in lay.get(**query):
+        ents = bold.get_entities()
+        base = {k: ents[k] for k in ("subject", "session", "task", "run", "acquisition") if k in ents}
+        space_ents = {k: ents[k] for k in ("space", "res") if k in ents}
+        mask = lay.get(**base, **space_ents, suffix="mask", desc="brain", extension=[".nii.gz", ".nii"])
+        confounds = lay.get(**base, desc="confounds", suffix=["timeseries", "regressors"], extension=".tsv")
+        confounds = [c for c in confounds if "space" not in c.get_entities()]
+        if not mask:
+            problems.append(f"{bold.path}: no matching desc-brain_mask image")
+            continue
+        if not confounds:
+            problems.append(f"{bold.path}: no matching desc-confounds_timeseries.tsv (or desc-confounds_regressors.tsv)")
+            continue
+        runs.append(Run(
+            subject=ents["subject"], session=ents.get("session"), task=ents.get("task"),
+            run=str(ents["run"]) if "run" in ents else None, acquisition=ents.get("acquisition"),
+            space=ents.get("space"), res=str(ents["res"]) if "res" in ents else None,
+            bold=bold.path, mask=mask[0].path, confounds=confounds[0].path,
+            tr=repetition_time(bold.path),
+        ))
+    return runs, problems
+
+
+def repetition_time(bold_path: str | Path) -> float:
+    """TR in seconds from the JSON sidecar, else from the NIfTI header."""
+    bold_path = Path(bold_path)
+    sidecar = Path(str(bold_path).replace(".nii.gz", ".json").replace(".nii", ".json"))
+    if sidecar.exists():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except json.JSONDecodeError as exc:
+            raise NmflowInputError(sidecar, f"invalid JSON ({exc})") from None
+        if "RepetitionTime" in meta:
+            return float(meta["RepetitionTime"])
+    try:
+        zooms = nib.load(bold_path).header.get_zooms()
+    except Exception as exc:
+        raise NmflowInputError(bold_path, f"cannot read image header ({exc})") from None
+    if len(zooms) < 4 or zooms[3] <= 0:
+        raise NmflowInputError(bold_path, "no RepetitionTime in the sidecar and none in the header")
+    return float(zooms[3])
+
+
+def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:
+    """``sub-01_task-rest_..._suffix.ext`` from entities keyed by long or short names."""
+    short = dict(ENTITY_ORDER)
+    parts = []
+    for long, abbrev in ENTITY_ORDER:
+        value = entities.get(long, entities.get(abbrev))
+        if value is not None:
+            parts.append(f"{abbrev}-{value}")
+    unknown = set(entities) - set(short) - set(short.values())
+    if unknown:
+        raise ValueError(f"unknown BIDS entities {sorted(unknown)}")
+    name = "_".join(parts)
+    if suffix:
+        name += f"_{suffix}"
+    return name + (extension or "")
+
+
+def derivative_path(out_dir: str | Path, entities: dict, suffix: str, extension: str) -> Path:
+    """``OUT_DIR/sub-X[/ses-Y]/func/<bids_name>``."""
+    sub = entities.get("subject", entities.get("sub"))
+    ses = entities.get("session", entities.get("ses"))
+    folder = Path(out_dir) / f"sub-{sub}"
+    if ses:
+        folder /= f"ses-{ses}"
+    return folder / "func" / bids_name(entities, suffix, extension)
+
+
+def write_dataset_description(out_dir: str | Path, source: str | Path, config: dict) -> None:
+    """``dataset_description.json`` with GeneratedBy, and the run's config next to it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    desc = {
+        "Name": "nmflow derivatives",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "nmflow", "Version": __version__}],
+        "SourceDatasets": [{"URL": Path(os.path.abspath(source)).as_uri()}],
+    }
+    _atomic_write(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
+    import yaml
+
+    _atomic_write(out_dir / "nmflow_config.yml", yaml.safe_dump(config, sort_keys=True))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None:
+    """Write a ``(n, n)`` matrix as TSV: a ``node`` column of region names, then one column per region."""
+    table = pd.DataFrame(matrix, columns=names)
+    table.insert(0, "node", names)
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
+
+
+def read_relmat(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Region names and the ``(n, n)`` matrix of a ``_relmat.tsv`` written by :func:`write_relmat`."""
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except Exception as exc:
+        raise NmflowInputError(path, f"cannot read relmat ({type(exc).__name__}: {exc})") from None
+    if table.columns[0] != "node" or list(table["node"]) != list(table.columns[1:]):
+        raise NmflowInputError(path, "relmat must have a 'node' column and one column per node, same order")
+    return list(table.columns[1:]), table.iloc[:, 1:].to_numpy(float)

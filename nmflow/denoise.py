@@ -1,0 +1,234 @@
+"""Denoising strategies: which confounds to regress, which volumes to censor.
+
+A strategy is a named preset or a user YAML file::
+
+    name: mystrategy            # used as desc-<name> in outputs
+    confounds: ["trans_[xyz]", "rot_[xyz]", "white_matter", "csf"]  # regexes, full match
+    scrub: true                 # censor high-motion volumes (optional, default false)
+    filter: true                # band-pass (optional, default true)
+
+Every pattern must match at least one column of the confounds file.
+Cleaning itself is :func:`nilearn.signal.clean`: detrending, Butterworth
+band-pass and confound regression applied together, the confounds filtered
+like the signal (orthogonal to the filter), censored volumes interpolated
+before filtering and dropped after.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from nmflow.errors import NmflowInputError
+
+MOTION_24 = [
+    rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A denoising strategy.
+
+    Attributes
+    ----------
+    name : str
+        Label for outputs (``desc-<name>``), alphanumeric.
+    confounds : tuple of str
+        Regular expressions (full match) of confound columns to regress.
+    scrub : bool
+        Censor volumes with FD > ``fd_threshold`` mm or std DVARS > ``dvars_threshold``.
+    filter : bool
+        Detrend and band-pass; ``False`` only for the ``none`` strategy.
+    """
+
+    name: str
+    confounds: tuple[str, ...] = ()
+    scrub: bool = False
+    filter: bool = True
+    description: str = ""
+
+
+PRESETS = {
+    "none": Strategy("none", (), False, False, "no cleaning: region means only (non-steady-state volumes dropped)"),
+    "simple": Strategy("simple", (*MOTION_24, "white_matter", "csf"), False, True,
+                       "24 motion parameters + white matter + CSF"),
+    "scrubbing": Strategy("scrubbing", (*MOTION_24, "white_matter", "csf"), True, True,
+                          "simple + censoring of high-motion volumes"),
+    "compcor": Strategy("compcor", (*MOTION_24, r"a_comp_cor_0[0-4]"), False, True,
+                        "24 motion parameters + 5 anatomical CompCor components"),
+    "gsr": Strategy("gsr", (*MOTION_24, "white_matter", "csf", "global_signal"), True, True,
+                    "scrubbing + global signal"),
+    "aroma": Strategy("aroma", (r"aroma_motion_\d+", "white_matter", "csf"), False, True,
+                      "ICA-AROMA noise components + white matter + CSF (needs fMRIPrep's AROMA outputs)"),
+}
+
+
+@dataclass
+class CleaningSettings:
+    """Settings shared by all strategies (CLI flags of the same names)."""
+
+    low_pass: float | None = 0.1
+    high_pass: float | None = 0.01
+    fd_threshold: float = 0.5
+    dvars_threshold: float = 3.0
+    min_segment: int = 5
+    min_volumes: int = 50
+    standardize: str | None = "psc"
+
+
+@dataclass
+class CleanedRun:
+    """The output of :func:`clean_run` for one strategy.
+
+    ``timeseries[atlas]`` is ``(n_kept_volumes, n_regions)``; ``design`` the
+    confound matrix used ``(n_volumes, n_confounds)``; ``outliers`` has one
+    row per volume with ``framewise_displacement``, ``std_dvars``,
+    ``non_steady_state`` and ``censored`` (1 = dropped).
+    """
+
+    timeseries: dict[str, np.ndarray]
+    design: pd.DataFrame
+    outliers: pd.DataFrame
+    kept: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+
+def load_strategy(spec: str) -> Strategy:
+    """A preset by name, or a strategy read from a YAML file path."""
+    if spec in PRESETS:
+        return PRESETS[spec]
+    path = Path(spec)
+    if path.suffix not in (".yml", ".yaml"):
+        raise NmflowInputError(None, f"unknown denoising strategy {spec!r}; use one of {', '.join(PRESETS)} or a .yml file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise NmflowInputError(path, f"cannot read strategy file ({exc})") from None
+    if not isinstance(data, dict) or "confounds" not in data or "name" not in data:
+        raise NmflowInputError(path, "strategy file needs 'name' and 'confounds' keys")
+    name = str(data["name"])
+    if not re.fullmatch(r"[A-Za-z0-9]+", name):
+        raise NmflowInputError(path, f"strategy name {name!r} must be alphanumeric (it becomes desc-{name})")
+    return Strategy(name, tuple(str(p) for p in data["confounds"]), bool(data.get("scrub", False)),
+                    bool(data.get("filter", True)), str(data.get("description", f"user strategy from {path.name}")))
+
+
+def read_confounds(path: str | Path) -> pd.DataFrame:
+    """fMRIPrep confounds TSV (``n/a`` as NaN), checked for readability."""
+    path = Path(path)
+    if not path.exists():
+        raise NmflowInputError(path, "confounds file not found")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+    except Exception as exc:
+        raise NmflowInputError(path, f"cannot read confounds file ({type(exc).__name__}: {exc})") from None
+    if table.shape[1] == 0 or table.shape[0] == 0:
+        raise NmflowInputError(path, "confounds file is empty")
+    return table
+
+
+def select_confounds(table: pd.DataFrame, strategy: Strategy, source: str | Path | None = None) -> pd.DataFrame:
+    """Columns of ``table`` matched by the strategy's patterns, NaNs filled with the column mean."""
+    columns = []
+    for pattern in strategy.confounds:
+        matched = [c for c in table.columns if re.fullmatch(pattern, c)]
+        if not matched:
+            raise NmflowInputError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is absent")
+        columns += [c for c in matched if c not in columns]
+    design = table[columns].astype(float)
+    return design.fillna(design.mean()).fillna(0.0)
+
+
+def censoring(table: pd.DataFrame, strategy: Strategy, settings: CleaningSettings) -> pd.DataFrame:
+    """Per-volume outlier table; ``censored`` = non-steady-state or (if scrubbing) high motion."""
+    n = len(table)
+    nss_cols = [c for c in table.columns if c.startswith("non_steady_state_outlier")]
+    nss = table[nss_cols].fillna(0).to_numpy().sum(axis=1) > 0 if nss_cols else np.zeros(n, bool)
+    fd = table["framewise_displacement"].to_numpy(float) if "framewise_displacement" in table else np.zeros(n)
+    dvars = table["std_dvars"].to_numpy(float) if "std_dvars" in table else np.zeros(n)
+    motion = np.zeros(n, dtype=bool)
+    if strategy.scrub:
+        if "framewise_displacement" not in table:
+            raise NmflowInputError(None, f"confound column 'framewise_displacement' needed by strategy {strategy.name!r} is absent")
+        motion = (np.nan_to_num(fd) > settings.fd_threshold) | (np.nan_to_num(dvars) > settings.dvars_threshold)
+    censored = nss | motion
+    if strategy.scrub and settings.min_segment > 1:
+        censored = _drop_short_segments(censored, settings.min_segment)
+    return pd.DataFrame({
+        "framewise_displacement": fd, "std_dvars": dvars,
+        "non_steady_state": nss.astype(int), "motion_outlier": motion.astype(int),
+        "censored": censored.astype(int),
+    })
+
+
+def _drop_short_segments(censored: np.ndarray, min_segment: int) -> np.ndarray:
+    """Also censor runs of kept volumes shorter than ``min_segment`` (as nilearn's ``scrub``)."""
+    out = censored.copy()
+    start = None
+    for i, c in enumerate(np.append(censored, True)):
+        if not c and start is None:
+            start = i
+        elif c and start is not None:
+            if i - start < min_segment:
+                out[start:i] = True
+            start = None
+    return out
+
+
+def clean_signals(
+    signals: np.ndarray, design: pd.DataFrame | None, kept: np.ndarray, tr: float,
+    strategy: Strategy, settings: CleaningSettings,
+) -> np.ndarray:
+    """Clean region signals ``(n_volumes, n_regions)`` -> ``(n_kept, n_regions)``.
+
+    NaN regions stay NaN.  ``kept`` are the indices of uncensored volumes.
+    """
+    from nilearn.signal import clean
+
+    valid = np.all(np.isfinite(signals), axis=0)
+    out = np.full((kept.size, signals.shape[1]), np.nan)
+    if not valid.any():
+        return out
+    confounds = design.to_numpy() if design is not None and design.shape[1] else None
+    out[:, valid] = clean(
+        signals[:, valid], confounds=confounds, sample_mask=kept, t_r=tr,
+        detrend=strategy.filter, filter="butterworth" if strategy.filter else False,
+        low_pass=settings.low_pass if strategy.filter else None,
+        high_pass=settings.high_pass if strategy.filter else None,
+        standardize=settings.standardize or False, standardize_confounds=True,
+    )
+    return out
+
+
+def clean_run(
+    signals: dict[str, np.ndarray], confounds: pd.DataFrame, tr: float, strategy: Strategy,
+    settings: CleaningSettings, source: str | Path | None = None,
+) -> CleanedRun:
+    """Clean the region signals of all atlases of one run with one strategy.
+
+    The atlases are cleaned together (one call, columns stacked), since the
+    design and the censoring do not depend on the atlas.
+    """
+    n_volumes = next(iter(signals.values())).shape[0]
+    if len(confounds) != n_volumes:
+        raise NmflowInputError(source, f"confounds file has {len(confounds)} rows but the BOLD has {n_volumes} volumes")
+    design = select_confounds(confounds, strategy, source)
+    outliers = censoring(confounds, strategy, settings)
+    kept = np.flatnonzero(outliers["censored"].to_numpy() == 0)
+    if kept.size < settings.min_volumes:
+        raise NmflowInputError(source, f"only {kept.size} volumes left after censoring with strategy "
+                                       f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
+    names = list(signals)
+    stacked = np.hstack([signals[a] for a in names])
+    cleaned = clean_signals(stacked, design, kept, tr, strategy, settings)
+    out, start = {}, 0
+    for a in names:
+        stop = start + signals[a].shape[1]
+        out[a] = cleaned[:, start:stop]
+        start = stop
+    return CleanedRun(out, design, outliers, kept)

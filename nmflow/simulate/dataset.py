@@ -1,0 +1,289 @@
+"""Write a synthetic dataset in fMRIPrep's derivatives layout, with planted truth.
+
+Voxel model (percent signal change around a baseline of ~1000):
+network voxels carry their network's signal plus voxel noise; every brain
+voxel carries physiological nuisance (the ``white_matter``/``csf`` columns and
+three further components only aCompCor sees), a global signal, motion
+artefacts (linear and squared in the six motion parameters), spikes at
+high-motion volumes, a slow drift and T1 saturation in the first volumes.
+Each nuisance appears in the confounds file under fMRIPrep's column name, so
+the right denoising strategy removes it and ``none`` does not.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from nmflow import __version__
+from nmflow.atlas import resolve_atlas
+from nmflow.connectivity import connection_names, upper_triangle
+from nmflow.simulate import networks as net
+from nmflow.simulate.toy_atlas import write_toy_atlas_dir
+
+SPACE = "MNI152NLin6Asym"
+
+
+@dataclass
+class SimulationSettings:
+    """What ``nmflow simulate`` makes; every field is a CLI flag."""
+
+    n_controls: int = 8
+    patients: tuple[tuple[str, int], ...] = (("disorderA", 4), ("disorderB", 4))
+    n_sites: int = 2
+    n_volumes: int = 120
+    tr: float = 2.0
+    grid: str = "tiny"  # "tiny" (toy atlas, 8 mm) or "2"/"4" (real Yeo grid, mm)
+    atlas: str = "yeo17thick"
+    atlas_dir: str | None = None
+    seed: int = 0
+    n_sessions: int = 1
+    effect: float = 0.35
+    motion: float = 1.0
+    global_signal: float = 1.5
+    site_strength: float = 0.5
+
+
+def _fmriprep_motion(n_volumes: int, level: float, rng: np.random.Generator):
+    """Six motion parameters (mm, rad) ``(n_volumes, 6)`` and spike volumes."""
+    walk = np.cumsum(rng.normal(0, 0.01 * level, (n_volumes, 6)), axis=0)
+    walk[:, 3:] /= 50.0  # rotations in radians (50 mm head radius)
+    n_spikes = rng.poisson(0.04 * n_volumes * level)
+    spikes = np.sort(rng.choice(np.arange(5, n_volumes), size=min(n_spikes, n_volumes - 5), replace=False))
+    for s in spikes:
+        jump = rng.normal(0, 0.4, 6)
+        jump[3:] /= 50.0
+        walk[s:] += jump
+    return walk, spikes
+
+
+def _framewise_displacement(motion: np.ndarray) -> np.ndarray:
+    """Power et al. (2012) FD in mm; the first value is NaN as in fMRIPrep."""
+    diff = np.abs(np.diff(motion, axis=0))
+    fd = diff[:, :3].sum(axis=1) + 50.0 * diff[:, 3:].sum(axis=1)
+    return np.concatenate([[np.nan], fd])
+
+
+def _expansions(name: str, values: np.ndarray) -> dict[str, np.ndarray]:
+    """fMRIPrep's derivative1 / power2 / derivative1_power2 columns."""
+    deriv = np.concatenate([[np.nan], np.diff(values)])
+    return {
+        name: values,
+        f"{name}_derivative1": deriv,
+        f"{name}_power2": values**2,
+        f"{name}_derivative1_power2": deriv**2,
+    }
+
+
+def _cosine_basis(n_volumes: int, tr: float, cutoff_s: float = 128.0) -> np.ndarray:
+    n_cos = int(np.floor(2 * n_volumes * tr / cutoff_s))
+    t = np.arange(n_volumes)
+    return np.column_stack(
+        [np.sqrt(2 / n_volumes) * np.cos(np.pi * (2 * t + 1) * (k + 1) / (2 * n_volumes)) for k in range(n_cos)]
+    ) if n_cos else np.zeros((n_volumes, 0))
+
+
+def _components(signals: np.ndarray, n: int) -> np.ndarray:
+    centred = signals - signals.mean(axis=0)
+    u, _, _ = np.linalg.svd(centred, full_matrices=False)
+    return u[:, :n]
+
+
+def _brain_mask(labels: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+
+    mask = ndimage.binary_dilation(labels > 0, iterations=1)
+    return ndimage.binary_fill_holes(mask)
+
+
+def _simulate_run(
+    labels: np.ndarray, mask: np.ndarray, network_ts: np.ndarray, settings: SimulationSettings,
+    motion_level: float, rng: np.random.Generator,
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Voxel data ``(x, y, z, n_volumes)`` float32 and the fMRIPrep confounds table."""
+    n_volumes = network_ts.shape[0]
+    tr = settings.tr
+    brain = np.flatnonzero(mask.ravel(order="F"))
+    net_of_voxel = labels.ravel(order="F")[brain].astype(int)
+    n_vox = brain.size
+    baseline = rng.uniform(800, 1200, n_vox).astype(np.float32)
+
+    physio = net.bandlimited_noise(n_volumes, 5, tr, rng, low=0.01, high=0.2)
+    global_sig = net.bandlimited_noise(n_volumes, 1, tr, rng)[:, 0]
+    motion, spikes = _fmriprep_motion(n_volumes, motion_level * settings.motion, rng)
+    motion_centred = motion - motion.mean(axis=0)
+    motion_scaled = motion_centred / np.array([0.1] * 3 + [0.002] * 3)
+    n_dummy = 2
+
+    psc = np.zeros((n_vox, n_volumes), dtype=np.float32)
+    in_net = net_of_voxel > 0
+    amplitude = rng.uniform(0.8, 1.2, n_vox).astype(np.float32)
+    psc[in_net] = amplitude[in_net, None] * network_ts[:, net_of_voxel[in_net] - 1].T
+    psc += rng.normal(0, 0.8, (n_vox, n_volumes)).astype(np.float32)
+    psc += (rng.uniform(0.3, 1.0, (n_vox, 5)).astype(np.float32) * 0.8) @ physio.T.astype(np.float32)
+    psc += settings.global_signal * rng.uniform(0.8, 1.2, (n_vox, 1)).astype(np.float32) * global_sig[None, :].astype(np.float32)
+    motion_w = rng.normal(0, 0.6, (n_vox, 6)).astype(np.float32)
+    psc += motion_w @ motion_scaled.T.astype(np.float32)
+    psc += (rng.normal(0, 0.2, (n_vox, 6)).astype(np.float32)) @ (motion_scaled**2 - (motion_scaled**2).mean(0)).T.astype(np.float32)
+    for s in spikes:
+        psc[:, s] += rng.normal(0, 4.0 * settings.motion, n_vox).astype(np.float32)
+    t = np.linspace(-1, 1, n_volumes, dtype=np.float32)
+    psc += rng.normal(0, 2.0, (n_vox, 1)).astype(np.float32) * t + rng.normal(0, 1.0, (n_vox, 1)).astype(np.float32) * t**2
+
+    data2d = baseline[:, None] * (1 + psc / 100.0)
+    data2d[:, :n_dummy] *= np.array([1.6, 1.25], dtype=np.float32)
+
+    volume = np.zeros(labels.shape + (n_volumes,), dtype=np.float32, order="F")
+    volume.reshape(-1, n_volumes, order="F")[brain] = data2d
+
+    confounds = _confounds_table(data2d, physio, motion, spikes, n_dummy, tr, rng)
+    return volume, confounds
+
+
+def _confounds_table(data2d, physio, motion, spikes, n_dummy, tr, rng) -> pd.DataFrame:
+    n_volumes = data2d.shape[1]
+    cols: dict[str, np.ndarray] = {}
+    gs = data2d.mean(axis=0).astype(float)
+    cols.update(_expansions("global_signal", gs))
+    cols.update(_expansions("csf", 1000 + 10 * physio[:, 1] + rng.normal(0, 1, n_volumes)))
+    cols.update(_expansions("white_matter", 1000 + 10 * physio[:, 0] + rng.normal(0, 1, n_volumes)))
+    dvars = np.concatenate([[np.nan], np.sqrt(np.mean(np.diff(data2d, axis=1) ** 2, axis=0))])
+    cols["std_dvars"] = dvars / np.nanmedian(dvars)
+    cols["dvars"] = dvars
+    fd = _framewise_displacement(motion)
+    cols["framewise_displacement"] = fd
+    cols["rmsd"] = fd * 0.5
+    for k, comp in enumerate(_components(physio[:, 2:], 3).T):
+        cols[f"t_comp_cor_{k:02d}"] = comp
+    for k, comp in enumerate(_components(physio, 5).T):
+        cols[f"a_comp_cor_{k:02d}"] = comp
+    for k, comp in enumerate(_cosine_basis(n_volumes, tr).T):
+        cols[f"cosine{k:02d}"] = comp
+    for k in range(n_dummy):
+        cols[f"non_steady_state_outlier{k:02d}"] = (np.arange(n_volumes) == k).astype(float)
+    for k, name in enumerate(["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]):
+        cols.update(_expansions(name, motion[:, k]))
+    outliers = np.flatnonzero(np.nan_to_num(fd) > 0.5)
+    for k, vol in enumerate(outliers):
+        cols[f"motion_outlier{k:02d}"] = (np.arange(n_volumes) == vol).astype(float)
+    return pd.DataFrame(cols)
+
+
+def _participants(settings: SimulationSettings, rng: np.random.Generator) -> pd.DataFrame:
+    groups = ["control"] * settings.n_controls
+    for name, n in settings.patients:
+        groups += [name] * n
+    n = len(groups)
+    width = max(2, len(str(n)))
+    return pd.DataFrame(
+        {
+            "participant_id": [f"sub-{i + 1:0{width}d}" for i in range(n)],
+            "group": groups,
+            "age": np.round(rng.uniform(20, 70, n), 1),
+            "sex": rng.choice(["F", "M"], n),
+            "site": [f"site{chr(ord('A') + i % settings.n_sites)}" for i in range(n)],
+        }
+    )
+
+
+def truth_dir_for(out_dir: Path) -> Path:
+    """Where the ground truth of a simulated dataset lives: beside it, never inside."""
+    return out_dir.parent / f"{out_dir.name}_truth"
+
+
+def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
+    """Write the dataset to ``out_dir`` and its truth to :func:`truth_dir_for`.
+
+    Returns the truth directory.  With ``grid="tiny"`` a toy atlas directory
+    (Yeo label sets on an 8 mm grid) is written to ``<truth>/atlases``; with
+    ``grid="2"`` or ``"4"`` the real Yeo atlas is resolved from ``atlas_dir``.
+    """
+    out_dir, truth = Path(out_dir), truth_dir_for(Path(out_dir))
+    rng = np.random.default_rng(settings.seed)
+    if settings.grid == "tiny":
+        atlas_dir = write_toy_atlas_dir(truth / "atlases")
+        res_label = "8"
+    else:
+        atlas_dir = settings.atlas_dir
+        res_label = settings.grid
+    atlas = resolve_atlas(settings.atlas, atlas_dir=atlas_dir, resolution_mm=float(res_label))
+    atlas_img = nib.load(atlas.image)
+    labels = np.asarray(atlas_img.dataobj).astype(np.int16)
+    n_networks = len(atlas.names)
+    mask = _brain_mask(labels)
+
+    participants = _participants(settings, rng)
+    groups = [name for name, _ in settings.patients]
+    control = net.control_correlation(n_networks, rng)
+    planted = net.plant_effects(control, groups, rng, delta=settings.effect)
+    site_weights = {
+        site: settings.site_strength * rng.uniform(0.2, 1.0, n_networks) * rng.choice([-1, 1], n_networks)
+        for site in sorted(participants.site.unique())
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    truth.mkdir(parents=True, exist_ok=True)
+    true_features = []
+    affine = atlas_img.affine
+    for row in participants.itertuples():
+        sub_rng = np.random.default_rng([settings.seed, int(row.participant_id[4:])])
+        corr = net.subject_correlation(planted.group_corr[row.group], sub_rng)
+        true_features.append(upper_triangle(corr))
+        motion_level = float(sub_rng.lognormal(0, 0.4))
+        for ses in range(settings.n_sessions):
+            ts = net.correlated_timeseries(corr, settings.n_volumes, settings.tr, sub_rng)
+            ts = ts + site_weights[row.site][None, :] * net.bandlimited_noise(settings.n_volumes, 1, settings.tr, sub_rng)
+            volume, confounds = _simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
+            _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
+                       res_label, volume, mask, affine, confounds, settings.tr)
+
+    participants.to_csv(out_dir / "participants.tsv", sep="\t", index=False)
+    (out_dir / "dataset_description.json").write_text(json.dumps({
+        "Name": "nmflow simulated fMRIPrep derivatives",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "nmflow simulate", "Version": __version__,
+                         "Description": f"seed {settings.seed}; synthetic data in fMRIPrep's layout"}],
+    }, indent=2))
+    _write_truth(truth, atlas, control, planted, participants, np.array(true_features), settings)
+    return truth
+
+
+def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr) -> None:
+    ses_part = f"_ses-{ses + 1}" if ses is not None else ""
+    func = out_dir / sub / (f"ses-{ses + 1}" if ses is not None else "") / "func"
+    func.mkdir(parents=True, exist_ok=True)
+    stem = f"{sub}{ses_part}_task-rest"
+    img = nib.Nifti1Image(volume, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["pixdim"][4] = tr
+    img.to_filename(func / f"{stem}_space-{SPACE}_res-{res_label}_desc-preproc_bold.nii.gz")
+    (func / f"{stem}_space-{SPACE}_res-{res_label}_desc-preproc_bold.json").write_text(
+        json.dumps({"RepetitionTime": tr, "TaskName": "rest", "SkullStripped": False}, indent=2))
+    nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
+        func / f"{stem}_space-{SPACE}_res-{res_label}_desc-brain_mask.nii.gz")
+    confounds.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+    (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(
+        {c: {"Method": "aCompCor", "Mask": "combined"} for c in confounds.columns if c.startswith("a_comp_cor")}, indent=2))
+
+
+def _write_truth(truth, atlas, control, planted, participants, true_features, settings) -> None:
+    names = atlas.names
+    table = planted.table.copy()
+    conn_names = connection_names(names)
+    table.insert(2, "name", [conn_names[k] for k in table.connection])
+    table.to_csv(truth / "planted_connections.tsv", sep="\t", index=False)
+    pd.DataFrame(control, index=names, columns=names).to_csv(truth / "control_fc.tsv", sep="\t")
+    pd.DataFrame(true_features, index=participants.participant_id, columns=conn_names).to_csv(
+        truth / "subject_true_fc.tsv", sep="\t")
+    settings_dict = {k: v for k, v in vars(settings).items()}
+    (truth / "truth.json").write_text(json.dumps({
+        "atlas": settings.atlas, "regions": names,
+        "connection_order": "numpy.triu_indices(n_regions, k=1), row-major",
+        "settings": settings_dict,
+    }, indent=2, default=list))

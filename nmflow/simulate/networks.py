@@ -1,0 +1,169 @@
+"""Network-level simulation: control FC, planted disorder effects, site effects.
+
+All matrices are ``(n_networks, n_networks)`` correlation matrices; time
+series are ``(n_volumes, n_networks)`` and band-limited to 0.01-0.08 Hz so
+that a 0.01-0.1 Hz band-pass keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from nmflow.connectivity import upper_triangle
+
+# Yeo-17 network -> Yeo-7 system, in the order of the atlas labels 1..17 of
+# the shipped Yeo-17 label table (Visual, SomMot, DorsAttn/TempPar, SalVentAttn,
+# Control, Default, Limbic).
+YEO17_TO_YEO7 = np.array([1, 1, 2, 2, 7, 6, 3, 4, 4, 6, 6, 6, 7, 7, 7, 5, 5])
+
+# Correlation between the 7 systems' shared signals (Visual, SomMot, DorsAttn,
+# SalVentAttn, Limbic, Control, Default); Default is anti-correlated with the
+# task-positive systems, as in resting-state data.
+_SYSTEM_CORR = np.array(
+    [
+        [1.00, 0.35, 0.30, 0.05, 0.00, 0.00, -0.15],
+        [0.35, 1.00, 0.30, 0.30, 0.00, -0.05, -0.15],
+        [0.30, 0.30, 1.00, 0.25, 0.00, 0.20, -0.30],
+        [0.05, 0.30, 0.25, 1.00, 0.05, 0.25, -0.20],
+        [0.00, 0.00, 0.00, 0.05, 1.00, 0.10, 0.20],
+        [0.00, -0.05, 0.20, 0.25, 0.10, 1.00, 0.15],
+        [-0.15, -0.15, -0.30, -0.20, 0.20, 0.15, 1.00],
+    ]
+)
+
+
+def nearest_correlation(matrix: np.ndarray, min_eig: float = 0.05) -> np.ndarray:
+    """Symmetric positive-definite correlation matrix closest to ``matrix`` (eigenvalue clipping)."""
+    sym = (matrix + matrix.T) / 2
+    values, vectors = np.linalg.eigh(sym)
+    fixed = (vectors * np.maximum(values, min_eig)) @ vectors.T
+    d = np.sqrt(np.diag(fixed))
+    out = fixed / np.outer(d, d)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def control_correlation(n_networks: int, rng: np.random.Generator) -> np.ndarray:
+    """A realistic healthy-control network correlation matrix.
+
+    Networks of one Yeo-7 system share a system signal (within-system r ~ 0.5-0.7);
+    systems correlate as in ``_SYSTEM_CORR``; a small random jitter makes every
+    connection distinct.
+    """
+    if n_networks == 17:
+        system = YEO17_TO_YEO7 - 1
+    elif n_networks == 7:
+        system = np.arange(7)
+    else:
+        system = np.arange(n_networks) % 7
+    loading = rng.uniform(0.75, 0.85, n_networks)
+    corr = np.outer(loading, loading) * _SYSTEM_CORR[np.ix_(system, system)]
+    jitter = rng.normal(0, 0.04, (n_networks, n_networks))
+    corr = corr + (jitter + jitter.T) / 2
+    np.fill_diagonal(corr, 1.0)
+    return nearest_correlation(corr)
+
+
+@dataclass
+class PlantedEffects:
+    """Connections altered in patient groups.
+
+    ``table`` has one row per (group, connection): ``group``, ``connection``
+    (feature index in the documented upper-triangle order), ``i``, ``j``
+    (network indices, 0-based), ``kind`` ("specific" or "shared") and ``delta``
+    (change of the correlation).
+    """
+
+    table: pd.DataFrame
+    group_corr: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def plant_effects(
+    control: np.ndarray,
+    groups: list[str],
+    rng: np.random.Generator,
+    n_specific: int = 6,
+    n_shared: int = 4,
+    delta: float = 0.35,
+) -> PlantedEffects:
+    """Alter ``n_specific`` connections per group and ``n_shared`` common to all groups."""
+    n = control.shape[0]
+    rows, cols = np.triu_indices(n, k=1)
+    n_needed = n_shared + n_specific * len(groups)
+    if n_needed > rows.size:
+        raise ValueError(f"cannot plant {n_needed} connections among {rows.size}")
+    chosen = rng.choice(rows.size, n_needed, replace=False)
+    shared, specific = chosen[:n_shared], chosen[n_shared:].reshape(len(groups), n_specific)
+    records, group_corr = [], {"control": control}
+    for g, name in enumerate(groups):
+        corr = control.copy()
+        for kind, idx in [("shared", shared), ("specific", specific[g])]:
+            for k in idx:
+                i, j = rows[k], cols[k]
+                # move towards zero-crossing-free values: push away from the control value
+                sign = -1.0 if control[i, j] > 0.25 else 1.0
+                corr[i, j] = corr[j, i] = control[i, j] + sign * delta
+                records.append(
+                    {"group": name, "connection": int(k), "i": int(i), "j": int(j),
+                     "kind": kind, "delta": sign * delta}
+                )
+        group_corr[name] = nearest_correlation(corr)
+    table = pd.DataFrame.from_records(records, columns=["group", "connection", "i", "j", "kind", "delta"])
+    achieved = [
+        group_corr[r.group][r.i, r.j] - control[r.i, r.j] for r in table.itertuples()
+    ]
+    table["delta"] = np.round(achieved, 4)
+    return PlantedEffects(table=table, group_corr=group_corr)
+
+
+def bandlimited_noise(
+    n_volumes: int, n_signals: int, tr: float, rng: np.random.Generator,
+    low: float = 0.01, high: float = 0.08,
+) -> np.ndarray:
+    """Unit-variance Gaussian noise ``(n_volumes, n_signals)`` with power only in [low, high] Hz."""
+    n_fft = 2 * n_volumes
+    freqs = np.fft.rfftfreq(n_fft, d=tr)
+    spectrum = rng.standard_normal((freqs.size, n_signals)) + 1j * rng.standard_normal(
+        (freqs.size, n_signals)
+    )
+    spectrum[(freqs < low) | (freqs > high)] = 0
+    signal = np.fft.irfft(spectrum, n=n_fft, axis=0)[:n_volumes]
+    signal -= signal.mean(axis=0)
+    return signal / signal.std(axis=0)
+
+
+def correlated_timeseries(
+    corr: np.ndarray, n_volumes: int, tr: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Band-limited time series ``(n_volumes, n_networks)`` whose population correlation is ``corr``."""
+    latent = bandlimited_noise(n_volumes, corr.shape[0], tr, rng)
+    return latent @ np.linalg.cholesky(corr).T
+
+
+def subject_correlation(
+    group_corr: np.ndarray, rng: np.random.Generator, jitter: float = 0.05
+) -> np.ndarray:
+    """One subject's true correlation: the group's plus individual variability."""
+    noise = rng.normal(0, jitter, group_corr.shape)
+    return nearest_correlation(group_corr + (noise + noise.T) / 2)
+
+
+def site_effect(
+    n_networks: int, n_volumes: int, tr: float, strength: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A site's scanner artefact: weights ``(n_networks,)`` and per-subject signal maker.
+
+    Returns the site's network weights and its band-limited shared signal
+    ``(n_volumes,)``: added to the network signals it shifts every connection
+    by about ``w_i * w_j`` (an additive site effect in FC space).
+    """
+    weights = strength * rng.uniform(0.2, 1.0, n_networks)
+    return weights, bandlimited_noise(n_volumes, 1, tr, rng)[:, 0]
+
+
+def true_fc_features(corr: np.ndarray) -> np.ndarray:
+    """Feature vector of a true correlation matrix, in the documented order."""
+    return upper_triangle(corr)
