@@ -58,10 +58,11 @@ class Run:
 
 def layout(root: str | Path, derivatives_config: bool = True):
     """A PyBIDS layout of ``root`` (no validation; derivatives entities known)."""
-    from bids import BIDSLayout
+    from bids import BIDSLayout, BIDSLayoutIndexer
 
     config = ["bids", "derivatives", NMFLOW_BIDS_CONFIG] if derivatives_config else ["bids"]
-    return BIDSLayout(str(root), validate=False, config=config, index_metadata=False)
+    return BIDSLayout(str(root), validate=False, config=config,
+                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
 
 
 def strip_prefix(label: str) -> str:

@@ -1,0 +1,120 @@
+"""The BIDS-App call: ``nmflow FMRIPREP_DIR OUT_DIR {participant,group} [options]``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from nmflow import __version__
+from nmflow.cli.config import config_to_dict, parse_with_config
+from nmflow.connectivity import METRICS
+from nmflow.denoise import PRESETS, CleaningSettings
+from nmflow.errors import NmflowInputError
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser: the single source of every option's default."""
+    parser = argparse.ArgumentParser(
+        prog="nmflow", description="Yeo-network functional connectivity and normative deviations from fMRIPrep outputs. "
+        "Subcommands: nmflow simulate | dicom | fmriprep (see nmflow <subcommand> -h).")
+    parser.add_argument("bids_dir", type=Path, help="fMRIPrep derivatives folder")
+    parser.add_argument("out_dir", type=Path, help="output folder (BIDS derivatives)")
+    parser.add_argument("analysis_level", choices=["participant", "group"])
+    parser.add_argument("--version", action="version", version=f"nmflow {__version__}")
+    parser.add_argument("--config", help="YAML or TOML file whose keys are these flag names")
+    g = parser.add_argument_group("selection")
+    g.add_argument("--participant-label", nargs="+", help="subjects, with or without 'sub-'")
+    g.add_argument("--bids-filter-file", type=Path, help="JSON: {'bold': {entity: value}} added to the BOLD query")
+    g.add_argument("--space", default="MNI152NLin6Asym", help="template space of the BOLD runs")
+    p = parser.add_argument_group("participant level")
+    p.add_argument("--denoise", nargs="+", default=["simple", "scrubbing", "gsr"],
+                   help=f"strategies: {', '.join(PRESETS)} or a .yml file")
+    p.add_argument("--atlas", nargs="+", default=["yeo17thick"],
+                   help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv")
+    p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
+    p.add_argument("--metrics", nargs="+", default=["pearson"], choices=METRICS, help="FC metrics")
+    defaults = CleaningSettings()
+    p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz")
+    p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz")
+    p.add_argument("--fd-threshold", type=float, default=defaults.fd_threshold, help="mm, for scrubbing")
+    p.add_argument("--dvars-threshold", type=float, default=defaults.dvars_threshold, help="std DVARS, for scrubbing")
+    p.add_argument("--min-segment", type=int, default=defaults.min_segment,
+                   help="kept segments shorter than this are censored too")
+    p.add_argument("--min-volumes", type=int, default=defaults.min_volumes,
+                   help="a run with fewer volumes left fails")
+    p.add_argument("--standardize", default=defaults.standardize, choices=["psc", "zscore_sample", "none"],
+                   help="scaling of the cleaned time series")
+    p.add_argument("--min-coverage", type=float, default=0.5,
+                   help="regions with less of their voxels inside the brain mask become NaN")
+    r = parser.add_argument_group("resources")
+    r.add_argument("--nprocs", type=int, default=1, help="parallel processes")
+    r.add_argument("-w", "--work-dir", type=Path, help="Nipype cache (a re-run resumes from it)")
+    r.add_argument("-v", "--verbose", action="store_true", help="show Nipype's log")
+    try:  # TEMP until the group level lands
+        from nmflow.workflows.group import add_group_arguments
+
+        add_group_arguments(parser.add_argument_group("group level"))
+    except ImportError:
+        pass
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    try:
+        args = parse_with_config(parser, argv)
+        if args.analysis_level == "participant":
+            return run_participant(args)
+        from nmflow.workflows.group import run_group
+
+        return run_group(args)
+    except NmflowInputError as exc:
+        print(f"nmflow: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_participant(args: argparse.Namespace) -> int:
+    from nmflow.atlas import resolve_atlas
+    from nmflow.bids_io import collect_runs, write_dataset_description
+    from nmflow.denoise import load_strategy
+    from nmflow.workflows.participant import run_participant_level
+
+    logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    filters = _read_filters(args.bids_filter_file)
+    strategies = [load_strategy(s) for s in args.denoise]
+    runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
+    if not runs and not problems:
+        raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}"
+                               + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
+    res = next((float(r.res) for r in runs if r.res and r.res.replace(".", "").isdigit()), None)
+    atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
+    settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
+                                args.min_segment, args.min_volumes,
+                                None if args.standardize == "none" else args.standardize)
+    write_dataset_description(args.out_dir, args.bids_dir, config_to_dict(args))
+    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
+    failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings,
+                                     args.min_coverage, args.out_dir.absolute(), work_dir.absolute(), args.nprocs)
+    for problem in problems:
+        print(f"nmflow: error: {problem}", file=sys.stderr)
+    print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
+          f"-> {args.out_dir}")
+    for key, message in failures.items():
+        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
+    return 1 if failures or problems else 0
+
+
+def _read_filters(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NmflowInputError(path, f"cannot read BIDS filter file ({exc})") from None

@@ -1,0 +1,1 @@
+"""Thin Nipype interfaces: each moves files in and out of one plain function."""

@@ -1,0 +1,55 @@
+"""Nipype interface: raw region signals + confounds -> cleaned signals per strategy."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+)
+
+from nmflow.denoise import CleaningSettings, clean_run, clean_signals, read_confounds
+from nmflow.interfaces.io import key, load_arrays, save_arrays, strategies_from_json
+
+
+class _DenoiseInputSpec(BaseInterfaceInputSpec):
+    signals = File(exists=True, mandatory=True, desc="NPZ of raw region signals (ExtractSignals)")
+    atlas_names = InputMultiObject(traits.Str, mandatory=True, desc="atlas keys of the NPZ to clean")
+    confounds = traits.Str(mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv (checked when read)")
+    tr = traits.Float(mandatory=True, desc="repetition time (s)")
+    strategies_json = traits.Str(mandatory=True, desc="denoising strategies (strategies_to_json)")
+    settings_json = traits.Str(mandatory=True, desc="CleaningSettings as JSON")
+
+
+class _DenoiseOutputSpec(TraitedSpec):
+    cleaned = File(exists=True, desc="NPZ: 'strategy|atlas' -> (n_kept, n_regions), 'carpet|strategy'")
+    design_files = OutputMultiObject(File(exists=True), desc="confound matrix used, one TSV per strategy")
+    outlier_files = OutputMultiObject(File(exists=True), desc="per-volume outliers, one TSV per strategy")
+
+
+class Denoise(SimpleInterface):
+    """Clean the region signals of all atlases with every strategy."""
+
+    input_spec = _DenoiseInputSpec
+    output_spec = _DenoiseOutputSpec
+
+    def _run_interface(self, runtime):
+        arrays = load_arrays(self.inputs.signals)
+        signals = {name: arrays[name] for name in self.inputs.atlas_names}
+        confounds = read_confounds(self.inputs.confounds)
+        settings = CleaningSettings(**json.loads(self.inputs.settings_json))
+        out, designs, outliers = {}, [], []
+        for strategy in strategies_from_json(self.inputs.strategies_json):
+            run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)
+            out.update({key(strategy.name, atlas): ts for atlas, ts in run.timeseries.items()})
+            out[key("carpet", strategy.name)] = clean_signals(
+                arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
+            out[key("kept", strategy.name)] = run.kept
+            designs.append(os.path.join(runtime.cwd, f"design_{strategy.name}.tsv"))
+            outliers.append(os.path.join(runtime.cwd, f"outliers_{strategy.name}.tsv"))
+            run.design.to_csv(designs[-1], sep="\t", index=False, float_format="%.8g")
+            run.outliers.to_csv(outliers[-1], sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        self._results.update(cleaned=save_arrays(os.path.join(runtime.cwd, "cleaned.npz"), out),
+                             design_files=designs, outlier_files=outliers)
+        return runtime

@@ -1,0 +1,37 @@
+"""Nipype interface: BOLD + mask -> raw region signals of every atlas (one read)."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
+
+from nmflow.interfaces.io import atlases_from_json, save_arrays
+from nmflow.parcellate import extract_signals
+
+
+class _ExtractSignalsInputSpec(BaseInterfaceInputSpec):
+    bold = File(exists=True, mandatory=True, desc="fMRIPrep desc-preproc_bold image (4D)")
+    mask = File(exists=True, mandatory=True, desc="fMRIPrep desc-brain_mask image on the BOLD grid")
+    atlases_json = traits.Str(mandatory=True, desc="resolved atlases (nmflow.interfaces.io.atlases_to_json)")
+    min_coverage = traits.Float(0.5, usedefault=True, desc="regions with less coverage inside the mask become NaN")
+
+
+class _ExtractSignalsOutputSpec(TraitedSpec):
+    signals = File(exists=True, desc="NPZ: '<atlas>' -> (n_volumes, n_regions), 'coverage|<atlas>', carpet, tsnr")
+
+
+class ExtractSignals(SimpleInterface):
+    """Average the BOLD inside every region of every atlas."""
+
+    input_spec = _ExtractSignalsInputSpec
+    output_spec = _ExtractSignalsOutputSpec
+
+    def _run_interface(self, runtime):
+        atlases = atlases_from_json(self.inputs.atlases_json)
+        result = extract_signals(self.inputs.bold, self.inputs.mask, atlases, self.inputs.min_coverage)
+        arrays = dict(result.signals)
+        arrays.update({f"coverage|{name}": cov for name, cov in result.coverage.items()})
+        arrays.update(carpet=result.carpet, carpet_labels=result.carpet_labels, tsnr=result.tsnr)
+        self._results["signals"] = save_arrays(os.path.join(runtime.cwd, "signals.npz"), arrays)
+        return runtime

@@ -1,0 +1,1 @@
+"""Normative modelling of functional connectivity on healthy controls."""

@@ -1,0 +1,207 @@
+"""Group statistics on deviation scores, and single-case tests.
+
+Every patient group is compared with the held-out (reference) controls,
+connection by connection:
+
+* Mann-Whitney U (two-sided, :func:`scipy.stats.mannwhitneyu`); ``U`` is the
+  statistic of the patient sample, so ``U > n_p * n_c / 2`` means patients
+  score higher.
+* Benjamini-Hochberg q across the connections of one group.
+* Rank-biserial correlation ``r = 2 U / (n_p n_c) - 1`` in [-1, 1]
+  (positive: patients higher).
+* ``flagged`` = ``q < alpha`` (``p_rule="fdr"``, default) or ``p < alpha``
+  (``p_rule="raw"``, the rule of the original scripts, no correction).
+
+A flagged connection is ``shared`` when it is flagged in two or more patient
+groups and ``specific`` when it is flagged in this group only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from nmflow.atlas import YEO_NAMES
+
+YEO7_SYSTEMS = ["Visual", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Control", "Default"]
+_SYSTEM_KEYWORDS = [
+    ("Visual", ("visual", "_vis")),
+    ("SomMot", ("somatomotor", "sommot")),
+    ("DorsAttn", ("dorsal", "dorsattn")),
+    ("SalVentAttn", ("salience", "ventral", "salventattn")),
+    ("Limbic", ("limbic", "lymbic")),
+    ("Control", ("control", "cont", "frontoparietal")),
+    ("Default", ("default", "temppar", "temporal_parietal")),
+]
+
+
+def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q) of a 1-D array; NaN stays NaN.
+
+    ``q_(k) = min_{j >= k} min(1, p_(j) m / j)`` over the ``m`` finite values
+    sorted ascending.
+    """
+    p = np.asarray(p, dtype=float)
+    q = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m == 0:
+        return q
+    order = finite[np.argsort(p[finite], kind="stable")]
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q
+
+
+def rank_biserial(u: np.ndarray, n1: int, n2: int) -> np.ndarray:
+    """Rank-biserial correlation ``2 U / (n1 n2) - 1`` of the U of sample 1."""
+    return 2.0 * np.asarray(u, dtype=float) / (n1 * n2) - 1.0
+
+
+def mann_whitney(patients: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column two-sided Mann-Whitney test.
+
+    Parameters
+    ----------
+    patients : ndarray, shape (n_patients, n_features)
+    controls : ndarray, shape (n_controls, n_features)
+
+    Returns
+    -------
+    u, p : ndarray, shape (n_features,)
+        ``U`` of the patient sample and the two-sided p-value (exact for small
+        samples without ties, asymptotic otherwise, as SciPy's ``method="auto"``).
+    """
+    res = sps.mannwhitneyu(patients, controls, alternative="two-sided", axis=0)
+    return np.asarray(res.statistic, float), np.asarray(res.pvalue, float)
+
+
+def group_statistics(
+    scores: np.ndarray,
+    groups: np.ndarray,
+    reference: str,
+    feature_names: list[str],
+    alpha: float = 0.05,
+    p_rule: str = "fdr",
+) -> pd.DataFrame:
+    """Compare every non-reference group with the reference, per feature.
+
+    Parameters
+    ----------
+    scores : ndarray, shape (n_subjects, n_features)
+        Deviation scores (or features) of the tested subjects.
+    groups : ndarray of str, shape (n_subjects,)
+        Group label per subject; ``reference`` marks the held-out controls.
+    reference : str
+    feature_names : list of str, length n_features
+    alpha : float
+        Threshold applied to q (``p_rule="fdr"``) or p (``p_rule="raw"``).
+
+    Returns
+    -------
+    DataFrame
+        One row per (group, connection): ``group connection name n_patients
+        n_controls U p q effect_size flagged n_groups_flagged sharing``.
+    """
+    if p_rule not in ("fdr", "raw"):
+        raise ValueError(f"p_rule must be 'fdr' or 'raw', got {p_rule!r}")
+    groups = np.asarray(groups, dtype=str)
+    ref = scores[groups == reference]
+    tables = []
+    for group in sorted(set(groups) - {reference}):
+        pat = scores[groups == group]
+        u, p = mann_whitney(pat, ref)
+        q = benjamini_hochberg(p)
+        tables.append(pd.DataFrame({
+            "group": group, "connection": np.arange(scores.shape[1]), "name": feature_names,
+            "n_patients": len(pat), "n_controls": len(ref), "U": u, "p": p, "q": q,
+            "effect_size": rank_biserial(u, len(pat), len(ref)),
+            "flagged": (q if p_rule == "fdr" else p) < alpha,
+        }))
+    return label_sharing(pd.concat(tables, ignore_index=True))
+
+
+def label_sharing(table: pd.DataFrame) -> pd.DataFrame:
+    """Add ``n_groups_flagged`` and ``sharing`` ("shared", "specific" or "") per row."""
+    counts = table.groupby("connection")["flagged"].sum()
+    table = table.copy()
+    table["n_groups_flagged"] = table["connection"].map(counts).astype(int)
+    table["sharing"] = np.where(
+        ~table["flagged"], "", np.where(table["n_groups_flagged"] >= 2, "shared", "specific"))
+    return table
+
+
+def region_systems(region_names: list[str]) -> list[str]:
+    """Yeo-7 system of each region.
+
+    Yeo-17 networks map to Yeo-7 systems through
+    :data:`nmflow.simulate.networks.YEO17_TO_YEO7`; Yeo-7 regions are their
+    own system; other atlases are matched by keywords in the region names
+    (``Vis``, ``SomMot``, ``Default`` ... as in Schaefer labels), else "Other".
+    """
+    from nmflow.simulate.networks import YEO17_TO_YEO7
+
+    if list(region_names) == YEO_NAMES[17]:
+        return [YEO7_SYSTEMS[k - 1] for k in YEO17_TO_YEO7]
+    if list(region_names) == YEO_NAMES[7]:
+        return list(YEO7_SYSTEMS)
+    out = []
+    for name in region_names:
+        low = name.lower()
+        out.append(next((s for s, keys in _SYSTEM_KEYWORDS if any(k in low for k in keys)), "Other"))
+    return out
+
+
+def network_pair_summary(table: pd.DataFrame, region_names: list[str]) -> pd.DataFrame:
+    """Flagged connections per group and Yeo-7 system pair.
+
+    Parameters
+    ----------
+    table : DataFrame
+        Output of :func:`group_statistics` (``connection`` = feature index).
+    region_names : list of str
+        Regions of the atlas, in feature order.
+
+    Returns
+    -------
+    DataFrame
+        ``group system_a system_b n_connections n_flagged fraction_flagged``.
+    """
+    n = len(region_names)
+    systems = np.array(region_systems(region_names))
+    rows, cols = np.triu_indices(n, k=1)
+    a, b = systems[rows], systems[cols]
+    lo, hi = np.where(a <= b, a, b), np.where(a <= b, b, a)
+    pairs = table.assign(system_a=lo[table["connection"]], system_b=hi[table["connection"]])
+    out = (pairs.groupby(["group", "system_a", "system_b"])
+           .agg(n_connections=("flagged", "size"), n_flagged=("flagged", "sum")).reset_index())
+    out["fraction_flagged"] = out["n_flagged"] / out["n_connections"]
+    return out.sort_values(["group", "n_flagged"], ascending=[True, False], ignore_index=True)
+
+
+def crawford_howell(cases: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Crawford-Howell single-case t-test of each case against a control sample.
+
+    ``t = (x - mean_c) / (sd_c * sqrt((n + 1) / n))`` with ``sd_c`` the sample
+    standard deviation (ddof=1) of the ``n`` controls, ``df = n - 1``,
+    two-sided ``p = 2 * t_sf(|t|, df)``.
+
+    Parameters
+    ----------
+    cases : ndarray, shape (n_cases, n_features) or (n_features,)
+    controls : ndarray, shape (n_controls, n_features)
+
+    Returns
+    -------
+    t, p : ndarray, shape of ``cases``
+    df : int
+    """
+    controls = np.asarray(controls, dtype=float)
+    n = controls.shape[0]
+    if n < 2:
+        raise ValueError("Crawford-Howell needs at least 2 controls")
+    mean, sd = controls.mean(axis=0), controls.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (np.asarray(cases, dtype=float) - mean) / (sd * np.sqrt((n + 1) / n))
+    return t, 2 * sps.t.sf(np.abs(t), n - 1), n - 1

@@ -1,0 +1,1 @@
+"""Nipype workflows: participant, group."""
