@@ -120,9 +120,9 @@ def _find_neuroparc(directory: Path, n: int, thickness: str, resolution_mm: floa
     names = list(YEO_NAMES[n])
     table = directory / f"{stem}.csv"
     if table.exists():
-        lut = pd.read_csv(table)
-        lut = lut[lut.iloc[:, 0] > 0]
-        names = [str(v) for v in lut.iloc[:, 1]]
+        lut = pd.read_csv(table, header=None)  # "index,name" rows; a header row is dropped below
+        index = pd.to_numeric(lut.iloc[:, 0], errors="coerce")
+        names = [str(v) for v in lut.iloc[:, 1][index > 0]]
     centres = None
     meta = image.with_name(image.name.replace(".nii.gz", ".json"))
     if meta.exists():

@@ -94,6 +94,14 @@ def age_in_years(patient_age: str, birth_date: str, study_date: str) -> float | 
     return None
 
 
+def _identifiers(ds: pydicom.Dataset) -> tuple[tuple[str, str], ...]:
+    """Identifying (keyword, value) pairs, except values that merely name the vendor
+    (test and phantom data often carry e.g. InstitutionName "TOSHIBA")."""
+    vendor = f"{_text(ds, 'Manufacturer')} {_text(ds, 'ManufacturerModelName')}".lower()
+    pairs = ((tag, _text(ds, tag)) for tag in IDENTIFYING_TAGS)
+    return tuple((tag, value) for tag, value in pairs if value and value.lower() not in vendor)
+
+
 def _pixel_data_truncated(ds: pydicom.Dataset, header_end: int, size: int) -> bool:
     """True when an uncompressed image's pixel data are shorter than declared."""
     if "Rows" not in ds or "Columns" not in ds:
@@ -156,7 +164,7 @@ def read_header(path: Path) -> DicomHeader | str | None:
         sex=_text(ds, "PatientSex").upper()[:1],
         position=tuple(round(float(v), 3) for v in position) if position else None,
         n_frames=int(ds.get("NumberOfFrames", 1) or 1),
-        identifiers=tuple((tag, _text(ds, tag)) for tag in IDENTIFYING_TAGS if _text(ds, tag)),
+        identifiers=_identifiers(ds),
     )
 
 

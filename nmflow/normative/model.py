@@ -120,8 +120,9 @@ def train_models(
 
     Parameters
     ----------
-    x : ndarray, shape (n_subjects, n_features)
-        Standardised features of every subject the models may use.
+    x : ndarray, shape (n_subjects, n_features) or (n_models, n_subjects, n_features)
+        Standardised features of every subject the models may use (shared by
+        all models, or one array per model, e.g. one per variant).
     train_weights, val_weights : ndarray, shape (n_models, n_subjects)
         Multiplicity of each subject in each model's training / validation set
         (bootstrap counts; 0 = not used).  A model without validation subjects
@@ -140,7 +141,7 @@ def train_models(
     no_val = wv.sum(dim=1) == 0
     if init is None:
         seeds = seeds if seeds is not None else [config.seed + m for m in range(n_models)]
-        init = init_params(layer_sizes(x.shape[1]), seeds)
+        init = init_params(layer_sizes(x.shape[-1]), seeds)
     params = [p.detach().clone().requires_grad_(True) for p in init]
     best = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)

@@ -1,0 +1,275 @@
+"""Group-level inputs: FC features per variant, the subject table, the splits.
+
+A *variant* is one (atlas + seg, desc = denoising strategy, meas = FC metric).
+A subject's features are the upper triangle of its connectivity matrix
+(:func:`nmflow.connectivity.upper_triangle` order); correlation metrics
+(pearson, spearman, kendall, partial) are Fisher-z transformed
+(:func:`nmflow.connectivity.fisher_z`) before modelling, covariance metrics
+are used as they are.  Several runs or sessions of a subject are averaged
+(NaN-aware mean of their features).
+
+Missing values: a connection missing (NaN, e.g. a region without coverage or
+a region absent from an external time series file) in more than
+``max_missing`` of the subjects is dropped; remaining missing values are
+imputed with the training controls' mean, so they carry no deviation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nmflow.bids_io import layout, read_relmat, strip_prefix
+from nmflow.connectivity import CORRELATION_METRICS, connection_names, connectivity, fisher_z, upper_triangle
+from nmflow.errors import NmflowInputError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One atlas (+ seg) x strategy x metric combination."""
+
+    atlas: str | None
+    seg: str | None
+    desc: str | None
+    meas: str
+
+    @property
+    def entities(self) -> dict:
+        """BIDS entities of the variant (None omitted)."""
+        return {k: v for k, v in (("atlas", self.atlas), ("seg", self.seg), ("desc", self.desc),
+                                  ("meas", self.meas)) if v is not None}
+
+    @property
+    def label(self) -> str:
+        """``atlas-X_seg-Y_desc-Z_meas-W``."""
+        return "_".join(f"{k}-{v}" for k, v in self.entities.items())
+
+
+@dataclass
+class FeatureSet:
+    """Features of one variant.
+
+    Attributes
+    ----------
+    subjects : list of str, length n_subjects
+        Subject labels without ``sub-``.
+    regions : list of str
+    features : ndarray, shape (n_subjects, n_features)
+        Raw (not Fisher-z) upper triangles, averaged over runs; may hold NaN.
+    n_runs : list of int
+    """
+
+    variant: Variant
+    subjects: list[str]
+    regions: list[str]
+    features: np.ndarray
+    n_runs: list[int]
+
+    @property
+    def names(self) -> list[str]:
+        return connection_names(self.regions)
+
+
+def _average(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions: list[str]) -> FeatureSet:
+    subjects = sorted(per_subject)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        feats = np.array([np.nanmean(np.array(per_subject[s]), axis=0) for s in subjects])
+    return FeatureSet(variant, subjects, regions, feats, [len(per_subject[s]) for s in subjects])
+
+
+def collect_relmats(out_dir: str | Path, subjects: list[str] | None = None) -> dict[Variant, FeatureSet]:
+    """Participant-level ``_relmat.tsv`` files of ``out_dir`` (found with PyBIDS), per variant.
+
+    Raises :class:`NmflowInputError` when two files of one variant have
+    different regions (features of mismatched length or order).
+    """
+    query = {"suffix": "relmat", "extension": ".tsv"}
+    if subjects:
+        query["subject"] = [strip_prefix(s) for s in subjects]
+    found: dict[Variant, dict[str, list[np.ndarray]]] = {}
+    regions: dict[Variant, tuple[list[str], str]] = {}
+    for f in layout(out_dir).get(**query):
+        ents = f.get_entities()
+        if "meas" not in ents:
+            continue
+        variant = Variant(ents.get("atlas"), ents.get("segmentation"), ents.get("desc"), ents["meas"])
+        names, matrix = read_relmat(f.path)
+        first = regions.setdefault(variant, (names, f.path))
+        if names != first[0]:
+            raise NmflowInputError(f.path, f"{len(names)} regions differ from the {len(first[0])} of "
+                                   f"{Path(first[1]).name} (same variant {variant.label})")
+        found.setdefault(variant, {}).setdefault(ents["subject"], []).append(upper_triangle(matrix))
+    return {v: _average(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
+
+
+def read_timeseries(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """Region names and ``(n_volumes, n_regions)`` values of a BEP017 ``_timeseries.tsv``.
+
+    ``n/a`` is NaN; a file whose header is numeric is read as headerless
+    (regions named ``R1..Rn``).
+    """
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
+        try:
+            [float(c) for c in table.columns]
+            table = pd.read_csv(path, sep="\t", na_values=["n/a"], header=None)
+            table.columns = [f"R{k + 1}" for k in range(table.shape[1])]
+        except ValueError:
+            pass
+        values = table.to_numpy(dtype=float)
+    except Exception as exc:
+        raise NmflowInputError(path, f"cannot read time series ({type(exc).__name__}: {exc})") from None
+    return [str(c) for c in table.columns], values
+
+
+def collect_timeseries(ts_dir: str | Path, metrics: list[str],
+                       subjects: list[str] | None = None) -> tuple[dict[Variant, FeatureSet], list[str]]:
+    """FC features from a folder of BEP017 ``*_timeseries.tsv`` (XCP-D, giga_connectome, ...).
+
+    Files are found with PyBIDS (no validation); confound tables
+    (``desc-confounds``) are skipped.  Per variant the regions are the union
+    of the files' headers (order of the first file, then new ones): a region
+    missing from a file, or constant, gives NaN connections.  Scan lengths may
+    differ; a file with fewer than 3 volumes is skipped with a message.
+
+    Returns the feature sets (one per atlas/seg/desc x metric) and messages.
+    """
+    ts_dir = Path(ts_dir)
+    if not ts_dir.is_dir():
+        raise NmflowInputError(ts_dir, "time series directory not found")
+    query = {"suffix": "timeseries", "extension": ".tsv"}
+    if subjects:
+        query["subject"] = [strip_prefix(s) for s in subjects]
+    tables: dict[tuple, list[tuple[str, list[str], np.ndarray]]] = {}
+    messages = []
+    for f in layout(ts_dir).get(**query):
+        ents = f.get_entities()
+        if "subject" not in ents or "confounds" in str(ents.get("desc", "")):
+            continue
+        names, values = read_timeseries(f.path)
+        if values.shape[0] < 3:
+            messages.append(f"{f.path}: fewer than 3 volumes, skipped")
+            continue
+        key = (ents.get("atlas"), ents.get("segmentation"), ents.get("desc"))
+        tables.setdefault(key, []).append((ents["subject"], names, values))
+    out = {}
+    for (atlas, seg, desc), items in sorted(tables.items(), key=lambda kv: str(kv[0])):
+        regions = list(dict.fromkeys(n for _, names, _ in items for n in names))
+        for metric in metrics:
+            per_subject: dict[str, list[np.ndarray]] = {}
+            for sub, names, values in items:
+                full = pd.DataFrame(values, columns=names).reindex(columns=regions).to_numpy(float)
+                per_subject.setdefault(sub, []).append(upper_triangle(connectivity(full, metric)))
+            variant = Variant(atlas, seg, desc, metric)
+            out[variant] = _average(variant, per_subject, regions)
+    return out, messages
+
+
+def model_features(fs: FeatureSet) -> np.ndarray:
+    """Features for modelling ``(n_subjects, n_features)``: Fisher z for correlation metrics."""
+    return fisher_z(fs.features) if fs.variant.meas in CORRELATION_METRICS else fs.features.copy()
+
+
+def handle_missing(features: np.ndarray, train: np.ndarray,
+                   max_missing: float = 0.2) -> tuple[np.ndarray, np.ndarray, int]:
+    """Drop mostly-missing connections and impute the rest with the training mean.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_subjects, n_features)
+    train : ndarray of bool, shape (n_subjects,)
+
+    Returns
+    -------
+    features : ndarray, shape (n_subjects, n_kept)
+    kept : ndarray of bool, shape (n_features,)
+    n_imputed : int
+    """
+    missing = ~np.isfinite(features)
+    kept = missing.mean(axis=0) <= max_missing
+    kept &= np.isfinite(features[train]).any(axis=0)
+    out = features[:, kept].copy()
+    miss = ~np.isfinite(out)
+    if miss.any():
+        mean = np.nanmean(out[train], axis=0)
+        out[miss] = np.broadcast_to(mean, out.shape)[miss]
+    return out, kept, int(miss.sum())
+
+
+def read_participants(path: str | Path, group_column: str, site_column: str | None,
+                      covariates: list[str]) -> pd.DataFrame:
+    """``participants.tsv`` indexed by subject label (no ``sub-``), checked columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise NmflowInputError(path, "participants file not found (give --participants FILE)")
+    table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
+    needed = ["participant_id", group_column] + covariates
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise NmflowInputError(path, f"missing column(s) {missing}; has {list(table.columns)}")
+    table.index = [strip_prefix(str(p)) for p in table["participant_id"]]
+    if table.index.duplicated().any():
+        raise NmflowInputError(path, f"duplicate participant_id {sorted(table.index[table.index.duplicated()])}")
+    table["group"] = table[group_column].astype(str)
+    table["site"] = table[site_column].astype(str) if site_column and site_column in table else "all"
+    return table
+
+
+def check_groups(table: pd.DataFrame, control_label: str, min_size: int = 3) -> None:
+    """Raise :class:`NmflowInputError` without controls or with a group smaller than ``min_size``."""
+    counts = table["group"].value_counts()
+    if control_label not in counts:
+        raise NmflowInputError(None, f"no controls: no subject has group {control_label!r} "
+                               f"(groups: {dict(counts)}); see --control-label")
+    small = {g: int(n) for g, n in counts.items() if n < min_size}
+    if small:
+        raise NmflowInputError(None, f"group(s) with fewer than {min_size} subjects: {small}")
+
+
+def split_controls(table: pd.DataFrame, control_label: str, train_split: float, val_split: float,
+                   seed: int, split_file: str | Path | None = None) -> pd.Series:
+    """``train``/``val``/``test`` for controls and ``patient`` for others.
+
+    Without a split file, controls of each site are shuffled (seeded) and cut
+    into ``round(train_split n)`` training, ``round(val_split n)`` validation
+    and the rest held out (test, the reference group).  A split file is a TSV
+    with ``participant_id`` and ``split`` for every control; patients may only
+    be ``test``.
+    """
+    split = pd.Series("patient", index=table.index, dtype=object)
+    controls = table.index[table["group"] == control_label]
+    if split_file:
+        given = pd.read_csv(split_file, sep="\t", dtype=str)
+        if not {"participant_id", "split"} <= set(given.columns) or not set(given["split"]) <= set(SPLITS):
+            raise NmflowInputError(split_file, f"needs columns participant_id and split in {SPLITS}")
+        given.index = [strip_prefix(p) for p in given["participant_id"]]
+        given = given[given.index.isin(table.index)]
+        bad = [s for s in given.index if s not in controls and given.loc[s, "split"] != "test"]
+        if bad:
+            raise NmflowInputError(split_file, f"patients cannot be in train/val: {bad}")
+        unlisted = sorted(set(controls) - set(given.index))
+        if unlisted:
+            raise NmflowInputError(split_file, f"controls not listed: {unlisted}")
+        split[controls] = given.loc[controls, "split"]
+    else:
+        if not (0 < train_split < 1 and 0 <= val_split < 1 and train_split + val_split < 1):
+            raise NmflowInputError(None, "need 0 < --train-split, 0 <= --val-split, and their sum < 1")
+        rng = np.random.default_rng(seed)
+        for site in sorted(table.loc[controls, "site"].unique()):
+            ids = np.array(sorted(controls[table.loc[controls, "site"] == site]))
+            rng.shuffle(ids)
+            n_train, n_val = round(train_split * len(ids)), round(val_split * len(ids))
+            split[ids[:n_train]] = "train"
+            split[ids[n_train:n_train + n_val]] = "val"
+            split[ids[n_train + n_val:]] = "test"
+    counts = split.value_counts()
+    if counts.get("train", 0) < 5 or counts.get("test", 0) < 3:
+        raise NmflowInputError(split_file, f"need >= 5 training and >= 3 held-out controls, got {dict(counts)}")
+    return split

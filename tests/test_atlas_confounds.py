@@ -1,0 +1,108 @@
+"""Atlas resolution and confound selection on real fMRIPrep confounds shipped with nilearn."""
+
+import importlib.resources
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from nmflow.atlas import resolve_atlas
+from nmflow.denoise import PRESETS, load_strategy, read_confounds, select_confounds
+from nmflow.errors import NmflowInputError
+
+NILEARN_DATA = importlib.resources.files("nilearn.interfaces.fmriprep") / "data"
+
+
+def test_builtin_names_resolve_in_atlas_dir(tiny_dataset):
+    atlas = resolve_atlas("yeo17thick", tiny_dataset["atlas_dir"])
+    assert atlas.entities == {"atlas": "Yeo2011", "seg": "17nThick"}
+    assert len(atlas.names) == 17 and atlas.names[0] == "1_Visual_A"
+    assert atlas.image.name.startswith("Yeo-17-liberal_")
+    thin = resolve_atlas("yeo7thin", tiny_dataset["atlas_dir"])
+    assert thin.image.name.startswith("Yeo-7_") and thin.entities["seg"] == "7nThin"
+
+
+def test_real_atlas_resolution_matches_bold_resolution(real_atlas_dir):
+    assert "res-4x4x4" in resolve_atlas("yeo17thin", real_atlas_dir, resolution_mm=4).image.name
+    assert "res-2x2x2" in resolve_atlas("yeo17thin", real_atlas_dir, resolution_mm=2).image.name
+    atlas = resolve_atlas("yeo17thick", real_atlas_dir, resolution_mm=2)
+    names = pd.read_csv(real_atlas_dir / "Yeo-17-liberal.csv", header=None).iloc[1:, 1].tolist()
+    assert atlas.names == names and atlas.centres_mm.shape == (17, 3)
+
+
+def test_nilearn_layout_is_found(tmp_path, tiny_dataset):
+    src = resolve_atlas("yeo7thick", tiny_dataset["atlas_dir"]).image
+    dst = tmp_path / "yeo_2011" / "Yeo_JNeurophysiol11_MNI152"
+    dst.mkdir(parents=True)
+    (dst / "Yeo2011_7Networks_MNI152_FreeSurferConformed1mm_LiberalMask.nii.gz").write_bytes(src.read_bytes())
+    atlas = resolve_atlas("yeo7thick", tmp_path)
+    assert atlas.image.parent == dst and len(atlas.names) == 7
+
+
+def test_user_atlas_and_its_errors(tmp_path, tiny_dataset):
+    src = resolve_atlas("yeo7thick", tiny_dataset["atlas_dir"]).image
+    table = tmp_path / "labels.tsv"
+    pd.DataFrame({"index": [1, 2, 3], "name": ["a", "b", "c"]}).to_csv(table, sep="\t", index=False)
+    atlas = resolve_atlas(f"mine={src}:{table}")
+    assert atlas.indices == [1, 2, 3] and atlas.entities == {"atlas": "mine"}
+    pd.DataFrame({"index": [1, 99], "name": ["a", "zz"]}).to_csv(table, sep="\t", index=False)
+    with pytest.raises(NmflowInputError, match=r"label\(s\) \[99\].*not found"):
+        resolve_atlas(f"mine={src}:{table}")
+    with pytest.raises(NmflowInputError, match="unknown atlas"):
+        resolve_atlas("yeo12thick")
+
+
+def test_offline_atlas_error_says_what_to_download(tmp_path, monkeypatch):
+    from nilearn import datasets
+
+    def offline(*args, **kwargs):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(datasets, "fetch_atlas_yeo_2011", offline)
+    with pytest.raises(NmflowInputError) as err:
+        resolve_atlas("yeo17thin", tmp_path)
+    message = str(err.value)
+    assert "Yeo_JNeurophysiol11_MNI152.zip" in message and str(tmp_path) in message
+    assert "Yeo-17_space-MNI152NLin6_res-2x2x2.nii.gz" in message
+
+
+@pytest.mark.parametrize("name", ["test-v21_desc-confounds_timeseries.tsv", "test_desc-confounds_regressors.tsv"])
+def test_presets_select_the_expected_real_columns(name):
+    table = read_confounds(NILEARN_DATA / name)
+    simple = select_confounds(table, PRESETS["simple"])
+    motion = [f"{p}{d}{q}" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+              for d in ("", "_derivative1") for q in ("", "_power2")]
+    assert sorted(simple.columns) == sorted(motion + ["white_matter", "csf"])
+    assert not simple.isna().any().any()
+    gsr = select_confounds(table, PRESETS["gsr"])
+    assert "global_signal" in gsr and gsr.shape[1] == 27
+    compcor = select_confounds(table, PRESETS["compcor"])
+    assert [c for c in compcor if c.startswith("a_comp")] == [f"a_comp_cor_0{i}" for i in range(5)]
+    if "aroma_motion_01" in table:
+        assert select_confounds(table, PRESETS["aroma"]).filter(like="aroma").shape[1] == table.filter(
+            regex=r"^aroma_motion_\d+$").shape[1] > 0
+    else:
+        with pytest.raises(NmflowInputError, match="aroma_motion"):
+            select_confounds(table, PRESETS["aroma"], name)
+
+
+def test_user_strategy_yaml(tmp_path):
+    path = tmp_path / "mine.yml"
+    path.write_text("name: motion6\nconfounds: ['trans_[xyz]', 'rot_[xyz]']\nscrub: true\n")
+    strategy = load_strategy(str(path))
+    table = read_confounds(NILEARN_DATA / "test-v21_desc-confounds_timeseries.tsv")
+    assert strategy.scrub and list(select_confounds(table, strategy).columns) == [
+        "trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
+    path.write_text("name: bad name\nconfounds: [csf]\n")
+    with pytest.raises(NmflowInputError, match="alphanumeric"):
+        load_strategy(str(path))
+    with pytest.raises(NmflowInputError, match="unknown denoising strategy"):
+        load_strategy("aggressive")
+
+
+def test_first_row_nans_of_derivatives_are_filled_with_column_mean():
+    table = read_confounds(NILEARN_DATA / "test-v21_desc-confounds_timeseries.tsv")
+    design = select_confounds(table, PRESETS["simple"])
+    col = table["trans_x_derivative1"]
+    assert np.isnan(col.iloc[0]) and design["trans_x_derivative1"].iloc[0] == pytest.approx(col.mean())

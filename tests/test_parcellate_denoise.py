@@ -1,0 +1,86 @@
+"""Region extraction and cleaning against nilearn's NiftiLabelsMasker + signal.clean."""
+
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nilearn import signal
+from nilearn.maskers import NiftiLabelsMasker
+
+from nmflow.atlas import resolve_atlas
+from nmflow.denoise import PRESETS, CleaningSettings, censoring, clean_run, read_confounds, select_confounds
+from nmflow.parcellate import extract_signals
+
+
+def _run_files(dataset, sub="sub-01"):
+    func = dataset["fmriprep"] / sub / "func"
+    bold = next(func.glob("*desc-preproc_bold.nii.gz"))
+    mask = next(func.glob("*desc-brain_mask.nii.gz"))
+    confounds = next(func.glob("*desc-confounds_timeseries.tsv"))
+    return bold, mask, confounds
+
+
+@pytest.mark.parametrize("strategy", ["simple", "scrubbing", "gsr", "compcor", "none"])
+def test_timeseries_equal_nilearn_masker_and_clean(tiny_dataset, strategy):
+    bold, mask, confounds_path = _run_files(tiny_dataset)
+    atlases = [resolve_atlas(a, tiny_dataset["atlas_dir"]) for a in ("yeo17thick", "yeo7thin")]
+    raw = extract_signals(bold, mask, atlases)
+    table = read_confounds(confounds_path)
+    settings = CleaningSettings()
+    chosen = PRESETS[strategy]
+    ours = clean_run(raw.signals, table, 2.0, chosen, settings)
+
+    # nilearn averages in the image's dtype; give it float64 so both sides accumulate alike
+    img = nib.load(bold)
+    bold64 = nib.Nifti1Image(img.get_fdata(dtype=np.float64), img.affine, img.header)
+    design = select_confounds(table, chosen)
+    kept = np.flatnonzero(censoring(table, chosen, settings)["censored"].to_numpy() == 0)
+    for atlas in atlases:
+        masker = NiftiLabelsMasker(labels_img=str(atlas.image), mask_img=str(mask), strategy="mean")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            region_means = masker.fit_transform(bold64)
+        ref = signal.clean(
+            region_means, confounds=design.to_numpy() if design.shape[1] else None, sample_mask=kept,
+            t_r=2.0, detrend=chosen.filter, filter="butterworth" if chosen.filter else False,
+            low_pass=0.1 if chosen.filter else None, high_pass=0.01 if chosen.filter else None,
+            standardize="psc", standardize_confounds=True)
+        assert ours.timeseries[atlas.name].shape == ref.shape
+        np.testing.assert_allclose(ours.timeseries[atlas.name], ref, atol=1e-6, rtol=1e-6)
+
+
+def test_scrubbing_censors_high_fd_and_non_steady_state(tiny_dataset):
+    table = read_confounds(_run_files(tiny_dataset)[2])
+    out = censoring(table, PRESETS["scrubbing"], CleaningSettings(min_segment=1))
+    fd = table["framewise_displacement"].fillna(0).to_numpy()
+    dvars = table["std_dvars"].fillna(0).to_numpy()
+    expected = (fd > 0.5) | (dvars > 3.0)
+    expected[:2] = True  # the simulator's two non-steady-state volumes
+    np.testing.assert_array_equal(out["censored"].to_numpy().astype(bool), expected)
+    no_scrub = censoring(table, PRESETS["simple"], CleaningSettings())
+    assert no_scrub["censored"].sum() == 2
+
+
+def test_short_segments_between_censored_volumes_are_dropped(tiny_dataset):
+    table = read_confounds(_run_files(tiny_dataset)[2]).copy()
+    table["framewise_displacement"] = 0.0
+    table.loc[[20, 23], "framewise_displacement"] = 2.0  # leaves a 2-volume segment 21-22
+    out = censoring(table, PRESETS["scrubbing"], CleaningSettings(min_segment=5))
+    assert out["censored"].iloc[20:24].tolist() == [1, 1, 1, 1]
+    assert out["censored"].iloc[24] == 0
+
+
+def test_low_coverage_region_becomes_nan(tiny_copy):
+    bold, mask, _ = _run_files(tiny_copy)
+    atlas = resolve_atlas("yeo17thick", tiny_copy["atlas_dir"])
+    labels = np.asarray(nib.load(atlas.image).dataobj)
+    mask_img = nib.load(mask)
+    cut = np.asarray(mask_img.dataobj).copy()
+    cut[labels == 5] = 0  # region 5 entirely outside the mask
+    nib.Nifti1Image(cut, mask_img.affine).to_filename(mask)
+    with pytest.warns(UserWarning, match="below 50% coverage"):
+        raw = extract_signals(bold, mask, [atlas])
+    assert raw.coverage[atlas.name][4] == 0
+    assert np.isnan(raw.signals[atlas.name][:, 4]).all()
+    assert np.isfinite(np.delete(raw.signals[atlas.name], 4, axis=1)).all()
