@@ -23,7 +23,8 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 
 def _dcm2niix() -> str | None:
-    return shutil.which("dcm2niix") or shutil.which("dcm2niix", path=str(Path(sys.executable).parent))
+    beside_python = str(Path(sys.executable).parent)
+    return shutil.which("dcm2niix") or shutil.which("dcm2niix", path=beside_python)
 
 
 needs_dcm2niix = pytest.mark.skipif(_dcm2niix() is None, reason="dcm2niix is not installed")
@@ -65,7 +66,8 @@ def write_series(folder: Path, *, patient_id: str, study_uid: str, description: 
     for volume in range(n_volumes):
         for slice_ in range(n_slices):
             ds = copy.deepcopy(template)
-            ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = patient_id, study_uid, series_uid
+            ds.PatientID, ds.StudyInstanceUID = patient_id, study_uid
+            ds.SeriesInstanceUID = series_uid
             ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
             ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = study_date
             ds.AcquisitionTime = f"1000{2 * volume:02d}"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from dicom_helpers import (heudiconv_data, link, pydicom_file, read_csv, run_cli,
-                           write_series)
+import nibabel as nib
+from dicom_helpers import (heudiconv_data, link, needs_dcm2niix, pydicom_file, read_csv,
+                           run_cli, write_series)
 from pydicom.uid import generate_uid
 
 REAL_PATIENT_IDS = ["crlab", "phantom1-sid1", "dbic-test1", "ke6hL9Lm", "o6jgilro", "PHASMR6335"]
@@ -55,7 +56,7 @@ def _odd_tree(root):
     (root / "2023" / "misc" / "image.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a dicom")
     link(pydicom_file("MR_small.dcm"), root / "2023" / "misc" / "linked.dcm")
     data = a2[0].read_bytes()
-    (root / "2023" / "misc" / "broken.dcm").write_bytes(data[: len(data) // 2])
+    (root / "2023" / "misc" / "broken.dcm").write_bytes(data[: len(data) // 2])  # a bad copy
     return len(a1) + len(b) + len(a2) + 1  # + the linked MR_small
 
 
@@ -125,3 +126,22 @@ def test_missing_folder_is_one_clear_error(tmp_path, capsys):
     assert code == 1
     assert err == f"nmflow: error: {tmp_path / 'nope'}: DICOM folder does not exist\n"
     assert not (tmp_path / "i.csv").exists() and not (tmp_path / "k").exists()
+
+
+@needs_dcm2niix
+def test_odd_tree_converts_every_good_file(tmp_path, capsys):
+    _odd_tree(tmp_path / "dicom")
+    csv_path, bids = tmp_path / "inv.csv", tmp_path / "bids"
+    run_cli(["dicom", "inventory", str(tmp_path / "dicom"), str(csv_path),
+             "--key-file", str(tmp_path / "key.csv")], capsys)
+    code, out, err = run_cli(["dicom", "convert", str(csv_path), str(bids)], capsys)
+    assert code == 0, err
+    assert "skipped 2023/misc/broken.dcm" in err
+    keys = {r["patient_id"]: r["participant_label"] for r in read_csv(tmp_path / "key.csv")}
+    a, b = keys["PAT-A"], keys["PAT-B"]
+    shapes = {p.relative_to(bids).as_posix(): nib.load(p).shape for p in bids.rglob("*.nii.gz")}
+    assert shapes == {
+        f"sub-{a}/ses-01/anat/sub-{a}_ses-01_T1w.nii.gz": (64, 64, 3),
+        f"sub-{a}/ses-02/anat/sub-{a}_ses-02_T1w.nii.gz": (64, 64, 3),
+        f"sub-{b}/ses-01/func/sub-{b}_ses-01_task-rest_bold.nii.gz": (64, 64, 2, 3),
+    }

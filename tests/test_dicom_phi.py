@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+from contextlib import redirect_stderr, redirect_stdout
 from datetime import date, timedelta
 
 import nibabel as nib
@@ -30,7 +32,9 @@ STUDY_DATES = ("20230115", "20230620")
 
 @pytest.fixture(scope="module")
 def phi_run(tmp_path_factory):
-    """Two visits of one planted patient, inventoried and converted twice."""
+    """Two visits of one planted patient: inventory, then one conversion per date policy."""
+    from nmflow.cli.main import main
+
     tmp = tmp_path_factory.mktemp("phi")
     for visit, study_date in enumerate(STUDY_DATES, start=1):
         study = generate_uid()
@@ -42,35 +46,29 @@ def phi_run(tmp_path_factory):
         write_series(folder, patient_id=PHI["PatientID"], study_uid=study, phi=PHI,
                      description="gre_field_mapping", series_number=6, study_date=study_date,
                      image_type=("ORIGINAL", "PRIMARY", "P", "ND"))
-    return tmp
-
-
-def _run(tmp, capsys, *extra):
-    from nmflow.cli.main import main
-
-    outputs = []
-    for argv in (["dicom", "inventory", str(tmp / "dicom"), str(tmp / "inv.csv"),
-                  "--key-file", str(tmp / "secret" / "key.csv"), "--overwrite"],
-                 ["dicom", "convert", str(tmp / "inv.csv"), str(tmp / extra[0]), *extra[1:]]):
-        assert main(argv) == 0
-        captured = capsys.readouterr()
-        outputs.append(captured.out + captured.err)
-    return "\n".join(outputs)
+    terminal = io.StringIO()
+    commands = [["dicom", "inventory", str(tmp / "dicom"), str(tmp / "inv.csv"),
+                 "--key-file", str(tmp / "secret" / "key.csv")]]
+    commands += [["dicom", "convert", str(tmp / "inv.csv"), str(tmp / f"bids-{policy}"),
+                  "--date-policy", policy] for policy in ("remove", "shift")]
+    with redirect_stdout(terminal), redirect_stderr(terminal):
+        codes = [main(argv) for argv in commands]
+    assert codes == [0, 0, 0], terminal.getvalue()
+    return tmp, terminal.getvalue()
 
 
 @needs_dcm2niix
 @pytest.mark.parametrize("policy", ["remove", "shift"])
-def test_no_planted_phi_anywhere_but_the_key_file(phi_run, capsys, policy):
-    terminal = _run(phi_run, capsys, f"bids-{policy}", "--date-policy", policy)
-    bids = phi_run / f"bids-{policy}"
-    dicoms = list((phi_run / "dicom").rglob("IM*"))
+def test_no_planted_phi_anywhere_but_the_key_file(phi_run, policy):
+    tmp, terminal = phi_run
+    bids = tmp / f"bids-{policy}"
+    dicoms = list((tmp / "dicom").rglob("IM*"))
     assert all(PHI["PatientID"].encode() in p.read_bytes() for p in dicoms)  # planted indeed
-    assert PHI["PatientID"] in (phi_run / "secret" / "key.csv").read_text()
-    checked = [p for p in phi_run.rglob("*")
-               if p.is_file() and "dicom" not in p.relative_to(phi_run).parts
-               and p.name != "key.csv"]
+    assert PHI["PatientID"] in (tmp / "secret" / "key.csv").read_text()
+    checked = [p for p in tmp.rglob("*")
+               if p.is_file() and "dicom" not in p.relative_to(tmp).parts and p.name != "key.csv"]
     assert len(list(bids.rglob("*.nii.gz"))) == 6
-    hits = [(p.relative_to(phi_run), needle) for p in checked for needle in NEEDLES
+    hits = [(p.relative_to(tmp), needle) for p in checked for needle in NEEDLES
             if needle.lower().encode() in all_bytes(p).lower()]
     assert hits == []
     assert not [n for n in NEEDLES if n.lower() in terminal.lower()]
@@ -83,26 +81,25 @@ def test_no_planted_phi_anywhere_but_the_key_file(phi_run, capsys, policy):
 
 
 @needs_dcm2niix
-def test_date_policies(phi_run, capsys):
-    _run(phi_run, capsys, "bids-dates-remove")
-    _run(phi_run, capsys, "bids-dates-shift", "--date-policy", "shift")
-    shift = int(read_csv(phi_run / "inv.csv")[0]["date_shift_days"])
+@pytest.mark.parametrize("policy", ["remove", "shift"])
+def test_date_policies(phi_run, policy):
+    tmp, _ = phi_run
+    shift = int(read_csv(tmp / "inv.csv")[0]["date_shift_days"])
     assert shift > 0
-    for policy in ("remove", "shift"):
-        bids = phi_run / f"bids-dates-{policy}"
-        (scans,) = bids.glob("sub-*/ses-01/*_scans.tsv")
-        lines = scans.read_text().splitlines()
-        assert lines[0] == "filename\tacq_time" and len(lines) == 4
-        times = [line.split("\t")[1] for line in lines[1:]]
-        text = "".join(all_bytes(p).decode("latin-1") for p in bids.rglob("*")
-                       if p.is_file() and not p.name.endswith(".nii.gz"))
-        assert "2023-01-15" not in text and "20230115" not in text
-        if policy == "remove":
-            assert times == ["n/a"] * 3
-            assert '"AcquisitionTime"' not in text
-        else:
-            expected = (date(2023, 1, 15) - timedelta(days=shift)).isoformat()
-            assert all(t.startswith(expected + "T10:00") for t in times)
+    bids = tmp / f"bids-{policy}"
+    (scans,) = bids.glob("sub-*/ses-01/*_scans.tsv")
+    lines = scans.read_text().splitlines()
+    assert lines[0] == "filename\tacq_time" and len(lines) == 4
+    times = [line.split("\t")[1] for line in lines[1:]]
+    text = "".join(all_bytes(p).decode("latin-1") for p in bids.rglob("*")
+                   if p.is_file() and not p.name.endswith(".nii.gz"))
+    assert "2023-01-15" not in text and "20230115" not in text
+    if policy == "remove":
+        assert times == ["n/a"] * 3
+        assert '"AcquisitionTime"' not in text
+    else:
+        expected = (date(2023, 1, 15) - timedelta(days=shift)).isoformat()
+        assert all(t.startswith(expected + "T10:00") for t in times)
 
 
 def test_scrub_metadata_drops_identifying_keys_and_handles_dates():
@@ -119,6 +116,9 @@ def test_scrub_metadata_drops_identifying_keys_and_handles_dates():
 
 def test_find_leaks_names_file_and_tag_but_not_value(tmp_path):
     (tmp_path / "a.json").write_text(json.dumps({"SeriesDescription": "t1 plantedsurname"}))
-    (tmp_path / "b.json").write_text(json.dumps({"ShimSetting": [4152, 7731]}))
-    identifiers = [("PatientName", "Plantedsurname^Jo"), ("PatientID", "7731")]
-    assert find_leaks(tmp_path, identifiers) == ["a.json: PatientName"]
+    (tmp_path / "b.json").write_text(json.dumps({"ImagingFrequency": 123.252622}))
+    (tmp_path / "c.json").write_text(json.dumps({"Comment": "born 1923-04-07"}))
+    identifiers = [("PatientName", "Plantedsurname^Jo"), ("PatientID", "252622"),
+                   ("PatientBirthDate", "19230407")]
+    assert find_leaks(tmp_path, identifiers) == ["a.json: PatientName",
+                                                 "c.json: PatientBirthDate"]

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-dir", type=Path, help="default: DERIV_DIR/logs/nmflow")
     parser.add_argument("--skip-bids-validation", action="store_true")
     parser.add_argument("--fmriprep-args", default="",
-                        help='extra fMRIPrep arguments, e.g. "--fs-no-reconall"')
+                        help='extra fMRIPrep arguments, given with "=": '
+                             '--fmriprep-args="--fs-no-reconall --cifti-output"')
     parser.add_argument("--rerun", action="store_true",
                         help="also run participants whose sub-<label>.html exists")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")

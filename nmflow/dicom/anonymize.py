@@ -175,12 +175,16 @@ def _searchable_text(path: Path) -> str:
 
 
 def _patterns(identifiers) -> list[tuple[str, re.Pattern]]:
+    """Whole-word patterns for each value, its name parts and, for dates, ISO form."""
     out = []
     for tag, value in identifiers:
-        for text in {value, value.replace("^", " ").strip(), *value.split("^")}:
-            text = text.strip()
+        forms = {value, value.replace("^", " "), *value.split("^")}
+        if tag.endswith("Date") and len(value) == 8 and value.isdigit():
+            forms.add(f"{value[:4]}-{value[4:6]}-{value[6:]}")
+        for text in (form.strip() for form in forms):
             if len(text) >= (6 if text.isdigit() else 4):
-                out.append((tag, re.compile(rf"(?<![A-Za-z0-9]){re.escape(text)}(?![A-Za-z0-9])",
+                edge = "A-Za-z0-9." if text.isdigit() else "A-Za-z0-9"  # 7731 is not in 0.7731
+                out.append((tag, re.compile(rf"(?<![{edge}]){re.escape(text)}(?![{edge}])",
                                             re.IGNORECASE)))
     return out
 

@@ -105,4 +105,5 @@ def write_dataset_files(bids_dir: Path, planned: list[PlannedSeries], name: str,
     rows = {row["participant_id"]: row for row in existing} | participant_rows(planned)
     atomic_write_text(tsv, table_text([rows[k] for k in sorted(rows)],
                                       ["participant_id", "age", "sex"], delimiter="\t"))
-    atomic_write_text(bids_dir / "participants.json", json.dumps(PARTICIPANTS_JSON, indent=2) + "\n")
+    atomic_write_text(bids_dir / "participants.json",
+                      json.dumps(PARTICIPANTS_JSON, indent=2) + "\n")
