@@ -73,7 +73,7 @@ class Atlas:
 def atlas_dir_from_env(atlas_dir: str | os.PathLike | None) -> Path | None:
     """The atlas directory: the argument, else ``NMFLOW_ATLAS_DIR``, else None."""
     value = atlas_dir or os.environ.get("NMFLOW_ATLAS_DIR")
-    return Path(value) if value else None
+    return Path(value).absolute() if value else None
 
 
 def resolve_atlas(
@@ -164,7 +164,7 @@ def _user_atlas(spec: str) -> Atlas:
     image_path, sep, table_path = paths.rpartition(":")
     if not sep or not name or not re.fullmatch(r"[A-Za-z0-9]+", name):
         raise NmflowInputError(None, f"atlas {spec!r}: expected NAME=labels.nii.gz:labels.tsv with an alphanumeric NAME")
-    image, table = Path(image_path), Path(table_path)
+    image, table = Path(image_path).absolute(), Path(table_path).absolute()
     for path in (image, table):
         if not path.exists():
             raise NmflowInputError(path, f"file of atlas {name!r} not found")

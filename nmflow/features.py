@@ -227,7 +227,7 @@ def check_groups(table: pd.DataFrame, control_label: str, min_size: int = 3) -> 
     counts = table["group"].value_counts()
     if control_label not in counts:
         raise NmflowInputError(None, f"no controls: no subject has group {control_label!r} "
-                               f"(groups: {dict(counts)}); see --control-label")
+                               f"(groups: { {str(g): int(n) for g, n in counts.items()} }); see --control-label")
     small = {g: int(n) for g, n in counts.items() if n < min_size}
     if small:
         raise NmflowInputError(None, f"group(s) with fewer than {min_size} subjects: {small}")

@@ -100,15 +100,16 @@ def fit_combat(features: np.ndarray, sites: np.ndarray, covariates: pd.DataFrame
     levels = {c: sorted(covariates[c].astype(str).unique()) for c in covariates if _categorical(covariates[c])}
     continuous = [c for c in covariates if not _categorical(covariates[c])]
     design = covariate_design(covariates, levels, continuous)
+    onehot = (np.asarray(sites, dtype=str)[:, None] == np.unique(np.asarray(sites, dtype=str))[None]).astype(float)
+    full = np.hstack([onehot, design])
+    if np.linalg.matrix_rank(full) < full.shape[1]:
+        raise NmflowInputError(None, "ComBat design is singular: a covariate is constant or "
+                               "confounded with site among training controls")
     names = [f"cov{k}" for k in range(design.shape[1])]
     covars = pd.DataFrame(design, columns=names)
     covars.insert(0, "site", np.asarray(sites, dtype=str))
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            out = neuroCombat(np.asarray(features, float).T, covars, "site", continuous_cols=names)
-    except np.linalg.LinAlgError:
-        raise NmflowInputError(None, "ComBat design is singular: a covariate is constant or "
-                               "confounded with site among training controls") from None
+    with contextlib.redirect_stdout(io.StringIO()):
+        out = neuroCombat(np.asarray(features, float).T, covars, "site", continuous_cols=names)
     est = out["estimates"]
     n_batch = out["info"]["n_batch"]
     cov_design = out["info"]["design"][:, n_batch:]
@@ -165,7 +166,7 @@ def harmonize(features: np.ndarray, sites: np.ndarray, covariates: pd.DataFrame,
     for site in sorted(counts.index[counts < 2]):
         messages.append(f"ComBat: site {site!r} has 1 training control; left out of the fit, "
                         "its subjects are not harmonised")
-    for site in sorted(set(sites) - set(counts.index)):
+    for site in sorted(set(sites.tolist()) - set(counts.index)):
         messages.append(f"ComBat: site {site!r} has no training controls (unseen); "
                         "its subjects are not harmonised")
     if len(fittable) < 2:
@@ -174,3 +175,32 @@ def harmonize(features: np.ndarray, sites: np.ndarray, covariates: pd.DataFrame,
     rows = train & np.isin(sites, fittable)
     fit = fit_combat(features[rows], sites[rows], covariates.loc[rows].reset_index(drop=True))
     return apply_combat(fit, features, sites, covariates), np.isin(sites, fittable), messages
+
+
+def site_accuracy(features: np.ndarray, sites: np.ndarray, train: np.ndarray) -> tuple[float, float]:
+    """Accuracy of predicting the site of held-out subjects, and the chance level.
+
+    Logistic regression on standardised features, fitted on the ``train``
+    rows and scored on the others (cross-validation inside harmonised data
+    is biased below chance, because ComBat equalises the site means of the
+    very subjects it was fitted on).  Chance is the largest site's share of
+    the scored subjects.
+
+    Parameters
+    ----------
+    features : ndarray, shape (n_subjects, n_features)
+    sites : ndarray, shape (n_subjects,)
+    train : ndarray of bool, shape (n_subjects,)
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    sites = np.asarray(sites, dtype=str)
+    if len(set(sites[train])) < 2 or train.all():
+        return float("nan"), float("nan")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000))
+    clf.fit(features[train], sites[train])
+    test = sites[~train]
+    chance = pd.Series(test).value_counts().max() / test.size
+    return float((clf.predict(features[~train]) == test).mean()), float(chance)

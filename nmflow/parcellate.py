@@ -4,8 +4,10 @@ The only module that touches voxels.  Each atlas becomes a sparse
 ``(n_regions, n_voxels)`` averaging matrix over the voxels of a region inside
 the brain mask (labels resampled to the BOLD grid with nearest neighbour, as
 nilearn's ``NiftiLabelsMasker`` does), all atlases are stacked, and one sparse
-product with the ``(n_voxels, n_volumes)`` view of the BOLD gives every region
-signal.  Voxel-level QC (tSNR, a carpet sample) is computed in the same pass.
+mat-vec per volume gives every region signal.  The BOLD is streamed volume by
+volume from the (gzipped) file, so the 4D array is never held in memory;
+voxel-level QC (tSNR, a carpet sample) and the finite-value check are done in
+the same pass.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from scipy import sparse
 from nmflow.atlas import Atlas
 from nmflow.errors import NmflowInputError
 
-CARPET_VOXELS = 1500
+CARPET_VOXELS = 800
 
 
 @dataclass
@@ -52,14 +54,8 @@ class ParcelSignals:
     warnings: list[str] = field(default_factory=list)
 
 
-def load_bold(bold_path: str | Path, mask_path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray, np.ndarray]:
-    """Load a 4D BOLD as float32 and its brain mask, checking both.
-
-    Returns the image, the ``(x, y, z, n_volumes)`` float32 data and the
-    boolean mask ``(x, y, z)``.  Raises :class:`NmflowInputError` for a
-    non-4D image, a truncated/corrupt file, a mask on another grid, or
-    non-finite values inside the mask.
-    """
+def open_bold(bold_path: str | Path, mask_path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Check a 4D BOLD and its brain mask (headers, grids); return the image and the boolean mask."""
     bold_path, mask_path = Path(bold_path), Path(mask_path)
     img = _load_image(bold_path)
     if img.ndim != 4 or img.shape[3] < 2:
@@ -68,19 +64,38 @@ def load_bold(bold_path: str | Path, mask_path: str | Path) -> tuple[nib.Nifti1I
     if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
         raise NmflowInputError(mask_path, f"brain mask grid {mask_img.shape[:3]} differs from the BOLD grid {img.shape[:3]}")
     try:
-        data = img.get_fdata(dtype=np.float32)
         mask = np.asarray(mask_img.dataobj) > 0
     except (EOFError, OSError, zlib.error, ValueError) as exc:
-        raise NmflowInputError(bold_path, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
+        raise NmflowInputError(mask_path, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
     if not mask.any():
         raise NmflowInputError(mask_path, "brain mask is empty")
-    flat = data.reshape(-1, data.shape[3], order="F")
-    inside = np.flatnonzero(mask.ravel(order="F"))
-    for start in range(0, inside.size, 20000):
-        block = flat[inside[start : start + 20000]]
-        if not np.isfinite(block).all():
-            raise NmflowInputError(bold_path, "BOLD has NaN or Inf values inside the brain mask")
-    return img, data, mask
+    return img, mask
+
+
+def iter_volumes(img: nib.Nifti1Image, path: str | Path):
+    """Yield each volume as a float64 vector ``(n_voxels,)`` in Fortran voxel order.
+
+    Reads the file sequentially (one decompression pass for ``.nii.gz``),
+    applying the header's scaling; a truncated or corrupt file raises
+    :class:`NmflowInputError`.
+    """
+    proxy = img.dataobj  # nibabel ArrayProxy: on-disk dtype, offset, scaling, order
+    if getattr(proxy, "order", "F") != "F" or not hasattr(proxy, "offset"):
+        raise NmflowInputError(path, "unsupported image layout (expected a NIfTI file)")
+    dtype = np.dtype(proxy.dtype)
+    slope, inter = float(proxy.slope), float(proxy.inter)
+    n_voxels = int(np.prod(img.shape[:3]))
+    n_bytes = n_voxels * dtype.itemsize
+    try:
+        with nib.openers.ImageOpener(str(path)) as stream:
+            stream.seek(int(proxy.offset))
+            for _ in range(img.shape[3]):
+                raw = stream.read(n_bytes)
+                if len(raw) < n_bytes:
+                    raise EOFError("file ends before the last volume")
+                yield np.frombuffer(raw, dtype=dtype).astype(float) * slope + inter
+    except (EOFError, OSError, zlib.error) as exc:
+        raise NmflowInputError(path, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
 
 
 def _load_image(path: Path) -> nib.Nifti1Image:
@@ -96,42 +111,33 @@ def region_weights(
     atlas: Atlas, bold_img: nib.Nifti1Image, mask: np.ndarray
 ) -> tuple[sparse.csr_matrix, np.ndarray]:
     """Averaging matrix ``(n_regions, n_voxels)`` (Fortran voxel order) and coverage ``(n_regions,)``."""
-    from nilearn.image import resample_to_img
-
     labels_img = nib.load(atlas.image)
     ref = nib.Nifti1Image(np.zeros(bold_img.shape[:3], dtype=np.int8), bold_img.affine)
     if labels_img.shape[:3] != ref.shape or not np.allclose(labels_img.affine, ref.affine, atol=1e-3):
+        from nilearn.image import resample_to_img
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             labels_img = resample_to_img(labels_img, ref, interpolation="nearest",
                                          force_resample=True, copy_header=True)
     labels = np.asarray(labels_img.dataobj).round().astype(np.int64).ravel(order="F")
-    inside = mask.ravel(order="F")
-    rows, cols, vals = [], [], []
-    coverage = np.zeros(len(atlas.indices))
-    for r, index in enumerate(atlas.indices):
-        in_label = labels == index
-        voxels = np.flatnonzero(in_label & inside)
-        n_label = in_label.sum()
-        coverage[r] = voxels.size / n_label if n_label else 0.0
-        if voxels.size:
-            rows.append(np.full(voxels.size, r))
-            cols.append(voxels)
-            vals.append(np.full(voxels.size, 1.0 / voxels.size))
-    if rows:
-        weights = sparse.csr_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(len(atlas.indices), labels.size),
-        )
-    else:
-        weights = sparse.csr_matrix((len(atlas.indices), labels.size))
+    row_of = np.full(max(max(atlas.indices), int(labels.max())) + 1, -1)
+    row_of[atlas.indices] = np.arange(len(atlas.indices))
+    labelled = np.flatnonzero((labels > 0) & (row_of[np.maximum(labels, 0)] >= 0))
+    rows_all = row_of[labels[labelled]]
+    inside = mask.ravel(order="F")[labelled]
+    n_label = np.bincount(rows_all, minlength=len(atlas.indices))
+    n_inside = np.bincount(rows_all[inside], minlength=len(atlas.indices))
+    coverage = np.divide(n_inside, n_label, out=np.zeros(len(atlas.indices)), where=n_label > 0)
+    rows, cols = rows_all[inside], labelled[inside]
+    weights = sparse.csr_matrix((1.0 / n_inside[rows], (rows, cols)), shape=(len(atlas.indices), labels.size))
     return weights, coverage
 
 
 def extract_signals(
     bold_path: str | Path, mask_path: str | Path, atlases: list[Atlas], min_coverage: float = 0.5,
 ) -> ParcelSignals:
-    """Region signals of every atlas from one read of the BOLD.
+    """Region signals of every atlas from one streamed read of the BOLD.
 
     Parameters
     ----------
@@ -142,9 +148,8 @@ def extract_signals(
     min_coverage : float
         Regions with a smaller fraction of voxels inside the mask become NaN.
     """
-    img, data, mask = load_bold(bold_path, mask_path)
-    n_volumes = data.shape[3]
-    flat = data.reshape(-1, n_volumes, order="F")  # a view, no copy
+    img, mask = open_bold(bold_path, mask_path)
+    n_volumes = img.shape[3]
     blocks, coverage, notes = [], {}, []
     for atlas in atlases:
         weights, cov = region_weights(atlas, img, mask)
@@ -155,7 +160,19 @@ def extract_signals(
             notes.append(f"{Path(bold_path).name}: atlas {atlas.name}: {len(low)} region(s) below "
                          f"{min_coverage:.0%} coverage set to NaN ({', '.join(low[:5])})")
     stacked = sparse.vstack(blocks).tocsr()
-    all_signals = np.asarray((stacked @ flat).T, dtype=float)  # (n_volumes, total regions)
+    inside = np.flatnonzero(mask.ravel(order="F"))
+    sample = inside[np.linspace(0, inside.size - 1, min(CARPET_VOXELS, inside.size)).astype(int)]
+    all_signals = np.empty((n_volumes, stacked.shape[0]))  # (n_volumes, total regions)
+    carpet = np.empty((sample.size, n_volumes))
+    total, total_sq = np.zeros(inside.size), np.zeros(inside.size)
+    for t, volume in enumerate(iter_volumes(img, bold_path)):
+        brain = volume[inside]
+        if not np.isfinite(brain).all():
+            raise NmflowInputError(bold_path, f"BOLD has NaN or Inf values inside the brain mask (volume {t})")
+        all_signals[t] = stacked @ volume
+        carpet[:, t] = volume[sample]
+        total += brain
+        total_sq += brain * brain
     signals, start = {}, 0
     for atlas in atlases:
         stop = start + len(atlas.indices)
@@ -165,21 +182,10 @@ def extract_signals(
         start = stop
     for note in notes:
         warnings.warn(note, stacklevel=2)
-    tsnr, carpet, carpet_labels = _voxel_qc(flat, mask, blocks[0] if blocks else None)
+    mean = total / n_volumes
+    std = np.sqrt(np.maximum(total_sq / n_volumes - mean**2, 0))
+    tsnr = float(np.median(np.divide(mean, std, out=np.zeros_like(std), where=std > 0)))
+    first = blocks[0][:, sample]
+    has = np.asarray(first.sum(axis=0)).ravel() > 0
+    carpet_labels = np.where(has, np.asarray(first.argmax(axis=0)).ravel() + 1, 0)
     return ParcelSignals(signals, coverage, tsnr, carpet, carpet_labels, notes)
-
-
-def _voxel_qc(flat: np.ndarray, mask: np.ndarray, first_weights) -> tuple[float, np.ndarray, np.ndarray]:
-    inside = np.flatnonzero(mask.ravel(order="F"))
-    tsnr = []
-    for start in range(0, inside.size, 20000):
-        block = flat[inside[start : start + 20000]]
-        std = block.std(axis=1)
-        tsnr.append(np.divide(block.mean(axis=1), std, out=np.zeros_like(std), where=std > 0))
-    sample = inside[np.linspace(0, inside.size - 1, min(CARPET_VOXELS, inside.size)).astype(int)]
-    labels = np.zeros(sample.size, dtype=int)
-    if first_weights is not None:
-        region_of = np.asarray(first_weights[:, sample].argmax(axis=0)).ravel() + 1
-        has = np.asarray(first_weights[:, sample].sum(axis=0)).ravel() > 0
-        labels = np.where(has, region_of, 0)
-    return float(np.median(np.concatenate(tsnr))), np.array(flat[sample]), labels

@@ -76,3 +76,39 @@ def planted_mask(planted: pd.DataFrame, group: str, n_features: int) -> np.ndarr
     mask = np.zeros(n_features, bool)
     mask[planted.loc[planted.group == group, "connection"].to_numpy()] = True
     return mask
+
+
+def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
+               atlas: dict | None = None) -> None:
+    """Write participant-level relmats (pearson) of ``cohort`` and ``participants.tsv``."""
+    from pathlib import Path
+
+    from nmflow.bids_io import derivative_path, write_relmat
+    from nmflow.connectivity import from_upper_triangle
+
+    atlas = atlas or {"atlas": "Yeo2011", "segmentation": "17nThick"}
+    n = len(cohort.regions)
+    for strategy in strategies:
+        for k, pid in enumerate(cohort.subjects.participant_id):
+            ents = {"subject": pid[4:], "task": "rest", "space": "MNI152NLin6Asym", "res": "2",
+                    **atlas, "desc": strategy, "meas": "pearson"}
+            path = derivative_path(out_dir, ents, "relmat", ".tsv")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_relmat(path, from_upper_triangle(np.tanh(cohort.features[strategy][k]), n), cohort.regions)
+    Path(bids_dir).mkdir(parents=True, exist_ok=True)
+    cohort.subjects.to_csv(Path(bids_dir) / "participants.tsv", sep="\t", index=False)
+
+
+def group_args(bids_dir, out_dir, *extra: str):
+    """Parsed group-level arguments as the CLI would give them."""
+    import argparse
+
+    from nmflow.workflows.group import add_group_arguments
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bids_dir")
+    parser.add_argument("out_dir")
+    parser.add_argument("--metrics", nargs="+", default=["pearson"])
+    parser.add_argument("--participant-label", nargs="+")
+    add_group_arguments(parser)
+    return parser.parse_args([str(bids_dir), str(out_dir), *extra])

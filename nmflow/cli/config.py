@@ -42,11 +42,31 @@ def apply_config_file(parser: argparse.ArgumentParser, path: str | Path) -> None
         dest = str(key).lstrip("-").replace("-", "_")
         if dest not in dests or dest in ("help", "config"):
             raise NmflowInputError(path, f"unknown option {key!r} (keys are the CLI flag names)")
-        action = dests[dest]
-        if action.nargs in ("+", "*") and not isinstance(value, list):
-            value = [value]
-        overrides[dest] = value
+        overrides[dest] = _convert(dests[dest], value, path, key)
     parser.set_defaults(**overrides)
+
+
+def _convert(action: argparse.Action, value, path: Path, key: str):
+    """Give a config value the type and checks the flag would have given it."""
+    if value is None or action.nargs == 0:  # unset, or a store_true/false switch
+        return value
+    many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    items = value if isinstance(value, list) else [value]
+    converted = []
+    for item in items:
+        try:
+            if action.type in (int, float):
+                item = action.type(item)
+            elif action.type is not None:
+                item = action.type(str(item))
+            else:
+                item = str(item)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            raise NmflowInputError(path, f"option {key!r}: invalid value {item!r} ({exc})") from None
+        if action.choices is not None and item not in action.choices:
+            raise NmflowInputError(path, f"option {key!r}: {item!r} is not one of {', '.join(map(str, action.choices))}")
+        converted.append(item)
+    return converted if many else converted[0]
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

@@ -22,7 +22,8 @@ SUBCOMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in SUBCOMMANDS:
+    bids_app_call = len(argv) >= 3 and argv[2] in ("participant", "group")  # e.g. a folder named 'fmriprep'
+    if argv and argv[0] in SUBCOMMANDS and not bids_app_call:
         module = importlib.import_module(SUBCOMMANDS[argv[0]])
         return module.main(argv[1:])
     from nmflow.cli.run import main as run_main

@@ -11,6 +11,7 @@ from nipype.interfaces.base import (
 
 from nmflow.denoise import CleaningSettings, clean_run, clean_signals, read_confounds
 from nmflow.interfaces.io import key, load_arrays, save_arrays, strategies_from_json
+from nmflow.reports.participant import shown_strategy
 
 
 class _DenoiseInputSpec(BaseInterfaceInputSpec):
@@ -23,7 +24,8 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
 
 
 class _DenoiseOutputSpec(TraitedSpec):
-    cleaned = File(exists=True, desc="NPZ: 'strategy|atlas' -> (n_kept, n_regions), 'carpet|strategy'")
+    cleaned = File(exists=True, desc="NPZ: 'strategy|atlas' -> (n_kept, n_regions), 'kept|strategy', "
+                   "'carpet|<shown strategy>' (voxel sample cleaned, for the report)")
     design_files = OutputMultiObject(File(exists=True), desc="confound matrix used, one TSV per strategy")
     outlier_files = OutputMultiObject(File(exists=True), desc="per-volume outliers, one TSV per strategy")
 
@@ -40,11 +42,14 @@ class Denoise(SimpleInterface):
         confounds = read_confounds(self.inputs.confounds)
         settings = CleaningSettings(**json.loads(self.inputs.settings_json))
         out, designs, outliers = {}, [], []
-        for strategy in strategies_from_json(self.inputs.strategies_json):
+        strategies = strategies_from_json(self.inputs.strategies_json)
+        shown = shown_strategy([s.name for s in strategies])
+        for strategy in strategies:
             run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)
             out.update({key(strategy.name, atlas): ts for atlas, ts in run.timeseries.items()})
-            out[key("carpet", strategy.name)] = clean_signals(
-                arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
+            if strategy.name == shown:
+                out[key("carpet", shown)] = clean_signals(
+                    arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
             out[key("kept", strategy.name)] = run.kept
             designs.append(os.path.join(runtime.cwd, f"design_{strategy.name}.tsv"))
             outliers.append(os.path.join(runtime.cwd, f"outliers_{strategy.name}.tsv"))

@@ -45,7 +45,7 @@ class RunReport(SimpleInterface):
         strategies = list(self.inputs.strategies)
         outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a")
                     for s, f in zip(strategies, self.inputs.outlier_files)}
-        shown = next((s for s in strategies if s != "none"), strategies[0])
+        shown = report.shown_strategy(strategies)
         metric = self.inputs.metric
         figures = [report.carpet_figure(
             cwd / f"{name}_desc-carpet_bold.png", signals["carpet"], cleaned[key("carpet", shown)],

@@ -17,7 +17,7 @@ its own per-subject weights (bootstrap counts).  The loss is the sum of the
 models' losses, so each model's gradient - and, Adam being elementwise, each
 model's trajectory - is that of training it alone.  Training is full-batch
 Adam with early stopping on the validation loss (the weights of the best
-epoch are kept); initial weights come from one seeded generator per model, so
+epoch are kept); training uses one CPU thread; initial weights come from one seeded generator per model, so
 the same inputs give the same weights bit for bit on one machine.
 """
 
@@ -65,13 +65,14 @@ class TrainResult:
 
     ``params`` alternates weights ``(M, in, out)`` and biases ``(M, 1, out)``;
     ``train_loss`` and ``val_loss`` are ``(n_epochs_run, M)``; ``best_epoch``
-    is ``(M,)``.
+    and ``best_loss`` (the validation loss there) are ``(M,)``.
     """
 
     params: list[torch.Tensor]
     train_loss: np.ndarray
     val_loss: np.ndarray
     best_epoch: np.ndarray
+    best_loss: np.ndarray
 
 
 def init_params(sizes: list[int], seeds: list[int]) -> list[torch.Tensor]:
@@ -132,7 +133,20 @@ def train_models(
         Stacked starting weights (fine-tuning); otherwise :func:`init_params`.
     seeds : list of int, optional
         One seed per model; default ``config.seed + m``.
+
+    Training runs on one thread: the stacked matrices are small, extra
+    threads gain little and stall when the cores are shared, and results then
+    do not depend on the core count.
     """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(x, train_weights, val_weights, config, init, seeds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(x, train_weights, val_weights, config, init, seeds) -> TrainResult:
     torch.use_deterministic_algorithms(True)
     n_models = train_weights.shape[0]
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -149,9 +163,10 @@ def train_models(
     best_epoch = torch.zeros(n_models, dtype=torch.long)
     train_curve, val_curve = [], []
     for epoch in range(config.epochs):
+        recon = forward(params, xt)
+        loss = _weighted_loss(recon, xt, wt)
         with torch.no_grad():
-            recon = forward(params, xt)
-            val = torch.where(no_val, _weighted_loss(recon, xt, wt), _weighted_loss(recon, xt, wv))
+            val = torch.where(no_val, loss, _weighted_loss(recon, xt, wv))
             improved = val < best_loss
             best_loss = torch.where(improved, val, best_loss)
             best_epoch = torch.where(improved, epoch, best_epoch)
@@ -161,12 +176,12 @@ def train_models(
         if bool(((epoch - best_epoch) >= config.patience).all()):
             break
         opt.zero_grad()
-        loss = _weighted_loss(forward(params, xt), xt, wt)
         loss.sum().backward()
         opt.step()
         train_curve.append(loss.detach().numpy().copy())
     n = len(train_curve)
-    return TrainResult(best, np.array(train_curve), np.array(val_curve[:n]), best_epoch.numpy())
+    return TrainResult(best, np.array(train_curve), np.array(val_curve[:n]), best_epoch.numpy(),
+                       best_loss.numpy())
 
 
 @dataclass

@@ -22,6 +22,11 @@ from nmflow.atlas import Atlas, region_centres  # noqa: E402
 DPI = 80
 
 
+def shown_strategy(strategies: list[str]) -> str:
+    """The strategy whose cleaned carpet and connectome the report shows: the first that cleans."""
+    return next((s for s in strategies if s != "none"), strategies[0])
+
+
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
     std = x.std(axis=1, keepdims=True)
     return (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1)
@@ -66,17 +71,31 @@ def matrices_figure(path: Path, matrices: dict[str, np.ndarray], title: str) -> 
     return path
 
 
-def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str) -> Path:
-    """Glass-brain connectome of the 10% strongest connections, nodes at the region centres."""
-    from nilearn import plotting
+def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, top: float = 0.1) -> Path:
+    """Connectome of the strongest ``top`` fraction of connections in three projections.
+
+    Nodes sit at the region centres (mm); the grey outline is the atlas' extent
+    projected on each plane; red edges are positive, blue negative.
+    """
+    import nibabel as nib
 
     centres = region_centres(atlas)
-    valid = np.isfinite(centres).all(axis=1) & np.isfinite(matrix).all(axis=1)
-    mat = np.nan_to_num(matrix[np.ix_(valid, valid)])
-    np.fill_diagonal(mat, 0)
-    fig = plt.figure(figsize=(7, 2.6))
-    plotting.plot_connectome(mat, centres[valid], edge_threshold="90%", node_size=20, figure=fig,
-                             title=title, colorbar=False)
+    img = nib.load(atlas.image)
+    labelled = np.argwhere(np.asarray(img.dataobj) > 0)
+    xyz = nib.affines.apply_affine(img.affine, labelled)
+    mat = np.where(np.isfinite(matrix), matrix, 0.0)
+    rows, cols = np.triu_indices(mat.shape[0], k=1)
+    strength = np.abs(mat[rows, cols])
+    keep = strength >= np.quantile(strength, 1 - top) if strength.size else np.zeros(0, bool)
+    fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
+    for ax, (a, b), label in zip(axes, [(1, 2), (0, 2), (0, 1)], ["sagittal", "coronal", "axial"]):
+        ax.scatter(xyz[::7, a], xyz[::7, b], s=1, c="0.88", rasterized=True)
+        for i, j, w in zip(rows[keep], cols[keep], mat[rows, cols][keep]):
+            ax.plot(centres[[i, j], a], centres[[i, j], b], color="tab:red" if w > 0 else "tab:blue",
+                    lw=0.5 + 2.5 * abs(w) / max(strength.max(), 1e-12), alpha=0.8)
+        ax.scatter(centres[:, a], centres[:, b], s=18, c="k", zorder=3)
+        ax.set_aspect("equal"), ax.axis("off"), ax.set_title(label, fontsize=8)
+    fig.suptitle(title, fontsize=9)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path

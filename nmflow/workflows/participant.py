@@ -52,7 +52,8 @@ def init_run_wf(
     write = Node(WriteDerivatives(
         out_dir=str(out_dir), entities_json=json.dumps(run.entities), tr=run.tr,
         sources_json=json.dumps({"bold": run.bold, "mask": run.mask, "confounds": run.confounds}),
-        atlases_json=atlases_json, strategies_json=strategies_json, metrics=metrics), name="write")
+        atlases_json=atlases_json, strategies_json=strategies_json, metrics=metrics),
+        name="write", overwrite=True)  # always (re)write: OUT_DIR may have changed since the cached run
     wf.connect([
         (extract, denoise, [("signals", "signals")]),
         (denoise, fc, [("cleaned", "cleaned")]),

@@ -1,0 +1,162 @@
+"""HTML group report with PNG figures in ``figures/`` next to it.
+
+For the selected variant (rank 1 of ``selection.tsv``, else the first):
+mean reconstruction-error z per group as region x region heatmaps, the
+flagged connections on a circle of regions coloured by Yeo-7 system, the
+shared-vs-specific table, the training curves, ComBat before/after (PCA of
+the controls coloured by site, with cross-validated site accuracy), the
+autoencoder vs Gaussian-baseline counts, and the variant ranking.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nmflow.connectivity import from_upper_triangle  # noqa: E402
+from nmflow.harmonize import site_accuracy  # noqa: E402
+from nmflow.normative.deviations import z_against  # noqa: E402
+from nmflow.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
+
+DPI = 80
+
+
+def error_heatmaps(path: Path, error_z: np.ndarray, groups: np.ndarray, kept: np.ndarray,
+                   regions: list[str]) -> Path:
+    """Mean error z ``(n_tested, n_kept)`` per group as ``(n_regions, n_regions)`` panels."""
+    names = sorted(set(groups))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
+    for ax, g in zip(axes[0], names):
+        full = np.full(kept.size, np.nan)
+        full[kept] = error_z[groups == g].mean(axis=0)
+        mat = from_upper_triangle(full, len(regions), diagonal=np.nan)
+        im = ax.imshow(mat, cmap="magma", vmin=-0.5, vmax=2)
+        ax.set_title(f"{g} (n={int((groups == g).sum())})", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean error z")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def connectome_circle(path: Path, stats: pd.DataFrame, regions: list[str]) -> Path:
+    """Flagged connections (autoencoder) on a circle of regions; colour = group, black = shared."""
+    n = len(regions)
+    systems = region_systems(regions)
+    angle = 2 * np.pi * np.arange(n) / n
+    xy = np.column_stack([np.cos(angle), np.sin(angle)])
+    rows, cols = np.triu_indices(n, k=1)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    palette = plt.get_cmap("tab10")
+    groups = sorted(stats["group"].unique())
+    flagged = stats[(stats.model == "autoencoder") & stats.flagged]
+    for _, row in flagged.iterrows():
+        i, j = rows[row.connection], cols[row.connection]
+        color = "k" if row.sharing == "shared" else palette(groups.index(row.group) % 10)
+        ax.plot(*zip(xy[i], xy[j]), color=color, lw=1.5, alpha=0.7)
+    sys_colors = {s: plt.get_cmap("Set2")(k % 8) for k, s in enumerate(YEO7_SYSTEMS + ["Other"])}
+    ax.scatter(xy[:, 0], xy[:, 1], c=[sys_colors[s] for s in systems], s=60, zorder=3, edgecolors="k")
+    if n <= 40:
+        for k, name in enumerate(regions):
+            ax.text(1.12 * xy[k, 0], 1.12 * xy[k, 1], name, fontsize=6, ha="center", va="center")
+    handles = [plt.Line2D([], [], color=palette(k % 10), label=g) for k, g in enumerate(groups)]
+    handles.append(plt.Line2D([], [], color="k", label="shared"))
+    ax.legend(handles=handles, fontsize=7, loc="lower right")
+    ax.set_axis_off()
+    ax.set_aspect("equal")
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def curves_figure(path: Path, train_loss: np.ndarray, val_loss: np.ndarray, best_epoch: int) -> Path:
+    """Training and validation loss per epoch ``(n_epochs,)``."""
+    fig, ax = plt.subplots(figsize=(4.5, 3))
+    ax.plot(train_loss, label="train")
+    ax.plot(val_loss, label="validation")
+    ax.axvline(best_epoch, color="k", ls=":", label="kept")
+    ax.set_xlabel("epoch"), ax.set_ylabel("MSE"), ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def combat_figure(path: Path, before: np.ndarray, after: np.ndarray, sites: np.ndarray,
+                  train: np.ndarray) -> Path:
+    """PCA (first 2 components of ``before``) of controls ``(n, n_features)``, coloured by site,
+    before and after ComBat; titles give the site accuracy of held-out controls (fit on ``train``)."""
+    centre = before.mean(axis=0)
+    _, _, vt = np.linalg.svd(before - centre, full_matrices=False)
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharex=True, sharey=True)
+    for ax, data, title in ((axes[0], before, "before"), (axes[1], after, "after ComBat")):
+        pc = (data - centre) @ vt[:2].T
+        acc, chance = site_accuracy(data, sites, train)
+        for site in sorted(set(sites)):
+            ax.scatter(*pc[sites == site].T, s=12, label=site)
+        ax.set_title(f"{title}: site accuracy {acc:.2f} (chance {chance:.2f})", fontsize=8)
+        ax.set_xlabel("PC1")
+    axes[0].set_ylabel("PC2")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, classes="t")
+
+
+def write_group_report(folder: Path, table: pd.DataFrame, results: dict, selection: pd.DataFrame | None,
+                       messages: list[str], args) -> Path:
+    """Write ``folder/group_report.html`` and ``folder/figures/*.png``; returns the HTML path."""
+    figures = folder / "figures"
+    figures.mkdir(exist_ok=True)
+    label = selection.iloc[0]["variant"] if selection is not None else next(iter(results))
+    r = results[label]
+    split = table["split"].to_numpy()
+    tested, ref = np.isin(split, ["test", "patient"]), split == "test"
+    controls = np.isin(split, ["train", "val", "test"])
+    kept = np.isin(r.fs.names, r.names)
+    figs = {
+        "Reconstruction error per group (z vs held-out controls)": error_heatmaps(
+            figures / "error_heatmaps.png", z_against(r.error, r.error[ref])[tested],
+            table["group"].to_numpy()[tested], kept, r.fs.regions),
+        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, r.fs.regions),
+        "Training curves": curves_figure(figures / "training_curves.png", r.result.train_loss[:, 0],
+                                         r.result.val_loss[:, 0], int(r.result.best_epoch[0])),
+    }
+    if args.harmonize == "combat" and table["site"].nunique() > 1:
+        figs["ComBat: controls before and after"] = combat_figure(
+            figures / "combat_sites.png", r.raw[controls], r.harmonised[controls], table["site"].to_numpy()[controls],
+            split[controls] == "train")
+    flagged = r.stats[r.stats.flagged]
+    counts = (r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index())
+    parts = [f"<h1>nmflow group report</h1><p>Selected variant: <b>{html.escape(label)}</b>; "
+             f"{len(table)} subjects; split counts {html.escape(str(dict(table['split'].value_counts())))}; "
+             f"flag rule: {args.p_rule} &lt; {args.alpha}.</p>"]
+    if messages or r.messages:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in messages + r.messages)
+                     + "</ul>")
+    parts.append("<h2>Flagged connections: autoencoder vs Gaussian baseline</h2>" + _table(counts))
+    for title, path in figs.items():
+        parts.append(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}'>")
+    shown = flagged[flagged.model == "autoencoder"][["group", "name", "U", "q", "effect_size", "sharing"]]
+    parts.append("<h2>Shared vs specific (autoencoder)</h2>" + _table(shown.sort_values(["sharing", "group"])))
+    nets = r.networks[(r.networks.model == "autoencoder") & (r.networks.n_flagged > 0)]
+    parts.append("<h2>Yeo-7 system pairs</h2>" + _table(nets.drop(columns="model")))
+    if selection is not None:
+        parts.append("<h2>Variant ranking</h2>" + _table(selection))
+    style = "<style>body{font-family:sans-serif;margin:2em} .t td,.t th{padding:2px 8px;font-size:12px}</style>"
+    out = folder / "group_report.html"
+    out.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nmflow group</title>{style}</head>"
+                   f"<body>{''.join(parts)}</body></html>")
+    return out

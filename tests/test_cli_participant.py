@@ -1,0 +1,441 @@
+"""The participant level through the CLI, on the tiny simulated dataset.
+
+One module-scoped full run (2 atlases x 3 strategies x 2 metrics, 4 subjects)
+is checked file by file against ``tests/data/expected_participant_outputs.txt``
+and in content; the other tests each make one small run (a single atlas,
+strategy and metric) to check selection, input variants, resuming and the
+config file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy import stats
+
+import nmflow
+from participant_helpers import (
+    DATA, MINIMAL, SPACE_RES, TOP_LEVEL, atlas_region_names, copy_subjects, error_lines,
+    expected_outputs, hashes, minimal_run_outputs, participant_argv, read_confounds, read_json,
+    read_relmat, read_tsv, report_figures, run_cli, run_files, tree, write_confounds,
+)
+
+SUBJECTS = ["01", "02", "03", "04"]
+FULL = ["--atlas", "yeo17thick", "yeo7thin", "--denoise", "none", "simple", "gsr",
+        "--metrics", "pearson", "kendall"]
+ATLASES = {"yeo17thick": ("seg-17nThick", "Yeo-17-liberal.csv", 17), "yeo7thin": ("seg-7nThin", "Yeo-7.csv", 7)}
+STRATEGIES = ["none", "simple", "gsr"]
+
+
+def _ts_path(out: Path, sub: str, atlas: str, desc: str) -> Path:
+    seg = ATLASES[atlas][0]
+    name = f"sub-{sub}_task-rest_{SPACE_RES}_atlas-Yeo2011_{seg}_desc-{desc}_timeseries.tsv"
+    return out / f"sub-{sub}" / "func" / name
+
+
+def _relmat_path(out: Path, sub: str, atlas: str, desc: str, meas: str) -> Path:
+    ts = _ts_path(out, sub, atlas, desc)
+    return ts.with_name(ts.name.replace("_timeseries.tsv", f"_meas-{meas}_relmat.tsv"))
+
+
+# -- one full run shared by the content checks ----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def full_run(tiny_dataset, tmp_path_factory):
+    root = tmp_path_factory.mktemp("full_run")
+    out, work = root / "out", root / "work"
+    rc, stdout, stderr = run_cli(participant_argv(tiny_dataset["fmriprep"], out, work, tiny_dataset["atlas_dir"], *FULL))
+    assert rc == 0, stderr
+    assert error_lines(stderr) == []
+    assert "4 of 4 run(s) done" in stdout
+    return {"out": out, "work": work, "root": root, **tiny_dataset}
+
+
+def test_full_run_writes_exactly_the_expected_files(full_run):
+    expected = expected_outputs(DATA / "expected_participant_outputs.txt", SUBJECTS)
+    assert len(expected) == 4 * 53 + 2
+    written = tree(full_run["out"])
+    missing, unexpected = sorted(expected - written), sorted(written - expected)
+    assert not missing and not unexpected, f"missing: {missing}\nunexpected: {unexpected}"
+
+
+@pytest.mark.parametrize("atlas", list(ATLASES))
+def test_timeseries_headers_rows_and_sidecar(full_run, atlas):
+    _, csv_name, n_regions = ATLASES[atlas]
+    names = atlas_region_names(full_run["atlas_dir"] / csv_name)
+    assert len(names) == n_regions
+    for sub in SUBJECTS:
+        for desc in STRATEGIES:
+            path = _ts_path(full_run["out"], sub, atlas, desc)
+            table = read_tsv(path)
+            assert list(table.columns) == names, path.name
+            meta = read_json(path.with_suffix(".json"))
+            kept = meta["KeptVolumeIndices"]
+            assert len(table) == meta["VolumesKept"] == len(kept), path.name
+            assert np.isfinite(table.to_numpy(float)).all(), f"{path.name}: NaN region in the toy data"
+            assert meta["RepetitionTime"] == pytest.approx(2.0)
+            assert meta["DenoisingStrategy"]["Name"] == desc
+            assert list(meta["RegionCoverage"]) == names
+            # kept volumes = the uncensored rows of the outliers table of that strategy
+            outliers = read_tsv(path.parent / f"sub-{sub}_task-rest_desc-{desc}_outliers.tsv")
+            assert len(outliers) == 100
+            assert kept == [int(i) for i in np.flatnonzero(outliers["censored"].to_numpy() == 0)]
+            if desc == "none":  # only fMRIPrep's two non-steady-state volumes are dropped
+                assert kept == list(range(2, 100))
+            if desc == "gsr":  # scrubbing: every FD > 0.5 mm volume is censored
+                fd = read_confounds(run_files(full_run["fmriprep"], sub)["confounds"])["framewise_displacement"]
+                assert not set(np.flatnonzero(fd.fillna(0).to_numpy() > 0.5)) & set(kept)
+
+
+def test_scrubbing_censors_more_than_simple(full_run):
+    """gsr scrubs: over the 4 subjects it keeps fewer volumes than simple (which only drops dummies)."""
+    kept = {desc: sum(read_json(_ts_path(full_run["out"], s, "yeo17thick", desc).with_suffix(".json"))["VolumesKept"]
+                      for s in SUBJECTS) for desc in ("simple", "gsr")}
+    assert kept["simple"] == 4 * 98
+    assert kept["gsr"] < kept["simple"]
+
+
+@pytest.mark.parametrize("atlas", list(ATLASES))
+def test_pearson_relmat_is_corrcoef_of_written_timeseries(full_run, atlas):
+    n = ATLASES[atlas][2]
+    for sub in SUBJECTS:
+        for desc in STRATEGIES:
+            ts = read_tsv(_ts_path(full_run["out"], sub, atlas, desc))
+            nodes, mat = read_relmat(_relmat_path(full_run["out"], sub, atlas, desc, "pearson"))
+            assert nodes == list(ts.columns)
+            assert mat.shape == (n, n)
+            np.testing.assert_allclose(mat, mat.T, atol=1e-12)
+            np.testing.assert_allclose(np.diag(mat), 1.0, atol=1e-12)
+            np.testing.assert_allclose(mat, np.corrcoef(ts.to_numpy(float), rowvar=False), atol=1e-6)
+            off = mat[np.triu_indices(n, k=1)]
+            assert np.all(np.abs(off) < 1) and off.std() > 0.05  # real, varied correlations
+
+
+def test_kendall_relmat_matches_scipy(full_run):
+    pairs = [(0, 1), (2, 9), (5, 16), (12, 13)]
+    for sub in ("01", "04"):
+        for desc in ("none", "gsr"):
+            x = read_tsv(_ts_path(full_run["out"], sub, "yeo17thick", desc)).to_numpy(float)
+            _, mat = read_relmat(_relmat_path(full_run["out"], sub, "yeo17thick", desc, "kendall"))
+            np.testing.assert_allclose(mat, mat.T, atol=1e-12)
+            np.testing.assert_allclose(np.diag(mat), 1.0)
+            for i, j in pairs:
+                tau = stats.kendalltau(x[:, i], x[:, j], variant="b").statistic
+                assert mat[i, j] == pytest.approx(tau, abs=1e-6), (sub, desc, i, j)
+            # and it is not the Pearson matrix under another name
+            _, pearson = read_relmat(_relmat_path(full_run["out"], sub, "yeo17thick", desc, "pearson"))
+            assert np.abs(mat - pearson).max() > 0.01
+
+
+def test_relmat_sidecars(full_run):
+    measures = {"pearson": "pearson", "kendall": "kendall"}
+    for atlas in ATLASES:
+        for desc in STRATEGIES:
+            for meas, word in measures.items():
+                path = _relmat_path(full_run["out"], "02", atlas, desc, meas)
+                meta = read_json(path.with_suffix(".json"))
+                assert meta["Directed"] is False
+                assert meta["Weighted"] is True
+                assert meta["ValidDiagonal"] is False  # correlations: the unit diagonal carries no information
+                assert word in meta["RelationshipMeasure"].lower()
+                assert meta["Software"] == f"nmflow {nmflow.__version__}"
+                ts = _ts_path(full_run["out"], "02", atlas, desc)
+                assert meta["NodeFiles"] == [ts.name]
+                assert (path.parent / meta["NodeFiles"][0]).is_file()
+
+
+def test_dataset_description_and_saved_config(full_run):
+    desc = read_json(full_run["out"] / "dataset_description.json")
+    assert desc["DatasetType"] == "derivative"
+    assert desc["GeneratedBy"][0]["Name"] == "nmflow"
+    assert desc["GeneratedBy"][0]["Version"] == nmflow.__version__
+    config = yaml.safe_load((full_run["out"] / "nmflow_config.yml").read_text())
+    assert config["atlas"] == ["yeo17thick", "yeo7thin"]
+    assert config["denoise"] == ["none", "simple", "gsr"]
+    assert config["metrics"] == ["pearson", "kendall"]
+    assert config["analysis-level"] == "participant"
+
+
+def test_reports_reference_existing_figures(full_run):
+    out = full_run["out"]
+    for sub in SUBJECTS:
+        figures = report_figures(out / f"sub-{sub}_task-rest.html")
+        assert len(figures) == 4
+        assert {Path(f).name for f in figures} == {p.name for p in (out / f"sub-{sub}" / "figures").iterdir()}
+        for fig in figures:
+            assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig
+
+
+@pytest.mark.parametrize("drop_nulls", [False, True], ids=["as_saved", "nulls_dropped"])
+def test_saved_config_round_trips(full_run, capsys, drop_nulls):
+    """Running again with --config <the saved nmflow_config.yml> gives the same outputs, byte for byte."""
+    saved = full_run["out"] / "nmflow_config.yml"
+    out2 = full_run["root"] / f"out_from_config_{drop_nulls}"
+    if drop_nulls:  # the same configuration without its null (= default) entries
+        config = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if v is not None}
+        saved = full_run["root"] / "config_without_nulls.yml"
+        saved.write_text(yaml.safe_dump(config))
+    rc, _, err = run_cli([full_run["fmriprep"], out2, "participant", "--config", saved, "-w", full_run["work"]], capsys)
+    assert rc == 0, err
+    first, second = tree(full_run["out"]), tree(out2)
+    assert first == second
+    same = {k: v for k, v in hashes(out2, "*").items() if k != "nmflow_config.yml"}
+    assert same == {k: v for k, v in hashes(full_run["out"], "*").items() if k != "nmflow_config.yml"}
+    config1 = yaml.safe_load((full_run["out"] / "nmflow_config.yml").read_text())
+    config2 = yaml.safe_load((out2 / "nmflow_config.yml").read_text())
+    assert config2.pop("out-dir") == str(out2)
+    config1.pop("out-dir")
+    assert config2 == config1
+
+
+# -- selection -------------------------------------------------------------------------------------
+
+def test_participant_label_with_and_without_prefix(tiny_dataset, tmp_path, capsys):
+    trees = {}
+    for label in ("01", "sub-01"):
+        out = tmp_path / f"out_{label}"
+        rc, stdout, err = run_cli(participant_argv(tiny_dataset["fmriprep"], out, tmp_path / "work" / label,
+                                                   tiny_dataset["atlas_dir"], "--participant-label", label, *MINIMAL),
+                                  capsys)
+        assert rc == 0, err
+        assert "1 of 1 run(s) done" in stdout
+        trees[label] = tree(out)
+    assert trees["01"] == trees["sub-01"] == minimal_run_outputs("01") | TOP_LEVEL
+
+
+def test_bids_filter_file_restricts_subjects(tiny_dataset, tmp_path, capsys):
+    filters = tmp_path / "filter.json"
+    filters.write_text(json.dumps({"bold": {"subject": "02"}}))
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli(participant_argv(tiny_dataset["fmriprep"], out, tmp_path / "work", tiny_dataset["atlas_dir"],
+                                               "--bids-filter-file", filters, *MINIMAL), capsys)
+    assert rc == 0, err
+    assert "1 of 1 run(s) done" in stdout
+    assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL
+
+
+# -- input variants --------------------------------------------------------------------------------
+
+def test_older_confounds_regressors_name(tiny_dataset, tmp_path, capsys):
+    fmriprep = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01"])
+    confounds = run_files(fmriprep, "01")["confounds"]
+    old = confounds.with_name("sub-01_task-rest_desc-confounds_regressors.tsv")
+    confounds.rename(old)
+    confounds.with_suffix(".json").rename(old.with_suffix(".json"))
+    out = tmp_path / "out"
+    rc, _, err = run_cli(participant_argv(fmriprep, out, tmp_path / "work", tiny_dataset["atlas_dir"], *MINIMAL), capsys)
+    assert rc == 0, err
+    assert tree(out) == minimal_run_outputs("01") | TOP_LEVEL
+    outliers = read_tsv(out / "sub-01/func/sub-01_task-rest_desc-simple_outliers.tsv")
+    np.testing.assert_allclose(outliers["framewise_displacement"], read_confounds(old)["framewise_displacement"],
+                               rtol=1e-5)  # written with 6 significant digits
+
+
+def _check_run_outputs(out: Path, func_dir: str, stem: str, confounds: Path) -> None:
+    """The per-run files of ``stem`` exist in ``func_dir`` and its outliers come from ``confounds``."""
+    prefix = f"{func_dir}/{stem}"
+    atl = f"{prefix}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-simple"
+    expected = {f"{prefix}_desc-simple_{s}.{e}" for s in ("design", "outliers") for e in ("tsv", "json")}
+    expected |= {f"{atl}_timeseries.tsv", f"{atl}_timeseries.json",
+                 f"{atl}_meas-pearson_relmat.tsv", f"{atl}_meas-pearson_relmat.json"}
+    assert expected <= tree(out), sorted(expected - tree(out))
+    assert (out / f"{stem}.html").is_file()
+    for fig in report_figures(out / f"{stem}.html"):
+        assert Path(fig).name.startswith(stem) and (out / fig).is_file()
+    outliers = read_tsv(out / f"{prefix}_desc-simple_outliers.tsv")
+    np.testing.assert_allclose(outliers["framewise_displacement"], read_confounds(confounds)["framewise_displacement"],
+                               rtol=1e-5)
+
+
+def test_multi_session_dataset(tmp_path, capsys):
+    from nmflow.simulate import SimulationSettings, simulate_dataset
+
+    fmriprep = tmp_path / "fmriprep"
+    truth = simulate_dataset(fmriprep, SimulationSettings(
+        n_controls=1, patients=(), n_sites=1, n_volumes=100, n_sessions=2, seed=5))
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli(participant_argv(fmriprep, out, tmp_path / "work", truth / "atlases", *MINIMAL), capsys)
+    assert rc == 0, err
+    assert "2 of 2 run(s) done" in stdout
+    for ses in ("1", "2"):
+        confounds = fmriprep / f"sub-01/ses-{ses}/func/sub-01_ses-{ses}_task-rest_desc-confounds_timeseries.tsv"
+        _check_run_outputs(out, f"sub-01/ses-{ses}/func", f"sub-01_ses-{ses}_task-rest", confounds)
+    assert not (out / "sub-01" / "func").exists()
+    assert len([p for p in tree(out) if p.endswith("_timeseries.tsv")]) == 2
+
+
+def test_multi_run_dataset(tiny_dataset, tmp_path, capsys):
+    """sub-01 gets two runs: run-1 = its own data, run-2 = sub-02's data renamed."""
+    fmriprep = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01"])
+    func = fmriprep / "sub-01" / "func"
+    for path in sorted(func.iterdir()):
+        path.rename(path.with_name(path.name.replace("_task-rest_", "_task-rest_run-1_")))
+    for path in sorted((tiny_dataset["fmriprep"] / "sub-02" / "func").iterdir()):
+        shutil.copy(path, func / path.name.replace("sub-02_task-rest_", "sub-01_task-rest_run-2_"))
+    out = tmp_path / "out"
+    rc, stdout, err = run_cli(participant_argv(fmriprep, out, tmp_path / "work", tiny_dataset["atlas_dir"], *MINIMAL),
+                              capsys)
+    assert rc == 0, err
+    assert "2 of 2 run(s) done" in stdout
+    for run in ("1", "2"):
+        _check_run_outputs(out, "sub-01/func", f"sub-01_task-rest_run-{run}",
+                           func / f"sub-01_task-rest_run-{run}_desc-confounds_timeseries.tsv")
+    ts = {run: read_tsv(out / f"sub-01/func/sub-01_task-rest_run-{run}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_"
+                              "desc-simple_timeseries.tsv").to_numpy(float) for run in ("1", "2")}
+    assert ts["1"].shape == ts["2"].shape and not np.allclose(ts["1"], ts["2"])
+
+
+# -- resuming --------------------------------------------------------------------------------------
+
+RESUME = ["--participant-label", "01", "02", "--atlas", "yeo17thick", "--denoise", "simple", "gsr",
+          "--metrics", "pearson"]
+
+
+def test_resume_after_a_crash_matches_a_clean_run(tiny_copy, tmp_path, capsys):
+    fmriprep, atlas_dir = tiny_copy["fmriprep"], tiny_copy["atlas_dir"]
+    work, out = tmp_path / "work", tmp_path / "out"
+    confounds = run_files(fmriprep, "01")["confounds"]
+    original = confounds.read_bytes()
+    table = read_confounds(confounds)
+    write_confounds(table.drop(columns=[c for c in table if c.startswith("csf")]), confounds)
+
+    rc, _, err = run_cli(participant_argv(fmriprep, out, work, atlas_dir, *RESUME), capsys)
+    assert rc == 1
+    assert len(error_lines(err)) == 1 and "csf" in error_lines(err)[0]
+    assert not any(p.startswith("sub-01") for p in tree(out))
+    assert any(p.startswith("sub-02/func/") for p in tree(out))
+
+    wf = work / "nmflow_participant_wf"
+    extract_result = wf / "run_sub_01_task_rest_wf" / "extract" / "result_extract.pklz"
+    assert extract_result.is_file()  # sub-01 failed after extraction
+    extract_mtime = extract_result.stat().st_mtime_ns
+    connectivity_dir = wf / "run_sub_02_task_rest_wf" / "connectivity"
+    assert connectivity_dir.is_dir()
+    shutil.rmtree(connectivity_dir)  # lose one node's result
+
+    confounds.write_bytes(original)  # fix the input and resume
+    rc, stdout, err = run_cli(participant_argv(fmriprep, out, work, atlas_dir, *RESUME), capsys)
+    assert rc == 0, err
+    assert "2 of 2 run(s) done" in stdout
+    assert extract_result.stat().st_mtime_ns == extract_mtime, "sub-01 extraction was redone, not resumed"
+    assert (connectivity_dir / "result_connectivity.pklz").is_file()
+
+    clean = tmp_path / "clean"
+    rc, _, err = run_cli(participant_argv(fmriprep, clean, tmp_path / "clean_work", atlas_dir, *RESUME), capsys)
+    assert rc == 0, err
+    assert tree(out) == tree(clean)
+    resumed, fresh = hashes(out), hashes(clean)
+    assert len(fresh) == 2 * (2 * 2 + 2 * 2)  # per subject: design+outliers x2 strategies, ts+relmat x2
+    assert resumed == fresh
+
+
+def test_rerun_with_same_work_dir_rewrites_deleted_outputs(tiny_dataset, tmp_path, capsys):
+    argv = participant_argv(tiny_dataset["fmriprep"], tmp_path / "out", tmp_path / "work", tiny_dataset["atlas_dir"],
+                            "--participant-label", "01", *MINIMAL)
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    first = hashes(tmp_path / "out", "*")
+    shutil.rmtree(tmp_path / "out")
+    rc, stdout, err = run_cli(argv, capsys)
+    assert rc == 0 and "1 of 1 run(s) done" in stdout, err
+    assert hashes(tmp_path / "out", "*") == first
+
+
+# -- config file -----------------------------------------------------------------------------------
+
+def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_path, capsys):
+    config = tmp_path / "nmflow.yml"
+    config.write_text(yaml.safe_dump({
+        "metrics": ["spearman"], "denoise": "simple", "atlas": ["yeo7thin"],
+        "atlas-dir": str(tiny_dataset["atlas_dir"]), "participant-label": ["01"], "min-volumes": 60,
+    }))
+    base = [tiny_dataset["fmriprep"], None, "participant", "--config", config, "-w", tmp_path / "work"]
+
+    out = tmp_path / "out_file"
+    rc, _, err = run_cli([out if a is None else a for a in base], capsys)
+    assert rc == 0, err
+    relmats = sorted(p for p in tree(out) if p.endswith("_relmat.tsv"))
+    assert relmats == [f"sub-01/func/sub-01_task-rest_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-simple_"
+                       "meas-spearman_relmat.tsv"]
+    ts = read_tsv(out / relmats[0].replace("_meas-spearman_relmat", "_timeseries")).to_numpy(float)
+    _, mat = read_relmat(out / relmats[0])
+    np.testing.assert_allclose(mat, stats.spearmanr(ts).statistic, atol=1e-6)
+    saved = yaml.safe_load((out / "nmflow_config.yml").read_text())
+    assert (saved["metrics"], saved["denoise"], saved["min-volumes"]) == (["spearman"], ["simple"], 60)
+    assert saved["participant-label"] == ["01"]
+
+    out = tmp_path / "out_flag"
+    rc, _, err = run_cli([out if a is None else a for a in base] + ["--metrics", "kendall"], capsys)
+    assert rc == 0, err
+    assert sorted(p for p in tree(out) if p.endswith("_relmat.tsv")) == [
+        relmats[0].replace("meas-spearman", "meas-kendall")]
+    saved = yaml.safe_load((out / "nmflow_config.yml").read_text())
+    assert (saved["metrics"], saved["denoise"], saved["min-volumes"]) == (["kendall"], ["simple"], 60)
+
+
+def test_config_file_unknown_key_is_a_one_line_error(tiny_dataset, tmp_path, capsys):
+    config = tmp_path / "nmflow.yml"
+    config.write_text("metricz: [pearson]\n")
+    out = tmp_path / "out"
+    rc, _, err = run_cli([tiny_dataset["fmriprep"], out, "participant", "--config", config, "-w", tmp_path / "work"],
+                         capsys)
+    assert rc != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("nmflow: error:") and str(config) in lines[0] and "metricz" in lines[0]
+    assert not out.exists()
+
+
+def test_config_file_invalid_value_is_a_one_line_error(tiny_dataset, tmp_path, capsys):
+    config = tmp_path / "nmflow.yml"
+    config.write_text("metrics: [foo]\n")
+    argv = participant_argv(tiny_dataset["fmriprep"], tmp_path / "out", tmp_path / "work", tiny_dataset["atlas_dir"],
+                            "--config", config, "--participant-label", "01")
+    rc, _, err = run_cli(argv, capsys)
+    assert rc != 0
+    assert len(error_lines(err)) == 1 and "foo" in error_lines(err)[0], err
+
+
+# -- CLI plumbing ----------------------------------------------------------------------------------
+
+def test_console_script_entry_point(tiny_dataset, tmp_path):
+    exe = Path(sys.executable).with_name("nmflow")
+    if not exe.exists():
+        exe = Path(shutil.which("nmflow") or "nmflow")
+    out = tmp_path / "out"
+    argv = participant_argv(tiny_dataset["fmriprep"], out, tmp_path / "work", tiny_dataset["atlas_dir"],
+                            "--participant-label", "02", *MINIMAL)
+    proc = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NIPYPE_NO_ET": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 1 run(s) done" in proc.stdout
+    assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL
+
+
+def test_relative_atlas_dir(tiny_dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tiny_dataset["atlas_dir"].parent)
+    argv = participant_argv(tiny_dataset["fmriprep"], tmp_path / "out", tmp_path / "work",
+                            Path(tiny_dataset["atlas_dir"].name), "--participant-label", "01", *MINIMAL)
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 0, err
+
+
+def test_input_folder_named_like_a_subcommand(tiny_dataset, tmp_path, capsys, monkeypatch):
+    assert tiny_dataset["fmriprep"].name == "fmriprep"
+    monkeypatch.chdir(tiny_dataset["fmriprep"].parent)
+    argv = ["fmriprep", str(tmp_path / "out"), "participant", "-w", str(tmp_path / "work"),
+            "--atlas-dir", str(tiny_dataset["atlas_dir"]), "--participant-label", "01", *MINIMAL]
+    try:
+        rc, _, err = run_cli(argv, capsys)
+    except SystemExit as exc:  # argparse of the fmriprep subcommand
+        rc, err = exc.code, ""
+    assert rc == 0, err
+    assert tree(tmp_path / "out") == minimal_run_outputs("01") | TOP_LEVEL

@@ -1,0 +1,132 @@
+"""Autoencoder: size rule, batched training, determinism, save/load, fine-tuning, deviations."""
+
+import numpy as np
+import pytest
+import torch
+
+from nmflow.errors import NmflowInputError
+from nmflow.normative.deviations import gaussian_z, global_score, reconstruction_error, z_against
+from nmflow.normative.model import (TrainConfig, check_compatible, fit_scaler, forward, layer_sizes,
+                                    load_model, model_from_result, save_model, train_models)
+
+CONFIG = TrainConfig(epochs=150, lr=3e-3, patience=15, seed=3)
+
+
+def _data(n=40, f=21, seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    latent = rng.normal(size=(n, 3))
+    x = latent @ rng.normal(size=(3, f)) + 0.3 * rng.normal(size=(n, f))
+    return x + shift
+
+
+def _train(z, n_train=30, **kw):
+    wt = np.zeros((1, len(z)))
+    wt[0, :n_train] = 1
+    return train_models(z, wt, 1 - wt, kw.pop("config", CONFIG), **kw)
+
+
+def test_size_rule():
+    assert layer_sizes(136) == [136, 68, 23, 68, 136]
+    assert layer_sizes(21) == [21, 11, 4, 11, 21]
+    assert layer_sizes(6105) == [6105, 256, 64, 256, 6105]
+    with pytest.raises(ValueError):
+        layer_sizes(1)
+
+
+def test_large_atlas_trains():
+    z = np.random.default_rng(0).normal(size=(12, 6105))
+    res = _train(z, n_train=8, config=TrainConfig(epochs=2, patience=5))
+    assert [p.shape[1:] for p in res.params[::2]] == [(6105, 256), (256, 64), (64, 256), (256, 6105)]
+
+
+def test_deterministic_and_early_stopping():
+    z = _data()
+    a, b = _train(z), _train(z)
+    for p, q in zip(a.params, b.params):
+        assert torch.equal(p, q)
+    assert np.array_equal(a.val_loss, b.val_loss)
+    best = int(a.best_epoch[0])
+    assert a.val_loss[best, 0] == a.val_loss[:, 0].min() == a.best_loss[0]
+    assert a.train_loss[-1, 0] < a.train_loss[0, 0]
+    # kept weights are those of the best epoch: their validation loss is the best one
+    with torch.no_grad():
+        recon = forward(a.params, torch.as_tensor(z, dtype=torch.float32))[0].numpy()
+    assert ((recon[30:] - z[30:]) ** 2).mean() == pytest.approx(a.best_loss[0], rel=1e-5)
+
+
+def test_stacked_training_equals_one_at_a_time():
+    z = _data()
+    rng = np.random.default_rng(1)
+    wt = rng.integers(0, 3, (3, 40)).astype(float)
+    wt[:, 30:] = 0
+    wv = np.zeros((3, 40))
+    wv[:, 30:] = 1
+    together = train_models(z, wt, wv, CONFIG, seeds=[5, 6, 7])
+    for m, seed in enumerate([5, 6, 7]):
+        alone = train_models(z, wt[m:m + 1], wv[m:m + 1], CONFIG, seeds=[seed])
+        assert alone.best_epoch[0] == together.best_epoch[m]
+        for p, q in zip(alone.params, together.params):
+            np.testing.assert_allclose(p[0].numpy(), q[m].numpy(), atol=1e-5)
+
+
+def test_save_load_roundtrip_and_bad_files(tmp_path):
+    x = _data()
+    mean, scale = fit_scaler(x[:30])
+    res = _train((x - mean) / scale)
+    names = [f"c{k}" for k in range(21)]
+    card = {"atlas": "Yeo2011", "seg": "7nThick", "desc": "gsr", "meas": "pearson", "feature_names": names}
+    model = model_from_result(res, 0, mean, scale, card)
+    path, card_path = save_model(model, tmp_path / "m.safetensors")
+    loaded = load_model(path)
+    np.testing.assert_array_equal(reconstruction_error(loaded, x), reconstruction_error(model, x))
+    variant = {"atlas": "Yeo2011", "seg": "7nThick", "desc": "gsr", "meas": "pearson"}
+    check_compatible(loaded.card, names, variant)
+    with pytest.raises(NmflowInputError, match="seg='17nThick'"):
+        check_compatible(loaded.card, names, dict(variant, seg="17nThick"))
+    with pytest.raises(NmflowInputError, match="meas"):
+        check_compatible(loaded.card, names, dict(variant, meas="partial"))
+    with pytest.raises(NmflowInputError, match="own order"):
+        check_compatible(loaded.card, names[::-1], variant)
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(NmflowInputError, match="corrupt"):
+        load_model(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(NmflowInputError, match="corrupt"):
+        load_model(path)
+    card_path.write_text("{not json")
+    with pytest.raises(NmflowInputError, match="model card"):
+        load_model(path)
+
+
+def test_fine_tuning_lowers_new_site_error():
+    old = _data(n=60, seed=0)
+    rng = np.random.default_rng(9)
+    new = _data(n=40, seed=0)[::-1] + rng.normal(0, 1.0, 21)  # same structure, site offset
+    mean, scale = fit_scaler(old[:45])
+    base = model_from_result(_train((old - mean) / scale, n_train=45), 0, mean, scale, {})
+    z_new = base.standardize(new)
+    wt = np.zeros((1, 40))
+    wt[0, :20] = 1
+    wv = np.zeros((1, 40))
+    wv[0, 20:30] = 1
+    tuned = train_models(z_new, wt, wv, TrainConfig(epochs=150, lr=1e-3, patience=15), init=base.stacked())
+    tuned_model = model_from_result(tuned, 0, mean, scale, {})
+    held_out = new[30:]
+    before = reconstruction_error(base, held_out).mean()
+    after = reconstruction_error(tuned_model, held_out).mean()
+    assert after < 0.8 * before
+
+
+def test_deviation_scores_hand_computed():
+    ref = np.array([[1.0, 10.0], [3.0, 10.0], [5.0, 10.0]])  # mean 3, sd 2; second column constant
+    scores = np.array([[7.0, 12.0]])
+    np.testing.assert_allclose(z_against(scores, ref), [[2.0, 2.0]])
+    np.testing.assert_allclose(gaussian_z(scores, ref), [[2.0, 2.0]])
+    np.testing.assert_allclose(global_score(np.array([[1.0, 3.0], [0.0, 0.5]])), [2.0, 0.25])
+    x = _data()
+    mean, scale = fit_scaler(x[:30])
+    model = model_from_result(_train((x - mean) / scale), 0, mean, scale, {})
+    z = (x - mean) / scale
+    np.testing.assert_allclose(reconstruction_error(model, x), np.abs(z - model.reconstruct(z)))

@@ -1,0 +1,73 @@
+"""Statistics: BH, Mann-Whitney/rank-biserial, flags and sharing, networks, Crawford-Howell."""
+
+import numpy as np
+import pytest
+
+from nmflow.atlas import YEO_NAMES
+from nmflow.stats import (benjamini_hochberg, crawford_howell, group_statistics, mann_whitney,
+                          network_pair_summary, rank_biserial, region_systems)
+
+
+def test_benjamini_hochberg_hand_computed():
+    # sorted p 0.01 0.03 0.04 0.5, m=4: p*m/k = 0.04 0.06 0.0533 0.5 -> running min from the top
+    q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, np.nan, 0.5]))
+    np.testing.assert_allclose(q[[0, 1, 2, 4]], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
+    assert np.isnan(q[3])
+
+
+def test_mann_whitney_and_rank_biserial_hand_computed():
+    patients = np.array([[5.0, 1.0], [6.0, 2.0], [7.0, 3.5]])
+    controls = np.array([[1.0, 3.0], [2.0, 4.0], [3.0, 5.0], [4.0, 6.0]])
+    u, p = mann_whitney(patients, controls)
+    # column 0: every patient above every control, U = 12, exact p = 2 / C(7,3)
+    # column 1: pairs patient > control: 3.5 > 3 only -> U = 1
+    np.testing.assert_allclose(u, [12, 1])
+    assert p[0] == pytest.approx(2 / 35)
+    np.testing.assert_allclose(rank_biserial(u, 3, 4), [1.0, 2 / 12 - 1])
+
+
+def test_group_statistics_flags_and_sharing():
+    rng = np.random.default_rng(0)
+    n = 15
+    scores = rng.normal(size=(3 * n, 4))
+    groups = np.array(["control"] * n + ["A"] * n + ["B"] * n)
+    scores[groups == "A", 0] += 3  # shared
+    scores[groups == "B", 0] += 3
+    scores[groups == "A", 1] += 3  # specific to A
+    table = group_statistics(scores, groups, "control", ["c0", "c1", "c2", "c3"])
+    flagged = table[table.flagged]
+    assert set(zip(flagged.group, flagged.connection)) == {("A", 0), ("B", 0), ("A", 1)}
+    assert set(flagged[flagged.connection == 0].sharing) == {"shared"}
+    assert flagged[flagged.connection == 1].sharing.item() == "specific"
+    assert (table[~table.flagged].sharing == "").all()
+    assert (table.effect_size[table.flagged] > 0.8).all()
+    # raw rule flags at least what FDR flags
+    raw = group_statistics(scores, groups, "control", ["c0", "c1", "c2", "c3"], p_rule="raw")
+    assert raw.flagged.sum() >= table.flagged.sum()
+    np.testing.assert_allclose(raw.q, table.q)
+
+
+def test_network_pairs_yeo17():
+    systems = region_systems(YEO_NAMES[17])
+    assert systems[:4] == ["Visual", "Visual", "SomMot", "SomMot"]
+    assert region_systems(["7Networks_LH_Vis_1", "7Networks_RH_Default_PFC_2", "x"]) == [
+        "Visual", "Default", "Other"]
+    n = 17
+    table = group_statistics(np.zeros((6, n * (n - 1) // 2)), np.array(["control"] * 3 + ["A"] * 3),
+                             "control", [str(k) for k in range(136)])
+    table.loc[0, "flagged"] = True  # connection 0 = 1_Visual_A - 2_Visual_B
+    summary = network_pair_summary(table, YEO_NAMES[17])
+    vis = summary[(summary.system_a == "Visual") & (summary.system_b == "Visual")].iloc[0]
+    assert (vis.n_connections, vis.n_flagged) == (1, 1)
+    assert summary.n_connections.sum() == 136
+
+
+def test_crawford_howell_worked_example():
+    controls = np.array([[10.0], [12.0], [14.0], [16.0], [18.0]])  # mean 14, sd sqrt(10)
+    t, p, df = crawford_howell(np.array([[20.0]]), controls)
+    # t = 6 / (sqrt(10) * sqrt(6/5)) = sqrt(3); df = 4
+    assert df == 4
+    assert t[0, 0] == pytest.approx(np.sqrt(3))
+    # t CDF for df=4: 1/2 + 3/8 * x * (1 - t^2 / (12 (1 + t^2/4))), x = t / sqrt(1 + t^2/4)
+    x = np.sqrt(3) / np.sqrt(1.75)
+    assert p[0, 0] == pytest.approx(2 * (0.5 - 3 / 8 * x * (1 - 3 / (12 * 1.75))), rel=1e-9)
