@@ -57,12 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nprocs", type=int, default=1, help="parallel processes")
     r.add_argument("-w", "--work-dir", type=Path, help="Nipype cache (a re-run resumes from it)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Nipype's log")
-    try:  # TEMP until the group level lands
-        from nmflow.workflows.group import add_group_arguments
+    from nmflow.workflows.group import add_group_arguments
 
-        add_group_arguments(parser.add_argument_group("group level"))
-    except ImportError:
-        pass
+    add_group_arguments(parser.add_argument_group("group level"))
     return parser
 
 
