@@ -27,9 +27,9 @@ def main(argv: list[str]) -> int:
               "the real Yeo atlases for the real grid)")
     fmriprep = root / "fmriprep"
     if not fmriprep.exists():
-        print(f"simulating 20 controls + 2 x 6 patients on the {grid} grid -> {fmriprep}")
+        print(f"simulating 16 controls + 2 x 5 patients on the {grid} grid -> {fmriprep}")
         truth = simulate_dataset(fmriprep, SimulationSettings(
-            n_controls=20, patients=(("disorderA", 6), ("disorderB", 6)), n_volumes=120, grid=grid,
+            n_controls=16, patients=(("disorderA", 5), ("disorderB", 5)), n_volumes=100, grid=grid,
             atlas_dir=atlas_dir, seed=0))
     else:
         truth = fmriprep.parent / f"{fmriprep.name}_truth"
