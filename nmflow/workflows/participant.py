@@ -99,7 +99,7 @@ def run_participant_level(
             old.unlink()
     wf.config["execution"].update({
         "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": False,
-        "remove_unnecessary_outputs": False, "hash_method": "content",
+        "remove_unnecessary_outputs": False, "hash_method": "timestamp",
     })
     plugin = ("MultiProc", {"n_procs": nprocs, "raise_insufficient": False}) if nprocs > 1 else ("Linear", {})
     try:
