@@ -283,7 +283,7 @@ def _write_outputs(out_dir: Path, table, results, selection, messages, args) -> 
         if selection is not None:
             _tsv(tmp / "selection.tsv", selection, {
                 "Description": "Variants ranked by the stability of their findings over bootstrap models "
-                               "(see docs/group.md)",
+                               "(see the README, Group level)",
                 "stability": "mean pairwise Jaccard of flagged (group, connection) sets",
                 "reproducibility": "mean Dice between the flags of two halves of the tested subjects"})
         write_group_report(tmp, table, results, selection, messages, args)
