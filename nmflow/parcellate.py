@@ -24,7 +24,7 @@ from scipy import sparse
 from nmflow.atlas import Atlas
 from nmflow.errors import NmflowInputError
 
-CARPET_VOXELS = 800
+CARPET_VOXELS = 300
 
 
 @dataclass

@@ -103,7 +103,7 @@ def group_args(bids_dir, out_dir, *extra: str):
     """Parsed group-level arguments as the CLI would give them."""
     import argparse
 
-    from nmflow.workflows.group import add_group_arguments
+    from nmflow.cli.group_options import add_group_arguments
 
     parser = argparse.ArgumentParser()
     parser.add_argument("bids_dir")

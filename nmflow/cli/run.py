@@ -12,6 +12,7 @@ from pathlib import Path
 
 from nmflow import __version__
 from nmflow.cli.config import config_to_dict, parse_with_config
+from nmflow.cli.group_options import add_group_arguments
 from nmflow.connectivity import METRICS
 from nmflow.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
@@ -57,8 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--nprocs", type=int, default=1, help="parallel processes")
     r.add_argument("-w", "--work-dir", type=Path, help="Nipype cache (a re-run resumes from it)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Nipype's log")
-    from nmflow.workflows.group import add_group_arguments
-
     add_group_arguments(parser.add_argument_group("group level"))
     return parser
 

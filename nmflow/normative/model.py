@@ -35,6 +35,7 @@ import torch
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.normative.config import TrainConfig
 
 CARD_FORMAT = "nmflow-normative-autoencoder/1"
 
@@ -46,17 +47,6 @@ def layer_sizes(n_features: int) -> list[int]:
     h1 = min(math.ceil(n_features / 2), 256)
     h2 = min(max(math.ceil(n_features / 6), 2), 64)
     return [n_features, h1, h2, h1, n_features]
-
-
-@dataclass
-class TrainConfig:
-    """Optimisation settings (all stored in the model card)."""
-
-    epochs: int = 400
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 40
-    seed: int = 0
 
 
 @dataclass

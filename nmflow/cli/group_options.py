@@ -1,0 +1,45 @@
+"""The group-level flags of the BIDS-App call (no heavy imports: torch loads only for a group run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmflow.normative.config import TrainConfig
+
+
+def add_group_arguments(parser) -> None:
+    """Add the group-level flags to ``parser`` (a parser or an argument group)."""
+    parser.add_argument("--participants", type=Path,
+                        help="participants TSV (default: FMRIPREP_DIR/participants.tsv)")
+    parser.add_argument("--group-column", default="group", help="column with the diagnosis")
+    parser.add_argument("--control-label", default="control", help="value of --group-column for controls")
+    parser.add_argument("--site-column", default="site", help="column with the site/scanner (absent: one site)")
+    parser.add_argument("--covariates", nargs="*", default=[], help="columns kept by ComBat, e.g. age sex")
+    parser.add_argument("--timeseries-dir", type=Path,
+                        help="folder of BEP017 *_timeseries.tsv from another tool (XCP-D, giga_connectome ...); "
+                             "FC is computed with --metrics")
+    parser.add_argument("--variants", nargs="+",
+                        help="only variants whose label (atlas-X_seg-Y_desc-Z_meas-W) matches one of these "
+                             "shell patterns, e.g. '*desc-gsr*'")
+    parser.add_argument("--train-split", type=float, default=0.5, help="fraction of controls for training")
+    parser.add_argument("--val-split", type=float, default=0.2,
+                        help="fraction of controls for early stopping; the rest is the held-out reference")
+    parser.add_argument("--split-file", type=Path, help="TSV participant_id, split (train/val/test)")
+    parser.add_argument("--harmonize", choices=["none", "combat"], default="combat",
+                        help="site harmonisation fitted on training controls")
+    parser.add_argument("--n-bootstrap", type=int, default=20,
+                        help="bootstrap models per variant for model selection (0: no selection)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
+    parser.add_argument("--p-rule", choices=["fdr", "raw"], default="fdr",
+                        help="flag on BH q (fdr) or on uncorrected p (raw, as the original scripts)")
+    parser.add_argument("--test-score", choices=["absolute", "signed"], default="absolute",
+                        help="score compared by Mann-Whitney: the signed residual (x - x_hat; gaussian: z) or "
+                             "its absolute value (the original scripts' reconstruction error)")
+    parser.add_argument("--init-model", type=Path,
+                        help="fine-tune this model (.safetensors with its .json card) on the training controls")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (splits, resamples, weights)")
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
+    parser.add_argument("--learning-rate", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience")
+    parser.add_argument("--max-missing", type=float, default=0.2,
+                        help="drop connections missing in more than this fraction of subjects")

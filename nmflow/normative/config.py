@@ -1,0 +1,16 @@
+"""Training settings of the normative autoencoder (kept free of torch so the CLI starts fast)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings (all stored in the model card)."""
+
+    epochs: int = 400
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 40
+    seed: int = 0
