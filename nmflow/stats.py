@@ -205,3 +205,36 @@ def crawford_howell(cases: np.ndarray, controls: np.ndarray) -> tuple[np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (np.asarray(cases, dtype=float) - mean) / (sd * np.sqrt((n + 1) / n))
     return t, 2 * sps.t.sf(np.abs(t), n - 1), n - 1
+
+
+def single_case_table(
+    cases: np.ndarray, controls: np.ndarray, case_ids: list[str], feature_names: list[str],
+    alpha: float = 0.05, p_rule: str = "fdr",
+) -> pd.DataFrame:
+    """Crawford-Howell test of every case's score on every feature, long format.
+
+    Parameters
+    ----------
+    cases : ndarray, shape (n_cases, n_features)
+        Deviation scores of the cases (e.g. reconstruction errors of patients).
+    controls : ndarray, shape (n_controls, n_features)
+        The same scores of the reference controls.
+    case_ids, feature_names : list of str
+        Row and column labels of ``cases``.
+    alpha, p_rule : float, {"fdr", "raw"}
+        ``flagged`` is ``q < alpha`` (Benjamini-Hochberg over the features of
+        one case) or ``p < alpha``.
+
+    Returns
+    -------
+    DataFrame
+        ``participant_id, feature, t, p, q, flagged`` with ``n_cases * n_features`` rows.
+    """
+    t, p, _ = crawford_howell(cases, controls)
+    q = np.vstack([benjamini_hochberg(row) for row in p]) if len(p) else p
+    flagged = (q if p_rule == "fdr" else p) < alpha
+    n_features = len(feature_names)
+    return pd.DataFrame({
+        "participant_id": np.repeat(case_ids, n_features), "feature": np.tile(feature_names, len(case_ids)),
+        "t": t.ravel(), "p": p.ravel(), "q": q.ravel(), "flagged": flagged.ravel(),
+    })

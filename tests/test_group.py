@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 from group_helpers import group_args, make_cohort, write_tree
 
 from nmflow.errors import NmflowInputError
@@ -43,6 +44,15 @@ def test_outputs_and_training_subjects_never_tested(done):
     assert dev.shape[1] == 7 + 136
     ref = dev[dev.split == "test"]
     assert abs(ref.global_z.mean()) < 1e-6  # z-scored against the held-out controls
+    single = pd.read_csv(group / f"{VARIANT}_singlecase.tsv", sep="\t")
+    patients = dev[dev.split == "patient"]
+    assert len(single) == len(patients) * 137 and set(single.participant_id) == set(patients.participant_id)
+    # Crawford-Howell t = error z against the n reference controls / sqrt((n + 1) / n)
+    n = len(ref)
+    wide = single.pivot(index="participant_id", columns="feature", values="t").loc[patients.participant_id]
+    expected = patients.set_index("participant_id")[wide.columns.drop("global_error")] / np.sqrt((n + 1) / n)
+    np.testing.assert_allclose(wide[expected.columns], expected, rtol=1e-4)
+    np.testing.assert_allclose(single.p, 2 * sps.t.sf(np.abs(single.t), n - 1), rtol=1e-4)
     selection = pd.read_csv(group / "selection.tsv", sep="\t")
     assert selection.variant.iloc[0] == VARIANT and selection.selected.iloc[0]
     card = json.loads((group / f"{VARIANT}_model.json").read_text())

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nmflow.atlas import YEO_NAMES
-from nmflow.stats import (benjamini_hochberg, crawford_howell, group_statistics, mann_whitney,
+from nmflow.stats import (benjamini_hochberg, crawford_howell, single_case_table, group_statistics, mann_whitney,
                           network_pair_summary, rank_biserial, region_systems)
 
 
@@ -71,3 +71,15 @@ def test_crawford_howell_worked_example():
     # t CDF for df=4: 1/2 + 3/8 * x * (1 - t^2 / (12 (1 + t^2/4))), x = t / sqrt(1 + t^2/4)
     x = np.sqrt(3) / np.sqrt(1.75)
     assert p[0, 0] == pytest.approx(2 * (0.5 - 3 / 8 * x * (1 - 3 / (12 * 1.75))), rel=1e-9)
+
+
+def test_single_case_table_long_format_and_flags():
+    controls = np.array([[10.0, 1.0], [12.0, 2.0], [14.0, 3.0], [16.0, 4.0], [18.0, 5.0]])
+    cases = np.array([[20.0, 3.0], [14.0, 30.0]])
+    table = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"], alpha=0.05, p_rule="raw")
+    assert list(table.participant_id) == ["sub-a", "sub-a", "sub-b", "sub-b"]
+    assert table.t.iloc[0] == pytest.approx(np.sqrt(3))  # the worked example above
+    assert table.t.iloc[1] == pytest.approx(0.0) and table.t.iloc[2] == pytest.approx(0.0)
+    assert list(table.flagged) == [False, False, False, True]
+    q = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"]).q.to_numpy()
+    np.testing.assert_allclose(q[2:], benjamini_hochberg(table.p.to_numpy()[2:]))
