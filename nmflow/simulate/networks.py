@@ -88,34 +88,55 @@ def plant_effects(
     n_specific: int = 6,
     n_shared: int = 4,
     delta: float = 0.35,
+    min_eig: float = 0.05,
 ) -> PlantedEffects:
-    """Alter ``n_specific`` connections per group and ``n_shared`` common to all groups."""
+    """Alter ``n_specific`` connections per group and ``n_shared`` common to all groups.
+
+    Each altered connection moves by exactly ``delta`` away from its control
+    value (down when the control value is above 0.25, else up) and no other
+    connection changes: candidate connections are taken in random order and a
+    candidate is skipped when the altered matrix would lose positive
+    definiteness (smallest eigenvalue below ``min_eig``), so no projection
+    spreads the effect onto unplanted connections.
+    """
     n = control.shape[0]
     rows, cols = np.triu_indices(n, k=1)
     n_needed = n_shared + n_specific * len(groups)
     if n_needed > rows.size:
         raise ValueError(f"cannot plant {n_needed} connections among {rows.size}")
-    chosen = rng.choice(rows.size, n_needed, replace=False)
-    shared, specific = chosen[:n_shared], chosen[n_shared:].reshape(len(groups), n_specific)
+    candidates = list(rng.permutation(rows.size))
+
+    def altered(base: np.ndarray, k: int) -> np.ndarray:
+        i, j = rows[k], cols[k]
+        out = base.copy()
+        out[i, j] = out[j, i] = control[i, j] + (-delta if control[i, j] > 0.25 else delta)
+        return out
+
+    def take(bases: list[np.ndarray], count: int) -> tuple[list[int], list[np.ndarray]]:
+        chosen = []
+        for k in list(candidates):
+            if len(chosen) == count:
+                break
+            trial = [altered(b, k) for b in bases]
+            if all(np.linalg.eigvalsh(m).min() >= min_eig for m in trial):
+                chosen.append(k)
+                candidates.remove(k)
+                bases = trial
+        if len(chosen) < count:
+            raise ValueError(f"cannot plant {count} connections of size {delta} and keep the matrix positive definite")
+        return chosen, bases
+
+    shared, shared_bases = take([control] * len(groups), n_shared)
     records, group_corr = [], {"control": control}
-    for g, name in enumerate(groups):
-        corr = control.copy()
-        for kind, idx in [("shared", shared), ("specific", specific[g])]:
+    for name, base in zip(groups, shared_bases):
+        specific, (corr,) = take([base], n_specific)
+        group_corr[name] = corr
+        for kind, idx in [("shared", shared), ("specific", specific)]:
             for k in idx:
-                i, j = rows[k], cols[k]
-                # move towards zero-crossing-free values: push away from the control value
-                sign = -1.0 if control[i, j] > 0.25 else 1.0
-                corr[i, j] = corr[j, i] = control[i, j] + sign * delta
-                records.append(
-                    {"group": name, "connection": int(k), "i": int(i), "j": int(j),
-                     "kind": kind, "delta": sign * delta}
-                )
-        group_corr[name] = nearest_correlation(corr)
+                i, j = int(rows[k]), int(cols[k])
+                records.append({"group": name, "connection": int(k), "i": i, "j": j, "kind": kind,
+                                "delta": round(float(corr[i, j] - control[i, j]), 4)})
     table = pd.DataFrame.from_records(records, columns=["group", "connection", "i", "j", "kind", "delta"])
-    achieved = [
-        group_corr[r.group][r.i, r.j] - control[r.i, r.j] for r in table.itertuples()
-    ]
-    table["delta"] = np.round(achieved, 4)
     return PlantedEffects(table=table, group_corr=group_corr)
 
 
