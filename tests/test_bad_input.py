@@ -89,8 +89,8 @@ CASES = {
     "bold_not_4d": (_bold_3d, [], "bold", ["4D"]),
     "mask_other_grid": (_mask_other_grid, [], "mask", ["grid"]),
     "nan_in_brain": (_nan_in_brain, [], "bold", ["NaN", "mask"]),
-    "too_few_volumes": (_high_motion, ["--denoise", "scrubbing", "--min-volumes", "90"], "confounds",
-                        ["volumes", "censoring", "scrubbing", "--min-volumes 90"]),
+    "too_few_volumes": (_high_motion, ["--denoise", "scrubbing", "--min-volumes", "60"], "confounds",
+                        ["volumes", "censoring", "scrubbing", "--min-volumes 60"]),
     "truncated_bold": (_truncated_bold, [], "bold", ["truncated"]),
 }
 
@@ -120,7 +120,7 @@ def test_broken_run_fails_alone(case, two_subjects, tmp_path, capsys):
     assert written == minimal_run_outputs("02", desc) | TOP_LEVEL  # sub-02 complete, no leftovers (.staging)
     ts = next(p for p in written if p.endswith("_timeseries.tsv"))
     table = pd.read_csv(out / ts, sep="\t")
-    assert table.shape[1] == 7 and len(table) >= 90 and np.isfinite(table.to_numpy(float)).all()
+    assert table.shape[1] == 7 and len(table) >= 60 and np.isfinite(table.to_numpy(float)).all()
 
 
 # -- atlas problems: global, nothing written -------------------------------------------------------

@@ -65,6 +65,7 @@ def test_scrubbing_censors_high_fd_and_non_steady_state(tiny_dataset):
 def test_short_segments_between_censored_volumes_are_dropped(tiny_dataset):
     table = read_confounds(_run_files(tiny_dataset)[2]).copy()
     table["framewise_displacement"] = 0.0
+    table["std_dvars"] = 1.0
     table.loc[[20, 23], "framewise_displacement"] = 2.0  # leaves a 2-volume segment 21-22
     out = censoring(table, PRESETS["scrubbing"], CleaningSettings(min_segment=5))
     assert out["censored"].iloc[20:24].tolist() == [1, 1, 1, 1]

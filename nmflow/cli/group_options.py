@@ -40,6 +40,9 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (splits, resamples, weights)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.lr, help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+                        help="Adam weight decay (L2): shrinks the weights so one deviant connection moves the "
+                             "reconstruction of the others less")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience")
     parser.add_argument("--max-missing", type=float, default=0.2,
                         help="drop connections missing in more than this fraction of subjects")

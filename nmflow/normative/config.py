@@ -11,6 +11,6 @@ class TrainConfig:
 
     epochs: int = 400
     lr: float = 3e-3
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-2
     patience: int = 40
     seed: int = 0

@@ -165,11 +165,19 @@ def correlated_timeseries(
 
 
 def subject_correlation(
-    group_corr: np.ndarray, rng: np.random.Generator, jitter: float = 0.05
+    group_corr: np.ndarray, rng: np.random.Generator, weight: float = 0.1, dof: int = 5
 ) -> np.ndarray:
-    """One subject's true correlation: the group's plus individual variability."""
-    noise = rng.normal(0, jitter, group_corr.shape)
-    return nearest_correlation(group_corr + (noise + noise.T) / 2)
+    """One subject's true correlation: ``(1 - weight) * group + weight * W``.
+
+    ``W`` is the sample correlation of ``dof`` independent Gaussian draws
+    (off-diagonal sd about ``1 / sqrt(dof)``), so subjects vary around the
+    group matrix without any projection: the mix of two positive-definite
+    matrices stays positive definite, and every connection's expected value is
+    the group's shrunk by the same factor ``1 - weight`` (a planted change of
+    ``delta`` appears as ``(1 - weight) * delta`` and leaks nowhere).
+    """
+    draws = rng.standard_normal((max(dof, 2), group_corr.shape[0]))
+    return (1 - weight) * group_corr + weight * np.corrcoef(draws, rowvar=False)
 
 
 def site_effect(

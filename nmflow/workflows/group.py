@@ -74,7 +74,7 @@ def run_group(args: argparse.Namespace) -> int:
     check_groups(table, args.control_label)
     table["split"] = split_controls(table, args.control_label, args.train_split, args.val_split,
                                     args.seed, args.split_file)
-    config = TrainConfig(args.epochs, args.learning_rate, TrainConfig.weight_decay, args.patience, args.seed)
+    config = TrainConfig(args.epochs, args.learning_rate, args.weight_decay, args.patience, args.seed)
     base = load_model(args.init_model) if args.init_model else None
     results = {}
     for variant, fs in sets.items():
