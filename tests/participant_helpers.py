@@ -83,6 +83,15 @@ def expected_outputs(listing: Path, subjects: list[str]) -> set[str]:
     return out
 
 
+def assert_exactly_expected(out: Path, listing: Path, subjects: list[str], n_expected: int) -> None:
+    """The files under ``out`` are exactly those of ``listing`` (which has ``n_expected`` entries)."""
+    expected = expected_outputs(listing, subjects)
+    assert len(expected) == n_expected
+    written = tree(out)
+    missing, unexpected = sorted(expected - written), sorted(written - expected)
+    assert not missing and not unexpected, f"missing: {missing}\nunexpected: {unexpected}"
+
+
 def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     """The 12 files of one run of ``sub-<sub>`` made with ``--atlas yeo7thin --denoise <desc> --metrics pearson``."""
     s = f"sub-{sub}"

@@ -2,7 +2,6 @@
 
 import importlib.resources
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest

@@ -23,8 +23,8 @@ from scipy import stats
 
 import nmflow
 from participant_helpers import (
-    DATA, MINIMAL, SPACE_RES, TOP_LEVEL, atlas_region_names, copy_subjects, error_lines,
-    expected_outputs, hashes, minimal_run_outputs, participant_argv, read_confounds, read_json,
+    DATA, MINIMAL, SPACE_RES, TOP_LEVEL, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
+    hashes, minimal_run_outputs, participant_argv, read_confounds, read_json,
     read_relmat, read_tsv, report_figures, run_cli, run_files, tree, write_confounds,
 )
 
@@ -60,11 +60,7 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    expected = expected_outputs(DATA / "expected_participant_outputs.txt", SUBJECTS)
-    assert len(expected) == 4 * 53 + 2
-    written = tree(full_run["out"])
-    missing, unexpected = sorted(expected - written), sorted(written - expected)
-    assert not missing and not unexpected, f"missing: {missing}\nunexpected: {unexpected}"
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 53 + 2)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))

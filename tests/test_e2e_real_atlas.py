@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from participant_helpers import (
-    DATA, atlas_region_names, error_lines, expected_outputs, participant_argv, read_json, read_relmat, read_tsv,
-    report_figures, run_cli, tree,
+    DATA, assert_exactly_expected, atlas_region_names, error_lines, participant_argv, read_json, read_relmat, read_tsv,
+    report_figures, run_cli,
 )
 
 pytestmark = pytest.mark.slow
@@ -47,11 +47,7 @@ def _ts(out: Path, sub: str, atlas: str, desc: str) -> Path:
 
 
 def test_outputs_are_exactly_the_expected_files(e2e):
-    expected = expected_outputs(DATA / "expected_e2e_outputs.txt", SUBJECTS)
-    assert len(expected) == 2 * 37 + 2
-    written = tree(e2e["out"])
-    missing, unexpected = sorted(expected - written), sorted(written - expected)
-    assert not missing and not unexpected, f"missing: {missing}\nunexpected: {unexpected}"
+    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 37 + 2)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
