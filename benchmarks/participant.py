@@ -132,7 +132,7 @@ def main() -> None:
     print(f"load BOLD only (nibabel)      : {t_load:7.2f} s")
     print(f"nmflow participant (full)     : {t_ours:7.2f} s   ratio to load  = {t_ours / t_load:5.2f}  (target <= 2.0)")
     print(f"  same as a new process (CLI) : {t_cold:7.2f} s   ratio to load  = {t_cold / t_load:5.2f}  "
-          "(includes ~1.5 s of Python imports)")
+          "(adds Python start-up, imports and first-call costs)")
     print(f"naive nilearn path            : {t_naive:7.2f} s   naive / ours   = {t_naive / t_ours:5.2f}  (target >= 5)")
     print(f"Kendall 200x200: scipy loop {t_scipy:.2f} s, ours {t_kendall:.3f} s   ratio = "
           f"{t_scipy / t_kendall:5.1f}  (target >= 20), max |diff| = {max_diff:.1e}")
