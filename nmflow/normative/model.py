@@ -15,7 +15,9 @@ Many models are trained at once: the weights of ``M`` models are stacked
 ``(M, in, out)`` and applied with one batched matrix product, each model with
 its own per-subject weights (bootstrap counts).  The loss is the sum of the
 models' losses, so each model's gradient - and, Adam being elementwise, each
-model's trajectory - is that of training it alone.  Training is full-batch
+model's trajectory - is that of training it alone.  A model whose early
+stopping has triggered leaves the batch, so the batch shrinks as models
+converge.  Training is full-batch
 Adam with early stopping on the validation loss (the weights of the best
 epoch are kept); training uses one CPU thread; initial weights come from one seeded generator per model, so
 the same inputs give the same weights bit for bit on one machine.
@@ -148,30 +150,75 @@ def _train(x, train_weights, val_weights, config, init, seeds) -> TrainResult:
         init = init_params(layer_sizes(x.shape[-1]), seeds)
     params = [p.detach().clone().requires_grad_(True) for p in init]
     best = [p.detach().clone() for p in params]
-    opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    adam = _Adam(params, config)
+    active = torch.arange(n_models)  # models still training; stopped ones leave the batch
     best_loss = torch.full((n_models,), float("inf"))
     best_epoch = torch.zeros(n_models, dtype=torch.long)
     train_curve, val_curve = [], []
     for epoch in range(config.epochs):
-        recon = forward(params, xt)
-        loss = _weighted_loss(recon, xt, wt)
+        xa = xt if xt.dim() == 2 else xt[active]
+        recon = forward(params, xa)
+        loss = _weighted_loss(recon, xa, wt[active])
         with torch.no_grad():
-            val = torch.where(no_val, loss, _weighted_loss(recon, xt, wv))
-            improved = val < best_loss
-            best_loss = torch.where(improved, val, best_loss)
-            best_epoch = torch.where(improved, epoch, best_epoch)
+            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active]))
+            improved = val < best_loss[active]
+            ids = active[improved]
+            best_loss[ids] = val[improved]
+            best_epoch[ids] = epoch
             for b, p in zip(best, params):
-                b[improved] = p[improved]
-            val_curve.append(val.numpy().copy())
-        if bool(((epoch - best_epoch) >= config.patience).all()):
+                b[ids] = p[improved]
+            val_curve.append(_full_row(val, active, n_models))
+        going = (epoch - best_epoch[active]) < config.patience
+        if not bool(going.any()):
             break
-        opt.zero_grad()
-        loss.sum().backward()
-        opt.step()
-        train_curve.append(loss.detach().numpy().copy())
+        grads = torch.autograd.grad(loss.sum(), params)
+        train_curve.append(_full_row(loss.detach(), active, n_models))
+        params = adam.step(params, grads, keep=None if bool(going.all()) else going)
+        active = active[going]
     n = len(train_curve)
     return TrainResult(best, np.array(train_curve), np.array(val_curve[:n]), best_epoch.numpy(),
                        best_loss.numpy())
+
+
+def _full_row(values: torch.Tensor, active: torch.Tensor, n_models: int) -> np.ndarray:
+    """``(n_models,)`` with ``values`` at the active models and NaN for stopped ones."""
+    row = np.full(n_models, np.nan, dtype=np.float32)
+    row[active.numpy()] = values.numpy()
+    return row
+
+
+class _Adam:
+    """Adam with L2 weight decay (as ``torch.optim.Adam(weight_decay=...)``) on stacked weights.
+
+    Its own few lines rather than ``torch.optim.Adam`` so that stopped models
+    can be dropped from the batch together with their moment estimates.
+    """
+
+    betas = (0.9, 0.999)
+    eps = 1e-8
+
+    def __init__(self, params: list[torch.Tensor], config: TrainConfig):
+        self.lr, self.weight_decay, self.t = config.lr, config.weight_decay, 0
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def step(self, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...],
+             keep: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Update ``params`` in place; with ``keep`` (boolean over models) return only the kept models."""
+        self.t += 1
+        b1, b2 = self.betas
+        bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        with torch.no_grad():
+            for p, g, m, v in zip(params, grads, self.m, self.v):
+                g = g + self.weight_decay * p
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.addcdiv_(m, (v.sqrt() / math.sqrt(bias2)).add_(self.eps), value=-self.lr / bias1)
+        if keep is None:
+            return params
+        self.m = [m[keep] for m in self.m]
+        self.v = [v[keep] for v in self.v]
+        return [p.detach()[keep].requires_grad_(True) for p in params]
 
 
 @dataclass
