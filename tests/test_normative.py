@@ -130,3 +130,23 @@ def test_deviation_scores_hand_computed():
     model = model_from_result(_train((x - mean) / scale), 0, mean, scale, {})
     z = (x - mean) / scale
     np.testing.assert_allclose(reconstruction_error(model, x), np.abs(z - model.reconstruct(z)))
+
+
+def test_adam_step_equals_torch_adam():
+    from nmflow.normative.model import _Adam
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(4, 5, 3, generator=gen), torch.randn(4, 1, 3, generator=gen)]
+    ref = [p.clone().requires_grad_(True) for p in ours]
+    config = TrainConfig(lr=1e-2, weight_decay=1e-2)
+    adam, opt = _Adam(ours, config), torch.optim.Adam(ref, lr=config.lr, weight_decay=config.weight_decay)
+    for _ in range(5):
+        grads = tuple(torch.randn(p.shape, generator=gen) for p in ours)
+        ours = adam.step(ours, grads)
+        for p, g in zip(ref, grads):
+            p.grad = g.clone()
+        opt.step()
+    for p, q in zip(ours, ref):
+        np.testing.assert_allclose(p.numpy(), q.detach().numpy(), rtol=1e-6, atol=1e-7)
+    kept = adam.step(ours, grads, keep=torch.tensor([True, False, True, False]))
+    assert [p.shape[0] for p in kept] == [2, 2] and adam.m[0].shape[0] == 2
