@@ -59,6 +59,7 @@ def test_outputs_and_training_subjects_never_tested(done):
     assert card["layer_sizes"] == [136, 68, 23, 68, 136] and card["meas"] == "pearson"
     assert set(card["training_subjects"]) | set(card["validation_subjects"]) == fitted
     html = (group / "group_report.html").read_text()
+    assert "Single cases" in html and all(pid in html for pid in patients.participant_id)
     for fig in ("error_heatmaps", "connectome", "training_curves", "combat_sites"):
         assert (group / "figures" / f"{fig}.png").stat().st_size > 1000 and fig in html
     assert not [p for p in group.iterdir() if p.name.startswith(".tmp")]

@@ -151,6 +151,13 @@ def write_group_report(folder: Path, table: pd.DataFrame, results: dict, selecti
         parts.append(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}'>")
     shown = flagged[flagged.model == "autoencoder"][["group", "name", "U", "q", "effect_size", "sharing"]]
     parts.append("<h2>Shared vs specific (autoencoder)</h2>" + _table(shown.sort_values(["sharing", "group"])))
+    single = r.single_case
+    per_case = single[single.feature != "global_error"].groupby("participant_id", sort=False).agg(
+        group=("group", "first"), connections_flagged=("flagged", "sum"))
+    overall = single[single.feature == "global_error"].set_index("participant_id")
+    per_case = per_case.assign(global_t=overall["t"], global_p=overall["p"]).reset_index()
+    parts.append("<h2>Single cases (Crawford–Howell vs held-out controls)</h2>"
+                 + _table(per_case.sort_values("global_t", ascending=False)))
     nets = r.networks[(r.networks.model == "autoencoder") & (r.networks.n_flagged > 0)]
     parts.append("<h2>Yeo-7 system pairs</h2>" + _table(nets.drop(columns="model")))
     if selection is not None:

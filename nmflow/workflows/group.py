@@ -56,6 +56,7 @@ class VariantResult:
     gauss: np.ndarray
     stats: pd.DataFrame
     networks: pd.DataFrame
+    single_case: pd.DataFrame
     messages: list[str] = field(default_factory=list)
 
 
@@ -178,7 +179,15 @@ def analyse_variant(fs: FeatureSet, table: pd.DataFrame, args, config: TrainConf
     stats["connection"] = np.flatnonzero(kept)[stats["connection"]]
     networks = pd.concat([network_pair_summary(stats[stats.model == m], fs.regions).assign(model=m)
                           for m in ("autoencoder", "gaussian")], ignore_index=True)
-    return VariantResult(fs, names, raw, harmonised, ok, model, result, error, gauss, stats, networks, messages)
+    patients, ref = split == "patient", split == "test"
+    overall = global_score(error)
+    single = single_case_table(np.column_stack([overall[patients], error[patients]]),
+                               np.column_stack([overall[ref], error[ref]]),
+                               [f"sub-{s}" for s in table.index[patients]], ["global_error", *names],
+                               args.alpha, args.p_rule)
+    single.insert(1, "group", np.repeat(table["group"].to_numpy()[patients], len(names) + 1))
+    return VariantResult(fs, names, raw, harmonised, ok, model, result, error, gauss, stats, networks, single,
+                         messages)
 
 
 def _selection(results: dict[str, VariantResult], table: pd.DataFrame, args, config) -> pd.DataFrame:
@@ -220,13 +229,7 @@ def _write_variant(folder: Path, table: pd.DataFrame, r: VariantResult, args) ->
         "effect_size": "rank-biserial correlation 2U/(n_p n_c) - 1 (positive: patients deviate more)",
         "flagged": f"{'q' if args.p_rule == 'fdr' else 'p'} < {args.alpha}",
         "sharing": "shared: flagged in >= 2 groups; specific: flagged in this group only"})
-    patients = split == "patient"
-    single = single_case_table(np.column_stack([glob[patients], r.error[patients]]),
-                               np.column_stack([glob[ref], r.error[ref]]),
-                               list(info.participant_id[patients]), ["global_error", *r.names],
-                               args.alpha, args.p_rule)
-    single.insert(1, "group", np.repeat(table["group"].to_numpy()[patients], len(r.names) + 1))
-    _tsv(folder / bids_name(ents, "singlecase", ".tsv"), single, {
+    _tsv(folder / bids_name(ents, "singlecase", ".tsv"), r.single_case, {
         "Description": "Crawford-Howell single-case t-test of each patient's autoencoder reconstruction error "
                        "(per connection, and the global error) against the held-out controls (split == test), "
                        "df = n_reference - 1, two-sided.",
