@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.connectivity import connectivity
+from nmflow.connectivity import METRICS, connectivity
 from nmflow.interfaces.io import key, load_arrays, save_arrays
 
 
@@ -16,8 +16,7 @@ class _ConnectivityInputSpec(BaseInterfaceInputSpec):
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals (Denoise)")
     strategies = InputMultiObject(traits.Str, mandatory=True, desc="strategy names")
     atlas_names = InputMultiObject(traits.Str, mandatory=True, desc="atlas names")
-    metrics = InputMultiObject(traits.Enum("pearson", "spearman", "kendall", "covariance", "ledoitwolf", "partial"),
-                               mandatory=True, desc="FC metrics")
+    metrics = InputMultiObject(traits.Enum(*METRICS), mandatory=True, desc="FC metrics")
 
 
 class _ConnectivityOutputSpec(TraitedSpec):
