@@ -1,34 +1,44 @@
 """Feature-level cohorts for the group-level tests and benchmark (no images).
 
-Subjects get a true correlation (control or patient group with planted
-effects) plus individual jitter; time series are sampled from it with a
-site artefact (a site-specific shared signal), and for the ``none`` strategy
-also a subject-specific motion artefact (a shared spiky signal whose
-amplitude varies between subjects), which denoising would remove.
+Subjects come from the simulator's population model (``nmflow.simulate.population``):
+a subject-specific true correlation around its group matrix (control or a patient
+group with planted effects given as Cohen's d), a subject-level global signal, age
+and sex effects on a few connections, and a site signal with site-specific loadings.
+Time series are sampled from it; for the ``none`` strategy a subject-specific motion
+artefact (a shared spiky signal whose amplitude varies between subjects) is added,
+which denoising would remove.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from nmflow.atlas import YEO_NAMES
-from nmflow.connectivity import connection_names, connectivity, fisher_z, upper_triangle
+from nmflow.connectivity import connection_names
 from nmflow.simulate import networks as net
+from nmflow.simulate import population as pop
 
 
 @dataclass
 class Cohort:
     """``subjects`` (participant_id group site age sex), features per strategy
-    ``(n_subjects, n_features)``, planted truth table, region names, time series."""
+    ``(n_subjects, n_features)`` (observed Fisher-z FC), planted truth table (group,
+    connection, i, j, kind, delta, d, d_realised), region names, time series per strategy
+    (lists of ``(n_volumes, n_networks)``, filled with ``keep_timeseries``),
+    ``true_features`` ``(n_subjects, n_features)`` (Fisher z of each subject's true
+    correlation, without the site artefact), covariate effects table and the model."""
 
     subjects: pd.DataFrame
     features: dict[str, np.ndarray]
     planted: pd.DataFrame
     regions: list[str]
     timeseries: dict[str, list[np.ndarray]]
+    true_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    covariates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    model: pop.PopulationModel | None = None
 
     @property
     def names(self) -> list[str]:
@@ -36,39 +46,42 @@ class Cohort:
 
 
 def make_cohort(n_controls: int = 80, patients: tuple = (("disorderA", 25), ("disorderB", 25)),
-                n_sites: int = 2, n_volumes: int = 200, site_strength: float = 0.6,
+                n_sites: int = 2, n_volumes: int = 200, site_strength: float = pop.PopulationParams.site_strength,
                 motion: float = 1.5, n_networks: int = 17, seed: int = 0,
-                keep_timeseries: bool = False, effect: float = 0.35) -> Cohort:
-    """Simulate the cohort; strategies ``none`` (motion artefact) and ``simple`` (clean)."""
+                keep_timeseries: bool = False, effect: float | None = None, effect_d: float = 1.0,
+                n_specific: int = 6, n_shared: int = 2, estimate_d: bool = True) -> Cohort:
+    """Simulate the cohort; strategies ``none`` (motion artefact) and ``simple`` (clean).
+
+    ``effect_d`` is the median subject-level Cohen's d of a planted connection (observed
+    Fisher-z feature, relative to the controls' within-site SD); ``effect`` (a change of
+    correlation) switches to the delta mode. ``site_strength`` is the SD of the site loadings.
+    """
     rng = np.random.default_rng(seed)
     groups = ["control"] * n_controls + [g for g, n in patients for _ in range(n)]
     n_sub = len(groups)
-    control = net.control_correlation(n_networks, rng)
-    planted = net.plant_effects(control, [g for g, _ in patients], rng, delta=effect)
     sites = [f"site{chr(65 + k % n_sites)}" for k in range(n_sub)]
-    site_w = {s: site_strength * rng.uniform(0.2, 1.0, n_networks) * rng.choice([-1, 1], n_networks)
-              for s in sorted(set(sites))}
-    feats = {"none": [], "simple": []}
-    series = {"none": [], "simple": []}
-    for k in range(n_sub):
-        corr = net.subject_correlation(planted.group_corr[groups[k]], rng)
-        ts = net.correlated_timeseries(corr, n_volumes, 2.0, rng)
-        ts = ts + site_w[sites[k]] * net.bandlimited_noise(n_volumes, 1, 2.0, rng)
-        artefact = rng.standard_normal(n_volumes) * (rng.random(n_volumes) < 0.15) * 4.0
-        loading = motion * rng.lognormal(0, 0.5) * rng.uniform(0.2, 1.0, n_networks)
-        for name, data in (("simple", ts), ("none", ts + artefact[:, None] * loading)):
-            feats[name].append(fisher_z(upper_triangle(connectivity(data, "pearson"))))
-            if keep_timeseries:
-                series[name].append(data)
+    control = net.control_correlation(n_networks, rng)
+    model = pop.build_population(control, [g for g, _ in patients], sites, rng, effect_d=effect_d, effect=effect,
+                                 n_specific=n_specific, n_shared=n_shared, n_volumes=n_volumes, tr=2.0,
+                                 site_strength=site_strength, estimate_d=estimate_d)
+    ages = np.round(rng.uniform(20, 70, n_sub), 1)
+    sexes = rng.choice(["F", "M"], n_sub)
+    draws = pop.draw_subjects(model, groups, ages, sexes, sites, rng)
+    clean = pop.subject_timeseries(draws, n_volumes, 2.0, rng)
+    spikes = rng.standard_normal((n_sub, n_volumes)) * (rng.random((n_sub, n_volumes)) < 0.15) * 4.0
+    loading = motion * rng.lognormal(0, 0.5, (n_sub, 1)) * rng.uniform(0.2, 1.0, (n_sub, n_networks))
+    dirty = clean + spikes[:, :, None] * loading[:, None, :]
+    feats = {"none": pop.fisher_features(dirty), "simple": pop.fisher_features(clean)}
+    series = {"none": list(dirty) if keep_timeseries else [], "simple": list(clean) if keep_timeseries else []}
+    rows, cols = np.triu_indices(n_networks, 1)
+    true_features = np.arctanh(np.clip(draws.true_fc[:, rows, cols], -1 + 1e-7, 1 - 1e-7))
     width = max(2, len(str(n_sub)))
     subjects = pd.DataFrame({
         "participant_id": [f"sub-{k + 1:0{width}d}" for k in range(n_sub)],
-        "group": groups, "site": sites,
-        "age": np.round(rng.uniform(20, 70, n_sub), 1), "sex": rng.choice(["F", "M"], n_sub),
+        "group": groups, "site": sites, "age": ages, "sex": sexes,
     })
     regions = YEO_NAMES[n_networks] if n_networks in YEO_NAMES else [f"R{k}" for k in range(n_networks)]
-    return Cohort(subjects, {k: np.array(v) for k, v in feats.items()}, planted.table,
-                  list(regions), series)
+    return Cohort(subjects, feats, model.planted, list(regions), series, true_features, model.covariates, model)
 
 
 def planted_mask(planted: pd.DataFrame, group: str, n_features: int) -> np.ndarray:

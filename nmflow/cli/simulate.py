@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML or TOML file whose keys are these flag names")
     p.add_argument("--n-controls", type=int, default=d.n_controls)
     p.add_argument("--patients", nargs="*", type=_patients, default=list(d.patients),
-                   help="patient groups as NAME=N (default: disorderA=4 disorderB=4)")
+                   help="patient groups as NAME=N (default: disorderA=15 disorderB=15)")
     p.add_argument("--n-sites", type=int, default=d.n_sites)
     p.add_argument("--n-sessions", type=int, default=d.n_sessions)
     p.add_argument("--n-volumes", type=int, default=d.n_volumes)
@@ -35,24 +35,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'tiny': toy 8 mm atlas written beside the data; '2'/'4': real Yeo grid (mm)")
     p.add_argument("--atlas", default=d.atlas, help="atlas whose networks carry the signals")
     p.add_argument("--atlas-dir", default=d.atlas_dir, help="real atlas folder (default: $NMFLOW_ATLAS_DIR)")
-    p.add_argument("--effect", type=float, default=d.effect, help="planted change of correlation")
+    p.add_argument("--effect-d", type=float, default=d.effect_d,
+                   help="median subject-level Cohen's d of a planted connection on the observed Fisher-z FC, "
+                        "relative to the controls' within-site SD (per connection d x lognormal(0, 0.35), "
+                        "clipped to 0.5-1.8 x this)")
+    p.add_argument("--effect", type=float, default=d.effect,
+                   help="instead of --effect-d: every planted group correlation changes by exactly this")
+    p.add_argument("--n-specific", type=int, default=d.n_specific, help="planted connections per patient group")
+    p.add_argument("--n-shared", type=int, default=d.n_shared, help="planted connections common to all groups")
     p.add_argument("--motion", type=float, default=d.motion, help="motion artefact scale")
     p.add_argument("--global-signal", type=float, default=d.global_signal, help="global signal amplitude (%%)")
-    p.add_argument("--site-strength", type=float, default=d.site_strength, help="site artefact amplitude")
+    p.add_argument("--site-strength", type=float, default=d.site_strength, help="SD of the site signal's network loadings")
     p.add_argument("--seed", type=int, default=d.seed)
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = parse_with_config(build_parser(), argv)
+    try:
+        args = parse_with_config(build_parser(), argv)
+    except NmflowInputError as exc:
+        print(f"nmflow: error: {exc}", file=sys.stderr)
+        return 1
     settings = SimulationSettings(
         n_controls=args.n_controls, patients=tuple(tuple(p) for p in args.patients), n_sites=args.n_sites,
         n_volumes=args.n_volumes, tr=args.tr, grid=args.grid, atlas=args.atlas, atlas_dir=args.atlas_dir,
-        seed=args.seed, n_sessions=args.n_sessions, effect=args.effect, motion=args.motion,
+        seed=args.seed, n_sessions=args.n_sessions, effect=args.effect, effect_d=args.effect_d,
+        n_specific=args.n_specific, n_shared=args.n_shared, motion=args.motion,
         global_signal=args.global_signal, site_strength=args.site_strength)
     try:
         truth = simulate_dataset(args.out_dir, settings)
-    except NmflowInputError as exc:
+    except (NmflowInputError, OSError) as exc:
         print(f"nmflow: error: {exc}", file=sys.stderr)
         return 1
     print(f"dataset: {args.out_dir}\ntruth:   {truth}")

@@ -23,7 +23,10 @@ import pandas as pd
 from nmflow import __version__
 from nmflow.atlas import resolve_atlas
 from nmflow.connectivity import connection_names, upper_triangle
+from nmflow.errors import NmflowInputError
 from nmflow.simulate import networks as net
+from nmflow.simulate import population as pop
+from nmflow.simulate.population import PopulationParams
 from nmflow.simulate.toy_atlas import write_toy_atlas_dir
 
 SPACE = "MNI152NLin6Asym"
@@ -33,8 +36,8 @@ SPACE = "MNI152NLin6Asym"
 class SimulationSettings:
     """What ``nmflow simulate`` makes; every field is a CLI flag."""
 
-    n_controls: int = 8
-    patients: tuple[tuple[str, int], ...] = (("disorderA", 4), ("disorderB", 4))
+    n_controls: int = 40
+    patients: tuple[tuple[str, int], ...] = (("disorderA", 15), ("disorderB", 15))
     n_sites: int = 2
     n_volumes: int = 120
     tr: float = 2.0
@@ -43,10 +46,13 @@ class SimulationSettings:
     atlas_dir: str | None = None
     seed: int = 0
     n_sessions: int = 1
-    effect: float = 0.35
+    effect_d: float = 1.0  # median subject-level Cohen's d of a planted connection
+    effect: float | None = None  # when given: planted change of correlation (delta mode)
+    n_specific: int = 6
+    n_shared: int = 2
     motion: float = 1.0
     global_signal: float = 1.5
-    site_strength: float = 0.5
+    site_strength: float = PopulationParams.site_strength  # SD of the site loadings
 
 
 def _fmriprep_motion(n_volumes: int, level: float, rng: np.random.Generator):
@@ -191,6 +197,28 @@ def _participants(settings: SimulationSettings, rng: np.random.Generator) -> pd.
     )
 
 
+def check_settings(settings: SimulationSettings) -> None:
+    """Raise :class:`NmflowInputError` (one line saying what to change) for an impossible layout."""
+    problems = [
+        (settings.n_controls < 0, "--n-controls must be >= 0"),
+        (any(n < 0 for _, n in settings.patients), "--patients counts must be >= 0"),
+        (settings.n_controls + sum(n for _, n in settings.patients) < 1, "no subjects: raise --n-controls"),
+        (len({g for g, _ in settings.patients}) < len(settings.patients), "--patients names must differ"),
+        (any(g == "control" for g, _ in settings.patients), "'control' is the controls' label, not a patient group"),
+        (settings.n_sites < 1, "--n-sites must be >= 1"),
+        (settings.n_sessions < 1, "--n-sessions must be >= 1"),
+        (settings.n_volumes < 20, "--n-volumes must be >= 20"),
+        (settings.tr <= 0, "--tr must be > 0"),
+        (settings.effect_d <= 0, "--effect-d must be > 0"),
+        (settings.effect is not None and not 0 < abs(settings.effect) < 0.9, "--effect must be in (0, 0.9)"),
+        (settings.n_specific < 0 or settings.n_shared < 0, "--n-specific and --n-shared must be >= 0"),
+        (settings.site_strength < 0, "--site-strength must be >= 0"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise NmflowInputError(None, message)
+
+
 def truth_dir_for(out_dir: Path) -> Path:
     """Where the ground truth of a simulated dataset lives: beside it, never inside."""
     return out_dir.parent / f"{out_dir.name}_truth"
@@ -203,6 +231,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     (Yeo label sets on an 8 mm grid) is written to ``<truth>/atlases``; with
     ``grid="2"`` or ``"4"`` the real Yeo atlas is resolved from ``atlas_dir``.
     """
+    check_settings(settings)
     out_dir, truth = Path(out_dir), truth_dir_for(Path(out_dir))
     rng = np.random.default_rng(settings.seed)
     if settings.grid == "tiny":
@@ -220,11 +249,13 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     participants = _participants(settings, rng)
     groups = [name for name, _ in settings.patients]
     control = net.control_correlation(n_networks, rng)
-    planted = net.plant_effects(control, groups, rng, delta=settings.effect)
-    site_weights = {
-        site: settings.site_strength * rng.uniform(0.2, 1.0, n_networks) * rng.choice([-1, 1], n_networks)
-        for site in sorted(participants.site.unique())
-    }
+    try:
+        model = pop.build_population(
+            control, groups, list(participants.site), rng, effect_d=settings.effect_d, effect=settings.effect,
+            n_specific=settings.n_specific, n_shared=settings.n_shared, n_volumes=settings.n_volumes,
+            tr=settings.tr, site_strength=settings.site_strength)
+    except pop.PlantingError as exc:
+        raise NmflowInputError(None, str(exc)) from None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     truth.mkdir(parents=True, exist_ok=True)
@@ -232,12 +263,11 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     affine = atlas_img.affine
     for row in participants.itertuples():
         sub_rng = np.random.default_rng([settings.seed, int(row.participant_id[4:])])
-        corr = net.subject_correlation(planted.group_corr[row.group], sub_rng)
-        true_features.append(upper_triangle(corr))
+        draws = pop.draw_subjects(model, [row.group], [row.age], [row.sex], [row.site], sub_rng)
+        true_features.append(upper_triangle(draws.true_fc[0]))
         motion_level = float(sub_rng.lognormal(0, 0.4))
         for ses in range(settings.n_sessions):
-            ts = net.correlated_timeseries(corr, settings.n_volumes, settings.tr, sub_rng)
-            ts = ts + site_weights[row.site][None, :] * net.bandlimited_noise(settings.n_volumes, 1, settings.tr, sub_rng)
+            ts = pop.subject_timeseries(draws, settings.n_volumes, settings.tr, sub_rng)[0]
             volume, confounds = _simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
             _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
                        res_label, volume, mask, affine, confounds, settings.tr)
@@ -250,7 +280,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
         "GeneratedBy": [{"Name": "nmflow simulate", "Version": __version__,
                          "Description": f"seed {settings.seed}; synthetic data in fMRIPrep's layout"}],
     }, indent=2))
-    _write_truth(truth, atlas, control, planted, participants, np.array(true_features), settings)
+    _write_truth(truth, atlas, model, participants, np.array(true_features), settings)
     return truth
 
 
@@ -272,18 +302,23 @@ def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr
         {c: {"Method": "aCompCor", "Mask": "combined"} for c in confounds.columns if c.startswith("a_comp_cor")}, indent=2))
 
 
-def _write_truth(truth, atlas, control, planted, participants, true_features, settings) -> None:
+def _write_truth(truth, atlas, model, participants, true_features, settings) -> None:
     names = atlas.names
-    table = planted.table.copy()
     conn_names = connection_names(names)
-    table.insert(2, "name", [conn_names[k] for k in table.connection])
-    table.to_csv(truth / "planted_connections.tsv", sep="\t", index=False)
-    pd.DataFrame(control, index=names, columns=names).to_csv(truth / "control_fc.tsv", sep="\t")
+    for table, file in [(model.planted, "planted_connections.tsv"), (model.covariates, "covariate_effects.tsv")]:
+        table = table.copy()
+        table.insert(2, "name", [conn_names[k] for k in table.connection])
+        table.to_csv(truth / file, sep="\t", index=False)
+    pd.DataFrame(model.control, index=names, columns=names).to_csv(truth / "control_fc.tsv", sep="\t")
     pd.DataFrame(true_features, index=participants.participant_id, columns=conn_names).to_csv(
         truth / "subject_true_fc.tsv", sep="\t")
     settings_dict = {k: v for k, v in vars(settings).items()}
     (truth / "truth.json").write_text(json.dumps({
         "atlas": settings.atlas, "regions": names,
         "connection_order": "numpy.triu_indices(n_regions, k=1), row-major",
+        "effect_size": "d: subject-level Cohen's d of the observed Fisher-z FC (patients minus controls over the "
+                       "controls' within-site SD); d_realised: Monte-Carlo estimate on the network signals",
+        "population": vars(model.params),
+        "site_loadings": {site: [round(float(x), 4) for x in v] for site, v in model.site_loadings.items()},
         "settings": settings_dict,
     }, indent=2, default=list))
