@@ -8,11 +8,16 @@ artefacts (linear and squared in the six motion parameters), spikes at
 high-motion volumes, a slow drift and T1 saturation in the first volumes.
 Each nuisance appears in the confounds file under fMRIPrep's column name, so
 the right denoising strategy removes it and ``none`` does not.
+
+Network signals come from the population model (:mod:`nmflow.simulate.population`):
+subject-specific true FC around the group matrix, a subject-level global signal,
+age/sex effects, site signals and planted disorder effects given as Cohen's d.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,6 +239,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     check_settings(settings)
     out_dir, truth = Path(out_dir), truth_dir_for(Path(out_dir))
     rng = np.random.default_rng(settings.seed)
+    created_truth = not truth.exists()
     if settings.grid == "tiny":
         atlas_dir = write_toy_atlas_dir(truth / "atlases")
         res_label = "8"
@@ -255,6 +261,8 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
             n_specific=settings.n_specific, n_shared=settings.n_shared, n_volumes=settings.n_volumes,
             tr=settings.tr, site_strength=settings.site_strength)
     except pop.PlantingError as exc:
+        if created_truth:
+            shutil.rmtree(truth, ignore_errors=True)
         raise NmflowInputError(None, str(exc)) from None
 
     out_dir.mkdir(parents=True, exist_ok=True)

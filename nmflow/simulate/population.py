@@ -76,7 +76,7 @@ class PopulationParams:
         Change of the group correlation per decade of age, and female minus male.
     """
 
-    mix_weight: float = 0.3
+    mix_weight: float = 0.35
     mix_dof: int = 10
     global_mean: float = 0.3
     global_sd: float = 0.15
@@ -289,7 +289,7 @@ class Calibrator:
     where the sampling noise of the time series adds no bias worth counting.
     """
 
-    def __init__(self, model: PopulationModel, rng: np.random.Generator, n_timeseries: int = 400,
+    def __init__(self, model: PopulationModel, rng: np.random.Generator, n_timeseries: int = 600,
                  n_draws: int = 4000):
         p = model.params
         self.model = model
