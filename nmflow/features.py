@@ -8,10 +8,9 @@ A subject's features are the upper triangle of its connectivity matrix
 are used as they are.  Several runs or sessions of a subject are averaged
 (NaN-aware mean of their features).
 
-Missing values: a connection missing (NaN, e.g. a region without coverage or
-a region absent from an external time series file) in more than
-``max_missing`` of the subjects is dropped; remaining missing values are
-imputed with the training controls' mean, so they carry no deviation.
+Missing values (NaN, e.g. a region without coverage or a region absent from
+an external time series file) are handled by the normative models' fits
+(:mod:`nmflow.normative.crossfit`), from controls only.
 """
 
 from __future__ import annotations
@@ -177,32 +176,6 @@ def model_features(fs: FeatureSet) -> np.ndarray:
     return fisher_z(fs.features) if fs.variant.meas in CORRELATION_METRICS else fs.features.copy()
 
 
-def handle_missing(features: np.ndarray, train: np.ndarray,
-                   max_missing: float = 0.2) -> tuple[np.ndarray, np.ndarray, int]:
-    """Drop mostly-missing connections and impute the rest with the training mean.
-
-    Parameters
-    ----------
-    features : ndarray, shape (n_subjects, n_features)
-    train : ndarray of bool, shape (n_subjects,)
-
-    Returns
-    -------
-    features : ndarray, shape (n_subjects, n_kept)
-    kept : ndarray of bool, shape (n_features,)
-    n_imputed : int
-    """
-    missing = ~np.isfinite(features)
-    kept = missing.mean(axis=0) <= max_missing
-    kept &= np.isfinite(features[train]).any(axis=0)
-    out = features[:, kept].copy()
-    miss = ~np.isfinite(out)
-    if miss.any():
-        mean = np.nanmean(out[train], axis=0)
-        out[miss] = np.broadcast_to(mean, out.shape)[miss]
-    return out, kept, int(miss.sum())
-
-
 def read_participants(path: str | Path, group_column: str, site_column: str | None,
                       covariates: list[str]) -> pd.DataFrame:
     """``participants.tsv`` indexed by subject label (no ``sub-``), checked columns."""
@@ -231,45 +204,3 @@ def check_groups(table: pd.DataFrame, control_label: str, min_size: int = 3) -> 
     small = {g: int(n) for g, n in counts.items() if n < min_size}
     if small:
         raise NmflowInputError(None, f"group(s) with fewer than {min_size} subjects: {small}")
-
-
-def split_controls(table: pd.DataFrame, control_label: str, train_split: float, val_split: float,
-                   seed: int, split_file: str | Path | None = None) -> pd.Series:
-    """``train``/``val``/``test`` for controls and ``patient`` for others.
-
-    Without a split file, controls of each site are shuffled (seeded) and cut
-    into ``round(train_split n)`` training, ``round(val_split n)`` validation
-    and the rest held out (test, the reference group).  A split file is a TSV
-    with ``participant_id`` and ``split`` for every control; patients may only
-    be ``test``.
-    """
-    split = pd.Series("patient", index=table.index, dtype=object)
-    controls = table.index[table["group"] == control_label]
-    if split_file:
-        given = pd.read_csv(split_file, sep="\t", dtype=str)
-        if not {"participant_id", "split"} <= set(given.columns) or not set(given["split"]) <= set(SPLITS):
-            raise NmflowInputError(split_file, f"needs columns participant_id and split in {SPLITS}")
-        given.index = [strip_prefix(p) for p in given["participant_id"]]
-        given = given[given.index.isin(table.index)]
-        bad = [s for s in given.index if s not in controls and given.loc[s, "split"] != "test"]
-        if bad:
-            raise NmflowInputError(split_file, f"patients cannot be in train/val: {bad}")
-        unlisted = sorted(set(controls) - set(given.index))
-        if unlisted:
-            raise NmflowInputError(split_file, f"controls not listed: {unlisted}")
-        split[controls] = given.loc[controls, "split"]
-    else:
-        if not (0 < train_split < 1 and 0 <= val_split < 1 and train_split + val_split < 1):
-            raise NmflowInputError(None, "need 0 < --train-split, 0 <= --val-split, and their sum < 1")
-        rng = np.random.default_rng(seed)
-        for site in sorted(table.loc[controls, "site"].unique()):
-            ids = np.array(sorted(controls[table.loc[controls, "site"] == site]))
-            rng.shuffle(ids)
-            n_train, n_val = round(train_split * len(ids)), round(val_split * len(ids))
-            split[ids[:n_train]] = "train"
-            split[ids[n_train:n_train + n_val]] = "val"
-            split[ids[n_train + n_val:]] = "test"
-    counts = split.value_counts()
-    if counts.get("train", 0) < 5 or counts.get("test", 0) < 3:
-        raise NmflowInputError(split_file, f"need >= 5 training and >= 3 held-out controls, got {dict(counts)}")
-    return split

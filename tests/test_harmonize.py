@@ -49,7 +49,7 @@ def test_apply_to_new_subjects_keeps_their_own_covariates():
 
 
 def test_site_removed_effects_kept_on_simulated_cohort():
-    cohort = make_cohort(n_controls=80, motion=0.0, site_strength=0.8, seed=1)
+    cohort = make_cohort(n_controls=80, motion=0.0, site_strength=0.8, seed=1, effect=0.35)
     subjects = cohort.subjects
     x = cohort.features["simple"]
     controls = (subjects.group == "control").to_numpy()

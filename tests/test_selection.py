@@ -1,55 +1,44 @@
-"""Model selection: overlap measures, bootstrap, batched flags, preference for denoised data."""
+"""Variant selection on control-only criteria: bootstrap, deviation stability, ranking gates."""
 
 import numpy as np
-from group_helpers import make_cohort
+import pandas as pd
+import pytest
 
-from nmflow.features import split_controls
-from nmflow.normative.model import TrainConfig, fit_scaler
-from nmflow.selection import _overlap, bootstrap_weights, flag_sets, halves, select_variants, stability
-from nmflow.stats import group_statistics
+from nmflow.selection import bootstrap_weights, deviation_stability, rank_variants
 
 
-def test_overlap_hand_computed():
-    a = np.array([[1, 1, 0, 0], [0, 0, 0, 0]], bool)
-    b = np.array([[0, 1, 1, 0], [0, 0, 0, 0]], bool)
-    np.testing.assert_allclose(_overlap(a, b, dice=False), [[1 / 3, 0], [0, 0]])  # empty-empty is 0
-    np.testing.assert_allclose(_overlap(a, b, dice=True), [[0.5, 0], [0, 0]])
-    assert stability(np.array([[1, 1, 0], [1, 1, 0], [1, 0, 0]], bool)) == (1 + 0.5 + 0.5) / 3
+def test_bootstrap_weights_resample_every_row():
+    w = bootstrap_weights(15, 4, np.random.default_rng(0))
+    assert w.shape == (4, 15) and (w.sum(1) == 15).all() and (w >= 0).all()
+    assert len({tuple(r) for r in w}) == 4 and ((w == 0).sum(1) > 0).all()  # every resample leaves rows out
 
 
-def test_bootstrap_and_halves():
-    train = np.array([True] * 10 + [False] * 5)
-    w = bootstrap_weights(train, 4, np.random.default_rng(0))
-    assert w.shape == (4, 15) and (w.sum(1) == 10).all() and (w[:, 10:] == 0).all()
-    assert len({tuple(r) for r in w}) == 4
-    groups = np.array(["a"] * 6 + ["b"] * 5)
-    h = halves(groups, np.random.default_rng(0))
-    assert h[:6].sum() == 3 and h[6:].sum() == 2
+def test_deviation_stability_hand_computed():
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=(30, 8))
+    oob = np.ones((3, 30), bool)
+    same = np.stack([signal, 2 * signal, signal])  # per-connection scaling does not matter
+    assert deviation_stability(same, oob) == pytest.approx(1.0)
+    noisy = np.stack([signal + rng.normal(size=signal.shape) for _ in range(3)])
+    # two models' residuals share the signal (variance 1) and add independent noise (variance 1): r = 1/2
+    assert deviation_stability(noisy, oob) == pytest.approx(0.5, abs=0.08)
+    # only rows out of bag in both models count
+    oob2 = np.zeros((2, 30), bool)
+    oob2[0, :20], oob2[1, 10:] = True, True
+    a, b = signal.copy(), signal.copy()
+    b[:10] = -signal[:10]  # disagreement on rows 0-9, which model 1 trained on
+    assert deviation_stability(np.stack([a, b]), oob2) == pytest.approx(1.0)
+    assert np.isnan(deviation_stability(same[:1], oob[:1]))
 
 
-def test_flag_sets_match_group_statistics():
-    rng = np.random.default_rng(2)
-    scores = rng.normal(size=(3, 30, 5))
-    groups = np.array(["control"] * 10 + ["A"] * 10 + ["B"] * 10)
-    scores[:, 10:20, 0] += 2
-    flags = flag_sets(scores, groups, "control", 0.05)
-    for m in range(3):
-        table = group_statistics(scores[m], groups, "control", list("abcde"))
-        np.testing.assert_array_equal(flags[m], table.flagged.to_numpy())
-    assert flags[:, 0].all()
-
-
-def test_selection_prefers_denoised_variant():
-    cohort = make_cohort(n_controls=60, patients=(("disorderA", 20), ("disorderB", 20)), motion=1.0, seed=4)
-    table = cohort.subjects.set_index(cohort.subjects.participant_id.str[4:])
-    split = split_controls(table, "control", 0.5, 0.2, seed=0).to_numpy()
-    data = {}
-    for name in ("none", "simple"):
-        mean, scale = fit_scaler(cohort.features[name][split == "train"])
-        data[name] = (cohort.features[name] - mean) / scale
-    ranking = select_variants(data, table.group.to_numpy(), split, "control", 6,
-                              TrainConfig(epochs=150, patience=20))
-    assert list(ranking.variant) == ["simple", "none"]
-    assert ranking.selected.tolist() == [True, False]
-    best = ranking.iloc[0]
-    assert best.stability > ranking.iloc[1].stability and best.mean_flagged > 3
+def test_rank_variants_gates_then_stability():
+    table = pd.DataFrame({
+        "variant": ["a", "b", "c", "d"], "stability": [0.95, 0.9, 0.99, 0.5],
+        "frac_abs_z_gt_1.96": [0.05, 0.05, 0.12, 0.05], "z_excess_kurtosis": [0.1, 0.2, 0.1, 0.1],
+        "explained_variance": [0.1, 0.4, 0.5, 0.6]})
+    ranked = rank_variants(table)
+    assert list(ranked.variant) == ["a", "b", "d", "c"] or list(ranked.variant[:2]) == ["a", "b"]
+    assert ranked.selected.tolist() == [True, False, False, False]
+    assert ranked.qualifies.tolist()[:2] == [True, True] and not ranked.qualifies.iloc[2:].any()
+    heavy = rank_variants(table.assign(z_excess_kurtosis=3.0))
+    assert not heavy.selected.any() and not heavy.qualifies.any()  # no variant gives stable findings

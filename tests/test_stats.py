@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from nmflow.atlas import YEO_NAMES
-from nmflow.stats import (benjamini_hochberg, crawford_howell, single_case_table, group_statistics, mann_whitney,
-                          network_pair_summary, rank_biserial, region_systems)
+from nmflow.stats import (benjamini_hochberg, crawford_howell, crawford_howell_loo, group_statistics,
+                          mann_whitney, network_pair_summary, rank_biserial, region_systems, single_case_null_rate,
+                          single_case_table)
 
 
 def test_benjamini_hochberg_hand_computed():
@@ -76,10 +77,47 @@ def test_crawford_howell_worked_example():
 def test_single_case_table_long_format_and_flags():
     controls = np.array([[10.0, 1.0], [12.0, 2.0], [14.0, 3.0], [16.0, 4.0], [18.0, 5.0]])
     cases = np.array([[20.0, 3.0], [14.0, 30.0]])
-    table = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"], alpha=0.05, p_rule="raw")
+    table = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"], alpha=0.05, rule="raw")
     assert list(table.participant_id) == ["sub-a", "sub-a", "sub-b", "sub-b"]
     assert table.t.iloc[0] == pytest.approx(np.sqrt(3))  # the worked example above
     assert table.t.iloc[1] == pytest.approx(0.0) and table.t.iloc[2] == pytest.approx(0.0)
     assert list(table.flagged) == [False, False, False, True]
-    q = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"]).q.to_numpy()
+    q = single_case_table(cases, controls, ["sub-a", "sub-b"], ["x", "y"], rule="fdr").q.to_numpy()
     np.testing.assert_allclose(q[2:], benjamini_hochberg(table.p.to_numpy()[2:]))
+    assert (table.n_controls == 5).all() and (table.df == 4).all()
+
+
+def test_leave_one_out_crawford_howell_equals_explicit_loop():
+    x = np.random.default_rng(3).normal(size=(9, 4))
+    t, p, df = crawford_howell_loo(x)
+    assert df == 7
+    for i in range(9):
+        ti, pi, _ = crawford_howell(x[i], np.delete(x, i, axis=0))
+        np.testing.assert_allclose(t[i], ti, rtol=1e-10)
+        np.testing.assert_allclose(p[i], pi, rtol=1e-10)
+
+
+def test_max_t_family_wise_p_counts_control_maxima():
+    rng = np.random.default_rng(4)
+    controls = rng.normal(size=(19, 30))
+    maxima = np.sort(np.nanmax(np.abs(crawford_howell_loo(controls)[0]), axis=1))
+    case = np.zeros((1, 30))
+    case[0, 0] = 100.0  # beyond every control's maximum: the smallest possible p_fwe
+    case[0, 1] = 1e-9  # |t| ~ 0: every control's maximum is larger
+    table = single_case_table(case, controls, ["sub-x"], [f"c{k}" for k in range(30)], rule="maxt")
+    assert table.p_fwe.iloc[0] == pytest.approx(1 / 20) and not table.flagged.iloc[0]  # 0.05 is not < 0.05
+    assert table.p_fwe.iloc[1] == pytest.approx(1.0)
+    t_mid = table.t.iloc[2:].abs()
+    expected = (1 + (maxima[None] >= t_mid.to_numpy()[:, None]).sum(1)) / 20
+    np.testing.assert_allclose(table.p_fwe.iloc[2:], expected)
+
+
+def test_single_case_null_rate_near_alpha_for_dependent_heavy_tailed_scores():
+    # 400 controls x 200 connections driven by 5 shared factors with Student-t(4) tails:
+    # Benjamini-Hochberg on the parametric p over-flags, max-T stays at its level
+    rng = np.random.default_rng(5)
+    factors = rng.standard_t(4, size=(400, 5)) @ rng.normal(size=(5, 200))
+    scores = factors + rng.standard_t(4, size=(400, 200))
+    maxt = single_case_null_rate(scores, 0.05, "maxt")
+    assert 0.03 <= maxt <= 0.07
+    assert single_case_null_rate(scores, 0.05, "fdr") > 0.1

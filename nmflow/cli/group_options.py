@@ -14,27 +14,37 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--group-column", default="group", help="column with the diagnosis")
     parser.add_argument("--control-label", default="control", help="value of --group-column for controls")
     parser.add_argument("--site-column", default="site", help="column with the site/scanner (absent: one site)")
-    parser.add_argument("--covariates", nargs="*", default=[], help="columns kept by ComBat, e.g. age sex")
+    parser.add_argument("--covariates", nargs="*", default=[], help="columns the normative models condition on (and ComBat keeps), e.g. age sex")
     parser.add_argument("--timeseries-dir", type=Path,
                         help="folder of BEP017 *_timeseries.tsv from another tool (XCP-D, giga_connectome ...); "
                              "FC is computed with --metrics")
     parser.add_argument("--variants", nargs="+",
                         help="only variants whose label (atlas-X_seg-Y_desc-Z_meas-W) matches one of these "
                              "shell patterns, e.g. '*desc-gsr*'")
-    parser.add_argument("--train-split", type=float, default=0.5, help="fraction of controls for training")
+    parser.add_argument("--folds", type=int, default=5,
+                        help="cross-fitting folds over the controls (stratified by site): every control is scored "
+                             "by models that never saw it and all controls form the reference")
     parser.add_argument("--val-split", type=float, default=0.2,
-                        help="fraction of controls for early stopping; the rest is the held-out reference")
-    parser.add_argument("--split-file", type=Path, help="TSV participant_id, split (train/val/test)")
+                        help="share of each fold's training controls kept for early stopping")
+    parser.add_argument("--split-file", type=Path,
+                        help="TSV participant_id, split (train/val/test): one fixed fit instead of cross-fitting; "
+                             "test controls are the reference")
     parser.add_argument("--harmonize", choices=["none", "combat"], default="combat",
                         help="site harmonisation fitted on training controls")
-    parser.add_argument("--n-bootstrap", type=int, default=20,
-                        help="bootstrap models per variant for model selection (0: no selection)")
+    parser.add_argument("--n-bootstrap", type=int, default=10,
+                        help="bootstrap models per variant (on controls only) for variant selection (0: none)")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
     parser.add_argument("--p-rule", choices=["fdr", "raw"], default="fdr",
                         help="flag on BH q (fdr) or on uncorrected p (raw, as the original scripts)")
-    parser.add_argument("--test-score", choices=["absolute", "signed"], default="absolute",
-                        help="score compared by Mann-Whitney: the signed residual (x - x_hat; gaussian: z) or "
-                             "its absolute value (the original scripts' reconstruction error)")
+    parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default="maxt",
+                        help="single-case flags: family-wise p calibrated on the controls (maxt), BH q of the "
+                             "Crawford-Howell p (fdr) or uncorrected p (raw)")
+    parser.add_argument("--test-score", choices=["signed", "absolute"], default="signed",
+                        help="deviation compared by the group and single-case tests: the signed residual z "
+                             "(two-sided) or its absolute value")
+    parser.add_argument("--z-scale", choices=["pooled", "site"], default="pooled",
+                        help="standardise residuals by the controls' out-of-sample residual scale pooled over "
+                             "sites or within the subject's site")
     parser.add_argument("--init-model", type=Path,
                         help="fine-tune this model (.safetensors with its .json card) on the training controls")
     parser.add_argument("--seed", type=int, default=0, help="random seed (splits, resamples, weights)")
@@ -43,6 +53,9 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
                         help="Adam weight decay (L2): shrinks the weights so one deviant connection moves the "
                              "reconstruction of the others less")
+    parser.add_argument("--mask-fraction", type=float, default=TrainConfig.mask_fraction,
+                        help="masked training: share of features hidden from the input and predicted from the "
+                             "others (0: plain autoencoder reconstructing its whole input)")
     parser.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience")
     parser.add_argument("--max-missing", type=float, default=0.2,
                         help="drop connections missing in more than this fraction of subjects")

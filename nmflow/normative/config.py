@@ -14,3 +14,4 @@ class TrainConfig:
     weight_decay: float = 1e-2
     patience: int = 40
     seed: int = 0
+    mask_fraction: float = 0.2

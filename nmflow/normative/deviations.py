@@ -1,26 +1,40 @@
-"""Deviation scores of subjects from the normative model.
+"""Deviation scores of subjects from a normative model, and their calibration.
 
-* ``error``: per connection ``|z - z_hat|``, the absolute reconstruction error
-  of the standardised features ``z`` (training-control mean and sd).
-* ``error_z``: that error z-scored against the held-out (reference) controls'
-  errors of the same connection (mean, sd with ddof=1).
-* ``global``: per subject the mean absolute error over connections;
-  ``global_z`` z-scores it against the reference controls.
-* ``gaussian_z``: the mass-univariate baseline, ``(x - mean) / sd`` of each
-  feature against the training controls; its deviation score is ``|z|``.
+Signed residual z (the default deviation)
+-----------------------------------------
+A model predicts each connection of a subject, ``x_hat``, from what it was
+given (the autoencoder: the subject's connectivity and covariates; the linear
+baseline: the covariates only).  The residual ``r = x - x_hat`` is in the
+features' own units (Fisher z for correlation metrics).  It is standardised by
+the reference controls' *out-of-sample* residual scale of that connection::
+
+    z = r / sqrt(mean(r_ref ** 2))
+
+(the root mean square, so that controls' ``z ** 2`` average 1), pooled over
+sites or, with ``per_site``, within the subject's site when that site has at
+least ``min_site`` reference controls.  Controls' residuals come from models
+that never saw them (cross-fitting, :mod:`nmflow.normative.crossfit`), so
+this scale is the one a new subject meets.  ``|z|`` (absolute deviation) is
+kept as an option for the tests.
+
+Global scores per subject
+-------------------------
+* ``mean_sq_z``: mean of ``z ** 2`` over connections (chi-square-like; a
+  few focal extreme deviations raise it, unlike a mean absolute error);
+* ``global_score``: the percentile of ``mean_sq_z`` among the reference
+  controls (a control against the *other* controls), 0-100;
+* ``n_extreme``: connections with ``|z| > 2.6`` (two-sided p < 0.01);
+* ``mean_abs_error``: mean ``|x - x_hat|`` in standardised units (the
+  original scripts' global reconstruction error).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
+from scipy import stats as sps
 
-from nmflow.normative.model import NormativeModel
-
-
-def reconstruction_error(model: NormativeModel, features: np.ndarray) -> np.ndarray:
-    """Absolute reconstruction error ``(n_subjects, n_features)`` in standardised units."""
-    z = model.standardize(features)
-    return np.abs(z - model.reconstruct(z))
+EXTREME_Z = 2.6
 
 
 def z_against(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -35,11 +49,113 @@ def z_against(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (scores - mean) / np.where(sd > 0, sd, 1.0)
 
 
-def global_score(error: np.ndarray) -> np.ndarray:
-    """Mean absolute error over connections, ``(n_subjects,)``."""
-    return error.mean(axis=1)
+def rms(values: np.ndarray) -> np.ndarray:
+    """Root mean square per column ``(n_features,)``; 0 becomes 1."""
+    out = np.sqrt(np.mean(np.asarray(values, float) ** 2, axis=0))
+    return np.where(out > 0, out, 1.0)
 
 
-def gaussian_z(features: np.ndarray, controls: np.ndarray) -> np.ndarray:
-    """Mass-univariate normative z ``(n_subjects, n_features)`` against ``controls``."""
-    return z_against(features, controls)
+def residual_scale(residuals: np.ndarray, reference: np.ndarray, sites: np.ndarray | None = None,
+                   per_site: bool = False, min_site: int = 8) -> np.ndarray:
+    """Scale ``(n_subjects, n_features)`` that standardises every subject's residuals.
+
+    Parameters
+    ----------
+    residuals : ndarray, shape (n_subjects, n_features)
+        Out-of-sample residuals for the reference rows.
+    reference : ndarray of bool, shape (n_subjects,)
+        The reference controls.
+    sites : ndarray, shape (n_subjects,), optional
+    per_site : bool
+        Scale of the subject's own site (>= ``min_site`` reference controls),
+        else the pooled one.
+    """
+    pooled = rms(residuals[reference])
+    scale = np.broadcast_to(pooled, residuals.shape).copy()
+    if per_site and sites is not None:
+        sites = np.asarray(sites, dtype=str)
+        for site in np.unique(sites):
+            ref = reference & (sites == site)
+            if ref.sum() >= min_site:
+                scale[sites == site] = rms(residuals[ref])
+    return scale
+
+
+def global_scores(z: np.ndarray, reference: np.ndarray, abs_error: np.ndarray) -> pd.DataFrame:
+    """Per-subject global scores (see the module docstring).
+
+    Parameters
+    ----------
+    z : ndarray, shape (n_subjects, n_features)
+        Signed deviations.
+    reference : ndarray of bool, shape (n_subjects,)
+    abs_error : ndarray, shape (n_subjects, n_features)
+        ``|x - x_hat|`` in standardised units.
+
+    Returns
+    -------
+    DataFrame with ``global_score mean_sq_z n_extreme mean_abs_error``.
+    """
+    msq = np.mean(z ** 2, axis=1)
+    ref = np.sort(msq[reference])
+    below = np.searchsorted(ref, msq, side="left")
+    ties = np.searchsorted(ref, msq, side="right") - below
+    n = np.full(msq.shape, ref.size, dtype=float)
+    # a reference control is ranked among the others: remove itself (one tie)
+    below_r, ties_r = below.astype(float), ties.astype(float)
+    ties_r[reference] -= 1
+    n[reference] -= 1
+    pct = 100.0 * (below_r + 0.5 * ties_r) / np.maximum(n, 1)
+    return pd.DataFrame({"global_score": pct, "mean_sq_z": msq,
+                         "n_extreme": (np.abs(z) > EXTREME_Z).sum(axis=1),
+                         "mean_abs_error": abs_error.mean(axis=1)})
+
+
+def _summary(x: np.ndarray, r: np.ndarray, z: np.ndarray) -> dict:
+    """Calibration figures of reference rows (arrays ``(n, k)``, pooled over columns)."""
+    var_x = x.var(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ev = 1 - r.var(axis=0, ddof=1) / var_x
+        smse = np.mean(r ** 2, axis=0) / var_x
+    flat = z.ravel()
+    return {"n_subjects": x.shape[0], "explained_variance": float(np.nanmean(ev)), "smse": float(np.nanmean(smse)),
+            "z_mean": float(flat.mean()), "z_sd": float(flat.std(ddof=1)),
+            "z_skewness": float(sps.skew(flat)), "z_excess_kurtosis": float(sps.kurtosis(flat)),
+            "frac_abs_z_gt_1.96": float((np.abs(flat) > 1.96).mean())}
+
+
+def calibration_table(features: np.ndarray, residuals: np.ndarray, z: np.ndarray, reference: np.ndarray,
+                      sites: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """Calibration of the reference controls' out-of-sample deviations.
+
+    PCNtoolkit's explained variance ``EV = 1 - var(r) / var(x)`` and
+    standardised MSE ``SMSE = mean(r^2) / var(x)``, and the moments of ``z``
+    with the fraction ``|z| > 1.96`` (nominal 5 %).  Rows: ``scope="all"``
+    and ``connection="all"`` (over every connection), one row per site
+    (``scope=site``), and one row per connection (``scope="all"``).
+
+    Parameters
+    ----------
+    features, residuals, z : ndarray, shape (n_subjects, n_features)
+        Modelled features (after harmonisation), out-of-sample residuals and
+        deviations.
+    reference : ndarray of bool, shape (n_subjects,)
+    sites : ndarray, shape (n_subjects,)
+    names : list of str, length n_features
+    """
+    sites = np.asarray(sites, dtype=str)
+    rows = [{"scope": "all", "connection": "all", **_summary(features[reference], residuals[reference],
+                                                             z[reference])}]
+    for site in np.unique(sites[reference]):
+        ref = reference & (sites == site)
+        if ref.sum() >= 3:
+            rows.append({"scope": site, "connection": "all", **_summary(features[ref], residuals[ref], z[ref])})
+    x, r, zr = features[reference], residuals[reference], z[reference]
+    var_x = x.var(axis=0, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_connection = pd.DataFrame({
+            "scope": "all", "connection": names, "n_subjects": x.shape[0],
+            "explained_variance": 1 - r.var(axis=0, ddof=1) / var_x, "smse": np.mean(r ** 2, axis=0) / var_x,
+            "z_mean": zr.mean(axis=0), "z_sd": zr.std(axis=0, ddof=1), "z_skewness": sps.skew(zr, axis=0),
+            "z_excess_kurtosis": sps.kurtosis(zr, axis=0), "frac_abs_z_gt_1.96": (np.abs(zr) > 1.96).mean(axis=0)})
+    return pd.concat([pd.DataFrame(rows), per_connection], ignore_index=True)

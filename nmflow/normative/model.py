@@ -11,6 +11,16 @@ Inputs are standardised with the training controls' mean and standard
 deviation (the "scaler", stored with the model); the loss is the mean squared
 reconstruction error.
 
+Conditional autoencoder
+-----------------------
+With ``C`` covariate columns (age, sex, site dummies; see
+:mod:`nmflow.normative.covariates`) the covariates are concatenated to the
+input of the encoder and to the code given to the decoder
+(``F + C -> h1 -> h2, [h2 + C] -> h1 -> F``), so the model reconstructs a
+subject's connectivity *given* its covariates (Pinaya et al. 2021's
+conditional normative autoencoder).  With ``C = 0`` this is the plain
+``F -> h1 -> h2 -> h1 -> F`` model.
+
 Many models are trained at once: the weights of ``M`` models are stacked
 ``(M, in, out)`` and applied with one batched matrix product, each model with
 its own per-subject weights (bootstrap counts).  The loss is the sum of the
@@ -39,7 +49,7 @@ from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.normative.config import TrainConfig
 
-CARD_FORMAT = "nmflow-normative-autoencoder/1"
+CARD_FORMAT = "nmflow-normative-autoencoder/2"
 
 
 def layer_sizes(n_features: int) -> list[int]:
@@ -49,6 +59,12 @@ def layer_sizes(n_features: int) -> list[int]:
     h1 = min(math.ceil(n_features / 2), 256)
     h2 = min(max(math.ceil(n_features / 6), 2), 64)
     return [n_features, h1, h2, h1, n_features]
+
+
+def param_shapes(n_features: int, n_covariates: int = 0) -> list[tuple[int, int]]:
+    """``(fan_in, fan_out)`` of the four layers; covariates enter layers 0 and 2."""
+    sizes = layer_sizes(n_features)
+    return [(sizes[k] + (n_covariates if k in (0, 2) else 0), sizes[k + 1]) for k in range(4)]
 
 
 @dataclass
@@ -67,16 +83,17 @@ class TrainResult:
     best_loss: np.ndarray
 
 
-def init_params(sizes: list[int], seeds: list[int]) -> list[torch.Tensor]:
+def init_params(shapes: list[tuple[int, int]], seeds: list[int]) -> list[torch.Tensor]:
     """Stacked initial weights, model ``m`` drawn from ``torch.Generator().manual_seed(seeds[m])``.
 
-    Uniform in ``+-1/sqrt(fan_in)`` as ``torch.nn.Linear``.
+    ``shapes`` are the layers' ``(fan_in, fan_out)`` (:func:`param_shapes`);
+    uniform in ``+-1/sqrt(fan_in)`` as ``torch.nn.Linear``.
     """
     per_model = []
     for seed in seeds:
         gen = torch.Generator().manual_seed(int(seed))
         layers = []
-        for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        for fan_in, fan_out in shapes:
             bound = 1.0 / math.sqrt(fan_in)
             layers.append((torch.rand(fan_in, fan_out, generator=gen) * 2 - 1) * bound)
             layers.append((torch.rand(1, fan_out, generator=gen) * 2 - 1) * bound)
@@ -84,20 +101,36 @@ def init_params(sizes: list[int], seeds: list[int]) -> list[torch.Tensor]:
     return [torch.stack([m[k] for m in per_model]) for k in range(len(per_model[0]))]
 
 
-def forward(params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Reconstruction ``(M, n, F)`` of ``x`` ``(n, F)`` (or ``(M, n, F)``) by ``M`` stacked models."""
-    h = x.expand(params[0].shape[0], *x.shape[-2:]) if x.dim() == 2 else x
+def _stack(t: torch.Tensor, n_models: int) -> torch.Tensor:
+    return t.expand(n_models, *t.shape[-2:]) if t.dim() == 2 else t
+
+
+def forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    """Reconstruction ``(M, n, F)`` of ``x`` ``(n, F)`` (or ``(M, n, F)``) by ``M`` stacked models.
+
+    ``cond`` ``(n, C)`` or ``(M, n, C)``: covariates fed to the encoder's and
+    the decoder's first layer (conditional model); ``None`` when ``C = 0``.
+    """
+    n_models = params[0].shape[0]
+    h = _stack(x, n_models)
+    c = _stack(cond, n_models) if cond is not None and cond.shape[-1] else None
     n_layers = len(params) // 2
     for k in range(n_layers):
+        if c is not None and k in (0, 2):
+            h = torch.cat([h, c], dim=-1)
         h = torch.baddbmm(params[2 * k + 1], h, params[2 * k])
         if k < n_layers - 1:
             h = torch.tanh(h)
     return h
 
 
-def _weighted_loss(recon: torch.Tensor, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Per-model weighted mean squared error ``(M,)``."""
-    per_subject = ((recon - x) ** 2).mean(dim=-1)
+def _weighted_loss(recon: torch.Tensor, x: torch.Tensor, weights: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-model weighted mean squared error ``(M,)`` (over the ``mask``ed features when given)."""
+    if mask is None:
+        per_subject = ((recon - x) ** 2).mean(dim=-1)
+    else:
+        per_subject = (((recon - x) ** 2) * mask).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
     return (per_subject * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
 
 
@@ -108,6 +141,7 @@ def train_models(
     config: TrainConfig,
     init: list[torch.Tensor] | None = None,
     seeds: list[int] | None = None,
+    cond: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``M`` autoencoders at once on standardised features.
 
@@ -125,6 +159,9 @@ def train_models(
         Stacked starting weights (fine-tuning); otherwise :func:`init_params`.
     seeds : list of int, optional
         One seed per model; default ``config.seed + m``.
+    cond : ndarray, shape (n_subjects, n_covariates) or (n_models, n_subjects, n_covariates), optional
+        Covariates of the conditional model (coded, see
+        :mod:`nmflow.normative.covariates`).
 
     Training runs on one thread: the stacked matrices are small, extra
     threads gain little and stall when the cores are shared, and results then
@@ -133,21 +170,24 @@ def train_models(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(x, train_weights, val_weights, config, init, seeds)
+        return _train(x, train_weights, val_weights, config, init, seeds, cond)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(x, train_weights, val_weights, config, init, seeds) -> TrainResult:
+def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainResult:
     torch.use_deterministic_algorithms(True)
     n_models = train_weights.shape[0]
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
+    ct = (torch.as_tensor(np.asarray(cond), dtype=torch.float32) if cond is not None
+          else torch.zeros(xt.shape[-2], 0))
     wt = torch.as_tensor(train_weights, dtype=torch.float32)
     wv = torch.as_tensor(val_weights, dtype=torch.float32)
     no_val = wv.sum(dim=1) == 0
+    seeds = seeds if seeds is not None else [config.seed + m for m in range(n_models)]
     if init is None:
-        seeds = seeds if seeds is not None else [config.seed + m for m in range(n_models)]
-        init = init_params(layer_sizes(x.shape[-1]), seeds)
+        init = init_params(param_shapes(x.shape[-1], ct.shape[-1]), seeds)
+    masks = _Masks(config.mask_fraction, seeds, xt.shape[-2:])
     params = [p.detach().clone().requires_grad_(True) for p in init]
     best = [p.detach().clone() for p in params]
     adam = _Adam(params, config)
@@ -157,10 +197,18 @@ def _train(x, train_weights, val_weights, config, init, seeds) -> TrainResult:
     train_curve, val_curve = [], []
     for epoch in range(config.epochs):
         xa = xt if xt.dim() == 2 else xt[active]
-        recon = forward(params, xa)
-        loss = _weighted_loss(recon, xa, wt[active])
+        ca = ct if ct.dim() == 2 else ct[active]
+        mask = masks.draw(active)
+        recon = forward(params, _stack(xa, len(active)) * (1 - mask) if mask is not None else xa, ca)
+        loss = _weighted_loss(recon, xa, wt[active], mask)
         with torch.no_grad():
-            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active]))
+            if mask is not None:
+                fixed = masks.fixed[active]
+                val_loss = _weighted_loss(forward(params, _stack(xa, len(active)) * (1 - fixed), ca), xa,
+                                          wv[active], fixed)
+            else:
+                val_loss = _weighted_loss(recon, xa, wv[active])
+            val = torch.where(no_val[active], loss, val_loss)
             improved = val < best_loss[active]
             ids = active[improved]
             best_loss[ids] = val[improved]
@@ -178,6 +226,50 @@ def _train(x, train_weights, val_weights, config, init, seeds) -> TrainResult:
     n = len(train_curve)
     return TrainResult(best, np.array(train_curve), np.array(val_curve[:n]), best_epoch.numpy(),
                        best_loss.numpy())
+
+
+class _Masks:
+    """Random input masks of masked training, one seeded generator per model.
+
+    Each epoch every model hides a fresh random ``fraction`` of each subject's
+    features (set to 0, the training mean) and is scored on the hidden ones;
+    validation uses one fixed mask per model.  A model's masks depend on its
+    own seed only, so stacked training still equals training alone.
+    """
+
+    def __init__(self, fraction: float, seeds: list[int], shape: tuple[int, int]):
+        self.fraction, self.shape = fraction, tuple(shape)
+        self.gens = [torch.Generator().manual_seed(int(s) + 7919) for s in seeds]
+        self.fixed = torch.stack([self._one(g) for g in self.gens]) if fraction > 0 else None
+
+    def _one(self, gen: torch.Generator) -> torch.Tensor:
+        return (torch.rand(self.shape, generator=gen) < self.fraction).float()
+
+    def draw(self, active: torch.Tensor) -> torch.Tensor | None:
+        if self.fraction <= 0:
+            return None
+        return torch.stack([self._one(self.gens[int(m)]) for m in active])
+
+
+def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tensor | None,
+                   fraction: float) -> torch.Tensor:
+    """Prediction ``(M, n, F)`` of every feature with that feature hidden from the input.
+
+    Features are dealt into ``round(1 / fraction)`` blocks (feature ``k`` in
+    block ``k mod n_blocks``); each block is predicted from an input where it is
+    set to 0 (the training mean), as in masked training.  ``fraction = 0``
+    is the plain reconstruction :func:`forward`.
+    """
+    if fraction <= 0:
+        return forward(params, x, cond)
+    n_blocks = max(2, round(1 / fraction))
+    block = torch.arange(x.shape[-1]) % n_blocks
+    out = torch.zeros(params[0].shape[0], *x.shape[-2:])
+    for b in range(n_blocks):
+        hidden = (block == b).float()
+        pred = forward(params, x * (1 - hidden), cond)
+        out = out + pred * hidden
+    return out
 
 
 def _full_row(values: torch.Tensor, active: torch.Tensor, n_models: int) -> np.ndarray:
@@ -233,15 +325,21 @@ class NormativeModel:
     mean: np.ndarray
     scale: np.ndarray
     card: dict = field(default_factory=dict)
+    residual_sd: np.ndarray | None = None
 
     def standardize(self, features: np.ndarray) -> np.ndarray:
         """``(features - mean) / scale``, shape ``(n_subjects, n_features)``."""
         return (features - self.mean) / self.scale
 
-    def reconstruct(self, z: np.ndarray) -> np.ndarray:
-        """Reconstruction ``(n_subjects, n_features)`` of standardised features ``z``."""
+    def reconstruct(self, z: np.ndarray, cond: np.ndarray | None = None) -> np.ndarray:
+        """Reconstruction ``(n_subjects, n_features)`` of standardised features ``z``.
+
+        ``cond`` ``(n_subjects, n_covariates)``: coded covariates of a conditional model.
+        """
+        fraction = float(self.card.get("config", {}).get("mask_fraction", 0.0))
         with torch.no_grad():
-            out = forward(self.stacked(), torch.as_tensor(z, dtype=torch.float32))
+            c = torch.as_tensor(cond, dtype=torch.float32) if cond is not None else None
+            out = masked_forward(self.stacked(), torch.as_tensor(z, dtype=torch.float32), c, fraction)
         return out[0].numpy().astype(float)
 
     def stacked(self) -> list[torch.Tensor]:
@@ -280,9 +378,12 @@ def save_model(model: NormativeModel, path: str | Path) -> tuple[Path, Path]:
                for k, p in enumerate(model.params)}
     tensors["scaler.mean"] = model.mean.astype(np.float64)
     tensors["scaler.scale"] = model.scale.astype(np.float64)
+    if model.residual_sd is not None:
+        tensors["calibration.residual_sd"] = model.residual_sd.astype(np.float64)
     save_file(tensors, str(path))
-    card = dict(model.card, format=CARD_FORMAT, layer_sizes=[int(model.params[0].shape[0])]
-                + [int(p.shape[1]) for p in model.params[::2]],
+    n_features = int(model.params[-1].shape[1])
+    card = dict(model.card, format=CARD_FORMAT, layer_sizes=layer_sizes(n_features),
+                n_covariates=int(model.params[0].shape[0]) - n_features,
                 weights_file=path.name, weights_sha256=hashlib.sha256(path.read_bytes()).hexdigest())
     card_path = path.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=2, default=str))
@@ -314,7 +415,7 @@ def load_model(path: str | Path) -> NormativeModel:
         mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
     except Exception as exc:
         raise NmflowInputError(path, f"corrupt model file ({type(exc).__name__}: {exc})") from None
-    return NormativeModel(params, mean, scale, card)
+    return NormativeModel(params, mean, scale, card, tensors.get("calibration.residual_sd"))
 
 
 def check_compatible(card: dict, feature_names: list[str], variant: dict) -> None:

@@ -1,11 +1,13 @@
 """HTML group report with PNG figures in ``figures/`` next to it.
 
 For the selected variant (rank 1 of ``selection.tsv``, else the first):
-mean reconstruction-error z per group as region x region heatmaps, the
-flagged connections on a circle of regions coloured by Yeo-7 system, the
-shared-vs-specific table, the training curves, ComBat before/after (PCA of
-the controls coloured by site, with cross-validated site accuracy), the
-autoencoder vs Gaussian-baseline counts, and the variant ranking.
+the model's calibration on controls (in plain words when the model explains
+nothing beyond the mean), mean signed deviation z per patient group as
+region x region heatmaps, the flagged connections on a circle of regions
+coloured by Yeo-7 system, the shared-vs-specific table, the training curves,
+ComBat before/after (PCA of the controls coloured by site, with the site
+accuracy of held-out controls), the autoencoder vs linear-baseline counts,
+the single cases and the variant ranking.
 """
 
 from __future__ import annotations
@@ -22,25 +24,24 @@ import pandas as pd  # noqa: E402
 
 from nmflow.connectivity import from_upper_triangle  # noqa: E402
 from nmflow.harmonize import site_accuracy  # noqa: E402
-from nmflow.normative.deviations import z_against  # noqa: E402
 from nmflow.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
 
 DPI = 80
 
 
-def error_heatmaps(path: Path, error_z: np.ndarray, groups: np.ndarray, kept: np.ndarray,
-                   regions: list[str]) -> Path:
-    """Mean error z ``(n_tested, n_kept)`` per group as ``(n_regions, n_regions)`` panels."""
+def deviation_heatmaps(path: Path, z: np.ndarray, groups: np.ndarray, kept: np.ndarray,
+                       regions: list[str]) -> Path:
+    """Mean signed deviation z ``(n_subjects, n_kept)`` per group as ``(n_regions, n_regions)`` panels."""
     names = sorted(set(groups))
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     for ax, g in zip(axes[0], names):
         full = np.full(kept.size, np.nan)
-        full[kept] = error_z[groups == g].mean(axis=0)
+        full[kept] = z[groups == g].mean(axis=0)
         mat = from_upper_triangle(full, len(regions), diagonal=np.nan)
-        im = ax.imshow(mat, cmap="magma", vmin=-0.5, vmax=2)
+        im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_title(f"{g} (n={int((groups == g).sum())})", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean error z")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean deviation z")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -115,54 +116,86 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, classes="t")
 
 
-def write_group_report(folder: Path, table: pd.DataFrame, results: dict, selection: pd.DataFrame | None,
+def calibration_text(r, selection: pd.DataFrame | None) -> str:
+    """Plain-words summary of how well the selected variant's models describe controls."""
+    parts = []
+    for model, s in r.scores.items():
+        row = s.calibration.iloc[0]
+        parts.append(f"<li><b>{model}</b>: explained variance of held-out controls {row.explained_variance:.2f}, "
+                     f"SMSE {row.smse:.2f}; controls' z: mean {row.z_mean:.2f}, SD {row.z_sd:.2f}, "
+                     f"{100 * row['frac_abs_z_gt_1.96']:.1f} % beyond ±1.96 (nominal 5 %); "
+                     f"{100 * s.null_rate:.1f} % of controls get a flagged connection when tested against the "
+                     "other controls (nominal about 5 %).</li>")
+    text = "<ul>" + "".join(parts) + "</ul>"
+    if not r.val_beats_mean:
+        text += ("<p class='warn'>The autoencoder does not predict held-out controls better than their mean "
+                 "(its validation loss is not below the mean predictor's): its deviations are the features' "
+                 "distance from the controls' mean, not a learnt pattern.</p>")
+    if selection is not None and not selection.selected.any():
+        text += ("<p class='warn'>No variant gives stable findings: none passed the stability and calibration "
+                 "criteria; the first-ranked variant is shown, but read its findings with caution.</p>")
+    return text
+
+
+def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, selection: pd.DataFrame | None,
                        messages: list[str], args) -> Path:
     """Write ``folder/group_report.html`` and ``folder/figures/*.png``; returns the HTML path."""
     figures = folder / "figures"
     figures.mkdir(exist_ok=True)
     label = selection.iloc[0]["variant"] if selection is not None else next(iter(results))
     r = results[label]
-    split = table["split"].to_numpy()
-    tested, ref = np.isin(split, ["test", "patient"]), split == "test"
-    controls = np.isin(split, ["train", "val", "test"])
-    kept = np.isin(r.fs.names, r.names)
+    ae = r.scores["autoencoder"]
+    groups = table["group"].to_numpy()
+    controls = folds.controls
     figs = {
-        "Reconstruction error per group (z vs held-out controls)": error_heatmaps(
-            figures / "error_heatmaps.png", z_against(r.error, r.error[ref])[tested],
-            table["group"].to_numpy()[tested], kept, r.fs.regions),
+        "Mean deviation z per patient group (autoencoder)": deviation_heatmaps(
+            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], r.kept, r.fs.regions),
         "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, r.fs.regions),
-        "Training curves": curves_figure(figures / "training_curves.png", r.result.train_loss[:, 0],
-                                         r.result.val_loss[:, 0], int(r.result.best_epoch[0])),
+        "Training curves (model fit on all controls)": curves_figure(
+            figures / "training_curves.png", r.result.train_loss[:, 0], r.result.val_loss[:, 0],
+            int(r.result.best_epoch[0])),
     }
     if args.harmonize == "combat" and table["site"].nunique() > 1:
-        figs["ComBat: controls before and after"] = combat_figure(
-            figures / "combat_sites.png", r.raw[controls], r.harmonised[controls], table["site"].to_numpy()[controls],
-            split[controls] == "train")
+        before = r.raw[:, r.kept]
+        before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
+        figs["ComBat: controls before and after (fit without the scored controls)"] = combat_figure(
+            figures / "combat_sites.png", before[controls], r.preps[0].features[controls],
+            table["site"].to_numpy()[controls], folds.pool[0][controls])
     flagged = r.stats[r.stats.flagged]
     counts = (r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index())
-    parts = [f"<h1>nmflow group report</h1><p>Selected variant: <b>{html.escape(label)}</b>; "
-             f"{len(table)} subjects; split counts {html.escape(str(dict(table['split'].value_counts())))}; "
-             f"flag rule: {args.p_rule} &lt; {args.alpha}.</p>"]
+    split_counts = ", ".join(f"{k}: {int(v)}" for k, v in table["split"].value_counts().sort_index().items())
+    chosen = ("" if selection is None else " (selected on controls only)" if selection.selected.any()
+              else " (no variant qualified)")
+    parts = [f"<h1>nmflow group report</h1><p>Variant: <b>{html.escape(label)}</b>{chosen}; {len(table)} subjects; "
+             f"{html.escape(split_counts)}; {args.test_score} deviations; flag rule: {args.p_rule} &lt; "
+             f"{args.alpha}.</p>"]
     if messages or r.messages:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in messages + r.messages)
                      + "</ul>")
-    parts.append("<h2>Flagged connections: autoencoder vs Gaussian baseline</h2>" + _table(counts))
+    parts.append("<h2>Calibration on controls (out of sample)</h2>" + calibration_text(r, selection))
+    parts.append("<h2>Flagged connections: autoencoder vs linear baseline</h2>" + _table(counts))
     for title, path in figs.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}'>")
     shown = flagged[flagged.model == "autoencoder"][["group", "name", "U", "q", "effect_size", "sharing"]]
-    parts.append("<h2>Shared vs specific (autoencoder)</h2>" + _table(shown.sort_values(["sharing", "group"])))
+    parts.append("<h2>Shared vs specific (autoencoder)</h2>"
+                 + (_table(shown.sort_values(["sharing", "group"])) if len(shown) else "<p>None flagged.</p>"))
     single = r.single_case
-    per_case = single[single.feature != "global_error"].groupby("participant_id", sort=False).agg(
+    per_case = single[single.feature != "global"].groupby("participant_id", sort=False).agg(
         group=("group", "first"), connections_flagged=("flagged", "sum"))
-    overall = single[single.feature == "global_error"].set_index("participant_id")
-    per_case = per_case.assign(global_t=overall["t"], global_p=overall["p"]).reset_index()
-    parts.append("<h2>Single cases (Crawford–Howell vs held-out controls)</h2>"
-                 + _table(per_case.sort_values("global_t", ascending=False)))
+    overall = single[single.feature == "global"].set_index("participant_id")
+    glob = ae.globals.assign(participant_id=[f"sub-{s}" for s in table.index]).set_index("participant_id")
+    per_case = per_case.assign(global_score=glob["global_score"], n_extreme=glob["n_extreme"],
+                               global_t=overall["t"], global_p=overall["p"]).reset_index()
+    n_ref = int(folds.reference.sum())
+    parts.append(f"<h2>Single cases (Crawford–Howell vs {n_ref} controls, df = {n_ref - 1})</h2>"
+                 + _table(per_case.sort_values("global_score", ascending=False)))
     nets = r.networks[(r.networks.model == "autoencoder") & (r.networks.n_flagged > 0)]
-    parts.append("<h2>Yeo-7 system pairs</h2>" + _table(nets.drop(columns="model")))
+    parts.append("<h2>Yeo-7 system pairs</h2>" + (_table(nets.drop(columns="model")) if len(nets)
+                                                   else "<p>None flagged.</p>"))
     if selection is not None:
-        parts.append("<h2>Variant ranking</h2>" + _table(selection))
-    style = "<style>body{font-family:sans-serif;margin:2em} .t td,.t th{padding:2px 8px;font-size:12px}</style>"
+        parts.append("<h2>Variant ranking (controls only)</h2>" + _table(selection))
+    style = ("<style>body{font-family:sans-serif;margin:2em} .t td,.t th{padding:2px 8px;font-size:12px}"
+             " .warn{color:#a40000}</style>")
     out = folder / "group_report.html"
     out.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nmflow group</title>{style}</head>"
                    f"<body>{''.join(parts)}</body></html>")

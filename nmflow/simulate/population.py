@@ -41,6 +41,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
+from scipy.stats import norm
 
 AGE_CENTRE = 45.0  # years; the age effect is per decade around this age
 
@@ -67,7 +68,8 @@ class PopulationParams:
     min_eig : float
         Smallest eigenvalue a group matrix may have after planting.
     d_spread : float
-        Log-SD of the per-connection d around ``effect_d`` (``effect_d * lognormal(0, d_spread)``).
+        Log-SD of the per-connection d around ``effect_d``: the planted d are the quantiles
+        ``(k + 0.5) / n`` of ``effect_d * lognormal(0, d_spread)`` (median ``effect_d`` exactly).
     d_clip : tuple of float
         Per-connection d is clipped to ``[d_clip[0], d_clip[1]] * effect_d``.
     n_age, n_sex : int
@@ -399,9 +401,14 @@ def build_population(control: np.ndarray, groups: Sequence[str], sites: Sequence
             return float(direction[k] * effect)
         return calib.delta_for(k, control[rows[k], cols[k]], direction[k] * d)
 
+    # the planted d values are the quantiles (k + 0.5) / n of effect_d * lognormal(0, d_spread), clipped,
+    # in random order: their median is effect_d in every cohort, not only on average
+    n_planted = n_shared + n_specific * len(groups)
+    quantiles = norm.ppf((np.arange(n_planted) + 0.5) / max(n_planted, 1))
+    d_values = list(effect_d * np.clip(np.exp(params.d_spread * quantiles), *params.d_clip)[rng.permutation(n_planted)])
+
     def draw_d() -> float:
-        lo, hi = params.d_clip
-        return float(effect_d * np.clip(rng.lognormal(0, params.d_spread), lo, hi))
+        return float(d_values[0])
 
     def take(bases: list[np.ndarray], count: int, what: str) -> tuple[list[tuple[int, float, float]], list[np.ndarray]]:
         chosen = []
@@ -418,6 +425,8 @@ def build_population(control: np.ndarray, groups: Sequence[str], sites: Sequence
                 m[rows[k], cols[k]] = m[cols[k], rows[k]] = control[rows[k], cols[k]] + delta
                 trial.append(m)
             if all(_min_eig(m + off) >= params.min_eig for m in trial for off in offsets):
+                if effect is None:
+                    d_values.pop(0)
                 chosen.append((k, delta, d))
                 candidates.remove(k)
                 bases = trial

@@ -1,0 +1,120 @@
+"""Cross-fitting plan, per-fit preprocessing and the masked prediction of the autoencoder."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from nmflow.errors import NmflowInputError
+from nmflow.normative.covariates import fit_coder
+from nmflow.normative.crossfit import combine, kept_connections, make_folds, preprocess
+from nmflow.normative.deviations import global_scores, residual_scale
+from nmflow.normative.linear import fit_linear, predict_linear
+from nmflow.normative.model import forward, init_params, masked_forward, param_shapes
+
+
+def _table(n_controls=40, n_patients=10, n_sites=2, seed=0):
+    rng = np.random.default_rng(seed)
+    n = n_controls + n_patients
+    return pd.DataFrame({"group": ["control"] * n_controls + ["patient"] * n_patients,
+                         "site": [f"s{k % n_sites}" for k in range(n)], "age": rng.uniform(20, 70, n),
+                         "sex": rng.choice(["F", "M"], n)}, index=[f"{k:03d}" for k in range(n)])
+
+
+def test_folds_stratified_by_site_and_disjoint():
+    table = _table(43, 7, n_sites=3)
+    folds = make_folds(table, "control", n_folds=5, val_split=0.2, seed=3)
+    controls = (table.group == "control").to_numpy()
+    assert (folds.held_out[controls] >= 0).all() and (folds.held_out[~controls] == -1).all()
+    for k in range(5):
+        assert not (folds.pool[k] & (folds.held_out == k)).any()  # a fold's controls never fit its models
+        assert (folds.pool[k] == (controls & (folds.held_out != k))).all()
+        assert not (folds.train[k] & folds.val[k]).any() and (folds.train[k] | folds.val[k] == folds.pool[k]).all()
+        assert not folds.pool[k][~controls].any()  # patients fit nothing
+    per_site = pd.crosstab(folds.held_out[controls], table.site[controls])
+    assert per_site.max().max() - per_site.min().min() <= 1  # sites spread evenly over folds
+    assert folds.reference.sum() == 43 and folds.patients.sum() == 7
+    again = make_folds(table, "control", n_folds=5, val_split=0.2, seed=3)
+    assert (again.held_out == folds.held_out).all() and (again.val == folds.val).all()
+    with pytest.raises(NmflowInputError, match="too few"):
+        make_folds(_table(8, 4), "control", n_folds=5)
+
+
+def test_kept_connections_decided_in_every_pool():
+    x = np.ones((10, 3))
+    x[:3, 1] = np.nan  # 30 % missing overall
+    x[:, 2] = np.nan
+    pools = np.array([np.arange(10) >= 3, np.arange(10) < 6])
+    # column 1: 0 % missing in pool 0, 50 % in pool 1 -> dropped; column 2 never observed
+    assert kept_connections(x, pools, 0.2).tolist() == [True, False, False]
+
+
+def test_linear_baseline_equals_numpy_lstsq_and_recovers_slopes():
+    rng = np.random.default_rng(2)
+    age = rng.uniform(20, 70, 200)
+    y = 0.5 + 0.02 * age[:, None] * np.array([1.0, -2.0]) + 0.01 * rng.normal(size=(200, 2))
+    coder = fit_coder(pd.DataFrame({"age": age}))
+    coded = coder.transform(pd.DataFrame({"age": age}))
+    beta = fit_linear(y, coded)
+    sd = age.std(ddof=1)
+    np.testing.assert_allclose(beta[1] / sd, [0.02, -0.04], rtol=0.02)  # slope per year
+    np.testing.assert_allclose(predict_linear(beta, coded), np.column_stack([np.ones(200), coded]) @ beta)
+
+
+def test_preprocess_fits_on_the_pool_only():
+    table = _table()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 6))
+    pool = np.zeros(50, bool)
+    pool[:20] = True
+    controls = (table.group == "control").to_numpy()
+    prep = preprocess(x, table, pool, ["age", "sex"], "none", controls)
+    np.testing.assert_allclose(prep.mean, x[:20].mean(0))
+    assert prep.coder.numeric["age"][0] == pytest.approx(table.age[:20].mean())
+    assert prep.coder.column_names == ["age", "sex=M", "site=s1"]  # site conditions the unharmonised model
+    changed = x.copy()
+    changed[20:] += 100  # everything outside the pool
+    again = preprocess(changed, table, pool, ["age", "sex"], "none", controls)
+    np.testing.assert_array_equal(again.mean, prep.mean)
+    np.testing.assert_allclose(again.linear, prep.linear)
+
+
+def test_combine_own_fold_for_controls_mean_for_patients():
+    table = _table(10, 2)
+    folds = make_folds(table, "control", n_folds=2, val_split=0.0, seed=0)
+    x = np.zeros((12, 1))
+
+    class P:
+        features, scale = x, np.ones(1)
+
+    preds = [np.full((12, 1), 1.0), np.full((12, 1), 3.0)]
+    res = combine(folds, [P, P], preds)
+    np.testing.assert_allclose(res.residual[folds.held_out == 0], -1.0)
+    np.testing.assert_allclose(res.residual[folds.held_out == 1], -3.0)
+    np.testing.assert_allclose(res.residual[folds.patients], -2.0)
+
+
+def test_residual_scale_and_global_scores_hand_computed():
+    r = np.array([[1.0, 2.0], [-1.0, -2.0], [3.0, 0.0]])
+    ref = np.array([True, True, False])
+    np.testing.assert_allclose(residual_scale(r, ref)[0], [1.0, 2.0])  # root mean square of the reference
+    z = r / residual_scale(r, ref)
+    scores = global_scores(z, ref, np.abs(z))
+    np.testing.assert_allclose(scores.mean_sq_z, [1.0, 1.0, 4.5])
+    # subject 3 is above both controls; each control is tied with the other one
+    np.testing.assert_allclose(scores.global_score, [50.0, 50.0, 100.0])
+    assert scores.n_extreme.tolist() == [0, 0, 1]
+
+
+def test_masked_forward_hides_each_feature_from_its_own_prediction():
+    params = init_params(param_shapes(10, 0), [0])
+    x = torch.randn(4, 10)
+    out = masked_forward(params, x, None, 0.2)
+    changed = x.clone()
+    changed[:, 3] += 5.0  # feature 3 is in block 3 of 5
+    out2 = masked_forward(params, changed, None, 0.2)
+    assert torch.equal(out[..., 3], out2[..., 3])  # its prediction never sees it
+    assert not torch.equal(out[..., 4], out2[..., 4])  # the others' predictions do
+    hidden = (torch.arange(10) % 5 == 3).float()
+    torch.testing.assert_close(out[..., 3], forward(params, x * (1 - hidden))[..., 3])
+    assert torch.equal(masked_forward(params, x, None, 0.0), forward(params, x))
