@@ -1,0 +1,172 @@
+"""The group level on real data: ABIDE I development subset (python benchmarks/realdata.py).
+
+Reads ``../shared/realdata/abide-dev`` beside the repository (real ROI time series, Harvard-Oxford
+111 regions, 499 subjects over 14 sites; never copied into the project), writes it as a BEP017
+``*_timeseries.tsv`` folder in a temporary directory and runs ``nmflow ... group --timeseries-dir``
+exactly as a user would (5-fold cross-fitting, ComBat, age + sex, signed deviations).  Prints:
+
+(a) null cohorts: each site's controls split at random into "pseudo-patients" and controls (two
+    splits): connections flagged by the group test per model, and the share of pseudo-patients with
+    any connection flagged by the single-case test (default max-T rule, and BH for comparison);
+(b) calibration of the controls' out-of-sample z per site (share of |z| > 1.96, nominal 5 %);
+(c) autism vs controls: AUC of the per-subject ``global_score`` against, under the same protocol
+    (same folds, same features), the mean |z| of the covariate-aware linear baseline and the
+    reconstruction error of a PCA with 50 components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import mannwhitneyu
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from group_helpers import group_args  # noqa: E402
+
+from nmflow.features import collect_timeseries  # noqa: E402
+from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
+from nmflow.workflows.group import _variant_features, run_group  # noqa: E402
+
+ABIDE = HERE.parents[1] / "shared" / "realdata" / "abide-dev"
+VARIANT = "atlas-HO_meas-pearson"
+
+
+def write_timeseries(root: Path) -> pd.DataFrame:
+    """BEP017 time series of every subject in ``root`` (float16 values as written by the source)."""
+    data = np.load(ABIDE / "ho_timeseries_f16.npz")
+    table = pd.read_csv(ABIDE / "participants.tsv", sep="\t")
+    columns = [f"R{k + 1}" for k in range(111)]
+    for pid in table.participant_id:
+        folder = root / pid / "func"
+        folder.mkdir(parents=True)
+        pd.DataFrame(data[pid].astype(float), columns=columns).to_csv(
+            folder / f"{pid}_task-rest_atlas-HO_timeseries.tsv", sep="\t", index=False, float_format="%.5g")
+    return table
+
+
+def run(root: Path, name: str, participants: pd.DataFrame, ts: Path, *extra: str) -> Path:
+    folder = root / name
+    folder.mkdir()
+    participants.to_csv(folder / "participants.tsv", sep="\t", index=False)
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        run_group(group_args(folder, folder / "out", "--timeseries-dir", str(ts), "--participant-label",
+                             *participants.participant_id, "--covariates", "age", "sex", "--n-bootstrap", "0",
+                             *extra))
+    print(f"[{name}: {len(participants)} subjects, {time.perf_counter() - start:.0f} s]")
+    return folder / "out" / "group"
+
+
+def read(group: Path, suffix: str) -> pd.DataFrame:
+    return pd.read_csv(group / f"{VARIANT}_{suffix}.tsv", sep="\t")
+
+
+def auc(score: np.ndarray, positive: np.ndarray) -> float:
+    return float(mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum()))
+
+
+def null_cohorts(root: Path, table: pd.DataFrame, ts: Path, seeds=(0, 1)) -> None:
+    print("## (a) Null cohorts: ABIDE controls only, each site's controls split in two at random")
+    print("targets: <= 2 connections flagged by the group test per model; <= 10 % of pseudo-patients "
+          "with a flagged connection")
+    for seed in seeds:
+        controls = table[table.group == "control"].copy()
+        rng = np.random.default_rng(seed)
+        for _, rows in controls.groupby("site"):
+            idx = rng.permutation(rows.index.to_numpy())
+            controls.loc[idx[: len(idx) // 2], "group"] = "pseudo"
+        group = run(root, f"null{seed}", controls, ts)
+        stats = read(group, "stats")
+        flagged = stats.groupby("model").flagged.sum()
+        single = read(group, "singlecase")
+        conn = single[single.feature != "global"]
+        maxt = conn.groupby("participant_id").flagged.any().mean()
+        bh = (conn.q < 0.05).groupby(conn.participant_id).any().mean()
+        calib = read(group, "calibration")
+        null_rate = calib[(calib.scope == "all") & (calib.connection == "all")].set_index("model")
+        print(f"split {seed}: {int((controls.group == 'pseudo').sum())} pseudo-patients vs "
+              f"{int((controls.group == 'control').sum())} controls; group test flags autoencoder "
+              f"{int(flagged['autoencoder'])}, linear {int(flagged['linear'])} of 5995 connections; "
+              f"pseudo-patients with a flagged connection: max-T {100 * maxt:.1f} % "
+              f"(BH on Crawford-Howell p would give {100 * bh:.1f} %); controls tested against the other "
+              f"controls: {100 * null_rate.loc['autoencoder', 'null_singlecase_rate']:.1f} %")
+
+
+def pca_error(table: pd.DataFrame, ts: Path, k: int = 50) -> np.ndarray:
+    """Cross-fitted PCA-k reconstruction error per subject under the group level's own protocol.
+
+    ``table`` is indexed by subject label in the group level's (sorted) order, so the folds are
+    the same as those of the group run.
+    """
+    sets, _ = collect_timeseries(ts, ["pearson"], list(table.index))
+    fs = next(iter(sets.values()))
+    args = group_args("x", "y", "--covariates", "age", "sex")
+    folds = make_folds(table, "control", args.folds, args.val_split, args.seed)
+    raw = _variant_features(fs, table)
+    from nmflow.normative.crossfit import kept_connections
+
+    kept = kept_connections(raw, folds.pool, args.max_missing)
+    error = np.zeros(len(table))
+    for f in range(folds.n_fits):
+        prep = preprocess(raw[:, kept], table, folds.pool[f], ["age", "sex"], "combat", folds.controls)
+        z = (prep.features - prep.mean) / prep.scale
+        centre = z[folds.pool[f]].mean(axis=0)
+        _, _, vt = np.linalg.svd(z[folds.pool[f]] - centre, full_matrices=False)
+        recon = (z - centre) @ vt[:k].T @ vt[:k] + centre
+        err = np.mean((z - recon) ** 2, axis=1)
+        error[folds.held_out == f] = err[folds.held_out == f]
+        error[folds.patients] += err[folds.patients] / folds.n_fits
+    return error
+
+
+def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
+    group = run(root, "autism", table, ts)
+    dev, lin = read(group, "deviations"), read(group, "linearz")
+    calib = read(group, "calibration")
+    print("\n## (b) Calibration of the controls' out-of-sample z per site (target: 3-8 % beyond +-1.96)")
+    sites = calib[(calib.connection == "all")].pivot(index="scope", columns="model", values="frac_abs_z_gt_1.96")
+    print((100 * sites).round(1).to_string())
+    overall = calib[(calib.scope == "all") & (calib.connection == "all")].set_index("model")
+    print(overall[["explained_variance", "smse", "z_sd", "z_skewness", "z_excess_kurtosis",
+                   "null_singlecase_rate"]].to_string(float_format=lambda v: f"{v:.3f}"))
+    stats = read(group, "stats")
+    print("connections flagged autism vs controls (q < 0.05): "
+          + ", ".join(f"{m} {int(n)}" for m, n in stats.groupby("model").flagged.sum().items()))
+    print("\n## (c) Autism vs controls, subject-level AUC (same folds and features for every score)")
+    patient = (dev.group == "autism").to_numpy()
+    ids = dev.participant_id.str[4:]
+    labelled = table.set_index(table.participant_id.str[4:].to_numpy()).sort_index()  # the group level's order
+    pca = pd.Series(pca_error(labelled, ts), index=labelled.index)
+    mean_abs_lin = np.abs(lin.iloc[:, 9:].to_numpy()).mean(axis=1)
+    rows = {"global_score (autoencoder, percentile of mean z^2)": dev.global_score.to_numpy(),
+            "n_extreme (autoencoder, |z| > 2.6)": dev.n_extreme.to_numpy(),
+            "mean |z| (linear baseline)": mean_abs_lin,
+            "global_score (linear baseline)": lin.global_score.to_numpy(),
+            "PCA-50 reconstruction error": pca.loc[ids].to_numpy()}
+    for name, score in rows.items():
+        print(f"{name:55s} AUC {auc(score, patient):.3f}")
+
+
+def main() -> None:
+    if not ABIDE.is_dir():
+        sys.exit(f"real data not found: {ABIDE} (the ABIDE development subset beside the repository)")
+    root = Path(tempfile.mkdtemp(prefix="nmflow_bench_real_"))
+    try:
+        table = write_timeseries(root / "ts")
+        null_cohorts(root, table, root / "ts")
+        autism(root, table, root / "ts")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
