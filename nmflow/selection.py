@@ -18,9 +18,13 @@ fraction ``|z| > 1.96`` lies in ``CALIBRATION_BAND`` (nominal 5 %) and their
 z are close to normal (``|excess kurtosis| <= KURTOSIS_MAX``; the
 single-case test and the z thresholds assume it: heavy tails, e.g. from
 motion spikes left in the data, make extreme deviations common in controls).
-Qualifying variants are ranked by stability, then explained variance
-(higher: the model removes more of the controls' normal variability, so
-deviations stand out); rank 1 is selected.  When no variant qualifies none is
+Qualifying variants are ranked by explained variance (higher: the model
+removes more of the controls' normal variability, so deviations stand out),
+then stability; rank 1 is selected.  Stability alone would favour a model
+that learnt nothing (its residuals are the features minus their mean, the
+same for every bootstrap model).  The criterion judges how well a variant
+can be *modelled*, not how well it was denoised: choose the denoising
+strategy on its own evidence (e.g. QC-FC) and restrict with ``--variants``.  When no variant qualifies none is
 selected and the report says that no variant gives stable findings.
 """
 
@@ -82,7 +86,7 @@ def rank_variants(table: pd.DataFrame) -> pd.DataFrame:
     lo, hi = CALIBRATION_BAND
     out["qualifies"] = ((out["stability"] >= STABILITY_MIN) & out["frac_abs_z_gt_1.96"].between(lo, hi)
                         & (out["z_excess_kurtosis"].abs() <= KURTOSIS_MAX))
-    out = out.sort_values(["qualifies", "stability", "explained_variance"], ascending=[False, False, False],
+    out = out.sort_values(["qualifies", "explained_variance", "stability"], ascending=[False, False, False],
                           ignore_index=True)
     out["rank"] = np.arange(1, len(out) + 1)
     out["selected"] = (out["rank"] == 1) & out["qualifies"]

@@ -31,13 +31,13 @@ def test_deviation_stability_hand_computed():
     assert np.isnan(deviation_stability(same[:1], oob[:1]))
 
 
-def test_rank_variants_gates_then_stability():
+def test_rank_variants_gates_then_explained_variance():
     table = pd.DataFrame({
         "variant": ["a", "b", "c", "d"], "stability": [0.95, 0.9, 0.99, 0.5],
         "frac_abs_z_gt_1.96": [0.05, 0.05, 0.12, 0.05], "z_excess_kurtosis": [0.1, 0.2, 0.1, 0.1],
         "explained_variance": [0.1, 0.4, 0.5, 0.6]})
     ranked = rank_variants(table)
-    assert list(ranked.variant) == ["a", "b", "d", "c"] or list(ranked.variant[:2]) == ["a", "b"]
+    assert list(ranked.variant[:2]) == ["b", "a"]  # d explains more but is unstable, c is miscalibrated
     assert ranked.selected.tolist() == [True, False, False, False]
     assert ranked.qualifies.tolist()[:2] == [True, True] and not ranked.qualifies.iloc[2:].any()
     heavy = rank_variants(table.assign(z_excess_kurtosis=3.0))

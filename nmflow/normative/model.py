@@ -198,17 +198,11 @@ def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainRes
     for epoch in range(config.epochs):
         xa = xt if xt.dim() == 2 else xt[active]
         ca = ct if ct.dim() == 2 else ct[active]
-        mask = masks.draw(active)
+        mask = masks.draw(active, wv[active] > 0)
         recon = forward(params, _stack(xa, len(active)) * (1 - mask) if mask is not None else xa, ca)
         loss = _weighted_loss(recon, xa, wt[active], mask)
         with torch.no_grad():
-            if mask is not None:
-                fixed = masks.fixed[active]
-                val_loss = _weighted_loss(forward(params, _stack(xa, len(active)) * (1 - fixed), ca), xa,
-                                          wv[active], fixed)
-            else:
-                val_loss = _weighted_loss(recon, xa, wv[active])
-            val = torch.where(no_val[active], loss, val_loss)
+            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active], mask))
             improved = val < best_loss[active]
             ids = active[improved]
             best_loss[ids] = val[improved]
@@ -231,10 +225,12 @@ def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainRes
 class _Masks:
     """Random input masks of masked training, one seeded generator per model.
 
-    Each epoch every model hides a fresh random ``fraction`` of each subject's
-    features (set to 0, the training mean) and is scored on the hidden ones;
-    validation uses one fixed mask per model.  A model's masks depend on its
-    own seed only, so stacked training still equals training alone.
+    Each epoch every model hides a fresh random ``fraction`` of each training
+    subject's features (set to 0, the training mean) and is scored on the
+    hidden ones; validation subjects keep one fixed mask per model, so the
+    validation loss is comparable across epochs and comes from the same
+    forward pass.  A model's masks depend on its own seed only, so stacked
+    training still equals training alone.
     """
 
     def __init__(self, fraction: float, seeds: list[int], shape: tuple[int, int]):
@@ -245,10 +241,12 @@ class _Masks:
     def _one(self, gen: torch.Generator) -> torch.Tensor:
         return (torch.rand(self.shape, generator=gen) < self.fraction).float()
 
-    def draw(self, active: torch.Tensor) -> torch.Tensor | None:
+    def draw(self, active: torch.Tensor, validation: torch.Tensor) -> torch.Tensor | None:
+        """Masks ``(n_active, n, F)``: fresh ones, the fixed ones on ``validation`` rows ``(n_active, n)``."""
         if self.fraction <= 0:
             return None
-        return torch.stack([self._one(self.gens[int(m)]) for m in active])
+        fresh = torch.stack([self._one(self.gens[int(m)]) for m in active])
+        return torch.where(validation[..., None], self.fixed[active], fresh)
 
 
 def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tensor | None,

@@ -402,8 +402,8 @@ def _write_outputs(out_dir: Path, table, folds: Folds, results, selection, messa
             _tsv(tmp / "selection.tsv", selection, {
                 "Description": "Variants judged on controls only (see the README, Group level): a variant "
                                "qualifies with stability >= 0.8, 3-8 % of controls' |z| > 1.96 and |excess "
-                               "kurtosis| <= 1; qualifying variants are ranked by stability, then explained "
-                               "variance. No row selected: no variant gives stable findings.",
+                               "kurtosis| <= 1; qualifying variants are ranked by explained variance, then "
+                               "stability. No row selected: no variant gives stable findings.",
                 "stability": "mean pairwise correlation of bootstrap models' out-of-bag residuals of controls"})
         write_group_report(tmp, table, folds, results, selection, messages, args)
         for item in sorted(tmp.iterdir()):
