@@ -31,26 +31,13 @@ from scipy.stats import mannwhitneyu
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from group_helpers import group_args  # noqa: E402
+from realdata_helpers import ABIDE, abide_participants, write_abide_timeseries  # noqa: E402
 
 from nmflow.features import collect_timeseries  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
 from nmflow.workflows.group import _variant_features, run_group  # noqa: E402
 
-ABIDE = HERE.parents[1] / "shared" / "realdata" / "abide-dev"
 VARIANT = "atlas-HO_meas-pearson"
-
-
-def write_timeseries(root: Path) -> pd.DataFrame:
-    """BEP017 time series of every subject in ``root`` (float16 values as written by the source)."""
-    data = np.load(ABIDE / "ho_timeseries_f16.npz")
-    table = pd.read_csv(ABIDE / "participants.tsv", sep="\t")
-    columns = [f"R{k + 1}" for k in range(111)]
-    for pid in table.participant_id:
-        folder = root / pid / "func"
-        folder.mkdir(parents=True)
-        pd.DataFrame(data[pid].astype(float), columns=columns).to_csv(
-            folder / f"{pid}_task-rest_atlas-HO_timeseries.tsv", sep="\t", index=False, float_format="%.5g")
-    return table
 
 
 def run(root: Path, name: str, participants: pd.DataFrame, ts: Path, *extra: str) -> Path:
@@ -161,7 +148,8 @@ def main() -> None:
         sys.exit(f"real data not found: {ABIDE} (the ABIDE development subset beside the repository)")
     root = Path(tempfile.mkdtemp(prefix="nmflow_bench_real_"))
     try:
-        table = write_timeseries(root / "ts")
+        table = abide_participants()
+        write_abide_timeseries(root / "ts", table.participant_id)
         null_cohorts(root, table, root / "ts")
         autism(root, table, root / "ts")
     finally:
