@@ -11,7 +11,8 @@ exactly as a user would (5-fold cross-fitting, ComBat, age + sex, signed deviati
 (b) calibration of the controls' out-of-sample z per site (share of |z| > 1.96, nominal 5 %);
 (c) autism vs controls: AUC of the per-subject ``global_score`` against, under the same protocol
     (same folds, same features), the mean |z| of the covariate-aware linear baseline and the
-    reconstruction error of a PCA with 50 components.
+    reconstruction error of a PCA with 50 components; beside them the AUC of head motion (mean FD)
+    alone and each score's correlation with motion in controls.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import mannwhitneyu
+from scipy.stats import mannwhitneyu, spearmanr
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
@@ -139,8 +140,13 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
             "mean |z| (linear baseline)": mean_abs_lin,
             "global_score (linear baseline)": lin.global_score.to_numpy(),
             "PCA-50 reconstruction error": pca.loc[ids].to_numpy()}
+    fd = table.set_index(table.participant_id.str[4:]).loc[ids, "mean_fd"].to_numpy()
+    rows["mean framewise displacement (head motion, not a deviation)"] = fd
+    control = ~patient
+    print(f"{'score':60s} AUC    Spearman r with mean FD in controls")
     for name, score in rows.items():
-        print(f"{name:55s} AUC {auc(score, patient):.3f}")
+        rho = spearmanr(score[control], fd[control]).statistic
+        print(f"{name:60s} {auc(score, patient):.3f}  {rho:+.2f}")
 
 
 def main() -> None:

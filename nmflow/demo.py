@@ -4,7 +4,7 @@ Usage: python -m nmflow.demo OUT_DIR
 
 Uses the real Yeo atlases (4 mm grid) from ``NMFLOW_ATLAS_DIR`` when set, and
 the simulator's toy atlas otherwise.  The cohort is ``nmflow simulate``'s
-default (40 controls over 2 sites, 2 disorders x 15 patients, 8 planted
+default (60 controls over 2 sites, 2 disorders x 20 patients, 8 planted
 connections per disorder with median Cohen's d 1); the demo ends by printing
 the recall and false-discovery proportion of the group level's flagged
 connections against the planted ones.

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML or TOML file whose keys are these flag names")
     p.add_argument("--n-controls", type=int, default=d.n_controls)
     p.add_argument("--patients", nargs="*", type=_patients, default=list(d.patients),
-                   help="patient groups as NAME=N (default: disorderA=15 disorderB=15)")
+                   help="patient groups as NAME=N (default: disorderA=20 disorderB=20)")
     p.add_argument("--n-sites", type=int, default=d.n_sites)
     p.add_argument("--n-sessions", type=int, default=d.n_sessions)
     p.add_argument("--n-volumes", type=int, default=d.n_volumes)

@@ -162,7 +162,8 @@ def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, 
             figures / "combat_sites.png", before[controls], r.preps[0].features[controls],
             table["site"].to_numpy()[controls], folds.pool[0][controls])
     flagged = r.stats[r.stats.flagged]
-    counts = (r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index())
+    counts = r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index()
+    counts.columns.name = None
     split_counts = ", ".join(f"{k}: {int(v)}" for k, v in table["split"].value_counts().sort_index().items())
     chosen = ("" if selection is None else " (selected on controls only)" if selection.selected.any()
               else " (no variant qualified)")

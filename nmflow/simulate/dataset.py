@@ -41,8 +41,8 @@ SPACE = "MNI152NLin6Asym"
 class SimulationSettings:
     """What ``nmflow simulate`` makes; every field is a CLI flag."""
 
-    n_controls: int = 40
-    patients: tuple[tuple[str, int], ...] = (("disorderA", 15), ("disorderB", 15))
+    n_controls: int = 60
+    patients: tuple[tuple[str, int], ...] = (("disorderA", 20), ("disorderB", 20))
     n_sites: int = 2
     n_volumes: int = 120
     tr: float = 2.0
