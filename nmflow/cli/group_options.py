@@ -46,7 +46,11 @@ def add_group_arguments(parser) -> None:
                         help="standardise residuals by the controls' out-of-sample residual scale pooled over "
                              "sites or within the subject's site")
     parser.add_argument("--init-model", type=Path,
-                        help="fine-tune this model (.safetensors with its .json card) on the training controls")
+                        help="fine-tune this model (.safetensors with its .json card) on this dataset's controls "
+                             "(in every cross-fitting fit); its feature set and covariate coding are kept")
+    parser.add_argument("--no-fine-tune", action="store_true",
+                        help="with --init-model: score everyone with the model as it is (no training here); the "
+                             "z-scores are calibrated on this dataset's controls")
     parser.add_argument("--seed", type=int, default=0, help="random seed (splits, resamples, weights)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
     parser.add_argument("--learning-rate", type=float, default=TrainConfig.lr, help="Adam learning rate")

@@ -250,21 +250,36 @@ def preprocess(features: np.ndarray, table: pd.DataFrame, pool: np.ndarray, cova
     return Preprocessed(x, harmonized, mean, scale, coder, cond, linear, messages)
 
 
-def train_stacked(jobs: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], config: TrainConfig,
-                  seeds: list[int], init: list[torch.Tensor] | None = None) -> TrainResult:
-    """Train one model per job ``(z, cond, train_weights, val_weights)`` in one batch.
+def train_stacked(jobs: list[tuple], config: TrainConfig, seeds: list[int],
+                  init: list[torch.Tensor] | None = None) -> TrainResult:
+    """Train one model per job ``(z, cond, train_weights, val_weights, loss_mask)`` in one batch.
 
     ``z`` ``(n_rows, F)``, ``cond`` ``(n_rows, C)`` and the weights
     ``(n_rows,)`` of every job cover the same rows (the controls), so the
-    jobs stack into ``(M, n_rows, ...)`` arrays.
+    jobs stack into ``(M, n_rows, ...)`` arrays; ``loss_mask`` ``(F,)``
+    marks the features that count in the loss.
     """
     x = np.stack([j[0] for j in jobs])
     cond = np.stack([j[1] for j in jobs])
     wt = np.stack([j[2] for j in jobs]).astype(float)
     wv = np.stack([j[3] for j in jobs]).astype(float)
+    counted = np.stack([j[4] for j in jobs])
     if init is not None:
         init = [p.expand(len(jobs), *p.shape[1:]).clone() for p in init]
-    return train_models(x, wt, wv, config, init=init, seeds=seeds, cond=cond)
+    return train_models(x, wt, wv, config, init=init, seeds=seeds, cond=cond,
+                        loss_mask=None if counted.all() else counted)
+
+
+def model_input(prep: Preprocessed, kept: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """Standardised model input ``(n_subjects, inputs.sum())``.
+
+    ``kept`` marks the connections the data provide, ``inputs`` the model's
+    inputs (both over one feature list); an input the data lack is held at
+    the model's training mean (0).
+    """
+    z = np.zeros((prep.features.shape[0], int(inputs.sum())))
+    z[:, kept[inputs]] = (prep.features - prep.mean) / prep.scale
+    return z
 
 
 def predict(result: TrainResult, index: int, z: np.ndarray, cond: np.ndarray, mask_fraction: float) -> np.ndarray:

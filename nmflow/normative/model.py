@@ -126,10 +126,12 @@ def forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tensor | No
 
 def _weighted_loss(recon: torch.Tensor, x: torch.Tensor, weights: torch.Tensor,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Per-model weighted mean squared error ``(M,)`` (over the ``mask``ed features when given)."""
+    """Per-model weighted mean squared error ``(M,)`` (over the ``mask``ed features when given,
+    ``mask`` broadcastable to ``recon``)."""
     if mask is None:
         per_subject = ((recon - x) ** 2).mean(dim=-1)
     else:
+        mask = mask.expand_as(recon)
         per_subject = (((recon - x) ** 2) * mask).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
     return (per_subject * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1e-12)
 
@@ -142,6 +144,7 @@ def train_models(
     init: list[torch.Tensor] | None = None,
     seeds: list[int] | None = None,
     cond: np.ndarray | None = None,
+    loss_mask: np.ndarray | None = None,
 ) -> TrainResult:
     """Train ``M`` autoencoders at once on standardised features.
 
@@ -162,6 +165,10 @@ def train_models(
     cond : ndarray, shape (n_subjects, n_covariates) or (n_models, n_subjects, n_covariates), optional
         Covariates of the conditional model (coded, see
         :mod:`nmflow.normative.covariates`).
+    loss_mask : ndarray of bool, shape (n_features,) or (n_models, n_features), optional
+        Features that count in the loss (a model fine-tuned on data that lack
+        some of its features: those inputs are held at the training mean and
+        their errors ignored).
 
     Training runs on one thread: the stacked matrices are small, extra
     threads gain little and stall when the cores are shared, and results then
@@ -170,12 +177,12 @@ def train_models(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(x, train_weights, val_weights, config, init, seeds, cond)
+        return _train(x, train_weights, val_weights, config, init, seeds, cond, loss_mask)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainResult:
+def _train(x, train_weights, val_weights, config, init, seeds, cond, loss_mask) -> TrainResult:
     torch.use_deterministic_algorithms(True)
     n_models = train_weights.shape[0]
     xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -188,6 +195,8 @@ def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainRes
     if init is None:
         init = init_params(param_shapes(x.shape[-1], ct.shape[-1]), seeds)
     masks = _Masks(config.mask_fraction, seeds, xt.shape[-2:])
+    counted = (torch.as_tensor(np.broadcast_to(loss_mask, (n_models, xt.shape[-1])).copy(), dtype=torch.float32)[:, None, :]
+               if loss_mask is not None else None)
     params = [p.detach().clone().requires_grad_(True) for p in init]
     best = [p.detach().clone() for p in params]
     adam = _Adam(params, config)
@@ -200,9 +209,12 @@ def _train(x, train_weights, val_weights, config, init, seeds, cond) -> TrainRes
         ca = ct if ct.dim() == 2 else ct[active]
         mask = masks.draw(active, wv[active] > 0)
         recon = forward(params, _stack(xa, len(active)) * (1 - mask) if mask is not None else xa, ca)
-        loss = _weighted_loss(recon, xa, wt[active], mask)
+        scored = mask
+        if counted is not None:
+            scored = counted[active] if mask is None else mask * counted[active]
+        loss = _weighted_loss(recon, xa, wt[active], scored)
         with torch.no_grad():
-            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active], mask))
+            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active], scored))
             improved = val < best_loss[active]
             ids = active[improved]
             best_loss[ids] = val[improved]

@@ -40,10 +40,12 @@ from nmflow.features import FeatureSet, check_groups, collect_relmats, collect_t
     read_participants
 from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import (Folds, Preprocessed, Residuals, combine, covariate_columns,
-                                       final_fit, kept_connections, make_folds, predict, preprocess, train_stacked)
+                                       final_fit, kept_connections, make_folds, model_input, predict, preprocess,
+                                       train_stacked)
+from nmflow.normative.transfer import check_transferable, map_features, reference_folds
 from nmflow.normative.deviations import calibration_table, global_scores, residual_scale, rms
-from nmflow.normative.model import (NormativeModel, TrainConfig, TrainResult, check_compatible, load_model,
-                                    model_from_result, save_model, versions)
+from nmflow.normative.model import (NormativeModel, TrainConfig, TrainResult, load_model, model_from_result,
+                                    save_model, versions)
 from nmflow.selection import bootstrap_weights, deviation_stability, rank_variants
 from nmflow.stats import (group_statistics, network_pair_summary, single_case_null_rate,
                           single_case_table)
@@ -110,11 +112,23 @@ def run_group(args: argparse.Namespace) -> int:
         covariate_columns(table, list(args.covariates))
     except NmflowInputError as exc:
         raise NmflowInputError(participants_path, exc.problem) from None
-    folds = make_folds(table, args.control_label, args.folds, args.val_split, args.seed, args.split_file)
+    base = load_model(args.init_model) if args.init_model else None
+    if args.no_fine_tune and base is None:
+        raise NmflowInputError(None, "--no-fine-tune needs --init-model MODEL.safetensors")
+    if args.no_fine_tune:
+        folds = reference_folds(table, args.control_label)
+    else:
+        try:
+            folds = make_folds(table, args.control_label, args.folds, args.val_split, args.seed, args.split_file)
+        except NmflowInputError as exc:
+            if base is None or "too few" not in exc.problem:
+                raise
+            raise NmflowInputError(exc.path, f"{exc.problem}. To use {Path(args.init_model).name} without "
+                                   "fine-tuning, rerun with --no-fine-tune: it then scores everyone as it is, with "
+                                   "z-scores calibrated on this dataset's controls") from None
     table["split"] = folds.label
     config = TrainConfig(args.epochs, args.learning_rate, args.weight_decay, args.patience, args.seed,
                          args.mask_fraction)
-    base = load_model(args.init_model) if args.init_model else None
     if base is not None:
         sets = {v: fs for v, fs in sets.items() if all(base.card.get(k) == x for k, x in _keys(v).items())}
         if not sets:
@@ -136,6 +150,15 @@ def run_group(args: argparse.Namespace) -> int:
 
 def _chosen(results: dict, selection: pd.DataFrame | None) -> str:
     return selection.iloc[0]["variant"] if selection is not None else next(iter(results))
+
+
+def _dataset_name(args) -> str:
+    """``Name`` of the input dataset's ``dataset_description.json``, else its folder name."""
+    path = Path(args.bids_dir) / "dataset_description.json"
+    try:
+        return str(json.loads(path.read_text()).get("Name") or Path(args.bids_dir).name)
+    except (OSError, ValueError):
+        return Path(args.bids_dir).name
 
 
 def _keys(variant) -> dict:
@@ -168,7 +191,13 @@ def _variant_features(fs: FeatureSet, table: pd.DataFrame) -> np.ndarray:
 
 def analyse(sets: dict, table: pd.DataFrame, folds: Folds, args, config: TrainConfig,
             base: NormativeModel | None, n_bootstrap: int) -> dict[str, VariantResult]:
-    """Fit, score and test every variant (models of one feature count trained as one batch)."""
+    """Fit, score and test every variant (models of one feature count trained as one batch).
+
+    With ``base`` (``--init-model``) the data are mapped onto the model's features
+    (:mod:`nmflow.normative.transfer`) and every fit fine-tunes it, or, with
+    ``--no-fine-tune``, the model scores everyone as it is.
+    """
+    no_training = base is not None and getattr(args, "no_fine_tune", False)
     controls = folds.controls
     rows = np.flatnonzero(controls)
     pool_all, train_all, val_all = final_fit(folds, table["site"].to_numpy(), args.val_split, args.seed)
@@ -177,29 +206,43 @@ def analyse(sets: dict, table: pd.DataFrame, folds: Folds, args, config: TrainCo
     coder = CovariateCoder.from_dict(base.card["covariate_coding"]) if base is not None else None
     covariates = list(args.covariates)
     prepared, jobs = {}, {}
+    pools = np.vstack([folds.pool, pool_all[None]])
     for variant, fs in sets.items():
         raw = _variant_features(fs, table)
-        kept = kept_connections(raw, np.vstack([folds.pool, pool_all[None]]), args.max_missing)
-        names = [n for n, k in zip(fs.names, kept) if k]
         if base is not None:
-            check_compatible(base.card, names, _keys(variant))
+            check_transferable(base.card, fs.regions, _keys(variant), args.init_model)
+            raw, n_unknown = map_features(raw, fs.names, list(base.card["feature_names"]))
+            model_names = list(base.card["feature_names"])
+        else:
+            model_names, n_unknown = fs.names, 0
+        kept = kept_connections(raw, pools, args.max_missing)
+        names = [n for n, k in zip(model_names, kept) if k]
+        inputs = np.ones(kept.size, bool) if base is not None else kept
+        scaler = (base.mean[kept], base.scale[kept]) if base is not None else None
         preps = [preprocess(raw[:, kept], table, folds.pool[k], covariates, args.harmonize, controls, scaler, coder)
                  for k in range(folds.n_fits)]
         final = preps[0] if folds.n_fits == 1 else preprocess(raw[:, kept], table, pool_all, covariates,
                                                               args.harmonize, controls, scaler, coder)
-        prepared[variant] = (fs, raw, kept, names, preps, final)
-        width = (int(kept.sum()), final.cond.shape[1])
+        prepared[variant] = (fs, raw, kept, inputs, names, n_unknown, preps, final)
+        if no_training:
+            continue
+        width = (int(inputs.sum()), final.cond.shape[1])
+        counted = kept[inputs]
         specs = [(p, folds.train[k], folds.val[k], config.seed + k) for k, p in enumerate(preps)]
         specs.append((final, train_all, val_all, config.seed + folds.n_fits))
-        z_final = ((final.features - final.mean) / final.scale)[rows]
+        z_final = model_input(final, kept, inputs)[rows]
         for b in range(n_bootstrap):
             jobs.setdefault(width, []).append((variant, "boot", b, (z_final, final.cond[rows], boot[b],
-                                                                    (boot[b] == 0).astype(float)),
+                                                                    (boot[b] == 0).astype(float), counted),
                                                config.seed + BOOTSTRAP_SEED + b))
         for k, (p, wt, wv, seed) in enumerate(specs):
-            z = ((p.features - p.mean) / p.scale)[rows]
-            jobs.setdefault(width, []).append((variant, "fit", k, (z, p.cond[rows], wt[rows], wv[rows]), seed))
+            z = model_input(p, kept, inputs)[rows]
+            jobs.setdefault(width, []).append((variant, "fit", k, (z, p.cond[rows], wt[rows], wv[rows], counted),
+                                               seed))
     trained: dict = {}
+    if no_training:
+        fixed = TrainResult(base.stacked(), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(1, int), np.full(1, np.nan))
+        trained = {variant: {"fit": [(0, 0, fixed), (1, 0, fixed)]} for variant in sets}
     for width, items in jobs.items():
         res = train_stacked([it[3] for it in items], config, [it[4] for it in items],
                             init=base.stacked() if base is not None else None)
@@ -215,12 +258,13 @@ def _model_slice(res: TrainResult, m: int) -> TrainResult:
                        res.best_epoch[[m]], res.best_loss[[m]])
 
 
-def _score_variant(fs, raw, kept, names, preps, final, trained, table, folds: Folds, args, config, base,
-                   rows, boot, final_sets) -> VariantResult:
+def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, trained, table, folds: Folds, args,
+                   config, base, rows, boot, final_sets) -> VariantResult:
     fits = sorted(trained["fit"])
     sites = table["site"].to_numpy(dtype=str)
-    ae_pred = [predict(res, m, (p.features - p.mean) / p.scale, p.cond, config.mask_fraction) * p.scale + p.mean
-               for (k, m, res), p in zip(fits[:folds.n_fits], preps)]
+    scored = kept[inputs]
+    ae_pred = [predict(res, m, model_input(p, kept, inputs), p.cond, config.mask_fraction)[:, scored] * p.scale
+               + p.mean for (k, m, res), p in zip(fits[:folds.n_fits], preps)]
     residuals = {"autoencoder": combine(folds, preps, ae_pred),
                  "linear": combine(folds, preps, [p.linear for p in preps])}
     groups = table["group"].to_numpy(dtype=str)
@@ -247,7 +291,10 @@ def _score_variant(fs, raw, kept, names, preps, final, trained, table, folds: Fo
     mean_loss = [float(np.mean(((p.features - p.mean) / p.scale)[folds.val[k]] ** 2))
                  for k, p in enumerate(preps) if folds.val[k].any()]
     fold_loss = [float(res.best_loss[m]) for k, m, res in fits[:folds.n_fits]]
-    val_beats_mean = bool(mean_loss) and float(np.mean(fold_loss)) < float(np.mean(mean_loss))
+    if mean_loss:
+        val_beats_mean = float(np.mean(fold_loss)) < float(np.mean(mean_loss))
+    else:  # not trained here (--no-fine-tune): judge by the controls' out-of-sample explained variance
+        val_beats_mean = bool(ae.calibration.iloc[0]["explained_variance"] > 0)
     card = dict(_keys(fs.variant), strategy=fs.variant.desc, metric=fs.variant.meas, atlas_regions=fs.regions,
                 feature_names=names, n_features=len(names), fisher_z=fs.variant.meas in CORRELATION_METRICS,
                 harmonize=args.harmonize, covariates=list(args.covariates), covariate_coding=final.coder.to_dict(),
@@ -257,29 +304,54 @@ def _score_variant(fs, raw, kept, names, preps, final, trained, table, folds: Fo
                             "feature units (calibration.residual_sd in the weights file)",
                 training_subjects=[f"sub-{s}" for s in table.index[final_sets[0]]],
                 validation_subjects=[f"sub-{s}" for s in table.index[final_sets[1]]],
-                cross_fitting={"folds": folds.n_fits, "mean_best_val_loss": float(np.mean(fold_loss)),
+                cross_fitting={"folds": folds.n_fits,
+                               "mean_best_val_loss": float(np.mean(fold_loss)) if mean_loss else None,
                                "mean_predictor_val_loss": float(np.mean(mean_loss)) if mean_loss else None},
-                config=vars(config), versions=versions(), best_epoch=int(result.best_epoch[0]),
-                best_val_loss=float(result.best_loss[0]))
+                dataset=_dataset_name(args), config=vars(config), versions=versions(),
+                best_epoch=int(result.best_epoch[0]),
+                best_val_loss=float(result.best_loss[0]) if np.isfinite(result.best_loss[0]) else None)
+    messages = [f"{fs.variant.label}: {m}" for p in preps for m in p.messages]
     if base is not None:
+        unscored = [n for n, k in zip(base.card["feature_names"], kept) if not k]
+        card["transfer"] = {"model_features": int(kept.size), "scored": int(kept.sum()),
+                            "unscored": unscored, "data_connections_unknown_to_model": int(n_unknown),
+                            "fine_tuned": not getattr(args, "no_fine_tune", False)}
         card["fine_tuned_from"] = {"file": str(args.init_model), "weights_sha256": base.card["weights_sha256"],
+                                   "dataset": base.card.get("dataset"),
                                    "training_subjects": base.card.get("training_subjects")}
-    model = model_from_result(res_final, m_final, final.mean, final.scale, card)
-    model.residual_sd = rms(ae.residuals.residual[folds.reference])
+        card.update(feature_names=list(base.card["feature_names"]), n_features=int(kept.size),
+                    covariate_columns=base.card.get("covariate_columns"))
+        if getattr(args, "no_fine_tune", False):
+            card.update(training_subjects=base.card.get("training_subjects"),
+                        validation_subjects=base.card.get("validation_subjects"))
+        messages.append(f"{fs.variant.label}: model features mapped by name: {int(kept.sum())} of {kept.size} "
+                        f"scored, {len(unscored)} absent or mostly missing here (held at the model's mean, left "
+                        f"out of the loss, no deviation), {n_unknown} connection(s) of these data unknown to the "
+                        "model ignored")
+    mean_full = base.mean if base is not None else final.mean
+    scale_full = base.scale if base is not None else final.scale
+    model = model_from_result(res_final, m_final, mean_full, scale_full, card)
+    model.residual_sd = np.ones(kept.size) if base is not None else None
+    if base is not None:
+        model.residual_sd[kept] = rms(ae.residuals.residual[folds.reference])
+        model.residual_sd[~kept] = np.nan
+    else:
+        model.residual_sd = rms(ae.residuals.residual[folds.reference])
     out = VariantResult(fs, names, kept, raw, preps, final, model, result, scores, networks, single,
-                        val_beats_mean, messages=[f"{fs.variant.label}: {m}" for p in preps for m in p.messages])
+                        val_beats_mean, messages=messages)
     if (~kept).any():
         out.messages.append(f"{fs.variant.label}: {int((~kept).sum())} connection(s) dropped as mostly missing "
                             "in the controls")
     if "boot" in trained:
-        out.stability = _stability(final, trained["boot"], rows, boot, config.mask_fraction)
+        out.stability = _stability(final, trained["boot"], rows, boot, config.mask_fraction, kept, inputs)
     return out
 
 
-def _stability(final: Preprocessed, boots, rows, weights, mask_fraction: float) -> float:
-    z = ((final.features - final.mean) / final.scale)[rows]
+def _stability(final: Preprocessed, boots, rows, weights, mask_fraction: float, kept, inputs) -> float:
+    z = model_input(final, kept, inputs)[rows]
     cond = final.cond[rows]
-    res = np.stack([z - predict(r, m, z, cond, mask_fraction) for _, m, r in sorted(boots)])
+    scored = kept[inputs]
+    res = np.stack([(z - predict(r, m, z, cond, mask_fraction))[:, scored] for _, m, r in sorted(boots)])
     return deviation_stability(res, weights == 0)
 
 
