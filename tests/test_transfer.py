@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from group_helpers import group_args, make_cohort
 
+from nmflow.connectivity import connection_names
 from nmflow.errors import NmflowInputError
 from nmflow.workflows.group import run_group
 
@@ -63,6 +64,10 @@ def test_fine_tuning_across_datasets_with_different_missing_regions(datasets, ca
     dev = pd.read_csv(root / "B" / "out" / "group" / f"{VARIANT}_deviations.tsv", sep="\t")
     assert dev.shape == (40, 9 + 105) and np.isfinite(dev.iloc[:, 9:].to_numpy()).all()
     assert not any(c.startswith("4_") or "__4_" in c for c in dev.columns[9:])  # no region-5 connection scored
+    stats = pd.read_csv(root / "B" / "out" / "group" / f"{VARIANT}_stats.tsv", sep="\t")
+    # connection indices refer to the model's 17 regions, whose names the stats table repeats
+    names = np.array(connection_names(card["atlas_regions"]))
+    assert len(card["atlas_regions"]) == 17 and (names[stats.connection] == stats.name).all()
     calib = pd.read_csv(root / "B" / "out" / "group" / f"{VARIANT}_calibration.tsv", sep="\t")
     overall = calib[(calib.scope == "all") & (calib.connection == "all")]
     assert overall["frac_abs_z_gt_1.96"].between(0.03, 0.08).all()  # B's own calibration

@@ -29,14 +29,15 @@ from nmflow.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
 DPI = 80
 
 
-def deviation_heatmaps(path: Path, z: np.ndarray, groups: np.ndarray, kept: np.ndarray,
+def deviation_heatmaps(path: Path, z: np.ndarray, groups: np.ndarray, connection: np.ndarray,
                        regions: list[str]) -> Path:
-    """Mean signed deviation z ``(n_subjects, n_kept)`` per group as ``(n_regions, n_regions)`` panels."""
+    """Mean signed deviation z ``(n_subjects, n_scored)`` per group as ``(n_regions, n_regions)`` panels;
+    ``connection`` ``(n_scored,)`` places each score in the regions' upper triangle."""
     names = sorted(set(groups))
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
     for ax, g in zip(axes[0], names):
-        full = np.full(kept.size, np.nan)
-        full[kept] = z[groups == g].mean(axis=0)
+        full = np.full(len(regions) * (len(regions) - 1) // 2, np.nan)
+        full[connection] = z[groups == g].mean(axis=0)
         mat = from_upper_triangle(full, len(regions), diagonal=np.nan)
         im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
         ax.set_title(f"{g} (n={int((groups == g).sum())})", fontsize=9)
@@ -149,8 +150,9 @@ def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, 
     controls = folds.controls
     figs = {
         "Mean deviation z per patient group (autoencoder)": deviation_heatmaps(
-            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], r.kept, r.fs.regions),
-        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, r.fs.regions),
+            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], r.connection,
+            r.regions),
+        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, r.regions),
         "Training curves (model fit on all controls)": curves_figure(
             figures / "training_curves.png", r.result.train_loss[:, 0], r.result.val_loss[:, 0],
             int(r.result.best_epoch[0])),

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.bids_io import bids_name
-from nmflow.connectivity import CORRELATION_METRICS
+from nmflow.connectivity import CORRELATION_METRICS, connection_names
 from nmflow.errors import NmflowInputError
 from nmflow.features import FeatureSet, check_groups, collect_relmats, collect_timeseries, model_features, \
     read_participants
@@ -86,6 +86,8 @@ class VariantResult:
     networks: pd.DataFrame
     single_case: pd.DataFrame
     val_beats_mean: bool
+    regions: list[str]
+    connection: np.ndarray
     stability: float = float("nan")
     messages: list[str] = field(default_factory=list)
 
@@ -263,6 +265,10 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
     fits = sorted(trained["fit"])
     sites = table["site"].to_numpy(dtype=str)
     scored = kept[inputs]
+    regions = list(base.card["atlas_regions"]) if base is not None else fs.regions
+    position = {name: k for k, name in enumerate(connection_names(regions))}
+    model_names = list(base.card["feature_names"]) if base is not None else fs.names
+    connection = np.array([position[n] for n in model_names])[kept]  # scored -> index in the regions' triangle
     ae_pred = [predict(res, m, model_input(p, kept, inputs), p.cond, config.mask_fraction)[:, scored] * p.scale
                + p.mean for (k, m, res), p in zip(fits[:folds.n_fits], preps)]
     residuals = {"autoencoder": combine(folds, preps, ae_pred),
@@ -278,13 +284,13 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
         score = z if args.test_score == "signed" else np.abs(z)
         stats = group_statistics(score[tested], np.where(folds.reference, args.control_label, groups)[tested],
                                  args.control_label, names, args.alpha, args.p_rule)
-        stats["connection"] = np.flatnonzero(kept)[stats["connection"]]
+        stats["connection"] = connection[stats["connection"]]
         calib = calibration_table(res.features, res.residual, z, folds.reference, sites, names)
         null = single_case_null_rate(score[folds.reference], args.alpha, args.single_case_rule)
         scores[name] = ModelScores(res, z, glob, stats, calib, null)
     ae = scores["autoencoder"]
     single = _single_case(ae, table, folds, names, args)
-    networks = pd.concat([network_pair_summary(s.stats, fs.regions).assign(model=m) for m, s in scores.items()],
+    networks = pd.concat([network_pair_summary(s.stats, regions).assign(model=m) for m, s in scores.items()],
                          ignore_index=True)
     _, m_final, res_final = fits[-1]
     result = _model_slice(res_final, m_final)
@@ -295,7 +301,7 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
         val_beats_mean = float(np.mean(fold_loss)) < float(np.mean(mean_loss))
     else:  # not trained here (--no-fine-tune): judge by the controls' out-of-sample explained variance
         val_beats_mean = bool(ae.calibration.iloc[0]["explained_variance"] > 0)
-    card = dict(_keys(fs.variant), strategy=fs.variant.desc, metric=fs.variant.meas, atlas_regions=fs.regions,
+    card = dict(_keys(fs.variant), strategy=fs.variant.desc, metric=fs.variant.meas, atlas_regions=regions,
                 feature_names=names, n_features=len(names), fisher_z=fs.variant.meas in CORRELATION_METRICS,
                 harmonize=args.harmonize, covariates=list(args.covariates), covariate_coding=final.coder.to_dict(),
                 covariate_columns=final.coder.column_names,
@@ -338,7 +344,7 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
     else:
         model.residual_sd = rms(ae.residuals.residual[folds.reference])
     out = VariantResult(fs, names, kept, raw, preps, final, model, result, scores, networks, single,
-                        val_beats_mean, messages=messages)
+                        val_beats_mean, regions, connection, messages=messages)
     if (~kept).any():
         out.messages.append(f"{fs.variant.label}: {int((~kept).sum())} connection(s) dropped as mostly missing "
                             "in the controls")
