@@ -78,11 +78,10 @@ def residual_scale(group: Path) -> np.ndarray:
     return load_file(str(group / f"{VARIANT}_model.safetensors"))["calibration.residual_sd"]
 
 
-def loo_fraction(r: np.ndarray) -> float:
-    """Share of |z| > 1.96, each row standardised by the root mean square of the other rows ``(n, F)``."""
+def loo_z(r: np.ndarray) -> np.ndarray:
+    """Each row ``(n, F)`` standardised by the root mean square of the other rows."""
     total = (r ** 2).sum(axis=0)
-    scale = np.sqrt((total - r ** 2) / (r.shape[0] - 1))
-    return float((np.abs(r / scale) > 1.96).mean())
+    return r / np.sqrt((total - r ** 2) / (r.shape[0] - 1))
 
 
 def summary(name: str, group: Path, scale_a: np.ndarray | None = None) -> dict:
@@ -94,10 +93,11 @@ def summary(name: str, group: Path, scale_a: np.ndarray | None = None) -> dict:
     index = {n: k for k, n in enumerate(card["feature_names"])}
     cols = [index[n] for n in scored]
     residual = ref[scored].to_numpy() * s_b[cols]  # back to feature units
+    z = np.abs(loo_z(residual)) > 1.96
     row = {"model": name, "held-out controls": len(ref), "mean |x - x_hat|": ref.mean_abs_error.mean(),
-           "|z|>1.96 (B-calibrated, LOO)": loo_fraction(residual)}
-    for site, rows in ref.groupby("site"):
-        row[f"{site} |z|>1.96"] = loo_fraction(residual[(ref.site == site).to_numpy()])
+           "|z|>1.96 (B-calibrated, LOO)": float(z.mean())}
+    for site in sorted(ref.site.unique()):
+        row[f"{site} |z|>1.96"] = float(z[(ref.site == site).to_numpy()].mean())
     if scale_a is not None:
         row["|z|>1.96 with A's scale"] = float((np.abs(residual / scale_a[cols]) > 1.96).mean())
     patients = dev[dev.group == "autism"]

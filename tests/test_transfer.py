@@ -86,8 +86,9 @@ def test_too_few_controls_offers_scoring_without_fine_tuning(datasets, tmp_path)
     assert run_group(group_args(tmp_path, tmp_path / "out", *args, "--no-fine-tune")) == 0
     group = tmp_path / "out" / "group"
     dev = pd.read_csv(group / f"{VARIANT}_deviations.tsv", sep="\t")
-    assert (dev.split == "reference").sum() == 6 and (dev.split == "patient").sum() == 10
-    ref = dev[dev.split == "reference"].iloc[:, 9:].to_numpy()
+    assert (dev.group == "control").sum() == 6 and (dev.split == "patient").sum() == 10
+    assert set(dev.split[dev.group == "control"]) == {f"fold-{k}" for k in range(1, 6)}  # ComBat out of sample
+    ref = dev[dev.group == "control"].iloc[:, 9:].to_numpy()
     np.testing.assert_allclose(np.mean(ref ** 2, axis=0), 1.0, rtol=1e-4)  # calibrated on B's controls, not A's
     card = json.loads((group / f"{VARIANT}_model.json").read_text())
     assert card["transfer"]["fine_tuned"] is False

@@ -99,13 +99,17 @@ def inner_validation(pool: np.ndarray, sites: np.ndarray, val_split: float, rng)
 
 
 def make_folds(table: pd.DataFrame, control_label: str, n_folds: int = 5, val_split: float = 0.2,
-               seed: int = 0, split_file=None) -> Folds:
+               seed: int = 0, split_file=None, min_train: int = MIN_TRAIN) -> Folds:
     """Cross-fitting plan, stratified by site (see the module docstring).
 
     Parameters
     ----------
     table : DataFrame
         Subject table with ``group`` and ``site`` columns, indexed by label.
+    min_train : int
+        Training controls every fit needs (0 when nothing is trained, e.g. a
+        model used without fine-tuning: the folds then only keep ComBat and
+        imputation out of sample).
     """
     groups = table["group"].to_numpy(dtype=str)
     sites = table["site"].to_numpy(dtype=str)
@@ -133,10 +137,10 @@ def make_folds(table: pd.DataFrame, control_label: str, n_folds: int = 5, val_sp
         val = np.array([inner_validation(p, sites, val_split, rng) for p in pool])
         label = np.where(patients, "patient", np.char.add("fold-", (held_out + 1).astype(str)))
         folds = Folds(pool, pool & ~val, val, held_out, controls.copy(), patients, label)
-    too_small = [k + 1 for k in range(folds.n_fits) if folds.train[k].sum() < MIN_TRAIN]
+    too_small = [k + 1 for k in range(folds.n_fits) if folds.train[k].sum() < min_train]
     if too_small or folds.reference.sum() < 3:
         raise NmflowInputError(split_file, f"{int(controls.sum())} controls are too few: every fit needs >= "
-                               f"{MIN_TRAIN} training controls and the reference >= 3 (use more controls, fewer "
+                               f"{min_train} training controls and the reference >= 3 (use more controls, fewer "
                                f"--folds, or a smaller --val-split)")
     return folds
 

@@ -42,7 +42,7 @@ from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import (Folds, Preprocessed, Residuals, combine, covariate_columns,
                                        final_fit, kept_connections, make_folds, model_input, predict, preprocess,
                                        train_stacked)
-from nmflow.normative.transfer import check_transferable, map_features, reference_folds
+from nmflow.normative.transfer import check_transferable, map_features
 from nmflow.normative.deviations import calibration_table, global_scores, residual_scale, rms
 from nmflow.normative.model import (NormativeModel, TrainConfig, TrainResult, load_model, model_from_result,
                                     save_model, versions)
@@ -117,8 +117,10 @@ def run_group(args: argparse.Namespace) -> int:
     base = load_model(args.init_model) if args.init_model else None
     if args.no_fine_tune and base is None:
         raise NmflowInputError(None, "--no-fine-tune needs --init-model MODEL.safetensors")
-    if args.no_fine_tune:
-        folds = reference_folds(table, args.control_label)
+    if args.no_fine_tune:  # nothing trained: the folds keep ComBat and imputation out of sample
+        n_controls = int((table["group"] == args.control_label).sum())
+        folds = make_folds(table, args.control_label, max(2, min(args.folds, n_controls)), 0.0, args.seed,
+                           args.split_file, min_train=0)
     else:
         try:
             folds = make_folds(table, args.control_label, args.folds, args.val_split, args.seed, args.split_file)
@@ -244,7 +246,7 @@ def analyse(sets: dict, table: pd.DataFrame, folds: Folds, args, config: TrainCo
     trained: dict = {}
     if no_training:
         fixed = TrainResult(base.stacked(), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(1, int), np.full(1, np.nan))
-        trained = {variant: {"fit": [(0, 0, fixed), (1, 0, fixed)]} for variant in sets}
+        trained = {variant: {"fit": [(k, 0, fixed) for k in range(folds.n_fits + 1)]} for variant in sets}
     for width, items in jobs.items():
         res = train_stacked([it[3] for it in items], config, [it[4] for it in items],
                             init=base.stacked() if base is not None else None)
