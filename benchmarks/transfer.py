@@ -137,7 +137,9 @@ def main() -> None:
         print(f"fine-tuned card: dataset {card['dataset']!r}, fine_tuned_from dataset "
               f"{card['fine_tuned_from']['dataset']!r}; {card['transfer']['scored']} of "
               f"{card['transfer']['model_features']} model connections scored on B, "
-              f"{card['transfer']['data_connections_unknown_to_model']} B connections unknown to A's model")
+              f"{card['transfer']['data_connections_unknown_to_model']} B connections unknown to A's model; "
+              f"best epoch of the saved fine-tuned model {card['best_epoch']} (0: fine-tuning never lowered the "
+              "validation loss, A's weights kept)")
         print(pd.DataFrame(rows).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
     finally:
         shutil.rmtree(root, ignore_errors=True)
