@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from scipy.stats import mannwhitneyu, spearmanr
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from group_helpers import group_args  # noqa: E402
-from realdata_helpers import ABIDE, abide_participants, write_abide_timeseries  # noqa: E402
+from realdata_helpers import abide_workspace  # noqa: E402
 
 from nmflow.features import collect_timeseries  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
@@ -150,16 +148,9 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
 
 
 def main() -> None:
-    if not ABIDE.is_dir():
-        sys.exit(f"real data not found: {ABIDE} (the ABIDE development subset beside the repository)")
-    root = Path(tempfile.mkdtemp(prefix="nmflow_bench_real_"))
-    try:
-        table = abide_participants()
-        write_abide_timeseries(root / "ts", table.participant_id)
+    with abide_workspace("nmflow_bench_real_") as (root, table):
         null_cohorts(root, table, root / "ts")
         autism(root, table, root / "ts")
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from scipy.stats import mannwhitneyu
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from group_helpers import group_args  # noqa: E402
-from realdata_helpers import ABIDE, abide_participants, write_abide_timeseries  # noqa: E402
+from realdata_helpers import abide_workspace  # noqa: E402
 
 from nmflow.workflows.group import run_group  # noqa: E402
 
@@ -111,12 +109,7 @@ def summary(name: str, group: Path, scale_a: np.ndarray | None = None) -> dict:
 
 
 def main() -> None:
-    if not ABIDE.is_dir():
-        sys.exit(f"real data not found: {ABIDE}")
-    root = Path(tempfile.mkdtemp(prefix="nmflow_bench_transfer_"))
-    try:
-        table = abide_participants()
-        write_abide_timeseries(root / "ts", table.participant_id)
+    with abide_workspace("nmflow_bench_transfer_") as (root, table):
         a, b = table[~table.site.isin(NEW_SITES)], table[table.site.isin(NEW_SITES)]
         print(f"A: {len(a)} subjects ({(a.group == 'control').sum()} controls) over {a.site.nunique()} sites; "
               f"B: {len(b)} subjects ({(b.group == 'control').sum()} controls) over {', '.join(NEW_SITES)}")
@@ -141,8 +134,6 @@ def main() -> None:
               f"best epoch of the saved fine-tuned model {card['best_epoch']} (0: fine-tuning never lowered the "
               "validation loss, A's weights kept)")
         print(pd.DataFrame(rows).set_index("model").T.to_string(float_format=lambda v: f"{v:.3f}"))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

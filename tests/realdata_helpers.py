@@ -6,6 +6,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +32,20 @@ def write_abide_timeseries(root: Path, participant_ids) -> None:
         folder.mkdir(parents=True)
         pd.DataFrame(data[pid].astype(float), columns=columns).to_csv(
             folder / f"{pid}_task-rest_atlas-HO_timeseries.tsv", sep="\t", index=False, float_format="%.5g")
+
+
+@contextlib.contextmanager
+def abide_workspace(prefix: str):
+    """A temporary folder holding every ABIDE subject's time series under ``ts/``; yields (root, participants).
+
+    Exits with a message when the data folder is absent (for the benchmarks).
+    """
+    if not ABIDE.is_dir():
+        sys.exit(f"real data not found: {ABIDE} (the ABIDE development subset beside the repository)")
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        table = abide_participants()
+        write_abide_timeseries(root / "ts", table.participant_id)
+        yield root, table
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
