@@ -118,3 +118,15 @@ def test_masked_forward_hides_each_feature_from_its_own_prediction():
     hidden = (torch.arange(10) % 5 == 3).float()
     torch.testing.assert_close(out[..., 3], forward(params, x * (1 - hidden))[..., 3])
     assert torch.equal(masked_forward(params, x, None, 0.0), forward(params, x))
+
+
+def test_global_score_responds_to_focal_deviations():
+    rng = np.random.default_rng(7)
+    z = rng.normal(size=(201, 136))
+    ref = np.arange(201) < 200
+    z[200] = rng.normal(size=136)
+    z[200, :2] = [5.0, -5.5]  # two extreme connections, the other 134 ordinary
+    scores = global_scores(z, ref, np.abs(z))
+    assert scores.global_score.iloc[200] >= 99 and scores.n_extreme.iloc[200] >= 2
+    # a mean absolute error moves less: the focal deviation is diluted over 136 connections
+    assert scores.mean_abs_error.iloc[200] < np.quantile(scores.mean_abs_error[ref], 0.99)
