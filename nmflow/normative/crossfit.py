@@ -330,7 +330,7 @@ def combine(folds: Folds, preps: list[Preprocessed], predictions: list[np.ndarra
     return Residuals(residual, abs_error, features)
 
 
-def covariate_columns(table: pd.DataFrame, covariates: list[str]) -> None:
+def check_covariates(table: pd.DataFrame, covariates: list[str]) -> None:
     """Raise :class:`NmflowInputError` for a covariate with missing values among the subjects."""
     for name in covariates:
         column = table[name]

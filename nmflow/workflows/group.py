@@ -39,7 +39,7 @@ from nmflow.errors import NmflowInputError
 from nmflow.features import FeatureSet, check_groups, collect_relmats, collect_timeseries, model_features, \
     read_participants
 from nmflow.normative.covariates import CovariateCoder
-from nmflow.normative.crossfit import (Folds, Preprocessed, Residuals, combine, covariate_columns,
+from nmflow.normative.crossfit import (Folds, Preprocessed, Residuals, combine, check_covariates,
                                        final_fit, kept_connections, make_folds, model_input, predict, preprocess,
                                        train_stacked)
 from nmflow.normative.transfer import check_transferable, map_features
@@ -111,7 +111,7 @@ def run_group(args: argparse.Namespace) -> int:
     table = participants.loc[[s for s in subjects if s in participants.index]].copy()
     try:
         check_groups(table, args.control_label)
-        covariate_columns(table, list(args.covariates))
+        check_covariates(table, list(args.covariates))
     except NmflowInputError as exc:
         raise NmflowInputError(participants_path, exc.problem) from None
     base = load_model(args.init_model) if args.init_model else None
@@ -201,7 +201,7 @@ def analyse(sets: dict, table: pd.DataFrame, folds: Folds, args, config: TrainCo
     (:mod:`nmflow.normative.transfer`) and every fit fine-tunes it, or, with
     ``--no-fine-tune``, the model scores everyone as it is.
     """
-    no_training = base is not None and getattr(args, "no_fine_tune", False)
+    no_training = base is not None and args.no_fine_tune
     controls = folds.controls
     rows = np.flatnonzero(controls)
     pool_all, train_all, val_all = final_fit(folds, table["site"].to_numpy(), args.val_split, args.seed)
@@ -323,13 +323,13 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
         unscored = [n for n, k in zip(base.card["feature_names"], kept) if not k]
         card["transfer"] = {"model_features": int(kept.size), "scored": int(kept.sum()),
                             "unscored": unscored, "data_connections_unknown_to_model": int(n_unknown),
-                            "fine_tuned": not getattr(args, "no_fine_tune", False)}
+                            "fine_tuned": not args.no_fine_tune}
         card["fine_tuned_from"] = {"file": str(args.init_model), "weights_sha256": base.card["weights_sha256"],
                                    "dataset": base.card.get("dataset"),
                                    "training_subjects": base.card.get("training_subjects")}
         card.update(feature_names=list(base.card["feature_names"]), n_features=int(kept.size),
                     covariate_columns=base.card.get("covariate_columns"))
-        if getattr(args, "no_fine_tune", False):
+        if args.no_fine_tune:
             card.update(training_subjects=base.card.get("training_subjects"),
                         validation_subjects=base.card.get("validation_subjects"))
         messages.append(f"{fs.variant.label}: model features mapped by name: {int(kept.sum())} of {kept.size} "
@@ -339,12 +339,8 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
     mean_full = base.mean if base is not None else final.mean
     scale_full = base.scale if base is not None else final.scale
     model = model_from_result(res_final, m_final, mean_full, scale_full, card)
-    model.residual_sd = np.ones(kept.size) if base is not None else None
-    if base is not None:
-        model.residual_sd[kept] = rms(ae.residuals.residual[folds.reference])
-        model.residual_sd[~kept] = np.nan
-    else:
-        model.residual_sd = rms(ae.residuals.residual[folds.reference])
+    model.residual_sd = np.full(kept.size if base is not None else len(names), np.nan)  # NaN: not scored here
+    model.residual_sd[kept[inputs]] = rms(ae.residuals.residual[folds.reference])
     out = VariantResult(fs, names, kept, raw, preps, final, model, result, scores, networks, single,
                         val_beats_mean, regions, connection, messages=messages)
     if (~kept).any():
