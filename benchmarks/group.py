@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 from group_helpers import group_args, make_cohort, write_tree  # noqa: E402
 
-from nmflow.connectivity import CORRELATION_METRICS, METRICS, connectivity, fisher_z, upper_triangle  # noqa: E402
+from nmflow.connectivity import METRICS, connectivity, fisher_z, is_correlation, upper_triangle  # noqa: E402
 from nmflow.features import FeatureSet, Variant  # noqa: E402
 from nmflow.harmonize import harmonize, site_accuracy  # noqa: E402
 from nmflow.normative.config import TrainConfig  # noqa: E402
@@ -155,7 +155,7 @@ def speed() -> None:
     print(ranking[["variant", "stability", "frac_abs_z_gt_1.96", "z_excess_kurtosis", "explained_variance",
                    "qualifies", "rank"]].head(8).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print("... last:", ", ".join(ranking.variant.tail(3)))
-    x = {v: fisher_z(fs.features) if v.meas in CORRELATION_METRICS else fs.features for v, fs in sets.items()}
+    x = {v: fisher_z(fs.features) if is_correlation(v.meas) else fs.features for v, fs in sets.items()}
     labels = list(x)[:3]
     controls = (table.group == "control").to_numpy()
     z = {v: (x[v][controls] - x[v][controls].mean(0)) / x[v][controls].std(0) for v in labels}

@@ -15,11 +15,11 @@ Yeo-7 gives 21.  Feature names are ``"<region_i>__<region_j>"``.
 
 from __future__ import annotations
 
-import numpy as np
-from scipy import linalg, stats
+from dataclasses import dataclass
+from typing import Callable
 
-METRICS = ("pearson", "spearman", "kendall", "covariance", "ledoitwolf", "partial")
-CORRELATION_METRICS = ("pearson", "spearman", "kendall", "partial")
+import numpy as np
+from scipy import stats
 
 
 def upper_triangle(matrix: np.ndarray) -> np.ndarray:
@@ -115,29 +115,46 @@ def _covariance(x: np.ndarray) -> np.ndarray:
     return np.cov(x, rowvar=False)
 
 
-def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
-    from sklearn.covariance import LedoitWolf
+def _nilearn(kind: str) -> Callable[[np.ndarray], np.ndarray]:
+    """nilearn's ``ConnectivityMeasure`` (Ledoit-Wolf estimator, signals not re-standardised)."""
 
-    return LedoitWolf(store_precision=False).fit(x - x.mean(axis=0)).covariance_
+    def compute(x: np.ndarray) -> np.ndarray:
+        from nilearn.connectome import ConnectivityMeasure
 
+        return ConnectivityMeasure(kind=kind, standardize=False).fit_transform([x])[0]
 
-def _partial(x: np.ndarray) -> np.ndarray:
-    """Partial correlation from the Ledoit-Wolf precision matrix (as nilearn does)."""
-    precision = linalg.pinvh(_ledoit_wolf(x))
-    d = np.sqrt(np.diag(precision))
-    partial = -precision / np.outer(d, d)
-    np.fill_diagonal(partial, 1.0)
-    return partial
+    return compute
 
 
-_COMPUTE = {
-    "pearson": _pearson,
-    "spearman": _spearman,
-    "kendall": kendall_tau_b,
-    "covariance": _covariance,
-    "ledoitwolf": _ledoit_wolf,
-    "partial": _partial,
-}
+@dataclass(frozen=True)
+class Metric:
+    """One FC metric: how to compute it and how to read it.
+
+    ``is_correlation``: values in [-1, 1], modelled as Fisher z at the group
+    level; ``valid_diagonal``: the diagonal carries information (variances).
+    """
+
+    name: str
+    compute: Callable[[np.ndarray], np.ndarray]
+    is_correlation: bool
+    valid_diagonal: bool
+    description: str
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("pearson", _pearson, True, False, "Pearson correlation"),
+    Metric("spearman", _spearman, True, False, "Spearman rank correlation"),
+    Metric("kendall", kendall_tau_b, True, False, "Kendall tau-b rank correlation"),
+    Metric("covariance", _covariance, False, True, "sample covariance (percent signal change squared)"),
+    Metric("ledoitwolf", _nilearn("covariance"), False, True, "Ledoit-Wolf shrunk covariance"),
+    Metric("partial", _nilearn("partial correlation"), True, False,
+           "partial correlation (Ledoit-Wolf precision)"),
+)}
+
+
+def is_correlation(metric: str) -> bool:
+    """Whether ``metric`` gives correlations (Fisher z at the group level); unknown names give False."""
+    return metric in METRICS and METRICS[metric].is_correlation
 
 
 def connectivity(timeseries: np.ndarray, metric: str) -> np.ndarray:
@@ -148,11 +165,12 @@ def connectivity(timeseries: np.ndarray, metric: str) -> np.ndarray:
     timeseries : ndarray, shape (n_volumes, n_regions)
         Cleaned region signals; NaN or constant columns give NaN rows/columns.
     metric : {"pearson", "spearman", "kendall", "covariance", "ledoitwolf", "partial"}
-        ``kendall`` is the exact tau-b; ``ledoitwolf`` is the shrunk covariance;
-        ``partial`` is the partial correlation from the Ledoit-Wolf precision.
+        ``kendall`` is the exact tau-b; ``ledoitwolf`` (shrunk covariance) and
+        ``partial`` (partial correlation from the Ledoit-Wolf precision) are
+        nilearn's ``ConnectivityMeasure``.
     """
-    if metric not in _COMPUTE:
+    if metric not in METRICS:
         raise ValueError(f"unknown FC metric {metric!r}; choose from {', '.join(METRICS)}")
     if timeseries.ndim != 2 or timeseries.shape[0] < 3:
         raise ValueError(f"need (n_volumes >= 3, n_regions) time series, got {timeseries.shape}")
-    return _with_invalid_as_nan(timeseries, _COMPUTE[metric])
+    return _with_invalid_as_nan(timeseries, METRICS[metric].compute)

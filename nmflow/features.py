@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.bids_io import layout, read_relmat, strip_prefix
-from nmflow.connectivity import CORRELATION_METRICS, connection_names, connectivity, fisher_z, upper_triangle
+from nmflow.connectivity import connection_names, connectivity, fisher_z, is_correlation, upper_triangle
 from nmflow.errors import NmflowInputError
 
 SPLITS = ("train", "val", "test")
@@ -173,7 +173,7 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
 
 def model_features(fs: FeatureSet) -> np.ndarray:
     """Features for modelling ``(n_subjects, n_features)``: Fisher z for correlation metrics."""
-    return fisher_z(fs.features) if fs.variant.meas in CORRELATION_METRICS else fs.features.copy()
+    return fisher_z(fs.features) if is_correlation(fs.variant.meas) else fs.features.copy()
 
 
 def read_participants(path: str | Path, group_column: str, site_column: str | None,

@@ -18,16 +18,9 @@ import pandas as pd
 from nmflow import __version__
 from nmflow.atlas import Atlas
 from nmflow.bids_io import derivative_path, write_relmat
+from nmflow.connectivity import METRICS
 from nmflow.denoise import Strategy
 
-MEASURES = {
-    "pearson": "Pearson correlation",
-    "spearman": "Spearman rank correlation",
-    "kendall": "Kendall tau-b rank correlation",
-    "covariance": "sample covariance (percent signal change squared)",
-    "ledoitwolf": "Ledoit-Wolf shrunk covariance",
-    "partial": "partial correlation (Ledoit-Wolf precision)",
-}
 
 
 def _json(path: Path, data: dict) -> None:
@@ -87,8 +80,8 @@ def write_run_outputs(
                 write_relmat(mpath, relmats[f"{strategy.name}|{atlas.name}|{metric}"], atlas.names)
                 _json(target({**aents, "meas": metric}, "relmat", ".json"), {
                     "Directed": False, "Weighted": True,
-                    "ValidDiagonal": metric in ("covariance", "ledoitwolf"),
-                    "RelationshipMeasure": MEASURES[metric],
+                    "ValidDiagonal": METRICS[metric].valid_diagonal,
+                    "RelationshipMeasure": METRICS[metric].description,
                     "Software": f"nmflow {__version__}",
                     "NodeFiles": [ts_path.name],
                     "FeatureOrder": "upper triangle without diagonal, row-major (numpy.triu_indices(n, k=1))"})

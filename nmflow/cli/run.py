@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--atlas", nargs="+", default=["yeo17thick"],
                    help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv")
     p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
-    p.add_argument("--metrics", nargs="+", default=["pearson"], choices=METRICS, help="FC metrics")
+    p.add_argument("--metrics", nargs="+", default=["pearson"], choices=list(METRICS), help="FC metrics")
     defaults = CleaningSettings()
     p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz")
     p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz")

@@ -16,7 +16,7 @@ class _ConnectivityInputSpec(BaseInterfaceInputSpec):
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals (Denoise)")
     strategies = InputMultiObject(traits.Str, mandatory=True, desc="strategy names")
     atlas_names = InputMultiObject(traits.Str, mandatory=True, desc="atlas names")
-    metrics = InputMultiObject(traits.Enum(*METRICS), mandatory=True, desc="FC metrics")
+    metrics = InputMultiObject(traits.Enum(*METRICS.keys()), mandatory=True, desc="FC metrics")
 
 
 class _ConnectivityOutputSpec(TraitedSpec):

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.bids_io import bids_name
-from nmflow.connectivity import CORRELATION_METRICS, connection_names
+from nmflow.connectivity import connection_names, is_correlation
 from nmflow.errors import NmflowInputError
 from nmflow.features import FeatureSet, check_groups, collect_relmats, collect_timeseries, model_features, \
     read_participants
@@ -304,7 +304,7 @@ def _score_variant(fs, raw, kept, inputs, names, n_unknown, preps, final, traine
     else:  # not trained here (--no-fine-tune): judge by the controls' out-of-sample explained variance
         val_beats_mean = bool(ae.calibration.iloc[0]["explained_variance"] > 0)
     card = dict(_keys(fs.variant), strategy=fs.variant.desc, metric=fs.variant.meas, atlas_regions=regions,
-                feature_names=names, n_features=len(names), fisher_z=fs.variant.meas in CORRELATION_METRICS,
+                feature_names=names, n_features=len(names), fisher_z=is_correlation(fs.variant.meas),
                 harmonize=args.harmonize, covariates=list(args.covariates), covariate_coding=final.coder.to_dict(),
                 covariate_columns=final.coder.column_names,
                 scaler="standard: (x - mean) / sd of the fitting controls (in the weights file)",
