@@ -90,8 +90,13 @@ def _crash_message(text: str) -> str:
 def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
+    plugin: str | None = None, plugin_args: dict | None = None,
 ) -> dict[str, str]:
-    """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed."""
+    """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed.
+
+    ``plugin``/``plugin_args`` are Nipype's (default: MultiProc with ``nprocs`` processes if ``nprocs`` > 1,
+    else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``).
+    """
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
     crash_dir = Path(work_dir) / "crashes"
     if crash_dir.exists():
@@ -101,9 +106,11 @@ def run_participant_level(
         "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": False,
         "remove_unnecessary_outputs": False, "hash_method": "timestamp",
     })
-    plugin = ("MultiProc", {"n_procs": nprocs, "raise_insufficient": False}) if nprocs > 1 else ("Linear", {})
+    plugin = plugin or ("MultiProc" if nprocs > 1 else "Linear")
+    if plugin == "MultiProc":
+        plugin_args = {"n_procs": nprocs, "raise_insufficient": False, **(plugin_args or {})}
     try:
-        wf.run(plugin=plugin[0], plugin_args=plugin[1])
+        wf.run(plugin=plugin, plugin_args=plugin_args or {})
     except RuntimeError:
         pass  # failures are read from the crash files below
     failures: dict[str, str] = {}
