@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.cli.main import main as nmflow  # noqa: E402
-from nmflow.simulate import SimulationSettings, simulate_dataset  # noqa: E402
+from nmflow.simulate import SimulationSettings, truth_dir_for  # noqa: E402
 
 
 def score_against_truth(group_dir: Path, truth: Path, variant: str) -> pd.DataFrame:
@@ -51,13 +51,15 @@ def main(argv: list[str]) -> int:
         print("NMFLOW_ATLAS_DIR is not set: the demo uses the simulator's toy atlas (set it to the folder of "
               "the real Yeo atlases for the real grid)")
     fmriprep = root / "fmriprep"
-    settings = SimulationSettings(grid=grid, atlas_dir=atlas_dir, seed=0)
+    truth = truth_dir_for(fmriprep)
     if not fmriprep.exists():
+        settings = SimulationSettings()
         n_patients = sum(n for _, n in settings.patients)
         print(f"simulating {settings.n_controls} controls + {n_patients} patients on the {grid} grid -> {fmriprep}")
-        truth = simulate_dataset(fmriprep, settings)
-    else:
-        truth = fmriprep.parent / f"{fmriprep.name}_truth"
+        rc = nmflow(["simulate", str(fmriprep), "--grid", grid, "--seed", "0",
+                     *(["--atlas-dir", atlas_dir] if atlas_dir else [])])
+        if rc != 0:
+            return rc
     atlas_args = ["--atlas-dir", atlas_dir or str(truth / "atlases")]
     out = root / "nmflow"
     rc = nmflow([str(fmriprep), str(out), "participant", *atlas_args, "--atlas", "yeo17thick", "yeo7thick",

@@ -183,9 +183,9 @@ def test_subjects_stay_positive_definite_without_projection():
     (["--n-volumes", "5"], "--n-volumes"),
 ])
 def test_impossible_layout_is_one_line_error(tmp_path, capsys, flags, says):
-    from nmflow.cli.simulate import main
+    from nmflow.cli.main import main
 
-    rc = main([str(tmp_path / "ds"), "--n-controls", "2", "--patients", "a=1", "b=1", *flags])
+    rc = main(["simulate", str(tmp_path / "ds"), "--n-controls", "2", "--patients", "a=1", "b=1", *flags])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("nmflow: error: ") and says in err[0], err

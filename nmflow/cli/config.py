@@ -22,10 +22,16 @@ def read_config_file(path: str | Path) -> dict:
         text = path.read_text()
     except OSError as exc:
         raise NmflowInputError(path, f"cannot read config file ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise NmflowInputError(path, "cannot read config file (not UTF-8 text)") from None
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
-        raise NmflowInputError(path, f"not valid {path.suffix[1:].upper()}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise NmflowInputError(path, f"not valid TOML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise NmflowInputError(path, f"not valid YAML: {getattr(exc, 'problem', None) or exc}{where}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -51,6 +57,8 @@ def _convert(action: argparse.Action, value, path: Path, key: str):
     if value is None or action.nargs == 0:  # unset, or a store_true/false switch
         return value
     many = action.nargs in ("+", "*") or isinstance(action.nargs, int)
+    if isinstance(value, list) and not many:
+        raise NmflowInputError(path, f"option {key!r}: expected one value, got a list")
     items = value if isinstance(value, list) else [value]
     converted = []
     for item in items:

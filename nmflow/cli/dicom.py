@@ -6,7 +6,6 @@ import argparse
 import sys
 
 from nmflow.cli.config import parse_with_config
-from nmflow.errors import NmflowInputError
 
 
 def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -67,15 +66,9 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``nmflow dicom``; returns the exit code."""
+    """Entry point of ``nmflow dicom``; returns the exit code (errors are raised)."""
     top, parsers = build_parsers()
-    try:
-        if not argv or argv[0] not in parsers:
-            top.parse_args(argv)
-        args = parse_with_config(parsers[argv[0]], argv[1:])
-        return {"inventory": _inventory, "convert": _convert}[argv[0]](args)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    except NmflowInputError as exc:
-        print(f"nmflow: error: {exc}", file=sys.stderr)
-        return 1
+    if not argv or argv[0] not in parsers:
+        top.parse_args(argv)
+    args = parse_with_config(parsers[argv[0]], argv[1:])
+    return {"inventory": _inventory, "convert": _convert}[argv[0]](args)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import sys
 from pathlib import Path
 
 from nmflow.cli.config import parse_with_config
@@ -48,36 +47,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of ``nmflow fmriprep``; returns the exit code (1 if a run failed)."""
+    """Entry point of ``nmflow fmriprep``; returns the exit code (1 if a run failed; errors are raised)."""
     from nmflow import fmriprep_runner as runner
 
-    try:
-        args = parse_with_config(build_parser(), argv)
-        if args.fs_license_file is None:
-            raise NmflowInputError(None, "--fs-license-file is required (or set $FS_LICENSE)")
-        deriv = args.deriv_dir
-        options = runner.FmriprepOptions(
-            fs_license_file=Path(args.fs_license_file),
-            work_dir=Path(args.work_dir or deriv.with_name(deriv.name + "_work")),
-            engine=args.engine, image=args.image, output_spaces=tuple(args.output_spaces),
-            nthreads=args.nthreads, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
-            skip_bids_validation=args.skip_bids_validation,
-            extra_args=tuple(shlex.split(args.fmriprep_args)))
-        log_dir = Path(args.log_dir or deriv / "logs" / "nmflow")
-        if args.slurm_script:
-            labels = runner.write_slurm_script(
-                args.slurm_script, args.bids_dir, deriv, options, log_dir,
-                args.participant_label, args.rerun, args.slurm_time, args.slurm_max_parallel)
-            print(f"wrote {args.slurm_script} for {len(labels)} participant(s); "
-                  f"submit it with: sbatch {args.slurm_script}" if labels
-                  else "nothing to do: every participant is already processed")
-            return 0
-        results = runner.run_all(args.bids_dir, deriv, options, log_dir,
-                                 args.participant_label, args.dry_run, args.rerun)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
-    except NmflowInputError as exc:
-        print(f"nmflow: error: {exc}", file=sys.stderr)
-        return 1
+    args = parse_with_config(build_parser(), argv)
+    if args.fs_license_file is None:
+        raise NmflowInputError(None, "--fs-license-file is required (or set $FS_LICENSE)")
+    deriv = args.deriv_dir
+    options = runner.FmriprepOptions(
+        fs_license_file=Path(args.fs_license_file),
+        work_dir=Path(args.work_dir or deriv.with_name(deriv.name + "_work")),
+        engine=args.engine, image=args.image, output_spaces=tuple(args.output_spaces),
+        nthreads=args.nthreads, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
+        skip_bids_validation=args.skip_bids_validation,
+        extra_args=tuple(shlex.split(args.fmriprep_args)))
+    log_dir = Path(args.log_dir or deriv / "logs" / "nmflow")
+    if args.slurm_script:
+        labels = runner.write_slurm_script(
+            args.slurm_script, args.bids_dir, deriv, options, log_dir,
+            args.participant_label, args.rerun, args.slurm_time, args.slurm_max_parallel)
+        print(f"wrote {args.slurm_script} for {len(labels)} participant(s); "
+              f"submit it with: sbatch {args.slurm_script}" if labels
+              else "nothing to do: every participant is already processed")
+        return 0
+    results = runner.run_all(args.bids_dir, deriv, options, log_dir,
+                             args.participant_label, args.dry_run, args.rerun)
     print(runner.format_summary(results))
     return 1 if any(r.status == "failed" for r in results) else 0

@@ -2,7 +2,9 @@
 
 ``nmflow BIDS_DIR OUT_DIR {participant,group} [options]`` is the BIDS-App
 call; ``nmflow simulate|dicom|fmriprep ...`` are subcommands, each a module of
-this package exposing ``main(argv) -> int``.
+this package exposing ``main(argv) -> int``.  Those ``main`` functions raise
+on bad input; :func:`main` here is the one place that turns an expected user
+error into ``nmflow: error: <one line>`` on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+
+from nmflow.errors import NmflowInputError
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
@@ -21,14 +25,47 @@ SUBCOMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``nmflow ARGV`` and return its exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments after ``nmflow`` (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The command's own code; 1 after bad input (:class:`NmflowInputError`,
+        which covers a missing, unreadable or invalid config file) or a file
+        system error (:class:`OSError`); argparse's 2 after a usage error and 0
+        after ``--help`` or ``--version``.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except SystemExit as exc:  # raised by argparse only
+        return int(exc.code or 0)
+    except (NmflowInputError, OSError) as exc:
+        print(f"nmflow: error: {_error_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _dispatch(argv: list[str]) -> int:
     bids_app_call = len(argv) >= 3 and argv[2] in ("participant", "group")  # e.g. a folder named 'fmriprep'
     if argv and argv[0] in SUBCOMMANDS and not bids_app_call:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]])
-        return module.main(argv[1:])
+        return importlib.import_module(SUBCOMMANDS[argv[0]]).main(argv[1:])
     from nmflow.cli.run import main as run_main
 
     return run_main(argv)
+
+
+def _error_line(exc: Exception) -> str:
+    """The one-line message of a user error (``FILE: problem`` for a file system error)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    else:
+        text = str(exc)
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

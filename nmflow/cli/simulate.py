@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from nmflow.cli.config import parse_with_config
-from nmflow.errors import NmflowInputError
 from nmflow.simulate import SimulationSettings, simulate_dataset
 
 
@@ -51,22 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        args = parse_with_config(build_parser(), argv)
-    except NmflowInputError as exc:
-        print(f"nmflow: error: {exc}", file=sys.stderr)
-        return 1
+    """Entry point of ``nmflow simulate``; returns the exit code (errors are raised)."""
+    args = parse_with_config(build_parser(), argv)
     settings = SimulationSettings(
         n_controls=args.n_controls, patients=tuple(tuple(p) for p in args.patients), n_sites=args.n_sites,
         n_volumes=args.n_volumes, tr=args.tr, grid=args.grid, atlas=args.atlas, atlas_dir=args.atlas_dir,
         seed=args.seed, n_sessions=args.n_sessions, effect=args.effect, effect_d=args.effect_d,
         n_specific=args.n_specific, n_shared=args.n_shared, motion=args.motion,
         global_signal=args.global_signal, site_strength=args.site_strength)
-    try:
-        truth = simulate_dataset(args.out_dir, settings)
-    except (NmflowInputError, OSError) as exc:
-        print(f"nmflow: error: {exc}", file=sys.stderr)
-        return 1
+    truth = simulate_dataset(args.out_dir, settings)
     print(f"dataset: {args.out_dir}\ntruth:   {truth}")
     if args.grid == "tiny":
         print(f"atlases: {truth / 'atlases'} (pass --atlas-dir)")
