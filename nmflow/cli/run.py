@@ -10,6 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
+
 from nmflow import __version__
 from nmflow.cli.config import config_to_dict, parse_with_config
 from nmflow.cli.group_options import add_group_arguments
@@ -18,6 +20,7 @@ from nmflow.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
+PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,27 +59,44 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regions with less of their voxels inside the brain mask become NaN")
     r = parser.add_argument_group("resources")
     r.add_argument("--nprocs", type=int, default=1, help="parallel processes")
+    r.add_argument("--plugin", choices=PLUGINS,
+                   help="Nipype execution plugin (default: MultiProc with --nprocs processes if --nprocs > 1, "
+                        "else Linear); SLURM/SGE/PBS submit one job per node")
+    r.add_argument("--plugin-args",
+                   help="the plugin's arguments: a JSON object or a JSON/YAML file, e.g. "
+                        "'{\"sbatch_args\": \"--mem=2G\"}' or '{\"n_procs\": 4}'")
     r.add_argument("-w", "--work-dir", type=Path, help="Nipype cache (a re-run resumes from it)")
     r.add_argument("-v", "--verbose", action="store_true", help="show Nipype's log")
+    s = parser.add_argument_group("slurm array (participant level)")
+    s.add_argument("--slurm-array", action="store_true",
+                   help="run nothing: write WORK_DIR/slurm/participant.sbatch (one array task per subject) and "
+                        "group.sbatch (the group level, after the array), and print how to submit them; "
+                        "needs -w on a folder the nodes share")
+    s.add_argument("--slurm-args", default="", help="extra sbatch options for both jobs, written with '=', e.g. "
+                   "--slurm-args='--partition=short --time=02:00:00' (they override the scripts' #SBATCH lines)")
+    s.add_argument("--slurm-submit", action="store_true", help="with --slurm-array: submit both jobs with sbatch")
     add_group_arguments(parser.add_argument_group("group level"))
     return parser
 
 
 def main(argv: list[str]) -> int:
-    """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
-    args = parse_with_config(build_parser(), argv)
-    if args.analysis_level == "participant":
-        return run_participant(args)
-    from nmflow.workflows.group import run_group
+    parser = build_parser()
+    try:
+        args = parse_with_config(parser, argv)
+        if args.analysis_level == "participant":
+            return run_participant(args)
+        from nmflow.workflows.group import run_group
 
-    return run_group(args)
+        return run_group(args)
+    except NmflowInputError as exc:
+        print(f"nmflow: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def run_participant(args: argparse.Namespace) -> int:
     from nmflow.atlas import resolve_atlas
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.denoise import load_strategy
-    from nmflow.workflows.participant import run_participant_level
 
     logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     filters = _read_filters(args.bids_filter_file)
@@ -90,10 +110,16 @@ def run_participant(args: argparse.Namespace) -> int:
     settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
                                 args.min_segment, args.min_volumes,
                                 None if args.standardize == "none" else args.standardize)
+    plugin_args = read_plugin_args(args.plugin_args)
+    if args.slurm_array:
+        return _slurm_array(args, runs, problems)
+    from nmflow.workflows.participant import run_participant_level
+
     write_dataset_description(args.out_dir, args.bids_dir, config_to_dict(args))
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
     failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings,
-                                     args.min_coverage, args.out_dir.absolute(), work_dir.absolute(), args.nprocs)
+                                     args.min_coverage, args.out_dir.absolute(), work_dir.absolute(), args.nprocs,
+                                     args.plugin, plugin_args)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
@@ -110,3 +136,48 @@ def _read_filters(path: Path | None) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise NmflowInputError(path, f"cannot read BIDS filter file ({exc})") from None
+
+
+def read_plugin_args(value: str | dict | None) -> dict:
+    """``--plugin-args``: a JSON object, or a JSON/YAML file holding one (``None``: no arguments)."""
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    text, source = value, f"--plugin-args {value!r}"
+    if not value.lstrip().startswith("{"):
+        source = value
+        try:
+            text = Path(value).read_text()
+        except OSError as exc:
+            raise NmflowInputError(value, f"--plugin-args is neither a JSON object nor a readable file "
+                                          f"({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)  # a JSON object is a YAML flow mapping
+    except yaml.YAMLError as exc:
+        raise NmflowInputError(source, f"not valid JSON or YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise NmflowInputError(source, f"--plugin-args must be a mapping of argument names to values, "
+                                       f"not a {type(data).__name__}")
+    return data
+
+
+def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> int:
+    """Write (and with ``--slurm-submit`` submit) the participant array and its group job."""
+    from nmflow.slurm import forwarded_options, write_slurm_jobs
+
+    if args.work_dir is None:
+        raise NmflowInputError(None, "--slurm-array needs -w/--work-dir, on a folder the compute nodes share")
+    fresh = build_parser()
+    jobs = write_slurm_jobs(sorted({r.subject for r in runs}), args.bids_dir, args.out_dir, args.work_dir,
+                            forwarded_options(fresh, args, ["participant_label"]), forwarded_options(fresh, args),
+                            args.nprocs, args.slurm_args)
+    print(f"nmflow participant: wrote a {jobs.n_tasks}-task Slurm array ({jobs.participant_script.name}) and its "
+          f"group job ({jobs.group_script.name}) in {jobs.participant_script.parent}")
+    for problem in problems:
+        print(f"nmflow: error: {problem} (left out of the array)", file=sys.stderr)
+    if args.slurm_submit:
+        array_id, group_id = jobs.submit()
+        print(f"submitted: participant array {array_id}, group job {group_id} (afterany:{array_id})")
+    else:
+        print("submit them with:\n" + jobs.commands())
+    return 0
+
