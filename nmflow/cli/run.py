@@ -80,17 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    parser = build_parser()
-    try:
-        args = parse_with_config(parser, argv)
-        if args.analysis_level == "participant":
-            return run_participant(args)
-        from nmflow.workflows.group import run_group
+    """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
+    args = parse_with_config(build_parser(), argv)
+    if args.analysis_level == "participant":
+        return run_participant(args)
+    from nmflow.workflows.group import run_group
 
-        return run_group(args)
-    except NmflowInputError as exc:
-        print(f"nmflow: error: {exc}", file=sys.stderr)
-        return 1
+    return run_group(args)
 
 
 def run_participant(args: argparse.Namespace) -> int:
