@@ -1,4 +1,4 @@
-"""File helpers used by every level: atomic writes, staged folders, tables that fail with the file's name.
+"""File helpers for every level: atomic writes, staged folders, CSV/TSV text, tables that fail with the file's name.
 
 "Nothing partial" is the rule for every output: a single file goes through a
 temporary file in its folder (:func:`atomic_write_text`); a set of files is
@@ -9,6 +9,8 @@ when all of them exist (:func:`staged_folder`).
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import shutil
 import tempfile
@@ -48,24 +50,56 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
 
 @contextlib.contextmanager
 def staged_folder(destination: str | Path) -> Iterator[Path]:
-    """A temporary folder inside ``destination`` whose content is moved into it on success.
+    """A temporary folder beside ``destination`` whose content is moved into it on success.
 
-    Files and folders written into the yielded folder replace their namesakes
-    in ``destination`` only when the ``with`` block ends without an exception;
-    on an exception the staging folder is removed and ``destination`` is left
-    as it was.
+    Files written into the yielded folder replace their namesakes in
+    ``destination`` only when the ``with`` block ends without an exception.
+    On an exception the staging folder is removed, and so are the folders
+    this call had to create: ``destination`` is left as it was.
     """
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=destination))
+    destination = Path(destination).absolute()
+    created = [p for p in [destination, *destination.parents] if not p.exists()]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-staging-", dir=destination.parent))
     try:
         yield staging
         for item in sorted(p for p in staging.rglob("*") if not p.is_dir()):
             target = destination / item.relative_to(staging)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(item, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def table_text(rows: list[dict], columns: list[str], delimiter: str = ",") -> str:
+    """Render ``rows`` (dicts) as CSV/TSV text with the given column order.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per row; missing keys are written as empty cells.
+    columns : list of str
+        Header and column order.
+    delimiter : str
+        ``","`` for CSV, ``"\\t"`` for TSV.
+
+    Returns
+    -------
+    str
+        The table, header first.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, delimiter=delimiter,
+                            extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def read_tsv(path: str | Path, what: str, **kwargs) -> pd.DataFrame:

@@ -113,15 +113,10 @@ def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
 
 
 def group_args(bids_dir, out_dir, *extra: str):
-    """Parsed group-level arguments as the CLI would give them."""
-    import argparse
+    """Group-level settings as the CLI would give them (``nmflow BIDS_DIR OUT_DIR group *extra``)."""
+    from nmflow.cli.run import build_parser, read_plugin_args
+    from nmflow.group.settings import GroupSettings
 
-    from nmflow.cli.group_options import add_group_arguments
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("bids_dir")
-    parser.add_argument("out_dir")
-    parser.add_argument("--metrics", nargs="+", default=["pearson"])
-    parser.add_argument("--participant-label", nargs="+")
-    add_group_arguments(parser)
-    return parser.parse_args([str(bids_dir), str(out_dir), *extra])
+    args = build_parser().parse_args([str(bids_dir), str(out_dir), "group", *extra])
+    args.plugin_args = read_plugin_args(args.plugin_args)
+    return GroupSettings.from_namespace(args)

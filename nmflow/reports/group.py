@@ -13,6 +13,7 @@ the single cases and the variant ranking.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -117,18 +118,18 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, classes="t")
 
 
-def calibration_text(r, selection: pd.DataFrame | None) -> str:
+def calibration_text(scored, selection: pd.DataFrame | None) -> str:
     """Plain-words summary of how well the selected variant's models describe controls."""
     parts = []
-    for model, s in r.scores.items():
-        row = s.calibration.iloc[0]
+    for model, sc in scored.scores.items():
+        row = sc.calibration.iloc[0]
         parts.append(f"<li><b>{model}</b>: explained variance of held-out controls {row.explained_variance:.2f}, "
                      f"SMSE {row.smse:.2f}; controls' z: mean {row.z_mean:.2f}, SD {row.z_sd:.2f}, "
                      f"{100 * row['frac_abs_z_gt_1.96']:.1f} % beyond ±1.96 (nominal 5 %); "
-                     f"{100 * s.null_rate:.1f} % of controls get a flagged connection when tested against the "
+                     f"{100 * sc.null_rate:.1f} % of controls get a flagged connection when tested against the "
                      "other controls (nominal about 5 %).</li>")
     text = "<ul>" + "".join(parts) + "</ul>"
-    if not r.val_beats_mean:
+    if not scored.val_beats_mean:
         text += ("<p class='warn'>The autoencoder does not predict held-out controls better than their mean "
                  "(its validation loss is not below the mean predictor's): its deviations are the features' "
                  "distance from the controls' mean, not a learnt pattern.</p>")
@@ -138,30 +139,54 @@ def calibration_text(r, selection: pd.DataFrame | None) -> str:
     return text
 
 
-def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, selection: pd.DataFrame | None,
-                       messages: list[str], args) -> Path:
-    """Write ``folder/group_report.html`` and ``folder/figures/*.png``; returns the HTML path."""
+@dataclass
+class ReportVariant:
+    """What the report shows of one variant.
+
+    ``scored`` its deviations (:class:`nmflow.group.scoring.Scored`),
+    ``prepared`` its preprocessing (:class:`nmflow.group.records.Prepared`),
+    ``stats``/``single_case``/``networks`` its test tables, ``curves`` the
+    saved model's learning curves and ``best_epoch`` the epoch kept.
+    """
+
+    scored: object
+    prepared: object
+    stats: pd.DataFrame
+    single_case: pd.DataFrame
+    networks: pd.DataFrame
+    curves: pd.DataFrame
+    best_epoch: int
+
+
+def write_group_report(folder: Path, table: pd.DataFrame, folds, r: ReportVariant, selection: pd.DataFrame | None,
+                       messages: list[str], settings) -> Path:
+    """Write ``folder/group_report.html`` and ``folder/figures/*.png`` for variant ``r``; returns the HTML path.
+
+    ``table`` is the cohort (with a ``split`` column), ``folds`` the
+    cross-fitting plan, ``settings`` the :class:`~nmflow.group.settings.GroupSettings`.
+    """
     figures = folder / "figures"
     figures.mkdir(exist_ok=True)
-    label = selection.iloc[0]["variant"] if selection is not None else next(iter(results))
-    r = results[label]
-    ae = r.scores["autoencoder"]
+    sc = r.scored
+    label = sc.label
+    ae = sc.scores["autoencoder"]
     groups = table["group"].to_numpy()
     controls = folds.controls
     figs = {
         "Mean deviation z per patient group (autoencoder)": deviation_heatmaps(
-            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], r.connection,
-            r.regions),
-        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, r.regions),
+            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], sc.connection,
+            sc.regions),
+        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, sc.regions),
         "Training curves (model fit on all controls)": curves_figure(
-            figures / "training_curves.png", r.result.train_loss[:, 0], r.result.val_loss[:, 0],
-            int(r.result.best_epoch[0])),
+            figures / "training_curves.png", r.curves.train_loss.to_numpy(), r.curves.val_loss.to_numpy(),
+            r.best_epoch),
     }
-    if args.harmonize == "combat" and table["site"].nunique() > 1:
-        before = r.raw[:, r.kept]
+    if settings.harmonize == "combat" and table["site"].nunique() > 1:
+        p = r.prepared
+        before = p.features.x[:, p.kept]
         before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
         figs["ComBat: controls before and after (fit without the scored controls)"] = combat_figure(
-            figures / "combat_sites.png", before[controls], r.preps[0].features[controls],
+            figures / "combat_sites.png", before[controls], p.preps[0].features[controls],
             table["site"].to_numpy()[controls], folds.pool[0][controls])
     flagged = r.stats[r.stats.flagged]
     counts = r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index()
@@ -170,12 +195,12 @@ def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, 
     chosen = ("" if selection is None else " (selected on controls only)" if selection.selected.any()
               else " (no variant qualified)")
     parts = [f"<h1>nmflow group report</h1><p>Variant: <b>{html.escape(label)}</b>{chosen}; {len(table)} subjects; "
-             f"{html.escape(split_counts)}; {args.test_score} deviations; flag rule: {args.p_rule} &lt; "
-             f"{args.alpha}.</p>"]
-    if messages or r.messages:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in messages + r.messages)
+             f"{html.escape(split_counts)}; {settings.test_score} deviations; flag rule: {settings.p_rule} &lt; "
+             f"{settings.alpha}.</p>"]
+    if messages or sc.messages:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in messages + sc.messages)
                      + "</ul>")
-    parts.append("<h2>Calibration on controls (out of sample)</h2>" + calibration_text(r, selection))
+    parts.append("<h2>Calibration on controls (out of sample)</h2>" + calibration_text(sc, selection))
     parts.append("<h2>Flagged connections: autoencoder vs linear baseline</h2>" + _table(counts))
     for title, path in figs.items():
         parts.append(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}'>")
@@ -186,7 +211,7 @@ def write_group_report(folder: Path, table: pd.DataFrame, folds, results: dict, 
     per_case = single[single.feature != "global"].groupby("participant_id", sort=False).agg(
         group=("group", "first"), connections_flagged=("flagged", "sum"))
     overall = single[single.feature == "global"].set_index("participant_id")
-    glob = ae.globals.assign(participant_id=[f"sub-{s}" for s in table.index]).set_index("participant_id")
+    glob = ae.globals.assign(participant_id=[f"sub-{x}" for x in table.index]).set_index("participant_id")
     per_case = per_case.assign(global_score=glob["global_score"], n_extreme=glob["n_extreme"],
                                global_t=overall["t"], global_p=overall["p"]).reset_index()
     n_ref = int(folds.reference.sum())

@@ -1,0 +1,134 @@
+"""The cohort of a group run: who is in it, with which features, and how the controls are split.
+
+:func:`collect_cohort` finds the participant-level outputs (PyBIDS) or
+external time series, keeps the variants asked for, and aligns every
+variant's features to the subjects of ``participants.tsv``;
+:func:`make_split` plans the cross-fitting (:mod:`nmflow.normative.crossfit`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nmflow.errors import NmflowInputError
+from nmflow.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
+    model_features, read_participants
+from nmflow.group.records import Split, VariantFeatures
+from nmflow.group.settings import GroupSettings
+from nmflow.normative.crossfit import check_covariates, final_fit, make_folds
+
+
+def variant_keys(variant: Variant) -> dict:
+    """The entities a model card records: atlas, seg, desc, meas."""
+    return {"atlas": variant.atlas, "seg": variant.seg, "desc": variant.desc, "meas": variant.meas}
+
+
+def find_feature_sets(s: GroupSettings) -> tuple[dict[Variant, FeatureSet], list[str]]:
+    """Feature sets per variant (``OUT_DIR``'s relmats, then ``--timeseries-dir``) and notes."""
+    labels = list(s.participant_label) or None
+    out_dir = Path(s.out_dir)
+    sets = collect_relmats(out_dir, labels) if out_dir.is_dir() else {}
+    messages: list[str] = []
+    if s.timeseries_dir:
+        more, messages = collect_timeseries(s.timeseries_dir, list(s.metrics), labels)
+        sets.update(more)
+    if s.variants:
+        sets = {v: fs for v, fs in sets.items() if any(fnmatch.fnmatch(v.label, p) for p in s.variants)}
+    if not sets:
+        raise NmflowInputError(s.timeseries_dir or out_dir, "no participant-level _relmat.tsv (or time series) "
+                               "found" + (f" matching {list(s.variants)}" if s.variants else ""))
+    return sets, messages
+
+
+def load_table(s: GroupSettings, subjects: list[str]) -> pd.DataFrame:
+    """``participants.tsv`` rows of ``subjects`` (labels without ``sub-``), in that order."""
+    participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
+    return participants.loc[subjects].copy()
+
+
+def collect_cohort(s: GroupSettings, card: dict | None = None
+                   ) -> tuple[list[VariantFeatures], list[str], list[str]]:
+    """Variants' features aligned to the cohort, the cohort's subjects and notes.
+
+    Parameters
+    ----------
+    s : GroupSettings
+    card : dict, optional
+        Card of the ``--init-model``: only variants matching its atlas, seg,
+        desc and meas are kept.
+
+    Returns
+    -------
+    features : list of VariantFeatures
+        One per variant, rows in the order of ``subjects``.
+    subjects : list of str
+        Subjects with features and a row in the participants table (sorted).
+    messages : list of str
+    """
+    sets, messages = find_feature_sets(s)
+    participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
+    found = sorted(set().union(*(fs.subjects for fs in sets.values())))
+    unknown = [x for x in found if x not in participants.index]
+    if unknown:
+        messages.append(f"{len(unknown)} subject(s) with features but not in participants.tsv, left out: "
+                        + " ".join(unknown[:10]))
+    subjects = [x for x in found if x in participants.index]
+    table = participants.loc[subjects]
+    try:
+        check_groups(table, s.control_label)
+        check_covariates(table, list(s.covariates))
+    except NmflowInputError as exc:
+        raise NmflowInputError(s.participants_file, exc.problem) from None
+    if card is not None:
+        sets = {v: fs for v, fs in sets.items() if all(card.get(k) == x for k, x in variant_keys(v).items())}
+        if not sets:
+            raise NmflowInputError(s.init_model, "no variant of these outputs matches the model "
+                                   f"({', '.join(f'{k}={card.get(k)}' for k in ('atlas', 'seg', 'desc', 'meas'))})")
+    features = []
+    for variant, fs in sets.items():
+        missing = sorted(set(subjects) - set(fs.subjects))
+        if missing:
+            raise NmflowInputError(None, f"{variant.label}: no features for subject(s) {missing[:10]}")
+        x = model_features(fs)[[fs.subjects.index(x) for x in subjects]]
+        features.append(VariantFeatures(variant, x, fs.names, fs.regions))
+    return features, subjects, messages
+
+
+def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Split:
+    """Cross-fitting plan of the cohort (``table`` from :func:`load_table`).
+
+    ``transferring``: an ``--init-model`` is given (a too-small cohort then
+    suggests ``--no-fine-tune``).
+    """
+    if s.no_fine_tune and not transferring:
+        raise NmflowInputError(None, "--no-fine-tune needs --init-model MODEL.safetensors")
+    if s.no_fine_tune:  # nothing trained: the folds keep ComBat and imputation out of sample
+        n_controls = int((table["group"] == s.control_label).sum())
+        folds = make_folds(table, s.control_label, max(2, min(s.folds, n_controls)), 0.0, s.seed, s.split_file,
+                           min_train=0)
+    else:
+        try:
+            folds = make_folds(table, s.control_label, s.folds, s.val_split, s.seed, s.split_file)
+        except NmflowInputError as exc:
+            if not transferring or "too few" not in exc.problem:
+                raise
+            raise NmflowInputError(exc.path, f"{exc.problem}. To use {Path(s.init_model).name} without "
+                                   "fine-tuning, rerun with --no-fine-tune: it then scores everyone as it is, with "
+                                   "z-scores calibrated on this dataset's controls") from None
+    pool, train, val = final_fit(folds, table["site"].to_numpy(), s.val_split, s.seed)
+    return Split(folds, pool, train, val)
+
+
+def subjects_table(table: pd.DataFrame, split: Split) -> pd.DataFrame:
+    """``subjects.tsv``: participant_id, group, site and split label of every subject."""
+    return pd.DataFrame({"participant_id": [f"sub-{x}" for x in table.index], "group": table["group"].to_numpy(),
+                         "site": table["site"].to_numpy(), "split": split.folds.label})
+
+
+def reference_groups(table: pd.DataFrame, split: Split, control_label: str) -> np.ndarray:
+    """Group of each subject, with every reference control labelled ``control_label``."""
+    return np.where(split.folds.reference, control_label, table["group"].to_numpy(dtype=str))

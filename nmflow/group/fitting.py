@@ -1,0 +1,113 @@
+"""Fitting the normative models of a group run: per-variant preprocessing, then stacked training.
+
+:func:`prepare_variant` runs, for every cross-fitting fit and the final fit,
+the steps fitted on that fit's controls only (imputation, ComBat, scaler,
+covariate coding, linear baseline).  :func:`train_width` trains every model
+of the variants that share one input width (cross-fitting fits, the final
+fit and bootstrap models) as one stacked batch, the reason the group level
+groups variants by width rather than training them one by one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nmflow.group.records import Prepared, Split, VariantFeatures
+from nmflow.group.settings import GroupSettings
+from nmflow.normative.config import TrainConfig
+from nmflow.normative.covariates import CovariateCoder
+from nmflow.normative.crossfit import kept_connections, model_input, preprocess, train_stacked
+from nmflow.normative.model import NormativeModel, TrainResult
+from nmflow.normative.transfer import check_transferable, map_features
+from nmflow.selection import bootstrap_weights
+
+BOOTSTRAP_SEED = 1000
+
+
+def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: GroupSettings,
+                    base: NormativeModel | None) -> Prepared:
+    """Preprocess one variant for every fit (see the module docstring).
+
+    With ``base`` (``--init-model``) the features are first mapped onto the
+    model's features by name (:mod:`nmflow.normative.transfer`) and its
+    scaler and covariate coding are kept.
+    """
+    from nmflow.group.cohort import variant_keys
+
+    folds = split.folds
+    raw = vf.x
+    if base is not None:
+        check_transferable(base.card, vf.regions, variant_keys(vf.variant), s.init_model)
+        raw, n_unknown = map_features(raw, vf.names, list(base.card["feature_names"]))
+        model_names = list(base.card["feature_names"])
+    else:
+        model_names, n_unknown = vf.names, 0
+    pools = np.vstack([folds.pool, split.final_pool[None]])
+    kept = kept_connections(raw, pools, s.max_missing)
+    names = [n for n, k in zip(model_names, kept) if k]
+    inputs = np.ones(kept.size, bool) if base is not None else kept
+    scaler = (base.mean[kept], base.scale[kept]) if base is not None else None
+    coder = CovariateCoder.from_dict(base.card["covariate_coding"]) if base is not None else None
+    covariates = list(s.covariates)
+    controls = folds.controls
+    preps = [preprocess(raw[:, kept], table, folds.pool[k], covariates, s.harmonize, controls, scaler, coder)
+             for k in range(folds.n_fits)]
+    final = preps[0] if folds.n_fits == 1 else preprocess(raw[:, kept], table, split.final_pool, covariates,
+                                                          s.harmonize, controls, scaler, coder)
+    return Prepared(VariantFeatures(vf.variant, raw, vf.names, vf.regions), kept, inputs, names, n_unknown,
+                    preps, final)
+
+
+def n_bootstrap(s: GroupSettings) -> int:
+    """Bootstrap models per variant: none when a model is transferred or ``--n-bootstrap`` <= 1."""
+    return s.n_bootstrap if s.init_model is None and s.n_bootstrap > 1 else 0
+
+
+def bootstrap_plan(split: Split, s: GroupSettings) -> np.ndarray:
+    """Bootstrap weights ``(n_bootstrap, n_controls)`` over the controls (rows of ``folds.controls``)."""
+    n_controls = int(split.folds.controls.sum())
+    return bootstrap_weights(n_controls, n_bootstrap(s), np.random.default_rng(s.seed + BOOTSTRAP_SEED))
+
+
+def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.ndarray) -> list[tuple]:
+    """Training jobs ``(variant, kind, fit, data, seed)`` of one variant: bootstrap models, then the fits."""
+    folds = split.folds
+    rows = np.flatnonzero(folds.controls)
+    counted = p.kept[p.inputs]
+    jobs = []
+    z_final = model_input(p.final, p.kept, p.inputs)[rows]
+    for b in range(boot.shape[0]):
+        jobs.append((label, "boot", b, (z_final, p.final.cond[rows], boot[b], (boot[b] == 0).astype(float), counted),
+                     config.seed + BOOTSTRAP_SEED + b))
+    specs = [(prep, folds.train[k], folds.val[k], config.seed + k) for k, prep in enumerate(p.preps)]
+    specs.append((p.final, split.final_train, split.final_val, config.seed + folds.n_fits))
+    for k, (prep, wt, wv, seed) in enumerate(specs):
+        z = model_input(prep, p.kept, p.inputs)[rows]
+        jobs.append((label, "fit", k, (z, prep.cond[rows], wt[rows], wv[rows], counted), seed))
+    return jobs
+
+
+def train_width(prepared: dict[str, Prepared], split: Split, s: GroupSettings,
+                base: NormativeModel | None) -> tuple[TrainResult, pd.DataFrame]:
+    """Train all models of ``prepared`` (variants of one width, in order) as one stacked batch.
+
+    Returns the stacked result and its index (columns variant, kind = fit or
+    boot, fit = fit or bootstrap number, model = position in the stack).
+    With ``--no-fine-tune`` nothing is trained: every fit is ``base``.
+    """
+    folds = split.folds
+    if base is not None and s.no_fine_tune:
+        result = TrainResult(base.stacked(), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(1, int),
+                             np.full(1, np.nan))
+        index = pd.DataFrame([(label, "fit", k, 0) for label in prepared for k in range(folds.n_fits + 1)],
+                             columns=["variant", "kind", "fit", "model"])
+        return result, index
+    config = s.train_config
+    boot = bootstrap_plan(split, s)
+    jobs = [job for label, p in prepared.items() for job in _jobs(label, p, split, config, boot)]
+    result = train_stacked([j[3] for j in jobs], config, [j[4] for j in jobs],
+                           init=base.stacked() if base is not None else None)
+    index = pd.DataFrame([(j[0], j[1], j[2], m) for m, j in enumerate(jobs)],
+                         columns=["variant", "kind", "fit", "model"])
+    return result, index

@@ -1,0 +1,79 @@
+"""Which deviations are real: group tests, single-case tests, and the choice of variant.
+
+Group tests compare each patient group's deviations with all reference
+controls (Mann-Whitney U, BH within group and model); single cases are
+Crawford-Howell tests of each patient against the reference controls with a
+family-wise rule calibrated on the controls; variants are ranked on controls
+only (:mod:`nmflow.selection`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from nmflow.group.cohort import reference_groups
+from nmflow.group.records import Split
+from nmflow.group.scoring import Scored
+from nmflow.group.settings import GroupSettings
+from nmflow.selection import rank_variants
+from nmflow.stats import group_statistics, network_pair_summary, single_case_table
+
+
+def _score(z: np.ndarray, test_score: str) -> np.ndarray:
+    return z if test_score == "signed" else np.abs(z)
+
+
+def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per model, patient group and connection: Mann-Whitney U of patients vs reference controls.
+
+    Returns the statistics (column ``connection`` = index in the regions'
+    upper triangle) and their summary per Yeo-7 system pair.
+    """
+    tested = split.folds.tested
+    groups = reference_groups(table, split, s.control_label)[tested]
+    frames = []
+    for model, scores in sc.scores.items():
+        stats = group_statistics(_score(scores.z, s.test_score)[tested], groups, s.control_label, sc.names,
+                                 s.alpha, s.p_rule)
+        stats["connection"] = sc.connection[stats["connection"]]
+        frames.append(stats.assign(model=model))
+    stats = pd.concat(frames, ignore_index=True)
+    networks = pd.concat([network_pair_summary(stats[stats.model == m].drop(columns="model").reset_index(drop=True),
+                                               sc.regions).assign(model=m) for m in sc.scores],
+                         ignore_index=True)
+    return stats, networks
+
+
+def single_cases(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings) -> pd.DataFrame:
+    """Crawford-Howell of each patient's autoencoder deviations against all reference controls.
+
+    The connections form one family (``--single-case-rule``); the ``global``
+    row tests the log mean z^2 on its own (``flagged``: p < alpha).
+    """
+    folds = split.folds
+    ae = sc.scores["autoencoder"]
+    score = _score(ae.z, s.test_score)
+    ids = [f"sub-{x}" for x in table.index[folds.patients]]
+    single = single_case_table(score[folds.patients], score[folds.reference], ids, sc.names, s.alpha,
+                               s.single_case_rule)
+    log_global = np.log(ae.globals["mean_sq_z"].to_numpy())[:, None]
+    overall = single_case_table(log_global[folds.patients], log_global[folds.reference], ids, ["global"],
+                                s.alpha, "raw")
+    single = pd.concat([overall, single]).sort_values("participant_id", kind="stable", ignore_index=True)
+    single.insert(1, "group", table["group"].reindex([i[4:] for i in single.participant_id]).to_numpy())
+    return single
+
+
+def selection_row(sc: Scored) -> dict:
+    """What variant selection needs of one variant (controls only)."""
+    overall = sc.scores["autoencoder"].calibration.iloc[0]
+    return {"variant": sc.label, "n_features": len(sc.names), "stability": sc.stability,
+            "frac_abs_z_gt_1.96": overall["frac_abs_z_gt_1.96"], "z_excess_kurtosis": overall["z_excess_kurtosis"],
+            "explained_variance": overall["explained_variance"], "val_beats_mean": sc.val_beats_mean}
+
+
+def select_variants(rows: list[dict]) -> pd.DataFrame:
+    """Variants ranked on controls only (:func:`nmflow.selection.rank_variants`)."""
+    return rank_variants(pd.DataFrame(rows))

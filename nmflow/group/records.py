@@ -1,0 +1,167 @@
+"""Files between the group level's nodes: NPZ of named arrays (never pickled) and JSON.
+
+Every record is written at full precision so a node reading it computes
+exactly what an in-memory pipeline would.  Strings travel as numpy unicode
+arrays, small structured values (covariate coding, messages) as a JSON string
+under the key ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nmflow.features import Variant
+from nmflow.normative.covariates import CovariateCoder
+from nmflow.normative.crossfit import Folds, Preprocessed
+from nmflow.normative.model import TrainResult
+
+
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
+    """Write named arrays (+ ``meta`` as JSON) to an uncompressed NPZ; returns the absolute path."""
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    if meta is not None:
+        payload["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **payload)
+    return str(Path(path).absolute())
+
+
+def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and meta dict of a file written by :func:`save_npz`."""
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != "meta"}
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    return arrays, meta
+
+
+def frame_arrays(prefix: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Columns of ``frame`` as arrays under ``prefix/<column>`` (text columns as unicode; no object arrays)."""
+    out = {}
+    for name, column in frame.items():
+        values = column.to_numpy()
+        out[f"{prefix}/{name}"] = values.astype(str) if values.dtype == object else values
+    return out
+
+
+def arrays_frame(prefix: str, arrays: dict[str, np.ndarray], columns: list[str]) -> pd.DataFrame:
+    """Inverse of :func:`frame_arrays` (``columns`` gives the order)."""
+    return pd.DataFrame({c: arrays[f"{prefix}/{c}"].astype(object) if arrays[f"{prefix}/{c}"].dtype.kind == "U"
+                         else arrays[f"{prefix}/{c}"] for c in columns})
+
+
+@dataclass
+class VariantFeatures:
+    """One variant's model features aligned to the cohort's subjects.
+
+    ``x`` ``(n_subjects, n_features)`` (Fisher z for correlation metrics, may
+    hold NaN), ``names`` the connections, ``regions`` the atlas regions.
+    """
+
+    variant: Variant
+    x: np.ndarray
+    names: list[str]
+    regions: list[str]
+
+    def save(self, path: str | Path) -> str:
+        v = self.variant
+        return save_npz(path, {"x": self.x, "names": np.array(self.names), "regions": np.array(self.regions)},
+                        {"atlas": v.atlas, "seg": v.seg, "desc": v.desc, "meas": v.meas})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "VariantFeatures":
+        a, meta = load_npz(path)
+        return cls(Variant(**meta), a["x"], a["names"].tolist(), a["regions"].tolist())
+
+
+@dataclass
+class Split:
+    """The cross-fitting plan (:class:`Folds`) and the masks of the final fit on all fitting controls.
+
+    ``final_pool``, ``final_train``, ``final_val`` are ``(n_subjects,)`` bool.
+    """
+
+    folds: Folds
+    final_pool: np.ndarray
+    final_train: np.ndarray
+    final_val: np.ndarray
+
+    def save(self, path: str | Path) -> str:
+        f = self.folds
+        return save_npz(path, {"pool": f.pool, "train": f.train, "val": f.val, "held_out": f.held_out,
+                               "reference": f.reference, "patients": f.patients, "label": f.label,
+                               "final_pool": self.final_pool, "final_train": self.final_train,
+                               "final_val": self.final_val})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Split":
+        a, _ = load_npz(path)
+        folds = Folds(a["pool"], a["train"], a["val"], a["held_out"], a["reference"], a["patients"], a["label"])
+        return cls(folds, a["final_pool"], a["final_train"], a["final_val"])
+
+
+@dataclass
+class Prepared:
+    """One variant after the per-fit preprocessing (imputation, ComBat, scaler, covariates, linear baseline).
+
+    ``preps`` holds one :class:`Preprocessed` per cross-fitting fit; ``final``
+    is the fit on all fitting controls (the same object as ``preps[0]`` with
+    one fit).  ``kept`` ``(n_model_features,)`` marks the connections
+    modelled, ``inputs`` the model's inputs (all of them when transferring a
+    model), ``names`` the kept connections' names.
+    """
+
+    features: VariantFeatures
+    kept: np.ndarray
+    inputs: np.ndarray
+    names: list[str]
+    n_unknown: int
+    preps: list[Preprocessed]
+    final: Preprocessed
+
+    @property
+    def width(self) -> tuple[int, int]:
+        """``(n_inputs, n_covariate_columns)``: models of one width train as one batch."""
+        return int(self.inputs.sum()), int(self.final.cond.shape[1])
+
+    def save(self, path: str | Path, features_file: str) -> str:
+        fits = self.preps + ([] if self.final is self.preps[0] else [self.final])
+        arrays = {"kept": self.kept, "inputs": self.inputs, "names": np.array(self.names)}
+        for k, p in enumerate(fits):
+            arrays.update({f"{k}/{name}": getattr(p, name)
+                           for name in ("features", "harmonized", "mean", "scale", "cond", "linear")})
+        meta = {"features_file": features_file, "n_unknown": self.n_unknown, "n_preps": len(self.preps),
+                "coders": [p.coder.to_dict() for p in fits], "messages": [p.messages for p in fits]}
+        return save_npz(path, arrays, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Prepared":
+        a, meta = load_npz(path)
+        fits = [Preprocessed(a[f"{k}/features"], a[f"{k}/harmonized"], a[f"{k}/mean"], a[f"{k}/scale"],
+                             CovariateCoder.from_dict(coder), a[f"{k}/cond"], a[f"{k}/linear"], messages)
+                for k, (coder, messages) in enumerate(zip(meta["coders"], meta["messages"]))]
+        preps = fits[:meta["n_preps"]]
+        return cls(VariantFeatures.load(meta["features_file"]), a["kept"], a["inputs"], a["names"].tolist(),
+                   int(meta["n_unknown"]), preps, fits[-1])
+
+
+def save_trained(path: str | Path, result: TrainResult, index: pd.DataFrame) -> str:
+    """A stacked :class:`TrainResult` and its ``index`` (columns variant, kind, fit, model)."""
+    arrays = {f"param{k}": p.detach().numpy() for k, p in enumerate(result.params)}
+    arrays.update(train_loss=result.train_loss, val_loss=result.val_loss, best_epoch=result.best_epoch,
+                  best_loss=result.best_loss, variant=index["variant"].to_numpy(str),
+                  kind=index["kind"].to_numpy(str), fit=index["fit"].to_numpy(int), model=index["model"].to_numpy(int))
+    return save_npz(path, arrays)
+
+
+def load_trained(path: str | Path) -> tuple[TrainResult, pd.DataFrame]:
+    """Inverse of :func:`save_trained`."""
+    a, _ = load_npz(path)
+    n_params = sum(k.startswith("param") for k in a)
+    params = [torch.from_numpy(a[f"param{k}"]) for k in range(n_params)]
+    index = pd.DataFrame({k: a[k] for k in ("variant", "kind", "fit", "model")})
+    return TrainResult(params, a["train_loss"], a["val_loss"], a["best_epoch"], a["best_loss"]), index

@@ -1,0 +1,125 @@
+"""The group level's output tables and the descriptions in their JSON sidecars.
+
+Every function returns ``(frame, description)``: the frame is written as a
+TSV (``n/a`` for missing, 6 significant digits) and the description becomes
+the sidecar.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nmflow.group.records import Split, arrays_frame, frame_arrays, load_npz, save_npz
+from nmflow.group.scoring import Scored
+from nmflow.group.settings import GroupSettings
+from nmflow.normative.model import TrainResult
+
+GLOBAL_COLUMNS = {
+    "global_score": "percentile (0-100) of mean_sq_z among the reference controls (a control among the others)",
+    "mean_sq_z": "mean of z^2 over connections",
+    "n_extreme": "connections with |z| > 2.6",
+    "mean_abs_error": "mean |x - x_hat| in standardised units (the original global reconstruction error)",
+}
+DEVIATION_MODELS = {
+    "autoencoder": ("deviations", "Conditional autoencoder"),
+    "linear": ("linearz", "Covariate-aware linear baseline (per-connection regression on the covariates)"),
+}
+
+
+def write_table(stem: str, frame: pd.DataFrame) -> tuple[str, str]:
+    """Write ``stem.tsv`` (the output format: ``n/a``, 6 significant digits) and ``stem.npz`` (full
+    precision, for the report); returns both absolute paths."""
+    tsv = Path(f"{stem}.tsv").absolute()
+    frame.to_csv(tsv, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+    return str(tsv), save_npz(f"{stem}.npz", frame_arrays("table", frame), {"columns": list(frame.columns)})
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A table written by :func:`write_table`, from its ``.npz``."""
+    arrays, meta = load_npz(path)
+    return arrays_frame("table", arrays, meta["columns"])
+
+
+def subjects_description() -> dict:
+    return {"split": "fold-<k>: control scored out of sample by cross-fitting fold k (fitted on the other folds); "
+                     "with --split-file train/val: fitting controls (never tested), test: reference controls; "
+                     "patient: tested, scored by every fold"}
+
+
+def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, harmonized: np.ndarray,
+                    s: GroupSettings) -> tuple[pd.DataFrame, dict]:
+    """Signed residual z of every tested subject for ``model`` (autoencoder or linear).
+
+    ``harmonized`` ``(n_subjects,)`` bool: ComBat changed the subject's features in some fit.
+    """
+    info = pd.DataFrame({"participant_id": [f"sub-{x}" for x in table.index], "group": table["group"].to_numpy(),
+                         "site": table["site"].to_numpy(), "split": split.folds.label, "harmonized": harmonized})
+    scores = sc.scores[model]
+    frame = pd.concat([info, scores.globals, pd.DataFrame(scores.z, columns=sc.names)], axis=1)[split.folds.tested]
+    what = DEVIATION_MODELS[model][1]
+    return frame, {
+        "Description": f"{what}: signed residual z (x - x_hat) / s per connection, s = the reference "
+                       "controls' out-of-sample residual root mean square "
+                       f"({'per site' if s.z_scale == 'site' else 'pooled over sites'}). Controls are "
+                       "scored by the cross-fitting fold that never saw them, patients by all folds (averaged).",
+        **GLOBAL_COLUMNS}
+
+
+def stats_description(s: GroupSettings) -> dict:
+    return {
+        "Description": "Per model, patient group and connection: two-sided Mann-Whitney U of the "
+                       f"{s.test_score} deviation z of the patients vs all reference controls.",
+        "U": "Mann-Whitney U of the patient sample", "q": "Benjamini-Hochberg q within group and model",
+        "effect_size": "rank-biserial correlation 2U/(n_p n_c) - 1 (positive: patients higher)",
+        "flagged": f"{'q' if s.p_rule == 'fdr' else 'p'} < {s.alpha}",
+        "sharing": "shared: flagged in >= 2 groups; specific: flagged in this group only"}
+
+
+def singlecase_description(s: GroupSettings) -> dict:
+    return {
+        "Description": f"Crawford-Howell single-case t-test of each patient's {s.test_score} autoencoder "
+                       "deviation z per connection (and of the log mean z^2, feature 'global') against all "
+                       "reference controls: t = (x - mean) / (sd sqrt((n + 1) / n)), df = n - 1, two-sided.",
+        "q": "Benjamini-Hochberg q over the connections of one patient",
+        "p_fwe": "family-wise adjusted p over the connections of one patient, calibrated on the controls "
+                 "(max-T: each control tested against the others)",
+        "flagged": f"{ {'maxt': 'p_fwe', 'fdr': 'q', 'raw': 'p'}[s.single_case_rule]} < {s.alpha} "
+                   f"(global: p < {s.alpha})"}
+
+
+def networks_description() -> dict:
+    return {"Description": "Flagged connections per Yeo-7 system pair, group and model."}
+
+
+def calibration(sc: Scored) -> tuple[pd.DataFrame, dict]:
+    """Calibration of both models (overall, per site, per connection) with the null single-case rate."""
+    calib = pd.concat([x.calibration.assign(model=m) for m, x in sc.scores.items()], ignore_index=True)
+    calib["null_singlecase_rate"] = np.where(calib.scope.eq("all") & calib.connection.eq("all"),
+                                             calib.model.map({m: x.null_rate for m, x in sc.scores.items()}), np.nan)
+    return calib, {
+        "Description": "Calibration of the reference controls' out-of-sample deviations, overall, per site and "
+                       "per connection (see the README, Group level).",
+        "explained_variance": "1 - var(residual) / var(x) (PCNtoolkit's EV)",
+        "smse": "mean(residual^2) / var(x) (standardised MSE)",
+        "frac_abs_z_gt_1.96": "fraction of |z| > 1.96 (nominal 0.05)",
+        "null_singlecase_rate": "fraction of controls with >= 1 flagged connection when each is tested against "
+                                "the other controls (Crawford-Howell, BH); nominal about alpha"}
+
+
+def curves(final: TrainResult) -> tuple[pd.DataFrame, dict]:
+    """Learning curves of the saved model."""
+    frame = pd.DataFrame({"epoch": np.arange(len(final.train_loss)), "train_loss": final.train_loss[:, 0],
+                          "val_loss": final.val_loss[:, 0]})
+    return frame, {"Description": "Training and validation MSE per epoch of the saved model (fit on all controls)"}
+
+
+def selection_description() -> dict:
+    return {
+        "Description": "Variants judged on controls only (see the README, Group level): a variant "
+                       "qualifies with stability >= 0.8, 3-8 % of controls' |z| > 1.96 and |excess "
+                       "kurtosis| <= 1; qualifying variants are ranked by explained variance, then "
+                       "stability. No row selected: no variant gives stable findings.",
+        "stability": "mean pairwise correlation of bootstrap models' out-of-bag residuals of controls"}

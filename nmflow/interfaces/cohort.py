@@ -1,0 +1,102 @@
+"""Nipype interfaces: the cohort of a group run (features found with PyBIDS, the cross-fitting split).
+
+Every group-level interface receives the :class:`~nmflow.group.settings.GroupSettings`
+fields it uses as a dict (``settings``), so a changed option reruns only the
+steps that read it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+)
+
+from nmflow.group.settings import GroupSettings
+
+
+class GroupStepInputSpec(BaseInterfaceInputSpec):
+    settings = traits.Dict(mandatory=True, desc="the GroupSettings fields this step uses")
+
+
+class CohortStepInputSpec(GroupStepInputSpec):
+    subjects = InputMultiObject(traits.Str, mandatory=True, desc="subject labels of the cohort, in order")
+    split = File(exists=True, mandatory=True, desc="cross-fitting plan (NPZ)")
+
+
+def settings_of(inputs) -> GroupSettings:
+    """The settings of a step (fields it does not use keep their defaults)."""
+    return GroupSettings(**inputs.settings)
+
+
+def cohort_of(inputs) -> tuple[GroupSettings, pd.DataFrame, "Split"]:
+    """Settings, participants table (rows = ``subjects``) and split of a step."""
+    from nmflow.group.cohort import load_table
+    from nmflow.group.records import Split
+
+    s = settings_of(inputs)
+    return s, load_table(s, list(inputs.subjects)), Split.load(inputs.split)
+
+
+def base_model(s: GroupSettings):
+    """The ``--init-model`` (None without)."""
+    from nmflow.normative.model import load_model
+
+    return load_model(s.init_model) if s.init_model else None
+
+
+class _CollectCohortOutputSpec(TraitedSpec):
+    features = OutputMultiObject(File(exists=True), desc="one NPZ per variant: features aligned to the subjects")
+    subjects = OutputMultiObject(traits.Str, desc="subject labels of the cohort (sorted)")
+    messages = traits.List(traits.Str, desc="notes for the log and the report")
+
+
+class CollectCohort(SimpleInterface):
+    """Find the participant-level FC (PyBIDS) or time series and the participants of the cohort."""
+
+    input_spec = GroupStepInputSpec
+    output_spec = _CollectCohortOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.cohort import collect_cohort
+
+        s = settings_of(self.inputs)
+        base = base_model(s)
+        features, subjects, messages = collect_cohort(s, base.card if base is not None else None)
+        self._results["features"] = [vf.save(os.path.join(runtime.cwd, f"features_{k:03d}.npz"))
+                                     for k, vf in enumerate(features)]
+        self._results["subjects"] = subjects
+        self._results["messages"] = messages
+        return runtime
+
+
+class _MakeSplitInputSpec(GroupStepInputSpec):
+    subjects = InputMultiObject(traits.Str, mandatory=True, desc="subject labels of the cohort, in order")
+
+
+class _MakeSplitOutputSpec(TraitedSpec):
+    split = File(exists=True, desc="cross-fitting plan (NPZ)")
+    subjects_table = File(exists=True, desc="subjects.tsv: participant_id, group, site, split")
+    subjects_meta = traits.Dict(desc="sidecar of subjects.tsv")
+
+
+class MakeSplit(SimpleInterface):
+    """Plan the cross-fitting over the controls (stratified by site) or read ``--split-file``."""
+
+    input_spec = _MakeSplitInputSpec
+    output_spec = _MakeSplitOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.cohort import load_table, make_split, subjects_table
+        from nmflow.group.tables import subjects_description, write_table
+
+        s = settings_of(self.inputs)
+        table = load_table(s, list(self.inputs.subjects))
+        split = make_split(s, table, s.init_model is not None)
+        self._results["split"] = split.save(os.path.join(runtime.cwd, "split.npz"))
+        self._results["subjects_table"] = write_table(os.path.join(runtime.cwd, "subjects"),
+                                                      subjects_table(table, split))[0]
+        self._results["subjects_meta"] = subjects_description()
+        return runtime

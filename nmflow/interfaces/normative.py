@@ -1,0 +1,149 @@
+"""Nipype interfaces: normative models of the group level (preprocess, train by width, score)."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+)
+
+from nmflow.interfaces.cohort import CohortStepInputSpec, base_model, cohort_of
+
+
+class _PrepareInputSpec(CohortStepInputSpec):
+    features = File(exists=True, mandatory=True, desc="one variant's features (NPZ from CollectCohort)")
+
+
+class _PrepareOutputSpec(TraitedSpec):
+    prepared = File(exists=True, desc="the variant preprocessed for every fit (NPZ)")
+    width = traits.Str(desc="'<n_inputs>x<n_covariate_columns>': variants of one width train together")
+
+
+class PrepareVariant(SimpleInterface):
+    """Per fit, from its controls only: imputation, ComBat, scaler, covariate coding, linear baseline."""
+
+    input_spec = _PrepareInputSpec
+    output_spec = _PrepareOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.fitting import prepare_variant
+        from nmflow.group.records import VariantFeatures
+
+        s, table, split = cohort_of(self.inputs)
+        prepared = prepare_variant(VariantFeatures.load(self.inputs.features), table, split, s, base_model(s))
+        path = os.path.join(runtime.cwd, "prepared.npz")
+        self._results["prepared"] = prepared.save(path, prepared.features.save(
+            os.path.join(runtime.cwd, "features_mapped.npz")))
+        self._results["width"] = "x".join(map(str, prepared.width))
+        return runtime
+
+
+class _BatchInputSpec(BaseInterfaceInputSpec):
+    prepared = InputMultiObject(File(exists=True), mandatory=True, desc="prepared variants")
+    widths = InputMultiObject(traits.Str, mandatory=True, desc="width of each prepared variant")
+
+
+class _BatchOutputSpec(TraitedSpec):
+    batches = traits.List(traits.List(File(exists=True)), desc="prepared variants grouped by width, in order")
+
+
+class BatchByWidth(SimpleInterface):
+    """Group the variants by input width, keeping their order (one training batch per width)."""
+
+    input_spec = _BatchInputSpec
+    output_spec = _BatchOutputSpec
+
+    def _run_interface(self, runtime):
+        batches: dict[str, list[str]] = {}
+        for path, width in zip(self.inputs.prepared, self.inputs.widths):
+            batches.setdefault(width, []).append(path)
+        self._results["batches"] = list(batches.values())
+        return runtime
+
+
+class _TrainInputSpec(CohortStepInputSpec):
+    prepared = InputMultiObject(File(exists=True), mandatory=True, desc="prepared variants of one width")
+
+
+class _TrainOutputSpec(TraitedSpec):
+    trained = File(exists=True, desc="stacked weights, learning curves and their index (NPZ)")
+
+
+class TrainModels(SimpleInterface):
+    """Train every model of these variants (cross-fitting fits, final fit, bootstrap) as one stacked batch."""
+
+    input_spec = _TrainInputSpec
+    output_spec = _TrainOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.fitting import train_width
+        from nmflow.group.records import Prepared, save_trained
+
+        s, _, split = cohort_of(self.inputs)
+        prepared = {}
+        for path in self.inputs.prepared:
+            p = Prepared.load(path)
+            prepared[p.features.variant.label] = p
+        result, index = train_width(prepared, split, s, base_model(s))
+        self._results["trained"] = save_trained(os.path.join(runtime.cwd, "trained.npz"), result, index)
+        return runtime
+
+
+class _ScoreInputSpec(CohortStepInputSpec):
+    prepared = File(exists=True, mandatory=True, desc="one prepared variant")
+    trained = InputMultiObject(File(exists=True), mandatory=True, desc="all training batches")
+
+
+class _ScoreOutputSpec(TraitedSpec):
+    scored = File(exists=True, desc="deviations of both models at full precision (NPZ)")
+    deviations = File(exists=True, desc="autoencoder deviations (TSV)")
+    deviations_meta = traits.Dict(desc="sidecar of the deviations")
+    linearz = File(exists=True, desc="linear-baseline deviations (TSV)")
+    linearz_meta = traits.Dict(desc="sidecar of the linear deviations")
+    calibration = File(exists=True, desc="calibration table (TSV)")
+    calibration_meta = traits.Dict(desc="sidecar of the calibration")
+    model = File(exists=True, desc="the model fitted on all fitting controls (safetensors)")
+    model_meta = traits.Dict(desc="its model card")
+    curves = File(exists=True, desc="learning curves of that model (TSV)")
+    curves_meta = traits.Dict(desc="sidecar of the curves")
+    entities = traits.Dict(desc="BIDS entities of the variant (atlas, seg, desc, meas)")
+
+
+class ScoreDeviations(SimpleInterface):
+    """Out-of-sample signed residual z of every tested subject, calibration, and the model to keep."""
+
+    input_spec = _ScoreInputSpec
+    output_spec = _ScoreOutputSpec
+
+    def _run_interface(self, runtime):
+        import json
+
+        import numpy as np
+
+        from nmflow.group.records import Prepared, load_trained
+        from nmflow.group.scoring import dataset_name, score_variant
+        from nmflow.group.tables import calibration, curves, deviation_table, write_table
+        from nmflow.normative.model import save_model
+
+        s, table, split = cohort_of(self.inputs)
+        p = Prepared.load(self.inputs.prepared)
+        label = p.features.variant.label
+        batch = next(path for path in self.inputs.trained if label in load_trained(path)[1].variant.to_numpy())
+        result, index = load_trained(batch)
+        sc, model, final = score_variant(p, result, index, table, split, s, base_model(s), dataset_name(s.bids_dir))
+        out = self._results
+        cwd = runtime.cwd
+        out["scored"] = sc.save(os.path.join(cwd, "scored.npz"))
+        harmonized = np.mean([prep.harmonized for prep in p.preps], axis=0) > 0
+        for model_name, key in (("autoencoder", "deviations"), ("linear", "linearz")):
+            frame, meta = deviation_table(sc, model_name, table, split, harmonized, s)
+            out[key], out[f"{key}_meta"] = write_table(os.path.join(cwd, key), frame)[0], meta
+        frame, out["calibration_meta"] = calibration(sc)
+        out["calibration"] = write_table(os.path.join(cwd, "calibration"), frame)[0]
+        frame, out["curves_meta"] = curves(final)
+        out["curves"] = write_table(os.path.join(cwd, "curves"), frame)[0]
+        weights, card = save_model(model, os.path.join(cwd, f"{label}_model.safetensors"))  # the card names it
+        out["model"], out["model_meta"] = str(weights), json.loads(card.read_text())
+        out["entities"] = p.features.variant.entities
+        return runtime

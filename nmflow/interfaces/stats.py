@@ -1,0 +1,95 @@
+"""Nipype interfaces: group tests, single-case tests and the choice of variant."""
+
+from __future__ import annotations
+
+import os
+
+from nipype.interfaces.base import (
+    File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
+)
+
+from nmflow.interfaces.cohort import CohortStepInputSpec, GroupStepInputSpec, cohort_of
+
+
+class _ScoredInputSpec(CohortStepInputSpec):
+    scored = File(exists=True, mandatory=True, desc="one variant's deviations (NPZ from ScoreDeviations)")
+
+
+class _GroupTestsOutputSpec(TraitedSpec):
+    stats = File(exists=True, desc="Mann-Whitney U per model, group and connection (TSV)")
+    stats_meta = traits.Dict(desc="sidecar of the statistics")
+    networks = File(exists=True, desc="flagged connections per Yeo-7 system pair (TSV)")
+    networks_meta = traits.Dict(desc="sidecar of the summary")
+
+
+class GroupTests(SimpleInterface):
+    """Patients' deviations vs the reference controls, per group and connection."""
+
+    input_spec = _ScoredInputSpec
+    output_spec = _GroupTestsOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.inference import group_tests
+        from nmflow.group.scoring import Scored
+        from nmflow.group.tables import networks_description, stats_description, write_table
+
+        s, table, split = cohort_of(self.inputs)
+        stats, networks = group_tests(Scored.load(self.inputs.scored), table, split, s)
+        self._results["stats"] = write_table(os.path.join(runtime.cwd, "stats"), stats)[0]
+        self._results["stats_meta"] = stats_description(s)
+        self._results["networks"] = write_table(os.path.join(runtime.cwd, "networks"), networks)[0]
+        self._results["networks_meta"] = networks_description()
+        return runtime
+
+
+class _SingleCasesOutputSpec(TraitedSpec):
+    singlecase = File(exists=True, desc="Crawford-Howell tests of every patient (TSV)")
+    singlecase_meta = traits.Dict(desc="sidecar of the single-case table")
+
+
+class SingleCases(SimpleInterface):
+    """Each patient against the reference controls (Crawford-Howell, family-wise rule)."""
+
+    input_spec = _ScoredInputSpec
+    output_spec = _SingleCasesOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.inference import single_cases
+        from nmflow.group.scoring import Scored
+        from nmflow.group.tables import singlecase_description, write_table
+
+        s, table, split = cohort_of(self.inputs)
+        frame = single_cases(Scored.load(self.inputs.scored), table, split, s)
+        self._results["singlecase"] = write_table(os.path.join(runtime.cwd, "singlecase"), frame)[0]
+        self._results["singlecase_meta"] = singlecase_description(s)
+        return runtime
+
+
+class _SelectInputSpec(GroupStepInputSpec):
+    scored = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's deviations")
+
+
+class _SelectOutputSpec(TraitedSpec):
+    selection = File(desc="variants ranked on controls only (TSV); absent without bootstrap models")
+    selection_meta = traits.Dict(desc="sidecar of the ranking")
+
+
+class SelectVariants(SimpleInterface):
+    """Rank the variants on controls only: stability, calibration, explained variance."""
+
+    input_spec = _SelectInputSpec
+    output_spec = _SelectOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.group.fitting import n_bootstrap
+        from nmflow.group.inference import select_variants, selection_row
+        from nmflow.group.scoring import Scored
+        from nmflow.group.settings import GroupSettings
+        from nmflow.group.tables import selection_description, write_table
+
+        if n_bootstrap(GroupSettings(**self.inputs.settings)):
+            rows = [selection_row(Scored.load(path)) for path in self.inputs.scored]
+            self._results["selection"] = write_table(os.path.join(runtime.cwd, "selection"),
+                                                     select_variants(rows))[0]
+            self._results["selection_meta"] = selection_description()
+        return runtime
