@@ -18,6 +18,7 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text
 
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
                 ("run", "run"), ("space", "space"), ("res", "res"), ("atlas", "atlas"),
@@ -171,16 +172,10 @@ def write_dataset_description(out_dir: str | Path, source: str | Path, config: d
         "GeneratedBy": [{"Name": "nmflow", "Version": __version__}],
         "SourceDatasets": [{"URL": Path(os.path.abspath(source)).as_uri()}],
     }
-    _atomic_write(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
+    atomic_write_text(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
     import yaml
 
-    _atomic_write(out_dir / "nmflow_config.yml", yaml.safe_dump(config, sort_keys=True))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(out_dir / "nmflow_config.yml", yaml.safe_dump(config, sort_keys=True))
 
 
 def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None:

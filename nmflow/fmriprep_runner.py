@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from nmflow.dicom.files import atomic_write_text, table_text
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text, table_text
 
 ENGINES = ("docker", "apptainer", "singularity", "local")
 DEFAULT_IMAGE = "nipreps/fmriprep:24.1.1"

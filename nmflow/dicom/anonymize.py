@@ -22,7 +22,8 @@ from pathlib import Path
 
 import nibabel as nib
 
-from nmflow.dicom.files import atomic_write_text, read_table, table_text
+from nmflow.dicom.files import read_table
+from nmflow.fileio import atomic_write_text, table_text
 
 DATE_POLICIES = ("remove", "shift")
 REMOVED_KEYS = {

@@ -6,8 +6,9 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
-from nmflow.dicom.files import atomic_write_text, read_table, table_text
+from nmflow.dicom.files import read_table
 from nmflow.dicom.plan import PlannedSeries
+from nmflow.fileio import atomic_write_text, table_text
 
 BIDS_VERSION = "1.9.0"
 MAX_AGE = 89  # BIDS/HIPAA: ages above 89 are reported as 89

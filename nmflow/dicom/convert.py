@@ -96,7 +96,13 @@ def run_heudiconv(dicom_dir: Path, heuristic: Path, participant: str, session: s
 
 
 def _place(source: Path, target: Path) -> None:
-    """Copy ``source`` next to ``target`` then swap it in (replacing ``target``)."""
+    """Copy ``source`` next to ``target`` then swap it in (replacing ``target``).
+
+    The session folder is swapped whole, not filled file by file as with
+    :func:`nmflow.fileio.staged_folder`: it appears only once complete (an
+    existing one marks the session as converted) and no file of an earlier
+    conversion survives ``--overwrite``.
+    """
     staging = target.parent / f".nmflow-partial-{target.name}"
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging)

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nmflow.dicom.classify import Proposal, classify
-from nmflow.dicom.files import atomic_write_text, read_table, table_text
+from nmflow.dicom.files import read_table
 from nmflow.dicom.scan import Series, group_series, scan_tree
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text, table_text
 
 CSV_COLUMNS = [
     "participant_label", "session_label", "include", "datatype", "suffix", "entities",
