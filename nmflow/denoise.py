@@ -118,6 +118,11 @@ def load_strategy(spec: str) -> Strategy:
                     bool(data.get("filter", True)), str(data.get("description", f"user strategy from {path.name}")))
 
 
+def shown_strategy(strategies: list[str]) -> str:
+    """The strategy whose cleaned carpet and connectome the run report shows: the first that cleans."""
+    return next((s for s in strategies if s != "none"), strategies[0])
+
+
 def read_confounds(path: str | Path) -> pd.DataFrame:
     """fMRIPrep confounds TSV (``n/a`` as NaN), checked for readability."""
     path = Path(path)

@@ -9,9 +9,8 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.denoise import CleaningSettings, clean_run, clean_signals, read_confounds
+from nmflow.denoise import CleaningSettings, clean_run, clean_signals, read_confounds, shown_strategy
 from nmflow.interfaces.io import key, load_arrays, save_arrays, strategies_from_json
-from nmflow.reports.participant import shown_strategy
 
 
 class _DenoiseInputSpec(BaseInterfaceInputSpec):

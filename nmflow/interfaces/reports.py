@@ -10,6 +10,7 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.bids_io import bids_name
+from nmflow.denoise import shown_strategy
 from nmflow.interfaces.io import atlases_from_json, key, load_arrays
 from nmflow.reports import participant as report
 
@@ -45,7 +46,7 @@ class RunReport(SimpleInterface):
         strategies = list(self.inputs.strategies)
         outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a")
                     for s, f in zip(strategies, self.inputs.outlier_files)}
-        shown = report.shown_strategy(strategies)
+        shown = shown_strategy(strategies)
         metric = self.inputs.metric
         figures = [report.carpet_figure(
             cwd / f"{name}_desc-carpet_bold.png", signals["carpet"], cleaned[key("carpet", shown)],

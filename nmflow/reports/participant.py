@@ -22,11 +22,6 @@ from nmflow.atlas import Atlas, region_centres  # noqa: E402
 DPI = 80
 
 
-def shown_strategy(strategies: list[str]) -> str:
-    """The strategy whose cleaned carpet and connectome the report shows: the first that cleans."""
-    return next((s for s in strategies if s != "none"), strategies[0])
-
-
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
     std = x.std(axis=1, keepdims=True)
     return (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1)
