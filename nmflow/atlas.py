@@ -76,6 +76,23 @@ def atlas_dir_from_env(atlas_dir: str | os.PathLike | None) -> Path | None:
     return Path(value).absolute() if value else None
 
 
+def run_resolution(runs) -> float | None:
+    """The voxel size (mm) a built-in atlas file should match, for :func:`resolve_atlas`.
+
+    Parameters
+    ----------
+    runs : iterable of nmflow.bids_io.Run
+        The BOLD runs to process.
+
+    Returns
+    -------
+    float or None
+        The first numeric ``res`` entity among the runs (``res-2`` gives 2.0);
+        None when no run has one (no entity, or e.g. ``res-native``).
+    """
+    return next((float(r.res) for r in runs if r.res and re.fullmatch(r"\d+(\.\d+)?", r.res)), None)
+
+
 def resolve_atlas(
     spec: str, atlas_dir: str | os.PathLike | None = None, resolution_mm: float | None = None
 ) -> Atlas:

@@ -1,12 +1,13 @@
 """Atlas resolution and confound selection on real fMRIPrep confounds shipped with nilearn."""
 
 import importlib.resources
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from nmflow.atlas import resolve_atlas
+from nmflow.atlas import resolve_atlas, run_resolution
 from nmflow.denoise import PRESETS, load_strategy, read_confounds, select_confounds
 from nmflow.errors import NmflowInputError
 
@@ -20,6 +21,13 @@ def test_builtin_names_resolve_in_atlas_dir(tiny_dataset):
     assert atlas.image.name.startswith("Yeo-17-liberal_")
     thin = resolve_atlas("yeo7thin", tiny_dataset["atlas_dir"])
     assert thin.image.name.startswith("Yeo-7_") and thin.entities["seg"] == "7nThin"
+
+
+@pytest.mark.parametrize("res, expected", [
+    ([None, "native", "2", "4"], 2.0), (["1.5"], 1.5), (["native", None], None), ([], None),
+])
+def test_run_resolution_is_the_first_numeric_res_entity(res, expected):
+    assert run_resolution([SimpleNamespace(res=r) for r in res]) == expected
 
 
 def test_real_atlas_resolution_matches_bold_resolution(real_atlas_dir):

@@ -90,7 +90,7 @@ def main(argv: list[str]) -> int:
 
 
 def run_participant(args: argparse.Namespace) -> int:
-    from nmflow.atlas import resolve_atlas
+    from nmflow.atlas import resolve_atlas, run_resolution
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.denoise import load_strategy
 
@@ -101,7 +101,7 @@ def run_participant(args: argparse.Namespace) -> int:
     if not runs and not problems:
         raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}"
                                + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
-    res = next((float(r.res) for r in runs if r.res and r.res.replace(".", "").isdigit()), None)
+    res = run_resolution(runs)
     atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
     settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
                                 args.min_segment, args.min_volumes,
