@@ -32,9 +32,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from group_helpers import group_args  # noqa: E402
 from realdata_helpers import abide_workspace  # noqa: E402
 
-from nmflow.features import collect_timeseries  # noqa: E402
+from nmflow.features import collect_timeseries, model_features  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
-from nmflow.workflows.group import _variant_features, run_group  # noqa: E402
+from nmflow.workflows.group import run_group  # noqa: E402
 
 VARIANT = "atlas-HO_meas-pearson"
 
@@ -97,7 +97,7 @@ def pca_error(table: pd.DataFrame, ts: Path, k: int = 50) -> np.ndarray:
     fs = next(iter(sets.values()))
     args = group_args("x", "y", "--covariates", "age", "sex")
     folds = make_folds(table, "control", args.folds, args.val_split, args.seed)
-    raw = _variant_features(fs, table)
+    raw = model_features(fs)[[fs.subjects.index(s) for s in table.index]]
     from nmflow.normative.crossfit import kept_connections
 
     kept = kept_connections(raw, folds.pool, args.max_missing)
