@@ -25,6 +25,7 @@ import pandas as pd
 import yaml
 
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import read_tsv
 
 MOTION_24 = [
     rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -125,13 +126,7 @@ def shown_strategy(strategies: list[str]) -> str:
 
 def read_confounds(path: str | Path) -> pd.DataFrame:
     """fMRIPrep confounds TSV (``n/a`` as NaN), checked for readability."""
-    path = Path(path)
-    if not path.exists():
-        raise NmflowInputError(path, "confounds file not found")
-    try:
-        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except Exception as exc:
-        raise NmflowInputError(path, f"cannot read confounds file ({type(exc).__name__}: {exc})") from None
+    table = read_tsv(path, "confounds file")
     if table.shape[1] == 0 or table.shape[0] == 0:
         raise NmflowInputError(path, "confounds file is empty")
     return table

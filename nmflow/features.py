@@ -25,6 +25,7 @@ import pandas as pd
 from nmflow.bids_io import layout, read_relmat, strip_prefix
 from nmflow.connectivity import connection_names, connectivity, fisher_z, is_correlation, upper_triangle
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import read_tsv
 
 SPLITS = ("train", "val", "test")
 
@@ -114,18 +115,23 @@ def read_timeseries(path: str | Path) -> tuple[list[str], np.ndarray]:
     ``n/a`` is NaN; a file whose header is numeric is read as headerless
     (regions named ``R1..Rn``).
     """
+    table = read_tsv(path, "time series")
+    if all(_is_number(c) for c in table.columns):
+        table = read_tsv(path, "time series", header=None)
+        table.columns = [f"R{k + 1}" for k in range(table.shape[1])]
     try:
-        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
-        try:
-            [float(c) for c in table.columns]
-            table = pd.read_csv(path, sep="\t", na_values=["n/a"], header=None)
-            table.columns = [f"R{k + 1}" for k in range(table.shape[1])]
-        except ValueError:
-            pass
         values = table.to_numpy(dtype=float)
-    except Exception as exc:
+    except (TypeError, ValueError) as exc:
         raise NmflowInputError(path, f"cannot read time series ({type(exc).__name__}: {exc})") from None
     return [str(c) for c in table.columns], values
+
+
+def _is_number(text) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def collect_timeseries(ts_dir: str | Path, metrics: list[str],
@@ -182,7 +188,7 @@ def read_participants(path: str | Path, group_column: str, site_column: str | No
     path = Path(path)
     if not path.is_file():
         raise NmflowInputError(path, "participants file not found (give --participants FILE)")
-    table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
+    table = read_tsv(path, "participants file", dtype={"participant_id": str})
     needed = ["participant_id", group_column] + covariates
     missing = [c for c in needed if c not in table.columns]
     if missing:

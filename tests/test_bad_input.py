@@ -187,3 +187,65 @@ def test_atlas_unavailable_offline(two_subjects, tmp_path, capsys, monkeypatch):
     for word in ("yeo17thick", "offline", "download", "Yeo_JNeurophysiol11_MNI152.zip", str(empty_atlas_dir),
                  "Yeo-17-liberal_space-MNI152NLin6_res-2x2x2.nii.gz"):
         assert word in line, f"{word!r} not in {line!r}"
+
+
+# -- tables read with nmflow.fileio.read_tsv: one NmflowInputError naming the file ------------------
+
+RAGGED = "a\tb\n1\t2\n3\t4\t5\t6\n"
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["confounds file not found"]),
+    (RAGGED, ["cannot read confounds file (ParserError", "Expected 2 fields"]),
+])
+def test_unreadable_confounds_table(tmp_path, content, words):
+    from nmflow.denoise import read_confounds
+    from nmflow.errors import NmflowInputError
+
+    path = tmp_path / "confounds.tsv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(NmflowInputError) as info:
+        read_confounds(path)
+    assert str(info.value).startswith(f"{path}: ") and all(w in str(info.value) for w in words)
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, ["time series not found"]),
+    (RAGGED, ["cannot read time series (ParserError"]),
+    ("a\tb\n1\tx\n", ["cannot read time series (ValueError", "'x'"]),
+])
+def test_unreadable_timeseries_table(tmp_path, content, words):
+    from nmflow.errors import NmflowInputError
+    from nmflow.features import read_timeseries
+
+    path = tmp_path / "ts.tsv"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(NmflowInputError) as info:
+        read_timeseries(path)
+    assert str(info.value).startswith(f"{path}: ") and all(w in str(info.value) for w in words)
+
+
+def test_timeseries_with_numeric_header_is_headerless(tmp_path):
+    from nmflow.features import read_timeseries
+
+    path = tmp_path / "ts.tsv"
+    path.write_text("1\t2.5\nn/a\t4\n")
+    names, values = read_timeseries(path)
+    assert names == ["R1", "R2"]
+    np.testing.assert_array_equal(values, [[1, 2.5], [np.nan, 4]])
+
+
+def test_unreadable_participants_and_split_tables(tmp_path):
+    from nmflow.errors import NmflowInputError
+    from nmflow.features import read_participants
+    from nmflow.normative.crossfit import make_folds
+
+    participants = tmp_path / "participants.tsv"
+    participants.write_text(RAGGED)
+    with pytest.raises(NmflowInputError, match=r"participants.tsv: cannot read participants file \(ParserError"):
+        read_participants(participants, "group", None, [])
+    table = pd.DataFrame({"group": ["control"] * 3, "site": ["a"] * 3}, index=["01", "02", "03"])
+    with pytest.raises(NmflowInputError, match=r"split.tsv: split file not found"):
+        make_folds(table, "control", split_file=tmp_path / "split.tsv")

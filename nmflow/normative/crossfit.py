@@ -39,6 +39,7 @@ import torch
 
 from nmflow.errors import NmflowInputError
 from nmflow.features import SPLITS
+from nmflow.fileio import read_tsv
 from nmflow.harmonize import harmonize
 from nmflow.normative.config import TrainConfig
 from nmflow.normative.covariates import CovariateCoder, fit_coder, is_numeric
@@ -161,10 +162,7 @@ def final_fit(folds: Folds, sites: np.ndarray, val_split: float, seed: int
 def _read_split_file(path, table: pd.DataFrame, controls: np.ndarray) -> np.ndarray:
     from nmflow.bids_io import strip_prefix
 
-    try:
-        given = pd.read_csv(path, sep="\t", dtype=str)
-    except (OSError, pd.errors.ParserError) as exc:
-        raise NmflowInputError(path, f"cannot read split file ({exc})") from None
+    given = read_tsv(path, "split file", dtype=str)
     if not {"participant_id", "split"} <= set(given.columns) or not set(given["split"]) <= set(SPLITS):
         raise NmflowInputError(path, f"needs columns participant_id and split in {SPLITS}")
     split = pd.Series(given["split"].to_numpy(), index=[strip_prefix(p) for p in given["participant_id"]])
