@@ -71,6 +71,11 @@ def strip_prefix(label: str) -> str:
     return label[4:] if label.startswith("sub-") else label
 
 
+def with_prefix(label: str) -> str:
+    """``01`` and ``sub-01`` both give ``sub-01`` (the inverse of :func:`strip_prefix`)."""
+    return label if label.startswith("sub-") else f"sub-{label}"
+
+
 def collect_runs(
     fmriprep_dir: str | Path, participant_label: list[str] | None = None,
     bids_filters: dict | None = None, space: str | None = "MNI152NLin6Asym",

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, table_text
 
@@ -79,7 +80,7 @@ def _fmriprep_args(bids: str, out: str, work: str, license_file: str, participan
                    options: FmriprepOptions) -> list[str]:
     args = [bids, out, "participant", "--participant-label", participant,
             "--output-spaces", *options.output_spaces, "--fs-license-file", license_file,
-            "-w", f"{work}/sub-{participant}"]
+            "-w", f"{work}/{with_prefix(participant)}"]
     for flag, value in (("--nthreads", options.nthreads), ("--omp-nthreads", options.omp_nthreads),
                         ("--mem-mb", options.mem_mb)):
         if value is not None:
@@ -133,12 +134,12 @@ def find_participants(bids_dir: Path, selected: list[str] | None = None) -> list
     """
     if not bids_dir.is_dir():
         raise NmflowInputError(bids_dir, "BIDS folder does not exist")
-    present = sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
-    wanted = [label.removeprefix("sub-") for label in selected] if selected else present
+    present = sorted(strip_prefix(p.name) for p in bids_dir.glob("sub-*") if p.is_dir())
+    wanted = [strip_prefix(label) for label in selected] if selected else present
     missing = [label for label in wanted if label not in present]
     if missing:
         raise NmflowInputError(bids_dir, f"no folder for participant(s) "
-                               f"{', '.join('sub-' + m for m in missing)}")
+                               f"{', '.join(with_prefix(m) for m in missing)}")
     if not wanted:
         raise NmflowInputError(bids_dir, "no sub-* folder found")
     return wanted
@@ -146,7 +147,7 @@ def find_participants(bids_dir: Path, selected: list[str] | None = None) -> list
 
 def is_done(deriv_dir: Path, participant: str) -> bool:
     """True when fMRIPrep's final report for the participant exists."""
-    return (deriv_dir / f"sub-{participant}.html").is_file()
+    return (deriv_dir / f"{with_prefix(participant)}.html").is_file()
 
 
 def run_participant(cmd: list[str], log: Path) -> tuple[int, float]:
@@ -211,8 +212,8 @@ def run_all(bids_dir: Path, deriv_dir: Path, options: FmriprepOptions, log_dir: 
         elif dry_run:
             results.append(SubjectResult(participant, "dry-run"))
         else:
-            echo(f"fmriprep: running sub-{participant}")
-            log = log_dir / f"sub-{participant}.log"
+            echo(f"fmriprep: running {with_prefix(participant)}")
+            log = log_dir / f"{with_prefix(participant)}.log"
             code, seconds = run_participant(commands[participant], log)
             results.append(SubjectResult(participant, "ok" if code == 0 else "failed",
                                          code, seconds, log))
@@ -223,7 +224,7 @@ def run_all(bids_dir: Path, deriv_dir: Path, options: FmriprepOptions, log_dir: 
 
 
 def _summary_rows(results: list[SubjectResult]) -> list[dict[str, str]]:
-    return [{"participant": f"sub-{r.participant}", "status": r.status,
+    return [{"participant": with_prefix(r.participant), "status": r.status,
              "exit_code": "" if r.returncode is None else str(r.returncode),
              "seconds": "" if r.seconds is None else f"{r.seconds:g}",
              "log": "" if r.log is None else str(r.log)} for r in results]
@@ -234,7 +235,7 @@ def format_summary(results: list[SubjectResult]) -> str:
     rows = [dict(zip(SUMMARY_COLUMNS, SUMMARY_COLUMNS))] + _summary_rows(results)
     widths = {c: max(len(row[c]) for row in rows) for c in SUMMARY_COLUMNS}
     lines = ["  ".join(row[c].ljust(widths[c]) for c in SUMMARY_COLUMNS).rstrip() for row in rows]
-    failed = [f"sub-{r.participant}" for r in results if r.status == "failed"]
+    failed = [with_prefix(r.participant) for r in results if r.status == "failed"]
     lines.append(f"failed: {', '.join(failed)}" if failed else "failed: none")
     return "\n".join(lines)
 

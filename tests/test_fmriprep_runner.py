@@ -165,3 +165,13 @@ def test_missing_license_is_reported(study, capsys):
     assert code == 1
     assert err == f"nmflow: error: {study['tmp'] / 'nope.txt'}: FreeSurfer license file not " \
                   "found (--fs-license-file or $FS_LICENSE)\n"
+
+
+def test_labels_are_taken_with_or_without_sub(study):
+    from nmflow.bids_io import strip_prefix, with_prefix
+    from nmflow.fmriprep_runner import find_participants
+
+    assert find_participants(study["bids"], ["sub-03", "01"]) == ["03", "01"]
+    for label in ("01", "sub-01"):
+        assert with_prefix(label) == with_prefix(with_prefix(label)) == "sub-01"
+        assert strip_prefix(with_prefix(label)) == "01"

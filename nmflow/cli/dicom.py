@@ -37,6 +37,7 @@ def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argumen
 
 
 def _inventory(args: argparse.Namespace) -> int:
+    from nmflow.bids_io import with_prefix
     from nmflow.dicom.inventory import run_inventory
 
     summary = run_inventory(args.dicom_root, args.csv, args.key_file, args.overwrite)
@@ -46,7 +47,7 @@ def _inventory(args: argparse.Namespace) -> int:
     print(f"{summary.n_files} DICOM files, {summary.n_series} series, "
           f"{len(summary.sessions)} participants, {n_sessions} sessions")
     for label, sessions in sorted(summary.sessions.items()):
-        print(f"  sub-{label}: {', '.join('ses-' + s for s in sessions)}")
+        print(f"  {with_prefix(label)}: {', '.join('ses-' + s for s in sessions)}")
     print(f"wrote {args.csv} (review and edit it) and {args.key_file} (keep it private)")
     return 0
 

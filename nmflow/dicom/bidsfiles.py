@@ -6,6 +6,7 @@ import json
 from importlib.metadata import version
 from pathlib import Path
 
+from nmflow.bids_io import with_prefix
 from nmflow.dicom.files import read_table
 from nmflow.dicom.plan import PlannedSeries
 from nmflow.fileio import atomic_write_text, table_text
@@ -62,9 +63,8 @@ def participant_rows(planned: list[PlannedSeries]) -> dict[str, dict[str, str]]:
     """
     rows = {}
     for item in sorted(planned, key=lambda p: (p.participant, p.session)):
-        row = rows.setdefault(f"sub-{item.participant}",
-                              {"participant_id": f"sub-{item.participant}", "age": "n/a",
-                               "sex": "n/a"})
+        participant_id = with_prefix(item.participant)
+        row = rows.setdefault(participant_id, {"participant_id": participant_id, "age": "n/a", "sex": "n/a"})
         if row["age"] == "n/a" and item.age is not None:
             row["age"] = f"{min(item.age, MAX_AGE):g}"
         if row["sex"] == "n/a" and item.sex:

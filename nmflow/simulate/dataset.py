@@ -27,6 +27,7 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.atlas import resolve_atlas
+from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
 from nmflow.simulate import networks as net
@@ -193,7 +194,7 @@ def _participants(settings: SimulationSettings, rng: np.random.Generator) -> pd.
     width = max(2, len(str(n)))
     return pd.DataFrame(
         {
-            "participant_id": [f"sub-{i + 1:0{width}d}" for i in range(n)],
+            "participant_id": [with_prefix(f"{i + 1:0{width}d}") for i in range(n)],
             "group": groups,
             "age": np.round(rng.uniform(20, 70, n), 1),
             "sex": rng.choice(["F", "M"], n),
@@ -270,7 +271,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     true_features = []
     affine = atlas_img.affine
     for row in participants.itertuples():
-        sub_rng = np.random.default_rng([settings.seed, int(row.participant_id[4:])])
+        sub_rng = np.random.default_rng([settings.seed, int(strip_prefix(row.participant_id))])
         draws = pop.draw_subjects(model, [row.group], [row.age], [row.sex], [row.site], sub_rng)
         true_features.append(upper_triangle(draws.true_fc[0]))
         motion_level = float(sub_rng.lognormal(0, 0.4))
