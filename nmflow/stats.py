@@ -40,17 +40,13 @@ def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (q) of a 1-D array; NaN stays NaN.
 
     ``q_(k) = min_{j >= k} min(1, p_(j) m / j)`` over the ``m`` finite values
-    sorted ascending.
+    sorted ascending (:func:`scipy.stats.false_discovery_control` on them).
     """
     p = np.asarray(p, dtype=float)
     q = np.full(p.shape, np.nan)
-    finite = np.flatnonzero(np.isfinite(p))
-    m = finite.size
-    if m == 0:
-        return q
-    order = finite[np.argsort(p[finite], kind="stable")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    finite = np.isfinite(p)
+    if finite.any():
+        q[finite] = sps.false_discovery_control(p[finite])
     return q
 
 

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from nmflow.atlas import YEO_NAMES
 from nmflow.stats import (benjamini_hochberg, crawford_howell, crawford_howell_loo, group_statistics,
@@ -14,6 +15,39 @@ def test_benjamini_hochberg_hand_computed():
     q = benjamini_hochberg(np.array([0.01, 0.04, 0.03, np.nan, 0.5]))
     np.testing.assert_allclose(q[[0, 1, 2, 4]], [0.04, 0.16 / 3, 0.16 / 3, 0.5])
     assert np.isnan(q[3])
+
+
+def _reference_bh(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg written out (the function nmflow had before it used SciPy's)."""
+    q = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    m = finite.size
+    if m:
+        order = finite[np.argsort(p[finite], kind="stable")]
+        scaled = p[order] * m / np.arange(1, m + 1)
+        q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_benjamini_hochberg_matches_scipy_with_ties_and_nans(seed):
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 300))
+    p = rng.uniform(0, 1, m) ** rng.uniform(0.3, 3)
+    p = np.round(p, 2) if seed % 2 else p  # ties
+    p[rng.random(m) < 0.15] = np.nan
+    p[rng.random(m) < 0.05] = 1.0
+    q = benjamini_hochberg(p)
+    np.testing.assert_array_equal(np.isnan(q), np.isnan(p))
+    np.testing.assert_allclose(q, _reference_bh(p), rtol=0, atol=1e-12)
+    finite = ~np.isnan(p)
+    if finite.any():
+        np.testing.assert_allclose(q[finite], stats.false_discovery_control(p[finite]), rtol=0, atol=1e-12)
+
+
+def test_benjamini_hochberg_without_finite_values():
+    assert np.isnan(benjamini_hochberg(np.array([np.nan, np.inf]))).all()
+    assert benjamini_hochberg(np.array([])).shape == (0,)
 
 
 def test_mann_whitney_and_rank_biserial_hand_computed():
