@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import os
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
 from nmflow.group.settings import GroupSettings
+
+if TYPE_CHECKING:
+    from nmflow.group.records import Split
 
 
 class GroupStepInputSpec(BaseInterfaceInputSpec):
@@ -31,13 +36,33 @@ def settings_of(inputs) -> GroupSettings:
     return GroupSettings(**inputs.settings)
 
 
-def cohort_of(inputs) -> tuple[GroupSettings, pd.DataFrame, "Split"]:
+def cohort_of(inputs) -> tuple[GroupSettings, pd.DataFrame, Split]:
     """Settings, participants table (rows = ``subjects``) and split of a step."""
     from nmflow.group.cohort import load_table
     from nmflow.group.records import Split
 
     s = settings_of(inputs)
     return s, load_table(s, list(inputs.subjects)), Split.load(inputs.split)
+
+
+class TableStep(SimpleInterface):
+    """A group step whose results are tables: :meth:`tables` returns ``{output: (frame, sidecar)}``.
+
+    Each table is written as ``<output>.tsv`` (+ a full-precision ``.npz``)
+    and its sidecar becomes the output ``<output>_meta``.
+    """
+
+    def tables(self, s: GroupSettings, table: pd.DataFrame, split, cwd: str) -> dict:
+        raise NotImplementedError
+
+    def _run_interface(self, runtime):
+        from nmflow.group.tables import write_table
+
+        s, table, split = cohort_of(self.inputs)
+        for name, (frame, meta) in self.tables(s, table, split, runtime.cwd).items():
+            self._results[name] = write_table(os.path.join(runtime.cwd, name), frame)[0]
+            self._results[f"{name}_meta"] = meta
+        return runtime
 
 
 def base_model(s: GroupSettings):

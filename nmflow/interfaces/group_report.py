@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from nipype.interfaces.base import Directory, File, InputMultiObject, SimpleInterface, TraitedSpec, traits

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.interfaces.cohort import CohortStepInputSpec, base_model, cohort_of
+from nmflow.interfaces.cohort import CohortStepInputSpec, TableStep, base_model, cohort_of
 
 
 class _PrepareInputSpec(CohortStepInputSpec):
@@ -110,40 +110,32 @@ class _ScoreOutputSpec(TraitedSpec):
     entities = traits.Dict(desc="BIDS entities of the variant (atlas, seg, desc, meas)")
 
 
-class ScoreDeviations(SimpleInterface):
+class ScoreDeviations(TableStep):
     """Out-of-sample signed residual z of every tested subject, calibration, and the model to keep."""
 
     input_spec = _ScoreInputSpec
     output_spec = _ScoreOutputSpec
 
-    def _run_interface(self, runtime):
+    def tables(self, s, table, split, cwd):
         import json
 
         import numpy as np
 
         from nmflow.group.records import Prepared, load_trained
         from nmflow.group.scoring import dataset_name, score_variant
-        from nmflow.group.tables import calibration, curves, deviation_table, write_table
+        from nmflow.group.tables import calibration, curves, deviation_table
         from nmflow.normative.model import save_model
 
-        s, table, split = cohort_of(self.inputs)
         p = Prepared.load(self.inputs.prepared)
         label = p.features.variant.label
         batch = next(path for path in self.inputs.trained if label in load_trained(path)[1].variant.to_numpy())
         result, index = load_trained(batch)
         sc, model, final = score_variant(p, result, index, table, split, s, base_model(s), dataset_name(s.bids_dir))
-        out = self._results
-        cwd = runtime.cwd
-        out["scored"] = sc.save(os.path.join(cwd, "scored.npz"))
-        harmonized = np.mean([prep.harmonized for prep in p.preps], axis=0) > 0
-        for model_name, key in (("autoencoder", "deviations"), ("linear", "linearz")):
-            frame, meta = deviation_table(sc, model_name, table, split, harmonized, s)
-            out[key], out[f"{key}_meta"] = write_table(os.path.join(cwd, key), frame)[0], meta
-        frame, out["calibration_meta"] = calibration(sc)
-        out["calibration"] = write_table(os.path.join(cwd, "calibration"), frame)[0]
-        frame, out["curves_meta"] = curves(final)
-        out["curves"] = write_table(os.path.join(cwd, "curves"), frame)[0]
+        self._results["scored"] = sc.save(os.path.join(cwd, "scored.npz"))
         weights, card = save_model(model, os.path.join(cwd, f"{label}_model.safetensors"))  # the card names it
-        out["model"], out["model_meta"] = str(weights), json.loads(card.read_text())
-        out["entities"] = p.features.variant.entities
-        return runtime
+        self._results.update(model=str(weights), model_meta=json.loads(card.read_text()),
+                             entities=p.features.variant.entities)
+        harmonized = np.mean([prep.harmonized for prep in p.preps], axis=0) > 0
+        return {"deviations": deviation_table(sc, "autoencoder", table, split, harmonized, s),
+                "linearz": deviation_table(sc, "linear", table, split, harmonized, s),
+                "calibration": calibration(sc), "curves": curves(final)}

@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.interfaces.cohort import CohortStepInputSpec, GroupStepInputSpec, cohort_of
+from nmflow.interfaces.cohort import CohortStepInputSpec, GroupStepInputSpec, TableStep
 
 
 class _ScoredInputSpec(CohortStepInputSpec):
@@ -22,24 +22,19 @@ class _GroupTestsOutputSpec(TraitedSpec):
     networks_meta = traits.Dict(desc="sidecar of the summary")
 
 
-class GroupTests(SimpleInterface):
+class GroupTests(TableStep):
     """Patients' deviations vs the reference controls, per group and connection."""
 
     input_spec = _ScoredInputSpec
     output_spec = _GroupTestsOutputSpec
 
-    def _run_interface(self, runtime):
+    def tables(self, s, table, split, cwd):
         from nmflow.group.inference import group_tests
         from nmflow.group.scoring import Scored
-        from nmflow.group.tables import networks_description, stats_description, write_table
+        from nmflow.group.tables import networks_description, stats_description
 
-        s, table, split = cohort_of(self.inputs)
         stats, networks = group_tests(Scored.load(self.inputs.scored), table, split, s)
-        self._results["stats"] = write_table(os.path.join(runtime.cwd, "stats"), stats)[0]
-        self._results["stats_meta"] = stats_description(s)
-        self._results["networks"] = write_table(os.path.join(runtime.cwd, "networks"), networks)[0]
-        self._results["networks_meta"] = networks_description()
-        return runtime
+        return {"stats": (stats, stats_description(s)), "networks": (networks, networks_description())}
 
 
 class _SingleCasesOutputSpec(TraitedSpec):
@@ -47,22 +42,19 @@ class _SingleCasesOutputSpec(TraitedSpec):
     singlecase_meta = traits.Dict(desc="sidecar of the single-case table")
 
 
-class SingleCases(SimpleInterface):
+class SingleCases(TableStep):
     """Each patient against the reference controls (Crawford-Howell, family-wise rule)."""
 
     input_spec = _ScoredInputSpec
     output_spec = _SingleCasesOutputSpec
 
-    def _run_interface(self, runtime):
+    def tables(self, s, table, split, cwd):
         from nmflow.group.inference import single_cases
         from nmflow.group.scoring import Scored
-        from nmflow.group.tables import singlecase_description, write_table
+        from nmflow.group.tables import singlecase_description
 
-        s, table, split = cohort_of(self.inputs)
         frame = single_cases(Scored.load(self.inputs.scored), table, split, s)
-        self._results["singlecase"] = write_table(os.path.join(runtime.cwd, "singlecase"), frame)[0]
-        self._results["singlecase_meta"] = singlecase_description(s)
-        return runtime
+        return {"singlecase": (frame, singlecase_description(s))}
 
 
 class _SelectInputSpec(GroupStepInputSpec):
