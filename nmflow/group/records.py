@@ -150,7 +150,12 @@ class Prepared:
 
 
 def save_trained(path: str | Path, result: TrainResult, index: pd.DataFrame) -> str:
-    """A stacked :class:`TrainResult` and its ``index`` (columns variant, kind, fit, model)."""
+    """The models of ``index`` (columns variant, kind, fit, model = position in ``result``'s stack),
+    renumbered 0..n-1 in the file."""
+    models = index["model"].to_numpy(int)
+    index = index.assign(model=np.arange(len(index)))
+    result = TrainResult([p[models] for p in result.params], result.train_loss[:, models],
+                         result.val_loss[:, models], result.best_epoch[models], result.best_loss[models])
     arrays = {f"param{k}": p.detach().numpy() for k, p in enumerate(result.params)}
     arrays.update(train_loss=result.train_loss, val_loss=result.val_loss, best_epoch=result.best_epoch,
                   best_loss=result.best_loss, variant=index["variant"].to_numpy(str),
@@ -162,6 +167,6 @@ def load_trained(path: str | Path) -> tuple[TrainResult, pd.DataFrame]:
     """Inverse of :func:`save_trained`."""
     a, _ = load_npz(path)
     n_params = sum(k.startswith("param") for k in a)
-    params = [torch.from_numpy(a[f"param{k}"]) for k in range(n_params)]
+    params = [torch.from_numpy(np.array(a[f"param{k}"])) for k in range(n_params)]  # writable copies
     index = pd.DataFrame({k: a[k] for k in ("variant", "kind", "fit", "model")})
     return TrainResult(params, a["train_loss"], a["val_loss"], a["best_epoch"], a["best_loss"]), index

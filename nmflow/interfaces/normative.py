@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
 from nmflow.interfaces.cohort import CohortStepInputSpec, TableStep, base_model, cohort_of
+
+
+def trained_name(label: str) -> str:
+    """File name of a variant's trained models."""
+    return f"trained_{label}.npz"
 
 
 class _PrepareInputSpec(CohortStepInputSpec):
@@ -67,7 +73,8 @@ class _TrainInputSpec(CohortStepInputSpec):
 
 
 class _TrainOutputSpec(TraitedSpec):
-    trained = File(exists=True, desc="stacked weights, learning curves and their index (NPZ)")
+    trained = OutputMultiObject(File(exists=True), desc="per variant: its models' weights, learning curves "
+                                "and their index (NPZ named trained_<variant>.npz)")
 
 
 class TrainModels(SimpleInterface):
@@ -86,13 +93,14 @@ class TrainModels(SimpleInterface):
             p = Prepared.load(path)
             prepared[p.features.variant.label] = p
         result, index = train_width(prepared, split, s, base_model(s))
-        self._results["trained"] = save_trained(os.path.join(runtime.cwd, "trained.npz"), result, index)
+        self._results["trained"] = [save_trained(os.path.join(runtime.cwd, trained_name(label)), result,
+                                                 index[index.variant == label]) for label in prepared]
         return runtime
 
 
 class _ScoreInputSpec(CohortStepInputSpec):
     prepared = File(exists=True, mandatory=True, desc="one prepared variant")
-    trained = InputMultiObject(File(exists=True), mandatory=True, desc="all training batches")
+    trained = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's trained models")
 
 
 class _ScoreOutputSpec(TraitedSpec):
@@ -128,8 +136,7 @@ class ScoreDeviations(TableStep):
 
         p = Prepared.load(self.inputs.prepared)
         label = p.features.variant.label
-        batch = next(path for path in self.inputs.trained if label in load_trained(path)[1].variant.to_numpy())
-        result, index = load_trained(batch)
+        result, index = load_trained(next(p for p in self.inputs.trained if Path(p).name == trained_name(label)))
         sc, model, final = score_variant(p, result, index, table, split, s, base_model(s), dataset_name(s.bids_dir))
         self._results["scored"] = sc.save(os.path.join(cwd, "scored.npz"))
         weights, card = save_model(model, os.path.join(cwd, f"{label}_model.safetensors"))  # the card names it

@@ -100,7 +100,7 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         (harmonize, batch, [("prepared", "prepared"), ("width", "widths")]),
         (batch, train, [("batches", "prepared")]),
         (harmonize, score, [("prepared", "prepared")]),
-        (train, score, [("trained", "trained")]),
+        (train, score, [(("trained", _flatten), "trained")]),
         (score, tests, [("scored", "scored")]),
         (score, single, [("scored", "scored")]),
         (score, select, [("scored", "scored")]),
@@ -124,6 +124,11 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     copy_report = Node(CopyGroupReport(base_directory=str(staging)), name="ds_report")
     wf.connect(report, "report_dir", copy_report, "report_dir")
     return wf
+
+
+def _flatten(batches: list) -> list:
+    """The per-variant files of every training batch, in one list."""
+    return [path for batch in batches for path in batch]
 
 
 def run_group(s: GroupSettings) -> int:
