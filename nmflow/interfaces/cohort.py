@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
 from nmflow.group.settings import GroupSettings
@@ -73,8 +73,8 @@ def base_model(s: GroupSettings):
 
 
 class _CollectCohortOutputSpec(TraitedSpec):
-    features = OutputMultiObject(File(exists=True), desc="one NPZ per variant: features aligned to the subjects")
-    subjects = OutputMultiObject(traits.Str, desc="subject labels of the cohort (sorted)")
+    features = traits.List(File(exists=True), desc="one NPZ per variant: features aligned to the subjects")
+    subjects = traits.List(traits.Str, desc="subject labels of the cohort (sorted)")
     messages = traits.List(traits.Str, desc="notes for the log and the report")
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
 from nmflow.interfaces.cohort import CohortStepInputSpec, TableStep, base_model, cohort_of
@@ -73,7 +73,7 @@ class _TrainInputSpec(CohortStepInputSpec):
 
 
 class _TrainOutputSpec(TraitedSpec):
-    trained = OutputMultiObject(File(exists=True), desc="per variant: its models' weights, learning curves "
+    trained = traits.List(File(exists=True), desc="per variant: its models' weights, learning curves "
                                 "and their index (NPZ named trained_<variant>.npz)")
 
 
