@@ -152,7 +152,7 @@ class Prepared:
 def save_trained(path: str | Path, result: TrainResult, index: pd.DataFrame) -> str:
     """The models of ``index`` (columns variant, kind, fit, model = position in ``result``'s stack),
     renumbered 0..n-1 in the file."""
-    models = index["model"].to_numpy(int)
+    models = np.array(index["model"], dtype=int)
     index = index.assign(model=np.arange(len(index)))
     result = TrainResult([p[models] for p in result.params], result.train_loss[:, models],
                          result.val_loss[:, models], result.best_epoch[models], result.best_loss[models])
