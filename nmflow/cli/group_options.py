@@ -1,48 +1,51 @@
-"""The group-level flags of the BIDS-App call (no heavy imports: torch loads only for a group run)."""
+"""The group-level flags of the BIDS-App call (no heavy imports: torch loads only for a group run).
+
+Defaults come from :class:`nmflow.group.settings.GroupSettings`, their one source.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from nmflow.normative.config import TrainConfig
+from nmflow.group.settings import GroupSettings as D
 
 
 def add_group_arguments(parser) -> None:
     """Add the group-level flags to ``parser`` (a parser or an argument group)."""
     parser.add_argument("--participants", type=Path,
                         help="participants TSV (default: FMRIPREP_DIR/participants.tsv)")
-    parser.add_argument("--group-column", default="group", help="column with the diagnosis")
-    parser.add_argument("--control-label", default="control", help="value of --group-column for controls")
-    parser.add_argument("--site-column", default="site", help="column with the site/scanner (absent: one site)")
-    parser.add_argument("--covariates", nargs="*", default=[], help="columns the normative models condition on (and ComBat keeps), e.g. age sex")
+    parser.add_argument("--group-column", default=D.group_column, help="column with the diagnosis")
+    parser.add_argument("--control-label", default=D.control_label, help="value of --group-column for controls")
+    parser.add_argument("--site-column", default=D.site_column, help="column with the site/scanner (absent: one site)")
+    parser.add_argument("--covariates", nargs="*", default=list(D.covariates), help="columns the normative models condition on (and ComBat keeps), e.g. age sex")
     parser.add_argument("--timeseries-dir", type=Path,
                         help="folder of BEP017 *_timeseries.tsv from another tool (XCP-D, giga_connectome ...); "
                              "FC is computed with --metrics")
     parser.add_argument("--variants", nargs="+",
                         help="only variants whose label (atlas-X_seg-Y_desc-Z_meas-W) matches one of these "
                              "shell patterns, e.g. '*desc-gsr*'")
-    parser.add_argument("--folds", type=int, default=5,
+    parser.add_argument("--folds", type=int, default=D.folds,
                         help="cross-fitting folds over the controls (stratified by site): every control is scored "
                              "by models that never saw it and all controls form the reference")
-    parser.add_argument("--val-split", type=float, default=0.2,
+    parser.add_argument("--val-split", type=float, default=D.val_split,
                         help="share of each fold's training controls kept for early stopping")
     parser.add_argument("--split-file", type=Path,
                         help="TSV participant_id, split (train/val/test): one fixed fit instead of cross-fitting; "
                              "test controls are the reference")
-    parser.add_argument("--harmonize", choices=["none", "combat"], default="combat",
+    parser.add_argument("--harmonize", choices=["none", "combat"], default=D.harmonize,
                         help="site harmonisation fitted on training controls")
-    parser.add_argument("--n-bootstrap", type=int, default=10,
+    parser.add_argument("--n-bootstrap", type=int, default=D.n_bootstrap,
                         help="bootstrap models per variant (on controls only) for variant selection (0: none)")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level")
-    parser.add_argument("--p-rule", choices=["fdr", "raw"], default="fdr",
+    parser.add_argument("--alpha", type=float, default=D.alpha, help="significance level")
+    parser.add_argument("--p-rule", choices=["fdr", "raw"], default=D.p_rule,
                         help="flag on BH q (fdr) or on uncorrected p (raw, as the original scripts)")
-    parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default="maxt",
+    parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default=D.single_case_rule,
                         help="single-case flags: family-wise p calibrated on the controls (maxt), BH q of the "
                              "Crawford-Howell p (fdr) or uncorrected p (raw)")
-    parser.add_argument("--test-score", choices=["signed", "absolute"], default="signed",
+    parser.add_argument("--test-score", choices=["signed", "absolute"], default=D.test_score,
                         help="deviation compared by the group and single-case tests: the signed residual z "
                              "(two-sided) or its absolute value")
-    parser.add_argument("--z-scale", choices=["pooled", "site"], default="pooled",
+    parser.add_argument("--z-scale", choices=["pooled", "site"], default=D.z_scale,
                         help="standardise residuals by the controls' out-of-sample residual scale pooled over "
                              "sites or within the subject's site")
     parser.add_argument("--init-model", type=Path,
@@ -51,15 +54,15 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--no-fine-tune", action="store_true",
                         help="with --init-model: score everyone with the model as it is (no training here); the "
                              "z-scores are calibrated on this dataset's controls")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (splits, resamples, weights)")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs, help="maximum training epochs")
-    parser.add_argument("--learning-rate", type=float, default=TrainConfig.lr, help="Adam learning rate")
-    parser.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay,
+    parser.add_argument("--seed", type=int, default=D.seed, help="random seed (splits, resamples, weights)")
+    parser.add_argument("--epochs", type=int, default=D.epochs, help="maximum training epochs")
+    parser.add_argument("--learning-rate", type=float, default=D.learning_rate, help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float, default=D.weight_decay,
                         help="Adam weight decay (L2): shrinks the weights so one deviant connection moves the "
                              "reconstruction of the others less")
-    parser.add_argument("--mask-fraction", type=float, default=TrainConfig.mask_fraction,
+    parser.add_argument("--mask-fraction", type=float, default=D.mask_fraction,
                         help="masked training: share of features hidden from the input and predicted from the "
                              "others (0: plain autoencoder reconstructing its whole input)")
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience, help="early-stopping patience")
-    parser.add_argument("--max-missing", type=float, default=0.2,
+    parser.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience")
+    parser.add_argument("--max-missing", type=float, default=D.max_missing,
                         help="drop connections missing in more than this fraction of subjects")

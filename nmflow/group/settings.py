@@ -1,7 +1,8 @@
 """The group level's settings: one dataclass instead of an ``argparse.Namespace``.
 
-Defaults live in one place, the CLI parser (:mod:`nmflow.cli.group_options`);
-:meth:`GroupSettings.from_namespace` copies the parsed values.
+Its field defaults are the one source of the group-level defaults (the CLI
+flags of :mod:`nmflow.cli.group_options` read them);
+:meth:`GroupSettings.from_namespace` copies parsed values.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class GroupSettings:
                 continue
             value = getattr(args, f.name)
             if f.name in ("participant_label", "covariates", "metrics", "variants"):
-                value = tuple(value or (() if f.name != "metrics" else ("pearson",)))
+                value = tuple(value or ())
             values[f.name] = value
         return cls(**values)
 
