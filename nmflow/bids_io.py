@@ -1,8 +1,10 @@
-"""BIDS input queries (PyBIDS) and BIDS-derivatives output names.
+"""BIDS input queries (PyBIDS), relmat tables and the dataset description.
 
-Output names carry the entities, in this order, ``sub ses task acq run space
-res atlas seg desc meas`` and then the suffix, e.g.
-``sub-01_task-rest_space-MNI152NLin6Asym_res-2_atlas-Yeo2011_seg-17nThick_desc-gsr_meas-pearson_relmat.tsv``.
+Derivatives are named by :class:`nmflow.interfaces.derivatives.DerivativesDataSink`
+from :data:`NMFLOW_BIDS_CONFIG`; :func:`layout` reads that config's ``seg``,
+``meas`` and ``stat`` entities.  :func:`bids_name` and :func:`derivative_path`
+remain for the run keys, the figure names of the run report and the test and
+benchmark helpers that write participant-level trees.
 """
 
 from __future__ import annotations
@@ -20,13 +22,10 @@ from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text
 
+NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
                 ("run", "run"), ("space", "space"), ("res", "res"), ("atlas", "atlas"),
                 ("segmentation", "seg"), ("desc", "desc"), ("meas", "meas")]
-NMFLOW_BIDS_CONFIG = {
-    "name": "nmflow",
-    "entities": [{"name": "meas", "pattern": "[_/\\\\]+meas-([a-zA-Z0-9]+)"}],
-}
 
 
 @dataclass
@@ -61,7 +60,9 @@ def layout(root: str | Path, derivatives_config: bool = True):
     """A PyBIDS layout of ``root`` (no validation; derivatives entities known)."""
     from bids import BIDSLayout, BIDSLayoutIndexer
 
-    config = ["bids", "derivatives", NMFLOW_BIDS_CONFIG] if derivatives_config else ["bids"]
+    entities = json.loads(NMFLOW_BIDS_CONFIG.read_text())["entities"]
+    nmflow = {"name": "nmflow", "entities": [e for e in entities if e["name"] in ("seg", "meas", "stat")]}
+    config = ["bids", "derivatives", nmflow] if derivatives_config else ["bids"]
     return BIDSLayout(str(root), validate=False, config=config,
                       indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
 

@@ -1,0 +1,79 @@
+"""niworkflows' ``DerivativesDataSink`` with nmflow's BIDS config (``nmflow/data/nmflow_bids_config.json``).
+
+The config knows the entities ``sub ses task acq run space res atlas seg desc
+meas stat`` (plus ``datatype``, ``suffix``, ``extension``) and the path
+patterns of every nmflow derivative, in this entity order:
+
+* ``sub-<s>[/ses-<x>]/func/sub-<s>[_ses-..][_task-..][_acq-..][_run-..][_space-..][_res-..]``
+  ``[_atlas-..][_seg-..][_desc-..][_meas-..][_stat-..]_<suffix>.tsv|.json`` for the suffixes
+  ``timeseries relmat design outliers``;
+* ``sub-<s>/figures/<same name>_<suffix>.png|.svg`` for ``bold relmat connectome``
+  (``datatype="figures"``);
+* ``sub-<s>[_ses-..][_task-..][_acq-..][_run-..].html`` (the run's report, top level);
+* ``group/[atlas-.._][seg-.._][desc-.._][meas-.._][stat-.._]<suffix>.tsv|.json|.safetensors``
+  for the suffixes ``deviations linearz stats singlecase calibration networks model
+  curves``: no ``subject`` entity.
+
+Every entity is an input of the sink, set explicitly; ``source_file`` is
+optional (when given, its entities are used as in niworkflows, read with
+pybids' BIDS and derivatives configs too: dismiss those that are not nmflow
+entities, e.g. ``dismiss_entities=["segmentation"]`` for ``seg-``).
+``in_file`` is copied unchanged; ``meta_dict`` becomes the JSON sidecar, keys
+in the given order (niworkflows sorts them).
+
+Writing a group-level file (e.g. from a Nipype node or directly)::
+
+    from nmflow.interfaces.derivatives import DerivativesDataSink
+
+    sink = DerivativesDataSink(
+        base_directory=str(out_dir),          # OUT_DIR (or a staging folder inside it)
+        in_file=str(table_tsv),               # the file to copy, any name
+        atlas="Yeo2011", seg="17nThick", desc="gsr", meas="pearson",   # entities (any may be left out)
+        suffix="stats", extension=".tsv",
+        meta_dict={"Description": "..."},     # optional: written as the .json sidecar
+    )
+    result = sink.run()
+    # OUT_DIR/group/atlas-Yeo2011_seg-17nThick_desc-gsr_meas-pearson_stats.tsv (+ .json);
+    # result.outputs.out_file and result.outputs.out_meta are the written paths.
+
+Importing this module imports niworkflows, which indexes TemplateFlow's home
+folder (seconds): import it where workflows are built, not at CLI start-up.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nipype.interfaces.base import File, InputMultiObject, isdefined
+from niworkflows.interfaces.bids import DerivativesDataSink as BaseDerivativesDataSink
+from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec
+
+from nmflow.bids_io import NMFLOW_BIDS_CONFIG
+
+_SPEC = json.loads(NMFLOW_BIDS_CONFIG.read_text())
+# Entity-free stand-in for an absent source file (niworkflows needs one that starts with "sub-").
+_NO_SOURCE = "sub-"
+
+
+class _NmflowSinkInputSpec(_DerivativesDataSinkInputSpec):
+    source_file = InputMultiObject(
+        File(exists=False), desc="file(s) whose entities are used (optional: nmflow sets entities as inputs)")
+
+
+class DerivativesDataSink(BaseDerivativesDataSink):
+    """Copy ``in_file`` to its BIDS-derivatives path under ``base_directory``; ``meta_dict`` as sidecar."""
+
+    input_spec = _NmflowSinkInputSpec
+    out_path_base = ""
+    _config_entities = frozenset(e["name"] for e in _SPEC["entities"])
+    _config_entities_dict = _SPEC["entities"]
+    _file_patterns = tuple(_SPEC["default_path_patterns"])
+
+    def _run_interface(self, runtime):
+        if not isdefined(self.inputs.source_file):
+            self.inputs.source_file = [_NO_SOURCE]
+        runtime = super()._run_interface(runtime)
+        if "out_meta" in self._results:  # keep the key order of meta_dict
+            Path(self._results["out_meta"]).write_text(json.dumps(self._metadata, indent=2))
+        return runtime
