@@ -1,14 +1,27 @@
-"""Shared fixtures: small simulated datasets made by the package's own simulator."""
+"""Shared fixtures: small simulated datasets made by the package's own simulator.
+
+TemplateFlow's home is a throw-away folder with a single template, so that
+importing niworkflows (which indexes it) takes a fraction of a second in the
+tests and their subprocesses, not the seconds a full home takes.
+"""
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["NIPYPE_NO_ET"] = "1"
+_TEMPLATEFLOW_HOME = Path(tempfile.mkdtemp(prefix="nmflow-templateflow-"))
+atexit.register(shutil.rmtree, _TEMPLATEFLOW_HOME, ignore_errors=True)
+(_TEMPLATEFLOW_HOME / "tpl-MNI152NLin6Asym").mkdir()
+(_TEMPLATEFLOW_HOME / "tpl-MNI152NLin6Asym" / "template_description.json").write_text(
+    '{"Identifier": "MNI152NLin6Asym", "Name": "stand-in for the tests"}\n')
+os.environ["TEMPLATEFLOW_HOME"] = str(_TEMPLATEFLOW_HOME)
 
 from nmflow.simulate import SimulationSettings, simulate_dataset  # noqa: E402
 

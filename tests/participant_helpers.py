@@ -109,7 +109,7 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     }
 
 
-TOP_LEVEL = {"dataset_description.json", "nmflow_config.yml"}
+TOP_LEVEL = {"dataset_description.json", "nmflow_config.yml", "logs/CITATION.md"}
 
 
 def hashes(root: Path, pattern: str = "*.tsv") -> dict[str, str]:

@@ -60,7 +60,7 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 53 + 2)
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 53 + 3)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))

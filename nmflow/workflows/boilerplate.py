@@ -1,0 +1,149 @@
+"""Methods text of the participant level (the ``__desc__`` of its ``LiterateWorkflow``s) and its references.
+
+The text is built from the settings of the call (atlases, confound
+strategies, FC metrics, thresholds) and the versions of the software used,
+and cites with ``(Author et al., year)``; :func:`references` lists the works
+cited in a text.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmflow import __version__
+from nmflow.atlas import Atlas
+from nmflow.connectivity import METRICS
+from nmflow.denoise import MOTION_24, CleaningSettings, Strategy
+
+REFERENCES = {
+    "Abraham et al., 2014": "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "
+                            "with scikit-learn. Front Neuroinform 8:14. doi:10.3389/fninf.2014.00014",
+    "Behzadi et al., 2007": "Behzadi Y, Restom K, Liau J, Liu TT (2007). A component based noise correction method "
+                            "(CompCor) for BOLD and perfusion based fMRI. NeuroImage 37(1):90-101. "
+                            "doi:10.1016/j.neuroimage.2007.04.042",
+    "Esteban et al., 2019": "Esteban O, Markiewicz CJ, Blair RW, et al. (2019). fMRIPrep: a robust preprocessing "
+                            "pipeline for functional MRI. Nat Methods 16:111-116. doi:10.1038/s41592-018-0235-4",
+    "Friston et al., 1996": "Friston KJ, Williams S, Howard R, Frackowiak RS, Turner R (1996). Movement-related "
+                            "effects in fMRI time-series. Magn Reson Med 35(3):346-355. doi:10.1002/mrm.1910350312",
+    "Gorgolewski et al., 2011": "Gorgolewski K, Burns CD, Madison C, et al. (2011). Nipype: a flexible, lightweight "
+                                "and extensible neuroimaging data processing framework in Python. Front Neuroinform "
+                                "5:13. doi:10.3389/fninf.2011.00013",
+    "Ledoit & Wolf, 2004": "Ledoit O, Wolf M (2004). A well-conditioned estimator for large-dimensional covariance "
+                           "matrices. J Multivar Anal 88(2):365-411. doi:10.1016/S0047-259X(03)00096-4",
+    "Power et al., 2014": "Power JD, Mitra A, Laumann TO, Snyder AZ, Schlaggar BL, Petersen SE (2014). Methods to "
+                          "detect, characterize, and remove motion artifact in resting state fMRI. NeuroImage "
+                          "84:320-341. doi:10.1016/j.neuroimage.2013.08.048",
+    "Pruim et al., 2015": "Pruim RHR, Mennes M, van Rooij D, Llera A, Buitelaar JK, Beckmann CF (2015). ICA-AROMA: "
+                          "a robust ICA-based strategy for removing motion artifacts from fMRI data. NeuroImage "
+                          "112:267-277. doi:10.1016/j.neuroimage.2015.02.064",
+    "Satterthwaite et al., 2013": "Satterthwaite TD, Elliott MA, Gerraty RT, et al. (2013). An improved framework "
+                                  "for confound regression and filtering for control of motion artifact in the "
+                                  "preprocessing of resting-state functional connectivity data. NeuroImage "
+                                  "64:240-256. doi:10.1016/j.neuroimage.2012.08.052",
+    "Yeo et al., 2011": "Yeo BTT, Krienen FM, Sepulcre J, et al. (2011). The organization of the human cerebral "
+                        "cortex estimated by intrinsic functional connectivity. J Neurophysiol 106(3):1125-1165. "
+                        "doi:10.1152/jn.00338.2011",
+}
+
+
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def participant_desc() -> str:
+    """Opening paragraph: the software and its versions."""
+    import nilearn
+    import nipype
+    import niworkflows
+    import numpy
+    import scipy
+
+    return (
+        f"Results included in this manuscript come from functional connectivity analyses performed using "
+        f"*nmflow* {__version__}, which is based on *Nipype* {nipype.__version__} (Gorgolewski et al., 2011; "
+        f"RRID:SCR_002502) and *NiWorkflows* {niworkflows.__version__}, with *Nilearn* {nilearn.__version__} "
+        f"(Abraham et al., 2014; RRID:SCR_001362), NumPy {numpy.__version__} and SciPy {scipy.__version__}.\n\n"
+    )
+
+
+def _atlas(atlas: Atlas) -> str:
+    label = "_".join(f"{k}-{v}" for k, v in atlas.entities.items())
+    if atlas.entities.get("atlas") == "Yeo2011":
+        mask = "liberal" if atlas.name.endswith("thick") else "tight"
+        return f"the {len(atlas.names)}-network parcellation of Yeo et al. (2011) ({mask} cortical mask, `{label}`)"
+    return f"the user atlas `{atlas.name}` ({len(atlas.names)} regions, `{Path(atlas.image).name}`, `{label}`)"
+
+
+def _band(settings: CleaningSettings) -> str:
+    high, low = settings.high_pass, settings.low_pass
+    if high and low:
+        return f"a Butterworth band-pass filter ({high:g}-{low:g} Hz)"
+    if high or low:
+        return f"a Butterworth {'high' if high else 'low'}-pass filter ({high or low:g} Hz)"
+    return "no temporal filter"
+
+
+def _confound_citations(strategies: list[Strategy]) -> str:
+    patterns = {p for s in strategies for p in s.confounds}
+    text = ""
+    if set(MOTION_24) & patterns:
+        text += (" The 24 motion parameters are the 6 realignment parameters, their temporal derivatives and the "
+                 "squares of both (Friston et al., 1996; Satterthwaite et al., 2013).")
+    if any("comp_cor" in p for p in patterns):
+        text += " The anatomical CompCor components follow Behzadi et al. (2007)."
+    if any("aroma" in p for p in patterns):
+        text += " The ICA-AROMA noise components follow Pruim et al. (2015)."
+    return text
+
+
+def _measure(metric: str) -> str:
+    """``Pearson correlation (`meas-pearson`)``; a description's own parenthesis is merged in."""
+    description, _, detail = METRICS[metric].description.partition(" (")
+    notes = [detail.rstrip(")")] if detail else []
+    notes.append(f"`meas-{metric}`")
+    if metric in ("ledoitwolf", "partial"):
+        notes.append("Ledoit & Wolf, 2004")
+    return f"{description} ({'; '.join(notes)})"
+
+
+def run_desc(atlases: list[Atlas], strategies: list[Strategy], metrics: list[str], settings: CleaningSettings,
+             min_coverage: float) -> str:
+    """Methods paragraph of the per-run workflow (the same for every run of a call)."""
+    text = (
+        "### Functional connectivity\n\n"
+        "For each BOLD run preprocessed with *fMRIPrep* (Esteban et al., 2019), the mean signal of every region "
+        f"of {_join([_atlas(a) for a in atlases])} was computed over the region's voxels inside fMRIPrep's brain "
+        "mask (atlas labels resampled to the BOLD grid with nearest-neighbour interpolation); regions with less "
+        f"than {100 * min_coverage:g} % of their voxels inside the mask were set to missing. The volumes fMRIPrep "
+        "flagged as non-steady-state were discarded. The region signals were denoised with "
+        f"{len(strategies)} confound strateg{'y' if len(strategies) == 1 else 'ies'}: "
+        f"{_join([f'*{s.name}* ({s.description})' for s in strategies])}."
+        f"{_confound_citations(strategies)}"
+    )
+    filtered = [s.name for s in strategies if s.filter]
+    if filtered:
+        text += (f" The confounds (missing values replaced by the column mean, standardised) were regressed out of "
+                 f"the region signals together with linear detrending and {_band(settings)} in a single step "
+                 f"(`nilearn.signal.clean`)")
+        unfiltered = [f"*{s.name}*" for s in strategies if not s.filter]
+        text += f"; {_join(unfiltered)} had no detrending or filtering." if unfiltered else "."
+    scrubbed = [f"*{s.name}*" for s in strategies if s.scrub]
+    if scrubbed:
+        segment = (f", as was any segment of fewer than {settings.min_segment} consecutive kept volumes"
+                   if settings.min_segment > 1 else "")
+        text += (f" With {_join(scrubbed)}, volumes with framewise displacement > {settings.fd_threshold:g} mm or "
+                 f"standardised DVARS > {settings.dvars_threshold:g} were also censored{segment} "
+                 "(Power et al., 2014).")
+    text += f" Runs with fewer than {settings.min_volumes} volumes left were excluded."
+    scaling = {"psc": " expressed as percent signal change", "zscore_sample": " z-scored"}.get(settings.standardize)
+    if scaling:
+        text += f" The cleaned signals were{scaling}."
+    return (text + " Functional connectivity between every pair of regions was estimated as "
+            f"{_join([_measure(m) for m in metrics])}.\n\n")
+
+
+def references(text: str) -> str:
+    """A Markdown list of the entries of :data:`REFERENCES` cited in ``text``."""
+    cited = [full for label, full in REFERENCES.items()
+             if label in text or label.replace(", ", " (") + ")" in text]  # "(Yeo et al., 2011)", "Yeo et al. (2011)"
+    return "### References\n\n" + "".join(f"- {entry}\n" for entry in cited)
