@@ -50,7 +50,8 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
 
 @contextlib.contextmanager
 def staged_folder(destination: str | Path) -> Iterator[Path]:
-    """A temporary folder beside ``destination`` whose content is moved into it on success.
+    """A hidden temporary folder inside ``destination`` (beside it when it does not exist yet) whose
+    content is moved into it on success.
 
     Files written into the yielded folder replace their namesakes in
     ``destination`` only when the ``with`` block ends without an exception.
@@ -59,8 +60,9 @@ def staged_folder(destination: str | Path) -> Iterator[Path]:
     """
     destination = Path(destination).absolute()
     created = [p for p in [destination, *destination.parents] if not p.exists()]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}-staging-", dir=destination.parent))
+    home = destination if destination.exists() else destination.parent  # same file system: moves are renames
+    home.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=home))
     try:
         yield staging
         for item in sorted(p for p in staging.rglob("*") if not p.is_dir()):

@@ -45,7 +45,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from nipype.interfaces.base import File, InputMultiObject, isdefined
+from nipype.interfaces.base import File, InputMultiObject, isdefined, traits
 from niworkflows.interfaces.bids import DerivativesDataSink as BaseDerivativesDataSink
 from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec
 
@@ -77,3 +77,20 @@ class DerivativesDataSink(BaseDerivativesDataSink):
         if "out_meta" in self._results:  # keep the key order of meta_dict
             Path(self._results["out_meta"]).write_text(json.dumps(self._metadata, indent=2))
         return runtime
+
+
+class _VariantSinkInputSpec(_NmflowSinkInputSpec):
+    entities = traits.Dict(desc="entities of the file as one dict (e.g. a variant's atlas, seg, desc, meas); "
+                                "None values are left out")
+
+
+class VariantDerivativesSink(DerivativesDataSink):
+    """:class:`DerivativesDataSink` whose entities come as one dict (one item of a MapNode over variants)."""
+
+    input_spec = _VariantSinkInputSpec
+
+    def _run_interface(self, runtime):
+        for name, value in (self.inputs.entities or {}).items():
+            if value is not None:
+                setattr(self.inputs, name, value)
+        return super()._run_interface(runtime)

@@ -1,10 +1,13 @@
-"""Nipype interface: the group report (HTML + figures) of the chosen variant."""
+"""Nipype interfaces: the group report (HTML + figures) of the chosen variant, and its copy into OUT_DIR."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
-from nipype.interfaces.base import Directory, File, InputMultiObject, SimpleInterface, TraitedSpec, traits
+from nipype.interfaces.base import (
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
+)
 
 from nmflow.interfaces.cohort import CohortStepInputSpec, cohort_of
 
@@ -56,4 +59,20 @@ class GroupReport(SimpleInterface):
         folder.mkdir(exist_ok=True)
         write_group_report(folder, table, split.folds, variant, selection, list(self.inputs.messages), s)
         self._results["report_dir"] = str(folder)
+        return runtime
+
+
+class _CopyReportInputSpec(BaseInterfaceInputSpec):
+    base_directory = Directory(mandatory=True, desc="staging folder of OUT_DIR")
+    report_dir = Directory(exists=True, mandatory=True, desc="folder with group_report.html and figures/")
+
+
+class CopyGroupReport(SimpleInterface):
+    """Copy the report folder's content (HTML and figures/) into ``base_directory/group``."""
+
+    input_spec = _CopyReportInputSpec
+    output_spec = TraitedSpec
+
+    def _run_interface(self, runtime):
+        shutil.copytree(self.inputs.report_dir, Path(self.inputs.base_directory) / "group", dirs_exist_ok=True)
         return runtime

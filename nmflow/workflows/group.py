@@ -24,10 +24,11 @@ from pathlib import Path
 from nipype import MapNode, Node
 
 from nmflow.errors import NmflowInputError
+from nmflow.group.fitting import n_bootstrap
 from nmflow.group.settings import GroupSettings
 from nmflow.interfaces.cohort import CollectCohort, MakeSplit
-from nmflow.interfaces.group_report import GroupReport
-from nmflow.interfaces.group_sink import CopyGroupReport, GroupSink
+from nmflow.interfaces.derivatives import VariantDerivativesSink
+from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
 from nmflow.workflows.engine import Workflow, crash_message, run_workflow
@@ -56,7 +57,7 @@ VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
 
 
 def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
-    """The group-level workflow; its sinks write into ``staging`` (see the module docstring)."""
+    """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
     wf.__desc__ = ("Normative modelling (nmflow): for every variant (atlas, denoising strategy, FC metric), the "
                    "features of the controls were modelled by a conditional autoencoder trained by masked "
@@ -112,15 +113,17 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         (collect, report, [("messages", "messages")]),
     ])
     for source, output, suffix, extension in VARIANT_OUTPUTS:
-        sink = MapNode(GroupSink(base_directory=str(staging), suffix=suffix, extension=extension),
+        sink = MapNode(VariantDerivativesSink(base_directory=str(staging), suffix=suffix, extension=extension),
                        iterfield=["in_file", "meta_dict", "entities"], name=f"ds_{suffix}")
         wf.connect([(nodes[source], sink, [(output, "in_file"), (f"{output}_meta", "meta_dict")]),
                     (score, sink, [("entities", "entities")])])
-    for source, output, name in (("split", "subjects_table", "subjects"), ("select", "selection", "selection")):
-        sink = Node(GroupSink(base_directory=str(staging), entities={}, suffix=name, extension=".tsv"),
-                    name=f"ds_{name}")
-        wf.connect(nodes[source], output, sink, "in_file")
-        wf.connect(nodes[source], f"{output.replace('_table', '')}_meta", sink, "meta_dict")
+    cohort_files = [("split", "subjects_table", "subjects_meta", "subjects")]
+    if n_bootstrap(s):
+        cohort_files.append(("select", "selection", "selection_meta", "selection"))
+    for source, output, meta, suffix in cohort_files:
+        sink = Node(VariantDerivativesSink(base_directory=str(staging), suffix=suffix, extension=".tsv"),
+                    name=f"ds_{suffix}")
+        wf.connect([(nodes[source], sink, [(output, "in_file"), (meta, "meta_dict")])])
     copy_report = Node(CopyGroupReport(base_directory=str(staging)), name="ds_report")
     wf.connect(report, "report_dir", copy_report, "report_dir")
     return wf
@@ -136,7 +139,7 @@ def run_group(s: GroupSettings) -> int:
     from nmflow.fileio import staged_folder
 
     group_dir = Path(s.out_dir) / "group"
-    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(group_dir) as staging:
+    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
         work_dir = Path(s.work_dir or scratch).absolute()
         wf = init_group_wf(s, staging)
         wf.base_dir = str(work_dir)
@@ -145,7 +148,7 @@ def run_group(s: GroupSettings) -> int:
         if crashes or graph is None:
             raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace")) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")
-        summary, notes = _summary(staging), _notes(graph)
+        summary, notes = _summary(staging / "group"), _notes(graph)
     print(f"{summary} -> {group_dir}")
     for message in notes:
         print(f"nmflow: note: {message}")
