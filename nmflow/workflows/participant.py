@@ -16,7 +16,6 @@ the methods boilerplate (:func:`citation_boilerplate`), written to
 
 from __future__ import annotations
 
-import gc
 import json
 import re
 from dataclasses import asdict
@@ -196,16 +195,10 @@ def run_participant_level(
     plugin = plugin or ("MultiProc" if nprocs > 1 else "Linear")
     if plugin == "MultiProc":
         plugin_args = {"n_procs": nprocs, "raise_insufficient": False, **(plugin_args or {})}
-    # MultiProc runs gc.collect() after each node it runs in this process (the sinks): with the ~200k
-    # long-lived objects of the imported libraries frozen, each collection takes microseconds, not 0.15 s.
-    gc.collect()
-    gc.freeze()
     try:
         wf.run(plugin=plugin, plugin_args=plugin_args or {})
     except RuntimeError:
         pass  # failures are read from the crash files below
-    finally:
-        gc.unfreeze()
     failures: dict[str, str] = {}
     by_node = {_node_name(r): r.key for r in runs}
     for crash in sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []:
