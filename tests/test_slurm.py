@@ -9,6 +9,7 @@ when ``sbatch``/``squeue`` are absent or the controller does not answer.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
@@ -136,6 +137,16 @@ def test_plugin_args_json_or_file(tmp_path):
     (tmp_path / "list.json").write_text("[1, 2]")
     with pytest.raises(NmflowInputError, match="list.json.*mapping"):
         read_plugin_args(str(tmp_path / "list.json"))
+
+
+def test_multiproc_plugin_gives_the_linear_outputs(tiny_dataset, tmp_path, capsys):
+    data = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "in", ["01"])
+    for name, extra in [("linear", []), ("multiproc", ["--plugin", "MultiProc", "--plugin-args", '{"n_procs": 2}'])]:
+        rc, _, err = run_cli(participant_argv(data, tmp_path / name, tmp_path / f"work_{name}",
+                                              tiny_dataset["atlas_dir"], *MINIMAL, *extra), capsys)
+        assert rc == 0, err
+    assert gc.get_freeze_count() == 0  # the objects frozen for the run are collectable again
+    _assert_same_outputs(tmp_path / "linear", tmp_path / "multiproc")
 
 
 # -- a real Slurm ----------------------------------------------------------------------------------
