@@ -12,7 +12,7 @@ patterns of every nmflow derivative, in this entity order:
 * ``sub-<s>[_ses-..][_task-..][_acq-..][_run-..].html`` (the run's report, top level);
 * ``group/[atlas-.._][seg-.._][desc-.._][meas-.._][stat-.._]<suffix>.tsv|.json|.safetensors``
   for the suffixes ``deviations linearz stats singlecase calibration networks model
-  curves``: no ``subject`` entity.
+  curves subjects selection``: no ``subject`` entity.
 
 Every entity is an input of the sink, set explicitly; ``source_file`` is
 optional (when given, its entities are used as in niworkflows, read with
@@ -26,7 +26,7 @@ Writing a group-level file (e.g. from a Nipype node or directly)::
     from nmflow.interfaces.derivatives import DerivativesDataSink
 
     sink = DerivativesDataSink(
-        base_directory=str(out_dir),          # OUT_DIR (or a staging folder inside it)
+        base_directory=str(out_dir),          # OUT_DIR, or a staging folder standing for it (group/ is added)
         in_file=str(table_tsv),               # the file to copy, any name
         atlas="Yeo2011", seg="17nThick", desc="gsr", meas="pearson",   # entities (any may be left out)
         suffix="stats", extension=".tsv",
@@ -35,6 +35,9 @@ Writing a group-level file (e.g. from a Nipype node or directly)::
     result = sink.run()
     # OUT_DIR/group/atlas-Yeo2011_seg-17nThick_desc-gsr_meas-pearson_stats.tsv (+ .json);
     # result.outputs.out_file and result.outputs.out_meta are the written paths.
+
+:class:`VariantDerivativesSink` takes the entities as one ``entities`` dict
+instead (e.g. a MapNode over variants).
 
 Importing this module imports niworkflows, which indexes TemplateFlow's home
 folder (seconds): import it where workflows are built, not at CLI start-up.
