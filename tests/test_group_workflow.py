@@ -58,3 +58,6 @@ def test_one_training_node_per_width_and_a_changed_option_reruns_only_what_reads
     changed = (small / "out" / "group" / "atlas-Yeo2011_seg-7nThick_desc-simple_meas-pearson_stats.tsv").read_text()
     assert changed != stats  # flags at q < 0.2
     assert "nmflow group: 3 variant(s), 32 subjects (24 reference controls, 8 patients)" in capsys.readouterr().out
+    citation = (small / "out" / "group" / "CITATION.md").read_text()  # the methods text of the workflow itself
+    assert "cross-fitted over 3 folds" in citation and "(inputs also age and sex)" in citation
+    assert "- Crawford JR, Howell DC (1998)" in citation

@@ -1,4 +1,4 @@
-"""Methods text of the participant level (the ``__desc__`` of its ``LiterateWorkflow``s) and its references.
+"""Methods text of both levels (the ``__desc__`` of their ``LiterateWorkflow``s) and its references.
 
 The text is built from the settings of the call (atlases, confound
 strategies, FC metrics, thresholds) and the versions of the software used,
@@ -18,6 +18,18 @@ from nmflow.denoise import MOTION_24, CleaningSettings, Strategy
 REFERENCES = {
     "Abraham et al., 2014": "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "
                             "with scikit-learn. Front Neuroinform 8:14. doi:10.3389/fninf.2014.00014",
+    "Benjamini & Hochberg, 1995": "Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a "
+                                  "practical and powerful approach to multiple testing. J R Stat Soc B 57(1):289-300. "
+                                  "doi:10.1111/j.2517-6161.1995.tb02031.x",
+    "Crawford & Howell, 1998": "Crawford JR, Howell DC (1998). Comparing an individual's test score against norms "
+                               "derived from small samples. Clin Neuropsychol 12(4):482-486. "
+                               "doi:10.1076/clin.12.4.482.7241",
+    "Fortin et al., 2018": "Fortin JP, Cullen N, Sheline YI, et al. (2018). Harmonization of cortical thickness "
+                           "measurements across scanners and sites. NeuroImage 167:104-120. "
+                           "doi:10.1016/j.neuroimage.2017.11.024",
+    "Marquand et al., 2016": "Marquand AF, Rezek I, Buitelaar J, Beckmann CF (2016). Understanding heterogeneity in "
+                             "clinical cohorts using normative models: beyond case-control studies. Biol Psychiatry "
+                             "80(7):552-561. doi:10.1016/j.biopsych.2015.12.023",
     "Behzadi et al., 2007": "Behzadi Y, Restom K, Liau J, Liu TT (2007). A component based noise correction method "
                             "(CompCor) for BOLD and perfusion based fMRI. NeuroImage 37(1):90-101. "
                             "doi:10.1016/j.neuroimage.2007.04.042",
@@ -140,6 +152,28 @@ def run_desc(atlases: list[Atlas], strategies: list[Strategy], metrics: list[str
         text += f" The cleaned signals were{scaling}."
     return (text + " Functional connectivity between every pair of regions was estimated as "
             f"{_join([_measure(m) for m in metrics])}.\n\n")
+
+
+def group_desc(folds: int, harmonize: str, covariates: list[str], single_case_rule: str) -> str:
+    """Methods paragraph of the group-level workflow."""
+    import torch
+
+    conditioned = f" (inputs also {_join(list(covariates))})" if covariates else ""
+    rule = {"maxt": "a family-wise max-T rule calibrated on the controls", "fdr": "Benjamini-Hochberg FDR",
+            "raw": "uncorrected p-values"}[single_case_rule]
+    return (
+        "### Normative modelling\n\n"
+        f"Connectivity features (Fisher z for correlations) were modelled as a normative model (Marquand et al., "
+        f"2016) learnt from healthy controls only, with *nmflow* {__version__} and PyTorch {torch.__version__}: a "
+        f"conditional autoencoder{conditioned}, trained by masked reconstruction, and a covariate-aware linear "
+        f"baseline. The controls were cross-fitted over {folds} folds stratified by site, so every control was "
+        "scored by models that never saw it"
+        + ("; site effects were harmonised with ComBat (Fortin et al., 2018) fitted on each fit's controls"
+           if harmonize == "combat" else "")
+        + ". A connection's deviation is its residual divided by the controls' out-of-sample residual root mean "
+        "square. Patient groups were compared with the controls by two-sided Mann-Whitney U tests with "
+        "Benjamini-Hochberg FDR (Benjamini & Hochberg, 1995); single patients by Crawford-Howell t-tests "
+        f"(Crawford & Howell, 1998) against the controls, flagged with {rule}.\n\n")
 
 
 def references(text: str) -> str:

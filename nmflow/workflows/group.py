@@ -31,6 +31,7 @@ from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
+from nmflow.workflows.boilerplate import group_desc, references
 from nmflow.workflows.engine import Workflow, crash_message, run_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
@@ -59,16 +60,7 @@ VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
 def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
-    wf.__desc__ = ("Normative modelling (nmflow): for every variant (atlas, denoising strategy, FC metric), the "
-                   "features of the controls were modelled by a conditional autoencoder trained by masked "
-                   f"reconstruction, cross-fitted over {s.folds} folds of the controls (stratified by site) so "
-                   "every control was scored by models that never saw it; "
-                   + ("site effects were harmonised with ComBat fitted on each fit's controls; "
-                      if s.harmonize == "combat" else "")
-                   + "deviations were the residuals scaled by the controls' out-of-sample residual scale. "
-                   "Patient groups were compared with the controls by Mann-Whitney U tests (Benjamini-Hochberg "
-                   "FDR), single patients by Crawford-Howell tests with a family-wise rule calibrated on the "
-                   "controls.")
+    wf.__desc__ = group_desc(s.folds, s.harmonize, list(s.covariates), s.single_case_rule)
     nodes = {}
 
     def node(interface, name: str, iterfield: list[str] | None = None, **kwargs):
@@ -136,13 +128,15 @@ def _flatten(batches: list) -> list:
 
 def run_group(s: GroupSettings) -> int:
     """Run the group level; returns 0, raises :class:`NmflowInputError` on bad input or a failed step."""
-    from nmflow.fileio import staged_folder
+    from nmflow.fileio import atomic_write_text, staged_folder
 
     group_dir = Path(s.out_dir) / "group"
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
         work_dir = Path(s.work_dir or scratch).absolute()
         wf = init_group_wf(s, staging)
         wf.base_dir = str(work_dir)
+        text = wf.visit_desc()
+        atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
         graph, crashes = run_workflow(wf, work_dir / "crashes_group", s.plugin, s.plugin_args, s.nprocs,
                                       stop_on_first_crash=True)
         if crashes or graph is None:
