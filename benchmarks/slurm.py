@@ -15,9 +15,9 @@ Usage: NMFLOW_ATLAS_DIR=<atlas folder> python benchmarks/slurm.py [--keep DIR]
    --nprocs 2``;
 5. the participant level once more with ``--plugin SLURM`` (Nipype submits
    one job per node);
-6. compares the output trees: same file names, TSV numbers within 1e-12,
-   JSON equal; other files (PNG, HTML, model weights) are counted when their
-   bytes differ.  ``nmflow_config.yml`` records each call's own options
+6. compares the output trees with ``benchmarks/compare_outputs.py`` (same
+   file names, TSV and JSON numbers within 1e-12, PNG pixels, other files
+   byte for byte).  ``nmflow_config.yml`` records each call's own options
    (work folder, plugin, participant label) and is left out.
 
 Prints one line per run (wall time, jobs) and per comparison.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import os
 import shutil
 import subprocess
@@ -36,13 +35,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+
+from compare_outputs import compare_trees
 
 HERE = Path(__file__).resolve().parent
 NMFLOW = [sys.executable, "-m", "nmflow.cli.main"]
 OPTIONS = ["--folds", "2", "--val-split", "0.1", "--n-bootstrap", "0", "--epochs", "30"]
-EXPECTED_TO_DIFFER = {"nmflow_config.yml"}
+EXPECTED_TO_DIFFER = ("nmflow_config.yml",)
 
 
 def nmflow(*argv) -> float:
@@ -65,36 +65,11 @@ def wait_for(job_ids: list[str], timeout: float = 3600) -> None:
     raise SystemExit(f"jobs {job_ids} still queued after {timeout:.0f} s")
 
 
-def files(root: Path, skip: tuple[str, ...]) -> set[str]:
-    """Relative paths of the files under ``root``, without those expected to differ or starting with ``skip``."""
-    names = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
-    return {n for n in names if n not in EXPECTED_TO_DIFFER and not n.startswith(skip)}
-
-
-def compare(a: Path, b: Path, skip: tuple[str, ...] = ()) -> str:
-    """One line: whether trees ``a`` and ``b`` hold the same files, TSV numbers within 1e-12 and equal JSON."""
-    names = files(a, skip)
-    if names != files(b, skip):
-        return f"DIFFERENT file names: {sorted(names ^ files(b, skip))[:5]}"
-    worst, other = 0.0, 0
-    for name in sorted(names):
-        x, y = a / name, b / name
-        if name.endswith(".tsv"):
-            tx, ty = (pd.read_csv(p, sep="\t", na_values=["n/a"], keep_default_na=False) for p in (x, y))
-            num = tx.select_dtypes("number").columns
-            if list(tx.columns) != list(ty.columns) or not tx.drop(columns=num).equals(ty.drop(columns=num)):
-                return f"DIFFERENT table: {name}"
-            vx, vy = tx[num].to_numpy(float), ty[num].to_numpy(float)
-            if not np.array_equal(np.isnan(vx), np.isnan(vy)):
-                return f"DIFFERENT n/a cells: {name}"
-            worst = max(worst, float(np.nanmax(np.abs(vx - vy), initial=0.0)))
-        elif name.endswith(".json"):
-            if json.loads(x.read_text()) != json.loads(y.read_text()):
-                return f"DIFFERENT JSON: {name}"
-        elif x.read_bytes() != y.read_bytes():
-            other += 1
-    verdict = "same" if worst <= 1e-12 else "DIFFERENT numbers"
-    return f"{verdict}: {len(names)} files, max |TSV difference| {worst:.1e}, {other} other file(s) not byte-equal"
+def compare(a: Path, b: Path, ignore: tuple[str, ...] = ()) -> str:
+    """One line on trees ``a`` and ``b`` (:func:`compare_outputs.compare_trees`, numbers within 1e-12)."""
+    problems, notes, identical = compare_trees(a, b, 1e-12, (*EXPECTED_TO_DIFFER, *ignore))
+    verdict = "same" if not problems else f"DIFFERENT ({'; '.join(problems[:3])})"
+    return f"{verdict}: {identical} files byte-identical, {len(notes)} equal within 1e-12, {len(problems)} differing"
 
 
 def main() -> None:
@@ -138,7 +113,7 @@ def main() -> None:
     print(f"{f'participant --plugin SLURM (Nipype, {n_nodes} node jobs)':58}{t_nipype:8.1f}")
     print(f"array + group vs local       : {compare(root / 'out_array', root / 'out_local')}")
     print(f"Nipype SLURM vs local (participant): "
-          f"{compare(root / 'out_nipype', root / 'out_local', skip=('group/',))}")
+          f"{compare(root / 'out_nipype', root / 'out_local', ignore=('group/*',))}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
 
