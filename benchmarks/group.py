@@ -30,13 +30,13 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
 from group_helpers import group_args, make_cohort, write_tree  # noqa: E402
 
-from nmflow.connectivity import METRICS, connectivity, fisher_z, is_correlation, upper_triangle  # noqa: E402
-from nmflow.features import FeatureSet, Variant  # noqa: E402
-from nmflow.harmonize import harmonize, site_accuracy  # noqa: E402
+from nmflow.participant.connectivity import METRICS, connectivity, fisher_z, is_correlation, upper_triangle  # noqa: E402
+from nmflow.group.features import FeatureSet, Variant  # noqa: E402
+from nmflow.group.harmonize import harmonize, site_accuracy  # noqa: E402
 from nmflow.normative.config import TrainConfig  # noqa: E402
 from nmflow.normative.crossfit import make_folds  # noqa: E402
 from nmflow.normative.model import train_models  # noqa: E402
-from nmflow.stats import group_statistics  # noqa: E402
+from nmflow.group.stats import group_statistics  # noqa: E402
 from nmflow.workflows.group import run_group  # noqa: E402
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
@@ -136,7 +136,7 @@ def grid_sets(n_controls: int = 100) -> tuple[dict, pd.DataFrame]:
 def write_sets(sets: dict, table: pd.DataFrame, out_dir: Path, bids_dir: Path) -> None:
     """Participant-level relmats of every variant of ``sets`` and ``participants.tsv``."""
     from nmflow.bids_io import derivative_path, write_relmat
-    from nmflow.connectivity import from_upper_triangle
+    from nmflow.participant.connectivity import from_upper_triangle
 
     for variant, fs in sets.items():
         for subject, feats in zip(fs.subjects, fs.features):

@@ -30,10 +30,10 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from nmflow.atlas import BUILTIN, resolve_atlas  # noqa: E402
+from nmflow.participant.atlas import BUILTIN, resolve_atlas  # noqa: E402
 from nmflow.cli.main import main as nmflow_main  # noqa: E402
-from nmflow.connectivity import METRICS, connectivity, kendall_tau_b  # noqa: E402
-from nmflow.denoise import PRESETS, CleaningSettings, censoring, read_confounds, select_confounds  # noqa: E402
+from nmflow.participant.connectivity import METRICS, connectivity, kendall_tau_b  # noqa: E402
+from nmflow.participant.denoise import PRESETS, CleaningSettings, censoring, read_confounds, select_confounds  # noqa: E402
 from nmflow.simulate import SimulationSettings, simulate_dataset  # noqa: E402
 
 STRATEGIES = ["simple", "scrubbing", "gsr"]

@@ -32,7 +32,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 from group_helpers import group_args  # noqa: E402
 from realdata_helpers import abide_workspace  # noqa: E402
 
-from nmflow.features import collect_timeseries, model_features  # noqa: E402
+from nmflow.group.features import collect_timeseries, model_features  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
 from nmflow.workflows.group import run_group  # noqa: E402
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from nmflow.atlas import YEO_NAMES
-from nmflow.connectivity import connection_names
+from nmflow.participant.atlas import YEO_NAMES
+from nmflow.participant.connectivity import connection_names
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
 
@@ -97,7 +97,7 @@ def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
     from pathlib import Path
 
     from nmflow.bids_io import derivative_path, write_relmat
-    from nmflow.connectivity import from_upper_triangle
+    from nmflow.participant.connectivity import from_upper_triangle
 
     atlas = atlas or {"atlas": "Yeo2011", "segmentation": "17nThick"}
     n = len(cohort.regions)

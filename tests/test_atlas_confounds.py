@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nmflow.atlas import resolve_atlas, run_resolution
-from nmflow.denoise import PRESETS, load_strategy, read_confounds, select_confounds
+from nmflow.participant.atlas import resolve_atlas, run_resolution
+from nmflow.participant.denoise import PRESETS, load_strategy, read_confounds, select_confounds
 from nmflow.errors import NmflowInputError
 
 NILEARN_DATA = importlib.resources.files("nilearn.interfaces.fmriprep") / "data"

@@ -199,7 +199,7 @@ RAGGED = "a\tb\n1\t2\n3\t4\t5\t6\n"
     (RAGGED, ["cannot read confounds file (ParserError", "Expected 2 fields"]),
 ])
 def test_unreadable_confounds_table(tmp_path, content, words):
-    from nmflow.denoise import read_confounds
+    from nmflow.participant.denoise import read_confounds
     from nmflow.errors import NmflowInputError
 
     path = tmp_path / "confounds.tsv"
@@ -217,7 +217,7 @@ def test_unreadable_confounds_table(tmp_path, content, words):
 ])
 def test_unreadable_timeseries_table(tmp_path, content, words):
     from nmflow.errors import NmflowInputError
-    from nmflow.features import read_timeseries
+    from nmflow.group.features import read_timeseries
 
     path = tmp_path / "ts.tsv"
     if content is not None:
@@ -228,7 +228,7 @@ def test_unreadable_timeseries_table(tmp_path, content, words):
 
 
 def test_timeseries_with_numeric_header_is_headerless(tmp_path):
-    from nmflow.features import read_timeseries
+    from nmflow.group.features import read_timeseries
 
     path = tmp_path / "ts.tsv"
     path.write_text("1\t2.5\nn/a\t4\n")
@@ -239,7 +239,7 @@ def test_timeseries_with_numeric_header_is_headerless(tmp_path):
 
 def test_unreadable_participants_and_split_tables(tmp_path):
     from nmflow.errors import NmflowInputError
-    from nmflow.features import read_participants
+    from nmflow.group.features import read_participants
     from nmflow.normative.crossfit import make_folds
 
     participants = tmp_path / "participants.tsv"

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from nmflow.connectivity import (
+from nmflow.participant.connectivity import (
     connection_names, connectivity, fisher_z, from_upper_triangle, kendall_tau_b, n_regions_from_features,
     upper_triangle,
 )

@@ -82,9 +82,9 @@ def test_cli_start_does_not_import_niworkflows():
 
 def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset, tmp_path, monkeypatch):
     """sub-01 fails after its first sinks wrote into its staging folder: none of its files reach OUT_DIR."""
-    from nmflow.atlas import resolve_atlas
+    from nmflow.participant.atlas import resolve_atlas
     from nmflow.bids_io import collect_runs
-    from nmflow.denoise import PRESETS, CleaningSettings
+    from nmflow.participant.denoise import PRESETS, CleaningSettings
     from nmflow.interfaces.bids import RelmatTables
     from nmflow.workflows.participant import run_participant_level
 

@@ -9,7 +9,7 @@ import pytest
 from group_helpers import group_args, make_cohort, write_tree
 
 from nmflow.errors import NmflowInputError
-from nmflow.stats import crawford_howell
+from nmflow.group.stats import crawford_howell
 from nmflow.workflows.group import run_group
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nmflow.features import Variant
+from nmflow.group.features import Variant
 from nmflow.group.records import (Prepared, Split, VariantFeatures, arrays_frame, frame_arrays, load_trained,
                                   save_trained)
 from nmflow.normative.covariates import CovariateCoder

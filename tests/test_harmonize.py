@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from group_helpers import make_cohort, planted_mask
 
-from nmflow.harmonize import apply_combat, fit_combat, harmonize, site_accuracy
-from nmflow.stats import group_statistics
+from nmflow.group.harmonize import apply_combat, fit_combat, harmonize, site_accuracy
+from nmflow.group.stats import group_statistics
 
 
 def _toy(n=40, f=12, seed=0):

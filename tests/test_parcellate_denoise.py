@@ -8,9 +8,9 @@ import pytest
 from nilearn import signal
 from nilearn.maskers import NiftiLabelsMasker
 
-from nmflow.atlas import resolve_atlas
-from nmflow.denoise import PRESETS, CleaningSettings, censoring, clean_run, read_confounds, select_confounds
-from nmflow.parcellate import extract_signals
+from nmflow.participant.atlas import resolve_atlas
+from nmflow.participant.denoise import PRESETS, CleaningSettings, censoring, clean_run, read_confounds, select_confounds
+from nmflow.participant.parcellate import extract_signals
 
 
 def _run_files(dataset, sub="sub-01"):

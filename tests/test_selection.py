@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nmflow.selection import bootstrap_weights, deviation_stability, rank_variants
+from nmflow.group.selection import bootstrap_weights, deviation_stability, rank_variants
 
 
 def test_bootstrap_weights_resample_every_row():

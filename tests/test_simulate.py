@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nmflow.atlas import resolve_atlas
-from nmflow.connectivity import connectivity, fisher_z, upper_triangle
-from nmflow.denoise import PRESETS, CleaningSettings, clean_run, read_confounds
-from nmflow.parcellate import extract_signals
+from nmflow.participant.atlas import resolve_atlas
+from nmflow.participant.connectivity import connectivity, fisher_z, upper_triangle
+from nmflow.participant.denoise import PRESETS, CleaningSettings, clean_run, read_confounds
+from nmflow.participant.parcellate import extract_signals
 from nmflow.simulate import SimulationSettings, simulate_dataset
 from nmflow.simulate.networks import control_correlation, nearest_correlation
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nmflow.atlas import YEO_NAMES
-from nmflow.stats import (benjamini_hochberg, crawford_howell, crawford_howell_loo, group_statistics,
+from nmflow.participant.atlas import YEO_NAMES
+from nmflow.group.stats import (benjamini_hochberg, crawford_howell, crawford_howell_loo, group_statistics,
                           mann_whitney, network_pair_summary, rank_biserial, region_systems, single_case_null_rate,
                           single_case_table)
 

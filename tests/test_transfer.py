@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from group_helpers import group_args, make_cohort
 
-from nmflow.connectivity import connection_names
+from nmflow.participant.connectivity import connection_names
 from nmflow.errors import NmflowInputError
 from nmflow.workflows.group import run_group
 

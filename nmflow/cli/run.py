@@ -17,8 +17,8 @@ import yaml
 from nmflow import __version__
 from nmflow.cli.config import config_to_dict, parse_with_config
 from nmflow.cli.group_options import add_group_arguments
-from nmflow.connectivity import METRICS
-from nmflow.denoise import PRESETS, CleaningSettings
+from nmflow.participant.connectivity import METRICS
+from nmflow.participant.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -86,15 +86,13 @@ def main(argv: list[str]) -> int:
     args = parse_with_config(build_parser(), argv)
     if args.analysis_level == "participant":
         return run_participant(args)
-    from nmflow.workflows.group import run_group
-
     return run_group(args)
 
 
 def run_participant(args: argparse.Namespace) -> int:
-    from nmflow.atlas import resolve_atlas, run_resolution
+    from nmflow.participant.atlas import resolve_atlas, run_resolution
     from nmflow.bids_io import collect_runs, write_dataset_description
-    from nmflow.denoise import load_strategy
+    from nmflow.participant.denoise import load_strategy
 
     logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     filters = _read_filters(args.bids_filter_file)
@@ -202,3 +200,11 @@ def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> i
         print("submit them with:\n" + jobs.commands())
     return 0
 
+
+def run_group(args: argparse.Namespace) -> int:
+    from nmflow.group.settings import GroupSettings
+    from nmflow.workflows.group import run_group as run_group_level
+
+    logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    args.plugin_args = read_plugin_args(args.plugin_args)
+    return run_group_level(GroupSettings.from_namespace(args))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.errors import NmflowInputError
-from nmflow.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
+from nmflow.group.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
     model_features, read_participants
 from nmflow.group.records import Split, VariantFeatures
 from nmflow.group.settings import GroupSettings

@@ -20,7 +20,7 @@ from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import kept_connections, model_input, preprocess, train_stacked
 from nmflow.normative.model import NormativeModel, TrainResult
 from nmflow.normative.transfer import check_transferable, map_features
-from nmflow.selection import bootstrap_weights
+from nmflow.group.selection import bootstrap_weights
 
 BOOTSTRAP_SEED = 1000
 

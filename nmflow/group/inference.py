@@ -4,7 +4,7 @@ Group tests compare each patient group's deviations with all reference
 controls (Mann-Whitney U, BH within group and model); single cases are
 Crawford-Howell tests of each patient against the reference controls with a
 family-wise rule calibrated on the controls; variants are ranked on controls
-only (:mod:`nmflow.selection`).
+only (:mod:`nmflow.group.selection`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from nmflow.group.cohort import reference_groups
 from nmflow.group.records import Split
 from nmflow.group.scoring import Scored
 from nmflow.group.settings import GroupSettings
-from nmflow.selection import rank_variants
-from nmflow.stats import group_statistics, network_pair_summary, single_case_table
+from nmflow.group.selection import rank_variants
+from nmflow.group.stats import group_statistics, network_pair_summary, single_case_table
 
 
 def _score(z: np.ndarray, test_score: str) -> np.ndarray:
@@ -75,5 +75,5 @@ def selection_row(sc: Scored) -> dict:
 
 
 def select_variants(rows: list[dict]) -> pd.DataFrame:
-    """Variants ranked on controls only (:func:`nmflow.selection.rank_variants`)."""
+    """Variants ranked on controls only (:func:`nmflow.group.selection.rank_variants`)."""
     return rank_variants(pd.DataFrame(rows))

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from nmflow.features import Variant
+from nmflow.group.features import Variant
 from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import Folds, Preprocessed
 from nmflow.normative.model import TrainResult

@@ -17,14 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nmflow.connectivity import connection_names, is_correlation
+from nmflow.participant.connectivity import connection_names, is_correlation
 from nmflow.group.records import Prepared, Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.settings import GroupSettings
 from nmflow.normative.crossfit import Residuals, combine, model_input, predict
 from nmflow.normative.deviations import calibration_table, global_scores, residual_scale, rms
 from nmflow.normative.model import NormativeModel, TrainResult, model_from_result, versions
-from nmflow.selection import deviation_stability
-from nmflow.stats import single_case_null_rate
+from nmflow.group.selection import deviation_stability
+from nmflow.group.stats import single_case_null_rate
 
 MODELS = ("autoencoder", "linear")
 GLOBAL_NAMES = ("global_score", "mean_sq_z", "n_extreme", "mean_abs_error")

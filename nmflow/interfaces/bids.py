@@ -22,8 +22,8 @@ from nipype.interfaces.base import (
 
 from nmflow import __version__
 from nmflow.bids_io import write_relmat
-from nmflow.connectivity import METRICS
-from nmflow.denoise import Strategy
+from nmflow.participant.connectivity import METRICS
+from nmflow.participant.denoise import Strategy
 from nmflow.fileio import staged_folder
 from nmflow.interfaces.io import atlases_from_json, key, load_arrays, strategies_from_json
 

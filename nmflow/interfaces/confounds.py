@@ -9,7 +9,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.denoise import CleaningSettings, clean_run, clean_signals, read_confounds, shown_strategy
+from nmflow.participant.denoise import CleaningSettings, clean_run, clean_signals, read_confounds, shown_strategy
 from nmflow.interfaces.io import key, load_arrays, save_arrays, strategies_from_json
 
 

@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.connectivity import METRICS, connectivity
+from nmflow.participant.connectivity import METRICS, connectivity
 from nmflow.interfaces.io import key, load_arrays, save_arrays
 
 

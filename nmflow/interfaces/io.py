@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nmflow.atlas import Atlas
-from nmflow.denoise import Strategy
+from nmflow.participant.atlas import Atlas
+from nmflow.participant.denoise import Strategy
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> str:

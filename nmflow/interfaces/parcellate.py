@@ -7,7 +7,7 @@ import os
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from nmflow.interfaces.io import atlases_from_json, save_arrays
-from nmflow.parcellate import extract_signals
+from nmflow.participant.parcellate import extract_signals
 
 
 class _ExtractSignalsInputSpec(BaseInterfaceInputSpec):

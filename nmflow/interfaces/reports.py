@@ -10,7 +10,7 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.bids_io import bids_name
-from nmflow.denoise import shown_strategy
+from nmflow.participant.denoise import shown_strategy
 from nmflow.interfaces.io import atlases_from_json, key, load_arrays
 from nmflow.reports import participant as report
 

@@ -38,9 +38,9 @@ import pandas as pd
 import torch
 
 from nmflow.errors import NmflowInputError
-from nmflow.features import SPLITS
+from nmflow.group.features import SPLITS
 from nmflow.fileio import read_tsv
-from nmflow.harmonize import harmonize
+from nmflow.group.harmonize import harmonize
 from nmflow.normative.config import TrainConfig
 from nmflow.normative.covariates import CovariateCoder, fit_coder, is_numeric
 from nmflow.normative.linear import fit_linear, predict_linear

@@ -23,9 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nmflow.connectivity import from_upper_triangle  # noqa: E402
-from nmflow.harmonize import site_accuracy  # noqa: E402
-from nmflow.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
+from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
+from nmflow.group.harmonize import site_accuracy  # noqa: E402
+from nmflow.group.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
 
 DPI = 80
 

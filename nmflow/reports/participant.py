@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nmflow.atlas import Atlas, region_centres  # noqa: E402
+from nmflow.participant.atlas import Atlas, region_centres  # noqa: E402
 
 DPI = 80
 

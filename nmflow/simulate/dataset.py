@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 
 from nmflow import __version__
-from nmflow.atlas import resolve_atlas
+from nmflow.participant.atlas import resolve_atlas
 from nmflow.bids_io import strip_prefix, with_prefix
-from nmflow.connectivity import connection_names, upper_triangle
+from nmflow.participant.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from nmflow.atlas import YEO_NAMES
+from nmflow.participant.atlas import YEO_NAMES
 
 SHAPE = (18, 22, 18)
 VOXEL_MM = 8.0

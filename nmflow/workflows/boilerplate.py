@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmflow import __version__
-from nmflow.atlas import Atlas
-from nmflow.connectivity import METRICS
-from nmflow.denoise import MOTION_24, CleaningSettings, Strategy
+from nmflow.participant.atlas import Atlas
+from nmflow.participant.connectivity import METRICS
+from nmflow.participant.denoise import MOTION_24, CleaningSettings, Strategy
 
 REFERENCES = {
     "Abraham et al., 2014": "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "

@@ -25,9 +25,9 @@ from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-from nmflow.atlas import Atlas
+from nmflow.participant.atlas import Atlas
 from nmflow.bids_io import Run
-from nmflow.denoise import CleaningSettings, Strategy
+from nmflow.participant.denoise import CleaningSettings, Strategy
 from nmflow.fileio import atomic_write_text
 from nmflow.interfaces.bids import (
     OUTLIERS_META, PublishDerivatives, RelmatTables, TimeseriesTables, design_meta, sources,

@@ -2,9 +2,9 @@
 
 A *variant* is one (atlas + seg, desc = denoising strategy, meas = FC metric).
 A subject's features are the upper triangle of its connectivity matrix
-(:func:`nmflow.connectivity.upper_triangle` order); correlation metrics
+(:func:`nmflow.participant.connectivity.upper_triangle` order); correlation metrics
 (pearson, spearman, kendall, partial) are Fisher-z transformed
-(:func:`nmflow.connectivity.fisher_z`) before modelling, covariance metrics
+(:func:`nmflow.participant.connectivity.fisher_z`) before modelling, covariance metrics
 are used as they are.  Several runs or sessions of a subject are averaged
 (NaN-aware mean of their features).
 
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.bids_io import layout, read_relmat, strip_prefix
-from nmflow.connectivity import connection_names, connectivity, fisher_z, is_correlation, upper_triangle
+from nmflow.participant.connectivity import connection_names, connectivity, fisher_z, is_correlation, upper_triangle
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
 

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 from scipy import sparse
 
-from nmflow.atlas import Atlas
+from nmflow.participant.atlas import Atlas
 from nmflow.errors import NmflowInputError
 
 CARPET_VOXELS = 300

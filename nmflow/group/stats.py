@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nmflow.atlas import YEO_NAMES
+from nmflow.participant.atlas import YEO_NAMES
 
 YEO7_SYSTEMS = ["Visual", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Control", "Default"]
 _SYSTEM_KEYWORDS = [

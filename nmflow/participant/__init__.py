@@ -1,0 +1,1 @@
+"""The participant level's science as plain functions: atlases, region signals, denoising, connectivity."""
