@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import logging
 import os
@@ -113,10 +111,9 @@ def run_participant(args: argparse.Namespace) -> int:
 
     write_dataset_description(args.out_dir, args.bids_dir, config_to_dict(args))
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
-    with _short_node_scheduling(args.plugin):
-        failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings,
-                                         args.min_coverage, args.out_dir.absolute(), work_dir.absolute(),
-                                         args.nprocs, args.plugin, plugin_args)
+    failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings, args.min_coverage,
+                                     args.out_dir.absolute(), work_dir.absolute(), args.nprocs, args.plugin,
+                                     plugin_args)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
@@ -155,28 +152,6 @@ def read_plugin_args(value: str | dict | None) -> dict:
         raise NmflowInputError(source, f"--plugin-args must be a mapping of argument names to values, "
                                        f"not a {type(data).__name__}")
     return data
-
-
-@contextlib.contextmanager
-def _short_node_scheduling(plugin: str | None):
-    """Nipype's scheduler, tuned for nodes that mostly take well under a second.
-
-    Its loop sleeps ``poll_sleep_duration`` (2 s by default) between rounds, so
-    local workers sat idle most of the time: locally it wakes every 0.05 s
-    (batch plugins keep 2 s between their queue queries).  MultiProc also runs
-    ``gc.collect()`` before every round, ~0.25 s each over the imported
-    libraries' objects: those are frozen out of the collector during the run.
-    """
-    from nipype import config as nipype_config
-
-    local = plugin in (None, "Linear", "MultiProc")
-    nipype_config.set("execution", "poll_sleep_duration", "0.05" if local else "2")
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> int:

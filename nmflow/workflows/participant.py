@@ -23,7 +23,6 @@ from pathlib import Path
 
 from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
-from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 from nmflow.participant.atlas import Atlas
 from nmflow.bids_io import Run
@@ -39,6 +38,7 @@ from nmflow.interfaces.io import atlases_to_json, strategies_to_json
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
+from nmflow.workflows.engine import Workflow, crash_message, crash_node, run_workflow
 
 TABLE_FIELDS = ["in_file", "meta_dict", "desc", "atlas", "seg"]
 
@@ -163,14 +163,6 @@ def citation_boilerplate(wf: Workflow) -> str:
     return text + references(text)
 
 
-def _crash_message(text: str) -> str:
-    """The last line of the traceback in a Nipype text crash file: ``Error: message``."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    tb_end = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
-    message = tb_end[-1] if tb_end else lines[-1]
-    return re.sub(r"^nmflow\.errors\.NmflowInputError: ", "", message)
-
-
 def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
@@ -184,27 +176,13 @@ def run_participant_level(
     """
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
-    crash_dir = Path(work_dir) / "crashes"
-    if crash_dir.exists():
-        for old in crash_dir.glob("crash-*.txt"):
-            old.unlink()
-    wf.config["execution"].update({
-        "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": False,
-        "remove_unnecessary_outputs": False, "hash_method": "timestamp",
-    })
-    plugin = plugin or ("MultiProc" if nprocs > 1 else "Linear")
-    if plugin == "MultiProc":
-        plugin_args = {"n_procs": nprocs, "raise_insufficient": False, **(plugin_args or {})}
-    try:
-        wf.run(plugin=plugin, plugin_args=plugin_args or {})
-    except RuntimeError:
-        pass  # failures are read from the crash files below
+    _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp")
     failures: dict[str, str] = {}
     by_node = {_node_name(r): r.key for r in runs}
-    for crash in sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []:
+    for crash in crashes:
         text = crash.read_text(errors="replace")
-        node = re.search(r"Node: (\S+)", text)
-        owner = next((key for name, key in by_node.items() if node and f".{name}." in f".{node.group(1)}."), None)
+        node = crash_node(text)
+        owner = next((key for name, key in by_node.items() if node and f".{name}." in f".{node}."), None)
         if owner and owner not in failures:
-            failures[owner] = _crash_message(text)
+            failures[owner] = crash_message(text)
     return failures
