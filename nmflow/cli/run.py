@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -92,7 +91,6 @@ def run_participant(args: argparse.Namespace) -> int:
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.participant.denoise import load_strategy
 
-    logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     filters = _read_filters(args.bids_filter_file)
     strategies = [load_strategy(s) for s in args.denoise]
     runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
@@ -113,7 +111,7 @@ def run_participant(args: argparse.Namespace) -> int:
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
     failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings, args.min_coverage,
                                      args.out_dir.absolute(), work_dir.absolute(), args.nprocs, args.plugin,
-                                     plugin_args)
+                                     plugin_args, args.verbose)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
@@ -180,6 +178,5 @@ def run_group(args: argparse.Namespace) -> int:
     from nmflow.group.settings import GroupSettings
     from nmflow.workflows.group import run_group as run_group_level
 
-    logging.getLogger("nipype.workflow").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     args.plugin_args = read_plugin_args(args.plugin_args)
     return run_group_level(GroupSettings.from_namespace(args))

@@ -52,6 +52,7 @@ class GroupSettings:
     plugin: str | None = None
     plugin_args: dict = field(default_factory=dict)
     nprocs: int = 1
+    verbose: bool = False
 
     @classmethod
     def from_namespace(cls, args) -> "GroupSettings":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import re
 from pathlib import Path
 
@@ -52,15 +53,16 @@ def short_node_scheduling(plugin: str):
 
 
 def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugin_args: dict | None = None,
-                 nprocs: int = 1, stop_on_first_crash: bool = False, hash_method: str = "content"
-                 ) -> tuple[object, list[Path]]:
+                 nprocs: int = 1, stop_on_first_crash: bool = False, hash_method: str = "content",
+                 verbose: bool = False) -> tuple[object, list[Path]]:
     """Run ``wf``; returns its execution graph (None when it failed) and the crash files it left.
 
     Crash files are plain text in ``crash_dir`` (old ones are removed first);
     nodes are cached (``hash_method``: ``content`` of input files, or their
     ``timestamp`` for large inputs such as BOLD series), so a re-run resumes
-    where it stopped.
+    where it stopped.  Nipype's workflow log is shown with ``verbose`` only.
     """
+    logging.getLogger("nipype.workflow").setLevel(logging.INFO if verbose else logging.CRITICAL)
     crash_dir = Path(crash_dir)
     if crash_dir.exists():
         for old in crash_dir.glob("crash-*.txt"):

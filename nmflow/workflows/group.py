@@ -138,7 +138,7 @@ def run_group(s: GroupSettings) -> int:
         text = wf.visit_desc()
         atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
         graph, crashes = run_workflow(wf, work_dir / "crashes_group", s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True)
+                                      stop_on_first_crash=True, verbose=s.verbose)
         if crashes or graph is None:
             raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace")) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")

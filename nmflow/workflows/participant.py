@@ -166,7 +166,7 @@ def citation_boilerplate(wf: Workflow) -> str:
 def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
-    plugin: str | None = None, plugin_args: dict | None = None,
+    plugin: str | None = None, plugin_args: dict | None = None, verbose: bool = False,
 ) -> dict[str, str]:
     """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed.
 
@@ -176,7 +176,8 @@ def run_participant_level(
     """
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
-    _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp")
+    _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
+                              verbose=verbose)
     failures: dict[str, str] = {}
     by_node = {_node_name(r): r.key for r in runs}
     for crash in crashes:
