@@ -100,7 +100,8 @@ def node_times(work: Path) -> dict[str, float]:
 
     totals: dict[str, float] = collections.defaultdict(float)
     for result in work.glob("nmflow_participant_wf/*/*/result_*.pklz"):
-        totals[result.parent.name] += loadpkl(result).runtime.duration
+        runtime = loadpkl(result).runtime  # a MapNode's is the list of its sub-nodes'
+        totals[result.parent.name] += sum(r.duration for r in (runtime if isinstance(runtime, list) else [runtime]))
     return dict(totals)
 
 
