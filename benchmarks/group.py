@@ -1,6 +1,6 @@
 """Group-level figures on the realistic simulator (python benchmarks/group.py).
 
-Cohorts come from ``tests/group_helpers.make_cohort`` (the simulator's population
+Cohorts come from ``tests/helpers.group.make_cohort`` (the simulator's population
 model, whose between-subject, global and site variability is calibrated on real
 control FC: ``benchmarks/simulator.py``).  Prints: the realism table; planted-
 connection recovery for the default model (cross-fitted conditional autoencoder,
@@ -28,7 +28,7 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE))
-from group_helpers import group_args, make_cohort, write_tree  # noqa: E402
+from helpers.group import group_args, make_cohort, write_tree  # noqa: E402
 
 from nmflow.participant.connectivity import METRICS, connectivity, fisher_z, is_correlation, upper_triangle  # noqa: E402
 from nmflow.group.features import FeatureSet, Variant  # noqa: E402

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from group_helpers import make_cohort  # noqa: E402
+from helpers.group import make_cohort  # noqa: E402
 
 from nmflow.simulate.population import cohens_d  # noqa: E402
 

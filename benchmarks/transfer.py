@@ -35,8 +35,8 @@ from scipy.stats import mannwhitneyu
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from group_helpers import group_args  # noqa: E402
-from realdata_helpers import abide_workspace  # noqa: E402
+from helpers.group import group_args  # noqa: E402
+from helpers.realdata import abide_workspace  # noqa: E402
 
 from nmflow.workflows.group import run_group  # noqa: E402
 

@@ -17,7 +17,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
-from group_helpers import group_args  # noqa: E402
+from helpers.group import group_args  # noqa: E402
 
 from nmflow.bids_io import Run  # noqa: E402
 from nmflow.participant.atlas import Atlas  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from participant_helpers import (
+from helpers.participant import (
     MINIMAL, TOP_LEVEL, copy_subjects, error_lines, minimal_run_outputs, participant_argv, read_confounds,
     run_cli, run_files, tree, write_confounds,
 )

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dicom_helpers import run_cli
+from helpers.dicom import run_cli
 
 # argv of each subcommand, its config file appended as --config
 SUBCOMMANDS = {

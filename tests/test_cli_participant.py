@@ -22,7 +22,7 @@ import yaml
 from scipy import stats
 
 import nmflow
-from participant_helpers import (
+from helpers.participant import (
     DATA, MINIMAL, SPACE_RES, TOP_LEVEL, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
     hashes, minimal_run_outputs, participant_argv, read_confounds, read_json,
     read_relmat, read_tsv, report_figures, run_cli, run_files, tree, write_confounds,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from participant_helpers import TOP_LEVEL, copy_subjects, minimal_run_outputs, tree
+from helpers.participant import TOP_LEVEL, copy_subjects, minimal_run_outputs, tree
 
 RUN = {"subject": "01", "task": "rest", "space": "MNI152NLin6Asym", "res": "2"}
 YEO17 = {"atlas": "Yeo2011", "seg": "17nThick"}

@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 from bids_validator import BIDSValidator
-from dicom_helpers import (dcm2niix_direct, heudiconv_data, link, needs_dcm2niix,
+from helpers.dicom import (dcm2niix_direct, heudiconv_data, link, needs_dcm2niix,
                            pydicom_file, read_csv, run_cli, write_csv, write_series)
 from pydicom.uid import generate_uid
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import nibabel as nib
-from dicom_helpers import (heudiconv_data, link, needs_dcm2niix, pydicom_file, read_csv,
+from helpers.dicom import (heudiconv_data, link, needs_dcm2niix, pydicom_file, read_csv,
                            run_cli, write_series)
 from pydicom.uid import generate_uid
 

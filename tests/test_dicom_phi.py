@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 import nibabel as nib
 import pytest
-from dicom_helpers import all_bytes, needs_dcm2niix, read_csv, write_series
+from helpers.dicom import all_bytes, needs_dcm2niix, read_csv, write_series
 from pydicom.uid import generate_uid
 
 from nmflow.dicom.anonymize import find_leaks, scrub_metadata, shift_date

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from participant_helpers import (
+from helpers.participant import (
     DATA, assert_exactly_expected, atlas_region_names, error_lines, participant_argv, read_json, read_relmat, read_tsv,
     report_figures, run_cli,
 )

@@ -7,7 +7,7 @@ import shlex
 import subprocess
 
 import pytest
-from dicom_helpers import run_cli
+from helpers.dicom import run_cli
 
 STUB = """#!/bin/sh
 # stub fmriprep: fails for participant 02, otherwise writes the report

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from group_helpers import group_args, make_cohort, write_tree
+from helpers.group import group_args, make_cohort, write_tree
 
 from nmflow.errors import NmflowInputError
 from nmflow.group.stats import crawford_howell

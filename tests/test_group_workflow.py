@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from group_helpers import group_args, make_cohort, write_tree
+from helpers.group import group_args, make_cohort, write_tree
 
 from nmflow.workflows.group import STEP_SETTINGS, init_group_wf, run_group
 

@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
-from group_helpers import make_cohort, planted_mask
+from helpers.group import make_cohort, planted_mask
 
 from nmflow.group.harmonize import apply_combat, fit_combat, harmonize, site_accuracy
 from nmflow.group.stats import group_statistics

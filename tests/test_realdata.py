@@ -7,8 +7,8 @@ are split at random into pseudo-patients and controls, so no true difference exi
 import numpy as np
 import pandas as pd
 import pytest
-from group_helpers import group_args
-from realdata_helpers import ABIDE, abide_participants, write_abide_timeseries
+from helpers.group import group_args
+from helpers.realdata import ABIDE, abide_participants, write_abide_timeseries
 
 from nmflow.workflows.group import run_group
 

@@ -84,7 +84,7 @@ import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from group_helpers import make_cohort  # noqa: E402
+from helpers.group import make_cohort  # noqa: E402
 
 from nmflow.simulate import population as pop  # noqa: E402
 

@@ -24,7 +24,7 @@ from nmflow.cli.config import parse_with_config
 from nmflow.cli.run import build_parser, read_plugin_args
 from nmflow.errors import NmflowInputError
 from nmflow.slurm import forwarded_options, write_slurm_jobs
-from participant_helpers import MINIMAL, copy_subjects, error_lines, participant_argv, read_tsv, run_cli, tree
+from helpers.participant import MINIMAL, copy_subjects, error_lines, participant_argv, read_tsv, run_cli, tree
 
 ECHO = ["printf", "%s\\n"]  # stands for nmflow: prints its arguments, one per line
 

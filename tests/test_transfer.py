@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from group_helpers import group_args, make_cohort
+from helpers.group import group_args, make_cohort
 
 from nmflow.participant.connectivity import connection_names
 from nmflow.errors import NmflowInputError

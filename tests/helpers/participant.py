@@ -19,7 +19,7 @@ import pandas as pd
 
 from nmflow.cli.main import main
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 SPACE_RES = "space-MNI152NLin6Asym_res-8"
 BOLD_SUFFIX = f"{SPACE_RES}_desc-preproc_bold.nii.gz"
 MASK_SUFFIX = f"{SPACE_RES}_desc-brain_mask.nii.gz"

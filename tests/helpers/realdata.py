@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ABIDE = Path(__file__).resolve().parents[2] / "shared" / "realdata" / "abide-dev"
+ABIDE = Path(__file__).resolve().parents[3] / "shared" / "realdata" / "abide-dev"
 
 
 def abide_participants() -> pd.DataFrame:
