@@ -61,3 +61,11 @@ def test_one_training_node_per_width_and_a_changed_option_reruns_only_what_reads
     citation = (small / "out" / "group" / "CITATION.md").read_text()  # the methods text of the workflow itself
     assert "cross-fitted over 3 folds" in citation and "(inputs also age and sex)" in citation
     assert "- Crawford JR, Howell DC (1998)" in citation
+
+
+def test_relative_folders_work(small, tmp_path, monkeypatch):
+    # the nodes run inside the work folder: relative BIDS_DIR / OUT_DIR must be resolved first
+    monkeypatch.chdir(small)
+    settings = group_args("bids", "out", *FAST, "--variants", "*7nThick*", "-w", str(tmp_path / "work"))
+    assert settings.out_dir == small / "out" and settings.bids_dir.is_absolute()
+    assert run_group(settings) == 0

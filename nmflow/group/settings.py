@@ -64,6 +64,8 @@ class GroupSettings:
             value = getattr(args, f.name)
             if f.name in ("participant_label", "covariates", "metrics", "variants"):
                 value = tuple(value or ())
+            if isinstance(value, Path):
+                value = value.absolute()  # the nodes run inside the work folder
             values[f.name] = value
         return cls(**values)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-__all__ = ["Workflow", "crash_message", "crash_node", "plugin_settings", "run_workflow", "short_node_scheduling"]
+__all__ = ["Workflow", "crash_message", "crash_node", "plugin_settings", "run_workflow", "frozen_collector"]
 
 
 def plugin_settings(plugin: str | None, plugin_args: dict | None, nprocs: int) -> tuple[str, dict]:
@@ -31,19 +31,13 @@ def plugin_settings(plugin: str | None, plugin_args: dict | None, nprocs: int) -
 
 
 @contextlib.contextmanager
-def short_node_scheduling(plugin: str):
-    """Nipype's scheduler, tuned for nodes that mostly take well under a second.
+def frozen_collector():
+    """Keep Python's garbage collector off the long-lived objects of the imported libraries during a run.
 
-    Its loop sleeps ``poll_sleep_duration`` (2 s by default) between rounds, so
-    local workers sat idle most of the time: locally it wakes every 0.05 s
-    (batch plugins keep 2 s between their queue queries).  MultiProc also runs
-    ``gc.collect()`` before every round, ~0.25 s each over the imported
-    libraries' objects: those are frozen out of the collector during the run.
+    Nipype's MultiProc calls ``gc.collect()`` before every scheduling round
+    and after each node it runs itself (~0.25 s each over everything nipype,
+    nilearn and torch import): frozen objects are skipped.
     """
-    from nipype import config as nipype_config
-
-    local = plugin in ("Linear", "MultiProc")
-    nipype_config.set("execution", "poll_sleep_duration", "0.05" if local else "2")
     gc.collect()
     gc.freeze()
     try:
@@ -67,13 +61,16 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     if crash_dir.exists():
         for old in crash_dir.glob("crash-*.txt"):
             old.unlink()
+    name, args = plugin_settings(plugin, plugin_args, nprocs)
     wf.config["execution"].update({
         "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": stop_on_first_crash,
         "remove_unnecessary_outputs": False, "hash_method": hash_method,
+        # Nipype sleeps this long between scheduling rounds (2 s by default) while our nodes mostly take well
+        # under a second: local workers would sit idle; batch plugins keep 2 s between their queue queries
+        "poll_sleep_duration": 0.05 if name in ("Linear", "MultiProc") else 2,
     })
-    name, args = plugin_settings(plugin, plugin_args, nprocs)
     try:
-        with short_node_scheduling(name):
+        with frozen_collector():
             graph = wf.run(plugin=name, plugin_args=args)
     except RuntimeError:
         graph = None  # failures are read from the crash files
