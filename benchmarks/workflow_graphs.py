@@ -48,8 +48,8 @@ def main() -> None:
                          [f"net{k}" for k in range(1, n + 1)], {"atlas": "Yeo2011", "seg": f"{n}nThick"})
                    for n in (17, 7)]
         strategies = [load_strategy("simple"), load_strategy("gsr")]
-        draw(init_run_wf(run, atlases, strategies, ["pearson"], CleaningSettings(), 0.5, scratch / "out",
-                         scratch / "staging"), docs / "participant_workflow.png", scratch)
+        draw(init_run_wf(run, atlases, strategies, ["pearson"], CleaningSettings(), 0.5, scratch / "out"),
+             docs / "participant_workflow.png", scratch)
         draw(init_group_wf(group_args(scratch, scratch / "out"), scratch / "staging"),
              docs / "group_workflow.png", scratch)
 

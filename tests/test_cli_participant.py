@@ -347,6 +347,39 @@ def test_rerun_with_same_work_dir_rewrites_deleted_outputs(tiny_dataset, tmp_pat
     assert hashes(tmp_path / "out", "*") == first
 
 
+
+def test_rerun_with_same_work_dir_sees_inputs_edited_in_place(tiny_dataset, tmp_path, capsys):
+    """A confounds file, then an atlas image, edited in place: the re-run with the same -w recomputes."""
+    import nibabel as nib
+
+    fmriprep = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01"])
+    atlas_dir = tmp_path / "atlases"
+    shutil.copytree(tiny_dataset["atlas_dir"], atlas_dir)
+    argv = participant_argv(fmriprep, tmp_path / "out", tmp_path / "work", atlas_dir, *MINIMAL)
+    series = _ts_path(tmp_path / "out", "01", "yeo7thin", "simple")
+
+    def run() -> np.ndarray:
+        rc, _, err = run_cli(argv, capsys)
+        assert rc == 0, err
+        return read_tsv(series).to_numpy(float)
+
+    first = run()
+    confounds = next((fmriprep / "sub-01" / "func").glob("*_desc-confounds_timeseries.tsv"))
+    table = read_tsv(confounds)
+    table["trans_x"] = np.random.default_rng(0).normal(size=len(table))
+    table.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
+    second = run()
+    assert np.abs(second - first).max() > 1e-3  # new confounds regressed: not the cached result
+
+    image = atlas_dir / "Yeo-7_space-MNI152NLin6_res-8x8x8.nii.gz"
+    img = nib.load(image)
+    labels = np.asarray(img.dataobj)
+    swapped = np.where(labels == 1, 2, np.where(labels == 2, 1, labels)).astype(labels.dtype)
+    nib.save(nib.Nifti1Image(swapped, img.affine, img.header), image)
+    third = run()
+    np.testing.assert_allclose(third[:, [1, 0]], second[:, :2], atol=1e-6)  # regions 1 and 2 traded places
+
+
 # -- config file -----------------------------------------------------------------------------------
 
 def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_path, capsys):

@@ -81,21 +81,23 @@ def test_cli_start_does_not_import_niworkflows():
 
 
 def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset, tmp_path, monkeypatch):
-    """sub-01 fails after its first sinks wrote into its staging folder: none of its files reach OUT_DIR."""
+    """sub-01 fails after its first files were named into OUT_DIR's staging folder: none of them reach OUT_DIR."""
+    from nmflow.participant import tables
     from nmflow.participant.atlas import resolve_atlas
     from nmflow.bids_io import collect_runs
     from nmflow.participant.denoise import PRESETS, CleaningSettings
-    from nmflow.interfaces.bids import RelmatTables
     from nmflow.workflows.participant import run_participant_level
 
-    original = RelmatTables._run_interface
+    original, staged = tables.relmat_tables, []
 
-    def fail_for_sub01(self, runtime):
-        if "sub-01_" in Path(self.inputs.timeseries[0]).name:
+    def fail_for_sub01(folder, relmats, atlases, strategies, metrics, node_files):
+        if any(name.startswith("sub-01_") for name in node_files.values()):
+            stage = next(p for p in out.iterdir() if p.name.startswith(".staging-"))
+            staged.extend(tree(stage))
             raise RuntimeError("planted failure after the time series sinks")
-        return original(self, runtime)
+        return original(folder, relmats, atlases, strategies, metrics, node_files)
 
-    monkeypatch.setattr(RelmatTables, "_run_interface", fail_for_sub01)
+    monkeypatch.setattr("nmflow.interfaces.bids.relmat_tables", fail_for_sub01)
     root = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01", "02"])
     runs, _ = collect_runs(root)
     out, work = tmp_path / "out", tmp_path / "work"
@@ -103,7 +105,6 @@ def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset,
                                      [PRESETS["simple"]], ["pearson"], CleaningSettings(), 0.5, out, work)
     assert list(failures) == ["sub-01_task-rest"]
     assert "planted failure" in failures["sub-01_task-rest"]
-    staged = tree(work / "staging" / "run_sub_01_task_rest_wf")
     assert any(p.endswith("_timeseries.tsv") for p in staged), staged  # the sinks did write, into staging
     assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL - {"dataset_description.json", "nmflow_config.yml"}
     citation = (out / "logs" / "CITATION.md").read_text()

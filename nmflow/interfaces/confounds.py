@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from nipype.interfaces.base import (
@@ -10,16 +9,17 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.participant.denoise import CleaningSettings, clean_run, clean_signals, read_confounds, shown_strategy
-from nmflow.interfaces.io import key, load_arrays, save_arrays, strategies_from_json
+from nmflow.interfaces.io import load_arrays, save_arrays, strategies_from_records
+from nmflow.participant.tables import key
 
 
 class _DenoiseInputSpec(BaseInterfaceInputSpec):
     signals = File(exists=True, mandatory=True, desc="NPZ of raw region signals (ExtractSignals)")
     atlas_names = InputMultiObject(traits.Str, mandatory=True, desc="atlas keys of the NPZ to clean")
-    confounds = traits.Str(mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv (checked when read)")
+    confounds = File(mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv (checked when read)")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
-    strategies_json = traits.Str(mandatory=True, desc="denoising strategies (strategies_to_json)")
-    settings_json = traits.Str(mandatory=True, desc="CleaningSettings as JSON")
+    strategies = traits.List(traits.Dict, mandatory=True, desc="denoising strategies (strategy_records)")
+    settings = traits.Dict(mandatory=True, desc="CleaningSettings fields (filter in Hz, thresholds)")
 
 
 class _DenoiseOutputSpec(TraitedSpec):
@@ -39,9 +39,9 @@ class Denoise(SimpleInterface):
         arrays = load_arrays(self.inputs.signals)
         signals = {name: arrays[name] for name in self.inputs.atlas_names}
         confounds = read_confounds(self.inputs.confounds)
-        settings = CleaningSettings(**json.loads(self.inputs.settings_json))
+        settings = CleaningSettings(**self.inputs.settings)
         out, designs, outliers = {}, [], []
-        strategies = strategies_from_json(self.inputs.strategies_json)
+        strategies = strategies_from_records(self.inputs.strategies)
         shown = shown_strategy([s.name for s in strategies])
         for strategy in strategies:
             run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)

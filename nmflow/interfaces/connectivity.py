@@ -9,7 +9,8 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.participant.connectivity import METRICS, connectivity
-from nmflow.interfaces.io import key, load_arrays, save_arrays
+from nmflow.interfaces.io import load_arrays, save_arrays
+from nmflow.participant.tables import key
 
 
 class _ConnectivityInputSpec(BaseInterfaceInputSpec):

@@ -6,14 +6,14 @@ import os
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from nmflow.interfaces.io import atlases_from_json, save_arrays
+from nmflow.interfaces.io import atlases_from_records, save_arrays
 from nmflow.participant.parcellate import extract_signals
 
 
 class _ExtractSignalsInputSpec(BaseInterfaceInputSpec):
     bold = File(exists=True, mandatory=True, desc="fMRIPrep desc-preproc_bold image (4D)")
     mask = File(exists=True, mandatory=True, desc="fMRIPrep desc-brain_mask image on the BOLD grid")
-    atlases_json = traits.Str(mandatory=True, desc="resolved atlases (nmflow.interfaces.io.atlases_to_json)")
+    atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (nmflow.interfaces.io.atlas_records)")
     min_coverage = traits.Float(0.5, usedefault=True, desc="regions with less coverage inside the mask become NaN")
 
 
@@ -28,7 +28,7 @@ class ExtractSignals(SimpleInterface):
     output_spec = _ExtractSignalsOutputSpec
 
     def _run_interface(self, runtime):
-        atlases = atlases_from_json(self.inputs.atlases_json)
+        atlases = atlases_from_records(self.inputs.atlases)
         result = extract_signals(self.inputs.bold, self.inputs.mask, atlases, self.inputs.min_coverage)
         arrays = dict(result.signals)
         arrays.update({f"coverage|{name}": cov for name, cov in result.coverage.items()})

@@ -11,7 +11,8 @@ from nipype.interfaces.base import (
 
 from nmflow.bids_io import bids_name
 from nmflow.participant.denoise import shown_strategy
-from nmflow.interfaces.io import atlases_from_json, key, load_arrays
+from nmflow.interfaces.io import atlases_from_records, load_arrays
+from nmflow.participant.tables import key
 from nmflow.reports import participant as report
 
 
@@ -22,7 +23,7 @@ class _RunReportInputSpec(BaseInterfaceInputSpec):
     relmats = File(exists=True, mandatory=True, desc="NPZ of FC matrices (Connectivity)")
     outlier_files = InputMultiObject(File(exists=True), mandatory=True, desc="per-strategy outlier TSVs")
     strategies = InputMultiObject(traits.Str, mandatory=True, desc="strategy names, same order as outlier_files")
-    atlases_json = traits.Str(mandatory=True, desc="resolved atlases")
+    atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (atlas_records)")
     metric = traits.Str(mandatory=True, desc="FC metric shown in the figures")
     min_coverage = traits.Float(0.5, usedefault=True, desc="coverage threshold (for the QC table)")
 
@@ -42,7 +43,7 @@ class RunReport(SimpleInterface):
         cwd, name = Path(runtime.cwd), self.inputs.run_key
         signals, cleaned, relmats = (load_arrays(f) for f in (self.inputs.signals, self.inputs.cleaned,
                                                                 self.inputs.relmats))
-        atlases = atlases_from_json(self.inputs.atlases_json)
+        atlases = atlases_from_records(self.inputs.atlases)
         strategies = list(self.inputs.strategies)
         outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a")
                     for s, f in zip(strategies, self.inputs.outlier_files)}

@@ -1,0 +1,125 @@
+"""A run's derivative tables: what each output file holds, its sidecar and its BIDS entities.
+
+:func:`timeseries_tables` and :func:`relmat_tables` write a run's cleaned
+region time series and FC matrices as TSV files into a folder and return one
+:class:`Table` per file (strategy, then atlas, then metric order); the
+participant workflow's sink gives each its BIDS-derivatives name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nmflow import __version__
+from nmflow.bids_io import write_relmat
+from nmflow.participant.atlas import Atlas
+from nmflow.participant.connectivity import METRICS
+from nmflow.participant.denoise import Strategy
+
+SOFTWARE = f"nmflow {__version__}"
+OUTLIERS_META = {
+    "censored": {"Description": "1 = volume dropped (non-steady-state or, when scrubbing, high motion)"},
+    "motion_outlier": {"Description": "1 = FD or std DVARS above threshold"},
+    "non_steady_state": {"Description": "1 = fMRIPrep non-steady-state volume"},
+}
+FEATURE_ORDER = "upper triangle without diagonal, row-major (numpy.triu_indices(n, k=1))"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One derivative file: where it is, what it holds, its sidecar contents and entities (``suffix`` included).
+
+    ``item`` is ``(strategy, atlas)`` for a time series, ``(strategy, atlas, metric)`` for an FC matrix.
+    """
+
+    path: Path
+    item: tuple[str, ...]
+    meta: dict
+    entities: dict = field(default_factory=dict)
+
+
+def key(*parts: str) -> str:
+    """Key of an array in the NPZ files between nodes: ``strategy|atlas|metric``."""
+    return "|".join(parts)
+
+
+def sources(bold: str, mask: str, confounds: str) -> list[str]:
+    """BIDS URIs (``bids:preprocessed:<file name>``) of a run's input files, for ``Sources``."""
+    return [f"bids:preprocessed:{Path(p).name}" for p in (bold, mask, confounds)]
+
+
+def design_meta(strategy: Strategy, source_uris: list[str]) -> dict:
+    """Sidecar of a strategy's ``_design.tsv`` (the regressed confounds, ``(n_volumes, n_confounds)``)."""
+    return {"Description": f"Confounds regressed by strategy {strategy.name!r}: {strategy.description}",
+            "Patterns": list(strategy.confounds), "Sources": source_uris, "Software": SOFTWARE}
+
+
+def _atlas_entities(atlas: Atlas) -> dict:
+    return {k: atlas.entities[k] for k in ("atlas", "seg") if atlas.entities.get(k) is not None}
+
+
+def timeseries_tables(
+    folder: Path, cleaned: dict[str, np.ndarray], coverage: dict[str, np.ndarray], atlases: list[Atlas],
+    strategies: list[Strategy], tr: float, source_uris: list[str],
+) -> list[Table]:
+    """Cleaned region time series ``(n_kept, n_regions)`` as TSV (region names as header).
+
+    Parameters
+    ----------
+    folder : Path
+        Where the TSV files are written.
+    cleaned : dict
+        ``key(strategy, atlas)`` -> ``(n_kept, n_regions)`` signals and ``key("kept", strategy)`` -> kept
+        volume indices.
+    coverage : dict
+        Atlas name -> fraction (0-1) of each region's voxels inside the brain mask, ``(n_regions,)``.
+    atlases, strategies : list
+        One table per strategy and atlas, in that order.
+    tr : float
+        Repetition time (s).
+    source_uris : list of str
+        BIDS URIs of the run's inputs (:func:`sources`).
+    """
+    tables = []
+    for strategy in strategies:
+        kept = cleaned[key("kept", strategy.name)]
+        for atlas in atlases:
+            path = Path(folder) / f"{strategy.name}_{atlas.name}_timeseries.tsv"
+            pd.DataFrame(cleaned[key(strategy.name, atlas.name)], columns=atlas.names).to_csv(
+                path, sep="\t", index=False, na_rep="n/a", float_format="%.8g")
+            tables.append(Table(path, (strategy.name, atlas.name), {
+                "Sources": list(source_uris), "RepetitionTime": tr, "SamplingFrequency": 1.0 / tr,
+                "Atlas": atlas.name, "AtlasImage": Path(atlas.image).name,
+                "DenoisingStrategy": {"Name": strategy.name, "Description": strategy.description},
+                "VolumesKept": int(kept.size), "KeptVolumeIndices": [int(k) for k in kept],
+                "RegionCoverage": dict(zip(atlas.names, np.round(coverage[atlas.name], 4).tolist())),
+                "Software": SOFTWARE,
+            }, {"suffix": "timeseries", "desc": strategy.name, **_atlas_entities(atlas)}))
+    return tables
+
+
+def relmat_tables(
+    folder: Path, relmats: dict[str, np.ndarray], atlases: list[Atlas], strategies: list[Strategy],
+    metrics: list[str], node_files: dict[tuple[str, str], str],
+) -> list[Table]:
+    """FC matrices ``(n_regions, n_regions)`` as ``node``-column TSV, per strategy, atlas and metric.
+
+    ``relmats`` maps ``key(strategy, atlas, metric)`` to a matrix; ``node_files`` maps
+    ``(strategy, atlas)`` to the file name of the time series the matrix was computed from.
+    """
+    tables = []
+    for strategy in strategies:
+        for atlas in atlases:
+            for metric in metrics:
+                path = Path(folder) / f"{strategy.name}_{atlas.name}_{metric}_relmat.tsv"
+                write_relmat(path, relmats[key(strategy.name, atlas.name, metric)], atlas.names)
+                tables.append(Table(path, (strategy.name, atlas.name, metric), {
+                    "Directed": False, "Weighted": True, "ValidDiagonal": METRICS[metric].valid_diagonal,
+                    "RelationshipMeasure": METRICS[metric].description, "Software": SOFTWARE,
+                    "NodeFiles": [node_files[strategy.name, atlas.name]], "FeatureOrder": FEATURE_ORDER,
+                }, {"suffix": "relmat", "desc": strategy.name, **_atlas_entities(atlas), "meas": metric}))
+    return tables
