@@ -110,3 +110,15 @@ def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset,
     citation = (out / "logs" / "CITATION.md").read_text()
     for words in ("*simple*", "`atlas-Yeo2011_seg-7nThin`", "`meas-pearson`", "Yeo BTT", "Nipype"):
         assert words in citation
+
+
+def test_standard_spaces_listed_without_indexing_templateflow_match_its_index():
+    """The sink's list of TemplateFlow templates (folder names) is the one TemplateFlow's own index gives."""
+    import templateflow.api
+    from niworkflows.interfaces.bids import STANDARD_SPACES
+
+    from nmflow.interfaces.derivatives import DerivativesDataSink
+
+    assert DerivativesDataSink._standard_spaces == STANDARD_SPACES
+    assert sorted(STANDARD_SPACES) == sorted(templateflow.api.templates())
+    assert "MNI152NLin6Asym" in STANDARD_SPACES

@@ -39,8 +39,9 @@ Writing a group-level file (e.g. from a Nipype node or directly)::
 :class:`VariantDerivativesSink` takes the entities as one ``entities`` dict
 instead (e.g. a MapNode over variants).
 
-Importing this module imports niworkflows, which indexes TemplateFlow's home
-folder (seconds): import it where workflows are built, not at CLI start-up.
+Importing this module imports niworkflows (~2 s): import it where workflows are
+built, not at CLI start-up.  niworkflows' index of TemplateFlow's home folder
+(~10 s per process) is replaced by a listing of its ``tpl-*`` folders.
 """
 
 from __future__ import annotations
@@ -48,11 +49,25 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from unittest import mock
+
+import templateflow.api
 from nipype.interfaces.base import File, InputMultiObject, isdefined, traits
-from niworkflows.interfaces.bids import DerivativesDataSink as BaseDerivativesDataSink
-from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec
+from templateflow.conf import TF_HOME
 
 from nmflow.bids_io import NMFLOW_BIDS_CONFIG
+
+
+def _template_names() -> list[str]:
+    """TemplateFlow's template identifiers, read from the names of its home folder's ``tpl-*`` folders."""
+    return sorted(p.name[len("tpl-"):] for p in Path(TF_HOME).glob("tpl-*") if p.is_dir())
+
+
+# niworkflows lists the standard spaces when imported (``templateflow.api.templates()``): a pybids index of
+# TemplateFlow's home folder, ~10 s in every process that imports it. The same names are the folder names.
+with mock.patch.object(templateflow.api, "templates", _template_names):
+    from niworkflows.interfaces.bids import DerivativesDataSink as BaseDerivativesDataSink
+    from niworkflows.interfaces.bids import _DerivativesDataSinkInputSpec
 
 _SPEC = json.loads(NMFLOW_BIDS_CONFIG.read_text())
 # Entity-free stand-in for an absent source file (niworkflows needs one that starts with "sub-").

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import importlib
 import logging
 import re
 from pathlib import Path
@@ -48,13 +49,17 @@ def frozen_collector():
 
 def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugin_args: dict | None = None,
                  nprocs: int = 1, stop_on_first_crash: bool = False, hash_method: str = "content",
-                 verbose: bool = False) -> tuple[object, list[Path]]:
+                 verbose: bool = False, preload: tuple[str, ...] = ()) -> tuple[object, list[Path]]:
     """Run ``wf``; returns its execution graph (None when it failed) and the crash files it left.
 
     Crash files are plain text in ``crash_dir`` (old ones are removed first);
     nodes are cached (``hash_method``: ``content`` of input files, or their
     ``timestamp`` for large inputs such as BOLD series), so a re-run resumes
     where it stopped.  Nipype's workflow log is shown with ``verbose`` only.
+    ``preload`` names modules the nodes import when they run: they are imported
+    here first, so MultiProc's workers (forked from this process) inherit them
+    instead of each importing them again (niworkflows' sink indexes TemplateFlow
+    when imported: seconds per process).
     """
     logging.getLogger("nipype.workflow").setLevel(logging.INFO if verbose else logging.CRITICAL)
     crash_dir = Path(crash_dir)
@@ -62,6 +67,8 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         for old in crash_dir.glob("crash-*.txt"):
             old.unlink()
     name, args = plugin_settings(plugin, plugin_args, nprocs)
+    for module in preload:
+        importlib.import_module(module)
     wf.config["execution"].update({
         "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": stop_on_first_crash,
         "remove_unnecessary_outputs": False, "hash_method": hash_method,

@@ -35,6 +35,9 @@ from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
 from nmflow.workflows.engine import Workflow, crash_message, crash_node, run_workflow
 
+# imported by the nodes when they run (see run_workflow's ``preload``)
+NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
+
 
 def _node_name(run: Run) -> str:
     return "run_" + re.sub(r"[^A-Za-z0-9]", "_", run.key) + "_wf"
@@ -122,7 +125,7 @@ def run_participant_level(
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
-                              verbose=verbose)
+                              verbose=verbose, preload=NODE_IMPORTS)
     failures: dict[str, str] = {}
     by_node = {_node_name(r): r.key for r in runs}
     for crash in crashes:
