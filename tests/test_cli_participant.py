@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def full_run(tiny_dataset, tmp_path_factory):
     assert rc == 0, stderr
     assert error_lines(stderr) == []
     assert "4 of 4 run(s) done" in stdout
+    done = re.findall(r"^\[(\d)/4\] (sub-0\d)_task-rest done \(\d+\.\d s\)$", stdout, re.M)
+    assert [k for k, _ in done] == ["1", "2", "3", "4"] and sorted(s for _, s in done) == [f"sub-{s}" for s in SUBJECTS]
     return {"out": out, "work": work, "root": root, **tiny_dataset}
 
 

@@ -32,7 +32,7 @@ from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
 from nmflow.workflows.boilerplate import group_desc, references
-from nmflow.workflows.engine import Workflow, crash_message, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, crash_message, run_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
 TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask_fraction", "n_bootstrap",
@@ -55,6 +55,23 @@ VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
     ("score", "calibration", "calibration", ".tsv"), ("group_tests", "networks", "networks", ".tsv"),
     ("score", "model", "model", ".safetensors"), ("score", "curves", "curves", ".tsv"),
 ]
+
+
+# imported by the nodes when they run (see run_workflow's ``preload``)
+NODE_IMPORTS = ("torch", "neuroCombat", "nmflow.interfaces.derivatives", "nmflow.reports.group")
+
+
+def stage_labels(s: GroupSettings) -> dict[str, str]:
+    """Node name -> the words of its progress line (the sinks are not listed)."""
+    return {
+        "collect_cohort": "features and phenotypes collected", "split": "cross-fitting split",
+        "harmonize": f"site harmonisation ({s.harmonize}), scaling, covariates",
+        "batch_by_width": "models batched by input width",
+        "train": f"autoencoders trained (up to {s.epochs} epochs, early stopping)",
+        "score": "deviations scored", "group_tests": "group statistics (Mann-Whitney U, FDR)",
+        "single_case": "single-case statistics (Crawford-Howell)", "select": "variants ranked",
+        "report": "group report written",
+    }
 
 
 def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
@@ -137,8 +154,10 @@ def run_group(s: GroupSettings) -> int:
         wf.base_dir = str(work_dir)
         text = wf.visit_desc()
         atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
+        progress = Progress(stage_labels(s))
         graph, crashes = run_workflow(wf, work_dir / "crashes_group", s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True, verbose=s.verbose)
+                                      stop_on_first_crash=True, verbose=s.verbose, preload=NODE_IMPORTS,
+                                      progress=progress)
         if crashes or graph is None:
             raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace")) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")

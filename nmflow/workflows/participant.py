@@ -33,7 +33,7 @@ from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
 from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
-from nmflow.workflows.engine import Workflow, crash_message, crash_node, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, crash_message, crash_node, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
@@ -124,10 +124,11 @@ def run_participant_level(
     """
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
-    _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
-                              verbose=verbose, preload=NODE_IMPORTS)
-    failures: dict[str, str] = {}
     by_node = {_node_name(r): r.key for r in runs}
+    progress = Progress(by_node, last_node="derivatives")
+    _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
+                              verbose=verbose, preload=NODE_IMPORTS, progress=progress)
+    failures: dict[str, str] = {}
     for crash in crashes:
         text = crash.read_text(errors="replace")
         node = crash_node(text)
