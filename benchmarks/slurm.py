@@ -17,8 +17,8 @@ Usage: NMFLOW_ATLAS_DIR=<atlas folder> python benchmarks/slurm.py [--keep DIR]
    one job per node);
 6. compares the output trees with ``benchmarks/compare_outputs.py`` (same
    file names, TSV and JSON numbers within 1e-12, PNG pixels, other files
-   byte for byte).  ``nmflow_config.yml`` records each call's own options
-   (work folder, plugin, participant label) and is left out.
+   byte for byte).  ``logs/nmflow-<level>-*.yml`` record each call's own
+   options (work folder, plugin, participant label) and are left out.
 
 Prints one line per run (wall time, jobs) and per comparison.
 """
@@ -42,7 +42,7 @@ from compare_outputs import compare_trees
 HERE = Path(__file__).resolve().parent
 NMFLOW = [sys.executable, "-m", "nmflow.cli.main"]
 OPTIONS = ["--folds", "2", "--val-split", "0.1", "--n-bootstrap", "0", "--epochs", "30"]
-EXPECTED_TO_DIFFER = ("nmflow_config.yml",)
+EXPECTED_TO_DIFFER = ("logs/nmflow-*.yml",)
 
 
 def nmflow(*argv) -> float:

@@ -167,8 +167,8 @@ def derivative_path(out_dir: str | Path, entities: dict, suffix: str, extension:
     return folder / "func" / bids_name(entities, suffix, extension)
 
 
-def write_dataset_description(out_dir: str | Path, source: str | Path, config: dict) -> None:
-    """``dataset_description.json`` with GeneratedBy, and the run's config next to it."""
+def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
+    """``dataset_description.json`` with GeneratedBy and the source dataset."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     desc = {
@@ -179,9 +179,6 @@ def write_dataset_description(out_dir: str | Path, source: str | Path, config: d
         "SourceDatasets": [{"URL": Path(os.path.abspath(source)).as_uri()}],
     }
     atomic_write_text(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
-    import yaml
-
-    atomic_write_text(out_dir / "nmflow_config.yml", yaml.safe_dump(config, sort_keys=True))
 
 
 def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None:

@@ -25,7 +25,7 @@ from scipy import stats
 import nmflow
 from helpers.participant import (
     DATA, MINIMAL, SPACE_RES, TOP_LEVEL, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
-    hashes, minimal_run_outputs, participant_argv, read_confounds, read_json,
+    hashes, minimal_run_outputs, saved_config, participant_argv, read_confounds, read_json,
     read_relmat, read_tsv, report_figures, run_cli, run_files, tree, write_confounds,
 )
 
@@ -158,7 +158,7 @@ def test_dataset_description_and_saved_config(full_run):
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "nmflow"
     assert desc["GeneratedBy"][0]["Version"] == nmflow.__version__
-    config = yaml.safe_load((full_run["out"] / "nmflow_config.yml").read_text())
+    config = yaml.safe_load(saved_config(full_run["out"]).read_text())
     assert config["atlas"] == ["yeo17thick", "yeo7thin"]
     assert config["denoise"] == ["none", "simple", "gsr"]
     assert config["metrics"] == ["pearson", "kendall"]
@@ -177,8 +177,8 @@ def test_reports_reference_existing_figures(full_run):
 
 @pytest.mark.parametrize("drop_nulls", [False, True], ids=["as_saved", "nulls_dropped"])
 def test_saved_config_round_trips(full_run, capsys, drop_nulls):
-    """Running again with --config <the saved nmflow_config.yml> gives the same outputs, byte for byte."""
-    saved = full_run["out"] / "nmflow_config.yml"
+    """Running again with --config <the saved logs/nmflow-participant-*.yml> gives the same outputs, byte for byte."""
+    saved = saved_config(full_run["out"])
     out2 = full_run["root"] / f"out_from_config_{drop_nulls}"
     if drop_nulls:  # the same configuration without its null (= default) entries
         config = {k: v for k, v in yaml.safe_load(saved.read_text()).items() if v is not None}
@@ -188,10 +188,9 @@ def test_saved_config_round_trips(full_run, capsys, drop_nulls):
     assert rc == 0, err
     first, second = tree(full_run["out"]), tree(out2)
     assert first == second
-    same = {k: v for k, v in hashes(out2, "*").items() if k != "nmflow_config.yml"}
-    assert same == {k: v for k, v in hashes(full_run["out"], "*").items() if k != "nmflow_config.yml"}
-    config1 = yaml.safe_load((full_run["out"] / "nmflow_config.yml").read_text())
-    config2 = yaml.safe_load((out2 / "nmflow_config.yml").read_text())
+    assert hashes(out2, "*") == hashes(full_run["out"], "*")
+    config1 = yaml.safe_load(saved_config(full_run["out"]).read_text())
+    config2 = yaml.safe_load(saved_config(out2).read_text())
     assert config2.pop("out-dir") == str(out2)
     config1.pop("out-dir")
     assert config2 == config1
@@ -383,6 +382,24 @@ def test_rerun_with_same_work_dir_sees_inputs_edited_in_place(tiny_dataset, tmp_
     np.testing.assert_allclose(third[:, [1, 0]], second[:, :2], atol=1e-6)  # regions 1 and 2 traded places
 
 
+
+def test_each_call_saves_its_own_configuration(tiny_dataset, tmp_path, capsys):
+    """Two participant calls into one OUT_DIR: both configurations kept, each with its command line."""
+    out = tmp_path / "out"
+    for sub in ("01", "02"):
+        rc, _, err = run_cli(participant_argv(tiny_dataset["fmriprep"], out, tmp_path / "work",
+                                              tiny_dataset["atlas_dir"], "--participant-label", sub, *MINIMAL), capsys)
+        assert rc == 0, err
+    logs = sorted((out / "logs").glob("nmflow-participant-*.yml"))
+    assert len(logs) == 2
+    labels = sorted(yaml.safe_load(p.read_text())["participant-label"] for p in logs)
+    assert labels == [["01"], ["02"]]
+    for log in logs:
+        header = log.read_text().splitlines()[:2]
+        assert header[0].startswith(f"# nmflow {nmflow.__version__}, participant level, ")
+        assert header[1].startswith("# command: nmflow ") and " participant -w " in header[1]
+
+
 # -- config file -----------------------------------------------------------------------------------
 
 def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_path, capsys):
@@ -402,7 +419,7 @@ def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_pa
     ts = read_tsv(out / relmats[0].replace("_meas-spearman_relmat", "_timeseries")).to_numpy(float)
     _, mat = read_relmat(out / relmats[0])
     np.testing.assert_allclose(mat, stats.spearmanr(ts).statistic, atol=1e-6)
-    saved = yaml.safe_load((out / "nmflow_config.yml").read_text())
+    saved = yaml.safe_load(saved_config(out).read_text())
     assert (saved["metrics"], saved["denoise"], saved["min-volumes"]) == (["spearman"], ["simple"], 60)
     assert saved["participant-label"] == ["01"]
 
@@ -411,7 +428,7 @@ def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_pa
     assert rc == 0, err
     assert sorted(p for p in tree(out) if p.endswith("_relmat.tsv")) == [
         relmats[0].replace("meas-spearman", "meas-kendall")]
-    saved = yaml.safe_load((out / "nmflow_config.yml").read_text())
+    saved = yaml.safe_load(saved_config(out).read_text())
     assert (saved["metrics"], saved["denoise"], saved["min-volumes"]) == (["kendall"], ["simple"], 60)
 
 

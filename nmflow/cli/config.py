@@ -7,12 +7,17 @@ them, and flags given on the command line override the file.
 from __future__ import annotations
 
 import argparse
+import shlex
 import tomllib
+import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
 
+from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text
 
 
 def read_config_file(path: str | Path) -> dict:
@@ -97,3 +102,19 @@ def config_to_dict(args: argparse.Namespace) -> dict:
             value = str(value)
         out[key.replace("_", "-")] = value
     return out
+
+
+def save_call(out_dir: str | Path, level: str, args: argparse.Namespace, argv: list[str]) -> Path:
+    """Save this call's resolved configuration as ``OUT_DIR/logs/nmflow-<level>-<UTC time>-<id>.yml``.
+
+    One file per call, never overwritten: its keys are the flag names (re-run
+    with ``--config`` on it), its header comments the version, the start time and
+    the command line.  Returns the file's path.
+    """
+    now = datetime.now(timezone.utc)
+    path = Path(out_dir) / "logs" / f"nmflow-{level}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.yml"
+    header = (f"# nmflow {__version__}, {level} level, {now.isoformat(timespec='seconds')}\n"
+              f"# command: nmflow {shlex.join(str(a) for a in argv)}\n"
+              f"# re-run it with: nmflow BIDS_DIR OUT_DIR {level} --config <this file>\n")
+    atomic_write_text(path, header + yaml.safe_dump(config_to_dict(args), sort_keys=True))
+    return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from nmflow import __version__
-from nmflow.cli.config import config_to_dict, parse_with_config
+from nmflow.cli.config import parse_with_config, save_call
 from nmflow.cli.group_options import add_group_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
@@ -82,11 +82,11 @@ def main(argv: list[str]) -> int:
     """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
     if args.analysis_level == "participant":
-        return run_participant(args)
-    return run_group(args)
+        return run_participant(args, argv)
+    return run_group(args, argv)
 
 
-def run_participant(args: argparse.Namespace) -> int:
+def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.participant.atlas import resolve_atlas, run_resolution
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.participant.denoise import load_strategy
@@ -107,11 +107,12 @@ def run_participant(args: argparse.Namespace) -> int:
         return _slurm_array(args, runs, problems)
     from nmflow.workflows.participant import run_participant_level
 
-    write_dataset_description(args.out_dir, args.bids_dir, config_to_dict(args))
+    write_dataset_description(args.out_dir, args.bids_dir)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
     failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings, args.min_coverage,
                                      args.out_dir.absolute(), work_dir.absolute(), args.nprocs, args.plugin,
                                      plugin_args, args.verbose)
+    save_call(args.out_dir, "participant", args, argv)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
@@ -174,9 +175,11 @@ def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> i
     return 0
 
 
-def run_group(args: argparse.Namespace) -> int:
+def run_group(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.group.settings import GroupSettings
     from nmflow.workflows.group import run_group as run_group_level
 
     args.plugin_args = read_plugin_args(args.plugin_args)
-    return run_group_level(GroupSettings.from_namespace(args))
+    status = run_group_level(GroupSettings.from_namespace(args))
+    save_call(args.out_dir, "group", args, argv)
+    return status

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from pathlib import Path
+from unittest import mock
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
@@ -75,6 +76,27 @@ class Progress:
 
 
 @contextlib.contextmanager
+def one_component_at_a_time():
+    """Have Nipype's local plugins order nodes component by component (e.g. run by run).
+
+    Linear and MultiProc run nodes in the order of a topological sort that is
+    breadth-first: every run's first node, then every run's second...  so no run
+    finishes before all are nearly done (no progress to show, every run's
+    intermediates held at once).  Nipype's own depth-first variant of the sort
+    keeps each connected component (a run) together.
+    """
+    from nipype.pipeline.engine.utils import topological_sort
+    from nipype.pipeline.plugins import base, linear
+
+    def depth_first(graph, depth_first=True):
+        return topological_sort(graph, depth_first=True)
+
+    with mock.patch.object(base, "topological_sort", depth_first), \
+            mock.patch.object(linear, "topological_sort", depth_first):
+        yield
+
+
+@contextlib.contextmanager
 def frozen_collector():
     """Keep Python's garbage collector off the long-lived objects of the imported libraries during a run.
 
@@ -124,7 +146,7 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         "poll_sleep_duration": 0.05 if name in ("Linear", "MultiProc") else 2,
     })
     try:
-        with frozen_collector():
+        with frozen_collector(), one_component_at_a_time():
             graph = wf.run(plugin=name, plugin_args=args)
     except RuntimeError:
         graph = None  # failures are read from the crash files

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -64,12 +65,22 @@ def error_lines(stderr: str) -> list[str]:
 
 # -- output trees ----------------------------------------------------------------------------------
 
+CALL_LOG = re.compile(r"^logs/nmflow-(participant|group)-\d{8}T\d{6}-[0-9a-f]{6}\.yml$")
+
+
 def tree(root: Path) -> set[str]:
-    """Every file under ``root`` (hidden ones included), as POSIX paths relative to it."""
+    """Every file under ``root`` (hidden ones included), as POSIX paths relative to it; the per-call
+    configuration files ``logs/nmflow-<level>-<time>-<id>.yml`` as ``logs/nmflow-<level>-<call>.yml``."""
     root = Path(root)
     if not root.exists():
         return set()
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return {CALL_LOG.sub(r"logs/nmflow-\1-<call>.yml", n) for n in names}
+
+
+def saved_config(out: Path, level: str = "participant") -> Path:
+    """The configuration file of the latest ``level`` call into ``out``."""
+    return max((Path(out) / "logs").glob(f"nmflow-{level}-*.yml"))
 
 
 def expected_outputs(listing: Path, subjects: list[str]) -> set[str]:
@@ -109,14 +120,16 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     }
 
 
-TOP_LEVEL = {"dataset_description.json", "nmflow_config.yml", "logs/CITATION.md"}
+TOP_LEVEL = {"dataset_description.json", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
 
 
 def hashes(root: Path, pattern: str = "*.tsv") -> dict[str, str]:
-    """``{relative path: sha256}`` of the files matching ``pattern`` under ``root``."""
+    """``{relative path: sha256}`` of the files matching ``pattern`` under ``root`` (not the per-call
+    configuration files: they hold the call's time and command line)."""
     root = Path(root)
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob(pattern)) if p.is_file()}
+            for p in sorted(root.rglob(pattern))
+            if p.is_file() and not CALL_LOG.match(p.relative_to(root).as_posix())}
 
 
 def read_tsv(path: Path) -> pd.DataFrame:
