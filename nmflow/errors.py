@@ -8,3 +8,8 @@ class NmflowInputError(ValueError):
         self.path = str(path) if path is not None else None
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class StrategyError(NmflowInputError):
+    """A denoising strategy cannot run on one run (too few volumes left, a confound column it needs is absent):
+    that strategy is skipped for that run, its other strategies go on."""

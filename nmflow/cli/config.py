@@ -104,6 +104,11 @@ def config_to_dict(args: argparse.Namespace) -> dict:
     return out
 
 
+def command_line(argv: list[str]) -> str:
+    """The call as one shell line: ``nmflow ARG ...``."""
+    return "nmflow " + shlex.join(str(a) for a in argv)
+
+
 def save_call(out_dir: str | Path, level: str, args: argparse.Namespace, argv: list[str]) -> Path:
     """Save this call's resolved configuration as ``OUT_DIR/logs/nmflow-<level>-<UTC time>-<id>.yml``.
 
@@ -114,7 +119,7 @@ def save_call(out_dir: str | Path, level: str, args: argparse.Namespace, argv: l
     now = datetime.now(timezone.utc)
     path = Path(out_dir) / "logs" / f"nmflow-{level}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.yml"
     header = (f"# nmflow {__version__}, {level} level, {now.isoformat(timespec='seconds')}\n"
-              f"# command: nmflow {shlex.join(str(a) for a in argv)}\n"
+              f"# command: {command_line(argv)}\n"
               f"# re-run it with: nmflow BIDS_DIR OUT_DIR {level} --config <this file>\n")
     atomic_write_text(path, header + yaml.safe_dump(config_to_dict(args), sort_keys=True))
     return path

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from nmflow import __version__
-from nmflow.cli.config import parse_with_config, save_call
+from nmflow.cli.config import command_line, parse_with_config, save_call
 from nmflow.cli.group_options import add_group_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
@@ -105,21 +105,27 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     plugin_args = read_plugin_args(args.plugin_args)
     if args.slurm_array:
         return _slurm_array(args, runs, problems)
-    from nmflow.workflows.participant import run_participant_level
+    from nmflow.workflows.participant import run_participant_level, skipped_strategies
 
     write_dataset_description(args.out_dir, args.bids_dir)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
     failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings, args.min_coverage,
                                      args.out_dir.absolute(), work_dir.absolute(), args.nprocs, args.plugin,
-                                     plugin_args, args.verbose)
+                                     plugin_args, args.verbose, command_line(argv))
+    skipped = skipped_strategies(runs, work_dir.absolute(), failures)
     save_call(args.out_dir, "participant", args, argv)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
-    print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
-          f"-> {args.out_dir}")
+    n_skipped = sum(len(v) for v in skipped.values())
+    print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done"
+          + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
+          + f" -> {args.out_dir}")
+    for key, lines in skipped.items():
+        for line in lines:
+            print(f"nmflow: warning: {key}: strategy skipped: {line}", file=sys.stderr)
     for key, message in failures.items():
         print(f"nmflow: error: {key}: {message}", file=sys.stderr)
-    return 1 if failures or problems else 0
+    return 1 if failures or problems or skipped else 0
 
 
 def _read_filters(path: Path | None) -> dict:

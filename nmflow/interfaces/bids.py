@@ -26,6 +26,7 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
     entities = traits.Dict(mandatory=True, desc="the BOLD run's entities (subject, session, task, run, space, res)")
     atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (atlas_records)")
     strategies = traits.List(traits.Dict, mandatory=True, desc="denoising strategies (strategy_records)")
+    done = InputMultiObject(traits.Str, mandatory=True, desc="names of the strategies that ran (Denoise)")
     metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
@@ -54,7 +55,8 @@ class RunDerivatives(SimpleInterface):
         from nmflow.interfaces.derivatives import DerivativesDataSink
 
         inputs, cwd = self.inputs, Path(runtime.cwd)
-        atlases, strategies = atlases_from_records(inputs.atlases), strategies_from_records(inputs.strategies)
+        atlases = atlases_from_records(inputs.atlases)
+        strategies = [s for s in strategies_from_records(inputs.strategies) if s.name in inputs.done]
         run = dict(inputs.entities)
         no_space = {k: v for k, v in run.items() if k not in ("space", "res")}
         signals = load_arrays(inputs.signals)

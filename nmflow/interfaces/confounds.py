@@ -8,7 +8,8 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.participant.denoise import CleaningSettings, clean_run, clean_signals, read_confounds, shown_strategy
+from nmflow.errors import NmflowInputError, StrategyError
+from nmflow.participant.denoise import CleaningSettings, clean_run, clean_signals, read_confounds
 from nmflow.interfaces.io import load_arrays, save_arrays, strategies_from_records
 from nmflow.participant.tables import key
 
@@ -24,13 +25,15 @@ class _DenoiseInputSpec(BaseInterfaceInputSpec):
 
 class _DenoiseOutputSpec(TraitedSpec):
     cleaned = File(exists=True, desc="NPZ: 'strategy|atlas' -> (n_kept, n_regions), 'kept|strategy', "
-                   "'carpet|<shown strategy>' (voxel sample cleaned, for the report)")
-    design_files = OutputMultiObject(File(exists=True), desc="confound matrix used, one TSV per strategy")
-    outlier_files = OutputMultiObject(File(exists=True), desc="per-volume outliers, one TSV per strategy")
+                   "'carpet|strategy' (the voxel sample cleaned, (n_voxels, n_kept), for the report)")
+    strategies = OutputMultiObject(traits.Str, desc="strategies that ran (the others are in 'skipped')")
+    skipped = traits.List(traits.Str, desc="one line per strategy that could not run on this run")
+    design_files = OutputMultiObject(File(exists=True), desc="confound matrix used, one TSV per strategy that ran")
+    outlier_files = OutputMultiObject(File(exists=True), desc="per-volume outliers, one TSV per strategy that ran")
 
 
 class Denoise(SimpleInterface):
-    """Clean the region signals of all atlases with every strategy."""
+    """Clean the region signals of all atlases with every strategy; a strategy that cannot run is skipped."""
 
     input_spec = _DenoiseInputSpec
     output_spec = _DenoiseOutputSpec
@@ -40,20 +43,26 @@ class Denoise(SimpleInterface):
         signals = {name: arrays[name] for name in self.inputs.atlas_names}
         confounds = read_confounds(self.inputs.confounds)
         settings = CleaningSettings(**self.inputs.settings)
-        out, designs, outliers = {}, [], []
-        strategies = strategies_from_records(self.inputs.strategies)
-        shown = shown_strategy([s.name for s in strategies])
-        for strategy in strategies:
-            run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)
+        out, done, skipped, designs, outliers = {}, [], [], [], []
+        for strategy in strategies_from_records(self.inputs.strategies):
+            try:
+                run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)
+            except StrategyError as exc:
+                skipped.append(exc)
+                continue
+            done.append(strategy.name)
             out.update({key(strategy.name, atlas): ts for atlas, ts in run.timeseries.items()})
-            if strategy.name == shown:
-                out[key("carpet", shown)] = clean_signals(
-                    arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
+            out[key("carpet", strategy.name)] = clean_signals(
+                arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
             out[key("kept", strategy.name)] = run.kept
             designs.append(os.path.join(runtime.cwd, f"design_{strategy.name}.tsv"))
             outliers.append(os.path.join(runtime.cwd, f"outliers_{strategy.name}.tsv"))
             run.design.to_csv(designs[-1], sep="\t", index=False, float_format="%.8g")
             run.outliers.to_csv(outliers[-1], sep="\t", index=False, na_rep="n/a", float_format="%.6g")
-        self._results.update(cleaned=save_arrays(os.path.join(runtime.cwd, "cleaned.npz"), out),
-                             design_files=designs, outlier_files=outliers)
+        if len(skipped) == 1 and not done:
+            raise skipped[0]
+        if not done:
+            raise NmflowInputError(None, "no denoising strategy could run: " + "; ".join(map(str, skipped)))
+        self._results.update(cleaned=save_arrays(os.path.join(runtime.cwd, "cleaned.npz"), out), strategies=done,
+                             skipped=[str(e) for e in skipped], design_files=designs, outlier_files=outliers)
         return runtime

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -9,28 +11,54 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
+from nmflow import __version__
 from nmflow.bids_io import bids_name
-from nmflow.participant.denoise import shown_strategy
 from nmflow.interfaces.io import atlases_from_records, load_arrays
+from nmflow.participant.denoise import shown_strategy
 from nmflow.participant.tables import key
 from nmflow.reports import participant as report
 
 
 class _RunReportInputSpec(BaseInterfaceInputSpec):
     run_key = traits.Str(mandatory=True, desc="run identifier, e.g. sub-01_task-rest (prefix of figure names)")
+    entities = traits.Dict(mandatory=True, desc="the BOLD run's entities (subject, session, task, run, space, res)")
+    bold = traits.Str(mandatory=True, desc="file name of the BOLD run (shown in the summary)")
+    tr = traits.Float(mandatory=True, desc="repetition time (s)")
     signals = File(exists=True, mandatory=True, desc="NPZ of raw signals, carpet and tSNR (ExtractSignals)")
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals and carpets (Denoise)")
     relmats = File(exists=True, mandatory=True, desc="NPZ of FC matrices (Connectivity)")
     outlier_files = InputMultiObject(File(exists=True), mandatory=True, desc="per-strategy outlier TSVs")
-    strategies = InputMultiObject(traits.Str, mandatory=True, desc="strategy names, same order as outlier_files")
+    design_files = InputMultiObject(File(exists=True), mandatory=True, desc="per-strategy confound designs")
+    strategies = InputMultiObject(traits.Str, mandatory=True, desc="strategies that ran, same order as the files")
+    skipped = traits.List(traits.Str, desc="one line per strategy that could not run")
     atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (atlas_records)")
-    metric = traits.Str(mandatory=True, desc="FC metric shown in the figures")
+    metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     min_coverage = traits.Float(0.5, usedefault=True, desc="coverage threshold (for the QC table)")
+    fd_threshold = traits.Float(mandatory=True, desc="FD threshold of scrubbing (mm), drawn on the FD trace")
+    methods = traits.Str(mandatory=True, desc="methods boilerplate (Markdown)")
+    command = traits.Str("", usedefault=True, desc="the command line of the call (shown under About)")
 
 
 class _RunReportOutputSpec(TraitedSpec):
     figures = OutputMultiObject(File(exists=True), desc="PNG figures")
     report = File(exists=True, desc="HTML report")
+
+
+def _software() -> dict:
+    import nilearn
+    import nipype
+    import numpy
+
+    return {"nmflow": __version__, "Nipype": nipype.__version__, "nilearn": nilearn.__version__,
+            "NumPy": numpy.__version__, "Python": platform.python_version()}
+
+
+def _read_design(path: str) -> pd.DataFrame:
+    """A strategy's design TSV (no columns for a strategy that regresses nothing)."""
+    try:
+        return pd.read_csv(path, sep="\t")
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
 
 
 class RunReport(SimpleInterface):
@@ -40,33 +68,60 @@ class RunReport(SimpleInterface):
     output_spec = _RunReportOutputSpec
 
     def _run_interface(self, runtime):
-        cwd, name = Path(runtime.cwd), self.inputs.run_key
-        signals, cleaned, relmats = (load_arrays(f) for f in (self.inputs.signals, self.inputs.cleaned,
-                                                                self.inputs.relmats))
-        atlases = atlases_from_records(self.inputs.atlases)
-        strategies = list(self.inputs.strategies)
-        outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a")
-                    for s, f in zip(strategies, self.inputs.outlier_files)}
-        shown = shown_strategy(strategies)
-        metric = self.inputs.metric
-        figures = [report.carpet_figure(
-            cwd / f"{name}_desc-carpet_bold.png", signals["carpet"], cleaned[key("carpet", shown)],
-            signals["carpet_labels"], outliers[shown]["framewise_displacement"].to_numpy(),
-            cleaned[key("kept", shown)], shown)]
+        inputs, cwd, name = self.inputs, Path(runtime.cwd), self.inputs.run_key
+        signals, cleaned, relmats = (load_arrays(f) for f in (inputs.signals, inputs.cleaned, inputs.relmats))
+        atlases = atlases_from_records(inputs.atlases)
+        strategies = list(inputs.strategies)
+        outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a") for s, f in zip(strategies, inputs.outlier_files)}
+        designs = {s: _read_design(f) for s, f in zip(strategies, inputs.design_files)}
+        kept = {s: cleaned[key("kept", s)] for s in strategies}
+        sub = f"sub-{inputs.entities['subject']}"
+        figures, carpets, design_figs = [], {}, {}
+        fd = next(iter(outliers.values()))["framewise_displacement"].to_numpy(float)
+        for s in strategies:
+            png = report.carpet_figure(cwd / f"{name}_desc-{s}_bold.png", signals["carpet"],
+                                       cleaned[key("carpet", s)], signals["carpet_labels"], fd, kept[s],
+                                       inputs.fd_threshold, s)
+            carpets[s] = f"{sub}/figures/{png.name}"
+            figures.append(png)
+            design_figs[s] = None
+            if designs[s].shape[1]:
+                figures.append(report.design_figure(cwd / f"{name}_desc-{s}_design.png", designs[s], s))
+                design_figs[s] = f"{sub}/figures/{figures[-1].name}"
+        matrices = {}
         for atlas in atlases:
-            figures.append(report.matrices_figure(
-                cwd / f"{name}_{bids_name({**atlas.entities, 'meas': metric}, 'relmat', '.png')}",
-                {s: relmats[key(s, atlas.name, metric)] for s in strategies}, f"{atlas.name}: {metric}"))
-        first = atlases[0]
-        figures.append(report.connectome_figure(
+            for metric in inputs.metrics:
+                mats = {s: relmats[key(s, atlas.name, metric)] for s in strategies}
+                matrices[f"{atlas.name} · {metric}"] = report.matrices_html(mats, list(atlas.names), metric)
+        first, shown = atlases[0], shown_strategy(strategies)
+        metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
+        png = report.connectome_figure(
             cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
-            relmats[key(shown, first.name, metric)], first, f"{first.name} {shown} {metric}: strongest 10%"))
+            relmats[key(shown, first.name, metric)], first,
+            f"{first.name}, {shown}, {metric}: strongest 10% of connections (numbers: regions below)")
+        figures.append(png)
+        connectome = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({shown}, {metric})")
+        legend = pd.DataFrame({"number": range(1, len(first.names) + 1), "region": first.names})
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
-        qc = report.qc_table(outliers, float(signals["tsnr"]), coverage, self.inputs.min_coverage)
-        low = [f"{a}: {', '.join(n for n, c in zip(at.names, cov) if c < self.inputs.min_coverage)}"
-               for at in atlases for a, cov in [(at.name, coverage[at.name])] if (cov < self.inputs.min_coverage).any()]
-        page = report.write_report(cwd / f"{name}.html", name, qc, figures,
-                                   [f"regions set to NaN (low coverage) in {x}" for x in low])
-        qc.to_csv(cwd / "qc.tsv", sep="\t", index=False)
-        self._results.update(figures=[str(f) for f in figures], report=str(page))
+        carpet_clean = {s: cleaned[key("carpet", s)] for s in strategies}
+        qc = report.qc_table(outliers, signals["carpet"], carpet_clean, kept, float(signals["tsnr"]), coverage,
+                             inputs.min_coverage)
+        low = [f"regions set to n/a (less than {inputs.min_coverage:.0%} of their voxels in the brain mask) in "
+               f"{a.name}: {', '.join(n for n, c in zip(a.names, coverage[a.name]) if c < inputs.min_coverage)}"
+               for a in atlases if (coverage[a.name] < inputs.min_coverage).any()]
+        ents = inputs.entities
+        summary = {"subject": ents.get("subject"), "session": ents.get("session") or "n/a",
+                   "task": ents.get("task") or "n/a", "run": ents.get("run") or "n/a",
+                   "space": ents.get("space") or "n/a", "BOLD": inputs.bold,
+                   "repetition time (s)": f"{inputs.tr:g}", "volumes": len(fd),
+                   "strategies": ", ".join(strategies) + (f" (skipped: {len(inputs.skipped)})"
+                                                          if inputs.skipped else ""),
+                   "atlases": ", ".join(a.name for a in atlases), "FC metrics": ", ".join(inputs.metrics)}
+        about = {**_software(), "command": inputs.command or "n/a",
+                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+        page = report.RunPage(name, summary, qc, carpets, design_figs, matrices, connectome, legend,
+                              report.markdown_html(inputs.methods), [f"strategy skipped: {s}" for s in inputs.skipped]
+                              + low, about)
+        html = report.write_report(cwd / f"{name}.html", page)
+        self._results.update(figures=[str(f) for f in figures], report=str(html))
         return runtime

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from nmflow.errors import NmflowInputError
+from nmflow.errors import NmflowInputError, StrategyError
 from nmflow.fileio import read_tsv
 
 MOTION_24 = [
@@ -138,7 +138,7 @@ def select_confounds(table: pd.DataFrame, strategy: Strategy, source: str | Path
     for pattern in strategy.confounds:
         matched = [c for c in table.columns if re.fullmatch(pattern, c)]
         if not matched:
-            raise NmflowInputError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is absent")
+            raise StrategyError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is absent")
         columns += [c for c in matched if c not in columns]
     design = table[columns].astype(float)
     return design.fillna(design.mean()).fillna(0.0)
@@ -154,7 +154,8 @@ def censoring(table: pd.DataFrame, strategy: Strategy, settings: CleaningSetting
     motion = np.zeros(n, dtype=bool)
     if strategy.scrub:
         if "framewise_displacement" not in table:
-            raise NmflowInputError(None, f"confound column 'framewise_displacement' needed by strategy {strategy.name!r} is absent")
+            raise StrategyError(None, f"confound column 'framewise_displacement' needed by strategy {strategy.name!r} "
+                                      "is absent")
         motion = (np.nan_to_num(fd) > settings.fd_threshold) | (np.nan_to_num(dvars) > settings.dvars_threshold)
     censored = nss | motion
     if strategy.scrub and settings.min_segment > 1:
@@ -221,8 +222,8 @@ def clean_run(
     outliers = censoring(confounds, strategy, settings)
     kept = np.flatnonzero(outliers["censored"].to_numpy() == 0)
     if kept.size < settings.min_volumes:
-        raise NmflowInputError(source, f"only {kept.size} volumes left after censoring with strategy "
-                                       f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
+        raise StrategyError(source, f"only {kept.size} volumes left after censoring with strategy "
+                                    f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
     names = list(signals)
     stacked = np.hstack([signals[a] for a in names])
     cleaned = clean_signals(stacked, design, kept, tr, strategy, settings)

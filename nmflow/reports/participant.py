@@ -1,13 +1,23 @@
-"""Per-run figures and HTML report (in the spirit of fMRIPrep's reports).
+"""The participant report: one HTML page per BOLD run, in the spirit of fMRIPrep's and XCP-D's.
 
-Figures: raw vs cleaned carpet plots with FD (the "Fig. 1" of the method),
-FC matrices per atlas and strategy, a connectome of the strongest
-connections, and a QC table (mean FD, % volumes censored, tSNR, coverage).
+Sections: Summary, Quality control (per strategy: FD, censoring, tSNR,
+DVARS and FD-DVARS correlation before/after cleaning, region coverage),
+Carpets (raw vs cleaned for every strategy, FD with its threshold and the
+censored volumes marked, DVARS and global signal), Confounds (the design
+regressed by every strategy), Functional connectivity (every atlas, metric and
+strategy: labelled matrices drawn in the browser on one centred colour scale
+per metric), Connectome, Methods (the boilerplate with references), Errors
+(strategies skipped, regions lost), About (versions, command line, date).
+
+The QC numbers are plain functions (:func:`dvars`, :func:`qc_table`);
+figures are small PNGs drawn with matplotlib (the FC matrices are data drawn by
+a short script in the page: no figure per atlas x metric).
 """
 
 from __future__ import annotations
 
-import html
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -18,8 +28,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.participant.atlas import Atlas, region_centres  # noqa: E402
+from nmflow.reports.html import Section, esc, figure, paragraph, render_page, table, tabs  # noqa: E402
 
-DPI = 80
+DPI = 72
 
 
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
@@ -27,50 +38,130 @@ def _zscore_rows(x: np.ndarray) -> np.ndarray:
     return (x - x.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1)
 
 
-def carpet_figure(path: Path, raw: np.ndarray, cleaned: np.ndarray, labels: np.ndarray,
-                  fd: np.ndarray, kept: np.ndarray, strategy: str) -> Path:
-    """Raw ``(n_voxels, n_volumes)`` vs cleaned ``(n_voxels, n_kept)`` carpets, voxels sorted by region."""
+def dvars(carpet: np.ndarray, volumes: np.ndarray | None = None) -> np.ndarray:
+    """DVARS of a voxel sample, each voxel z-scored first (so raw and cleaned data are comparable).
+
+    Parameters
+    ----------
+    carpet : ndarray, shape (n_voxels, n_times)
+        Voxel time series.
+    volumes : ndarray of int, shape (n_times,), optional
+        Volume index of each column (the kept volumes of a censored series); a difference is
+        only taken between consecutive volumes.
+
+    Returns
+    -------
+    ndarray, shape (n_times,)
+        Root mean square over voxels of the change from the previous volume (z units); NaN for the
+        first column and where the previous volume is not the one before.
+    """
+    z = _zscore_rows(np.asarray(carpet, float))
+    out = np.full(z.shape[1], np.nan)
+    out[1:] = np.sqrt(np.mean(np.diff(z, axis=1) ** 2, axis=0))
+    if volumes is not None:
+        out[1:][np.diff(volumes) != 1] = np.nan
+    return out
+
+
+def _corr(a: np.ndarray, b: np.ndarray) -> float:
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3 or np.std(a[ok]) == 0 or np.std(b[ok]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[ok], b[ok])[0, 1])
+
+
+def qc_table(outliers: dict[str, pd.DataFrame], raw_carpet: np.ndarray, cleaned_carpets: dict[str, np.ndarray],
+             kept: dict[str, np.ndarray], tsnr: float, coverage: dict[str, np.ndarray],
+             min_coverage: float) -> pd.DataFrame:
+    """QC numbers, one row per strategy that ran.
+
+    FD (mm) is fMRIPrep's framewise displacement; DVARS (z units) as :func:`dvars` on the report's
+    voxel sample, mean over volumes, before (raw) and after cleaning (kept volumes only); the FD-DVARS
+    correlation is Pearson's r over the same volumes (near 0 after a cleaning that removes motion).
+    """
+    raw_dvars = dvars(raw_carpet)
+    rows = []
+    for strategy, table_ in outliers.items():
+        fd = table_["framewise_displacement"].to_numpy(float)
+        k = kept[strategy]
+        after = dvars(cleaned_carpets[strategy], k)
+        rows.append({
+            "strategy": strategy, "mean FD (mm)": float(np.nanmean(fd)), "max FD (mm)": float(np.nanmax(fd)),
+            "volumes kept": int(k.size), "% censored": 100 * float(table_["censored"].mean()),
+            "median tSNR": tsnr, "DVARS before": float(np.nanmean(raw_dvars)), "DVARS after": float(np.nanmean(after)),
+            "FD-DVARS r before": _corr(fd, raw_dvars), "FD-DVARS r after": _corr(fd[k], after),
+            **{f"regions < {min_coverage:.0%} coverage ({a})": int((c < min_coverage).sum())
+               for a, c in coverage.items()},
+        })
+    return pd.DataFrame(rows)
+
+
+def carpet_figure(path: Path, raw: np.ndarray, cleaned: np.ndarray, labels: np.ndarray, fd: np.ndarray,
+                  kept: np.ndarray, fd_threshold: float, strategy: str) -> Path:
+    """FD, DVARS and global signal traces over raw and cleaned carpets of one strategy.
+
+    ``raw`` is ``(n_voxels, n_volumes)``, ``cleaned`` ``(n_voxels, n_kept)`` for the volumes ``kept``;
+    voxels are sorted by region (``labels``); censored volumes are marked in red on the FD trace and
+    left blank in the cleaned carpet.
+    """
     order = np.argsort(labels, kind="stable")
-    fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True, gridspec_kw={"height_ratios": [1, 3, 3]})
-    axes[0].plot(np.nan_to_num(fd), color="k", lw=0.8)
-    axes[0].set_ylabel("FD (mm)")
-    axes[1].imshow(_zscore_rows(raw[order]), aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="none")
-    axes[1].set_ylabel("raw voxels")
-    full = np.full((cleaned.shape[0], raw.shape[1]), np.nan)
+    n = raw.shape[1]
+    censored = np.setdiff1d(np.arange(n), kept)
+    fig, axes = plt.subplots(5, 1, figsize=(9, 6.6), sharex=True,
+                             gridspec_kw={"height_ratios": [1, 1, 1, 3, 3]})
+    fig.subplots_adjust(left=0.12, right=0.98, top=0.95, bottom=0.07, hspace=0.12)
+    ax = axes[0]
+    ax.plot(np.nan_to_num(fd), color="k", lw=0.8)
+    ax.axhline(fd_threshold, color="tab:orange", lw=0.8, ls="--")
+    if censored.size:
+        ax.plot(censored, np.full(censored.size, ax.get_ylim()[1] * 0.92), "|", color="tab:red", ms=6)
+    ax.set_ylabel("FD (mm)", fontsize=8)
+    ax.set_title(f"{strategy}: {censored.size} of {n} volumes censored (red); FD threshold {fd_threshold:g} mm "
+                 "(dashed)", fontsize=9)
+    full = np.full((cleaned.shape[0], n), np.nan)
     full[:, kept] = _zscore_rows(cleaned)
-    axes[2].imshow(full[order], aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="none")
-    axes[2].set_ylabel(f"cleaned ({strategy})")
-    axes[2].set_xlabel("volume")
-    fig.tight_layout()
+    axes[1].plot(dvars(raw), color="0.4", lw=0.8, label="raw")
+    axes[1].plot(kept, dvars(cleaned, kept), color="tab:blue", lw=0.8, label="cleaned")
+    axes[1].legend(fontsize=7, loc="upper right", ncol=2, frameon=False)
+    axes[1].set_ylabel("DVARS (z)", fontsize=8)
+    axes[2].plot(_zscore_rows(raw).mean(axis=0), color="tab:green", lw=0.8)
+    axes[2].set_ylabel("global (z)", fontsize=8)
+    for ax_, data, name in ((axes[3], _zscore_rows(raw[order]), "raw"), (axes[4], full[order], "cleaned")):
+        ax_.imshow(data, aspect="auto", cmap="gray", vmin=-2, vmax=2, interpolation="nearest")
+        ax_.set_ylabel(f"{name}\nvoxels", fontsize=8)
+        ax_.set_yticks([])
+    axes[4].set_xlabel("volume", fontsize=8)
+    for ax_ in axes:
+        ax_.tick_params(labelsize=7)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def matrices_figure(path: Path, matrices: dict[str, np.ndarray], title: str) -> Path:
-    """One panel per strategy: the FC matrix of one atlas and metric."""
-    n = len(matrices)
-    fig, axes = plt.subplots(1, n, figsize=(2.8 * n, 2.8), squeeze=False)
-    fig.subplots_adjust(left=0.02, right=0.92, bottom=0.03, top=0.82, wspace=0.45)  # tight_layout is slow
-    for ax, (name, mat) in zip(axes[0], matrices.items()):
-        shown = mat.copy()
-        np.fill_diagonal(shown, np.nan)
-        lim = np.nanmax(np.abs(shown)) if np.isfinite(shown).any() else 1
-        im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.suptitle(title, fontsize=9)
+def design_figure(path: Path, design: pd.DataFrame, strategy: str) -> Path:
+    """The confounds a strategy regresses, ``(n_volumes, n_confounds)``, each column z-scored."""
+    values = design.to_numpy(float)
+    std = values.std(axis=0)
+    z = (values - values.mean(axis=0)) / np.where(std > 0, std, 1)
+    width = min(9, 2.5 + 0.18 * design.shape[1])
+    fig, ax = plt.subplots(figsize=(width, 3.2))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.38)
+    ax.imshow(z, aspect="auto", cmap="gray", vmin=-3, vmax=3, interpolation="nearest")
+    ax.set_xticks(range(design.shape[1]))
+    ax.set_xticklabels(design.columns, rotation=90, fontsize=6)
+    ax.set_ylabel("volume", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.set_title(f"{strategy}: {design.shape[1]} confounds regressed (z-scored)", fontsize=9)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
 def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, top: float = 0.1) -> Path:
-    """Connectome of the strongest ``top`` fraction of connections in three projections.
+    """The strongest ``top`` fraction of connections on three projections of the atlas, regions labelled.
 
-    Nodes sit at the region centres (mm); the grey outline is the atlas' extent
-    projected on each plane; red edges are positive, blue negative.
+    Nodes sit at the region centres (mm, world coordinates); the grey outline is the atlas projected
+    on each plane; red edges are positive, blue negative, width proportional to |value|.
     """
     import nibabel as nib
 
@@ -82,48 +173,176 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
     rows, cols = np.triu_indices(mat.shape[0], k=1)
     strength = np.abs(mat[rows, cols])
     keep = strength >= np.quantile(strength, 1 - top) if strength.size else np.zeros(0, bool)
-    fig, axes = plt.subplots(1, 3, figsize=(8, 2.8))
-    for ax, (a, b), label in zip(axes, [(1, 2), (0, 2), (0, 1)], ["sagittal", "coronal", "axial"]):
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.08, wspace=0.05)
+    views = [((1, 2), "sagittal (from the left)", ("P", "A", "I", "S")),
+             ((0, 2), "coronal (from behind)", ("L", "R", "I", "S")),
+             ((0, 1), "axial (from above)", ("L", "R", "P", "A"))]
+    for ax, ((a, b), label, (lo_x, hi_x, lo_y, hi_y)) in zip(axes, views):
         ax.scatter(xyz[::7, a], xyz[::7, b], s=1, c="0.88", rasterized=True)
         for i, j, w in zip(rows[keep], cols[keep], mat[rows, cols][keep]):
             ax.plot(centres[[i, j], a], centres[[i, j], b], color="tab:red" if w > 0 else "tab:blue",
                     lw=0.5 + 2.5 * abs(w) / max(strength.max(), 1e-12), alpha=0.8)
-        ax.scatter(centres[:, a], centres[:, b], s=18, c="k", zorder=3)
-        ax.set_aspect("equal"), ax.axis("off"), ax.set_title(label, fontsize=8)
-    fig.suptitle(title, fontsize=9)
+        ax.scatter(centres[:, a], centres[:, b], s=16, c="k", zorder=3)
+        for k, name in enumerate(atlas.names):
+            ax.annotate(str(k + 1), (centres[k, a], centres[k, b]), fontsize=6, color="0.2",
+                        xytext=(2, 2), textcoords="offset points")
+        ax.set_aspect("equal")
+        ax.set_xticks([]), ax.set_yticks([])
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        ax.set_title(label, fontsize=8)
+        ax.set_xlabel(f"{lo_x}  ←→  {hi_x}", fontsize=7)
+        ax.set_ylabel(f"{lo_y}  ←→  {hi_y}", fontsize=7)
+    handles = [plt.Line2D([], [], color="tab:red", label="positive"),
+               plt.Line2D([], [], color="tab:blue", label="negative")]
+    fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False, ncol=2)
+    fig.suptitle(title, fontsize=9, x=0.01, ha="left")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
 
 
-def qc_table(outliers: dict[str, pd.DataFrame], tsnr: float, coverage: dict[str, np.ndarray],
-             min_coverage: float) -> pd.DataFrame:
-    """QC numbers: one row per strategy plus run-level values."""
-    fd = next(iter(outliers.values()))["framewise_displacement"]
-    rows = []
-    for strategy, table in outliers.items():
-        rows.append({
-            "strategy": strategy, "mean FD (mm)": round(float(np.nanmean(fd)), 3),
-            "volumes kept": int((table["censored"] == 0).sum()),
-            "% censored": round(100 * float(table["censored"].mean()), 1),
-            "median tSNR": round(tsnr, 1),
-            **{f"regions < {min_coverage:.0%} coverage ({a})": int((c < min_coverage).sum())
-               for a, c in coverage.items()},
-        })
-    return pd.DataFrame(rows)
+# -- the page ---------------------------------------------------------------------------------------
+
+_MATRIX_SCRIPT = """
+<script>
+(function () {
+  function rdbu(t) {  // t in [0, 1]: blue - white - red
+    var a = [[33,102,172],[103,169,207],[209,229,240],[247,247,247],[253,219,199],[239,138,98],[178,24,43]];
+    var x = Math.max(0, Math.min(1, t)) * (a.length - 1), i = Math.min(Math.floor(x), a.length - 2), f = x - i;
+    return 'rgb(' + [0,1,2].map(function (c) { return Math.round(a[i][c] + f * (a[i+1][c] - a[i][c])); }) + ')';
+  }
+  document.querySelectorAll('.fc').forEach(function (box) {
+    var d = JSON.parse(box.getAttribute('data-fc')), n = d.labels.length;
+    var longest = Math.max.apply(null, d.labels.map(function (s) { return s.length; }));
+    var cell = Math.max(6, Math.min(16, Math.floor(300 / n))), pad = Math.min(230, 10 + 6 * longest),
+        size = pad + n * cell + 4;
+    Object.keys(d.panels).forEach(function (name) {
+      var m = d.panels[name], wrap = document.createElement('div'), c = document.createElement('canvas');
+      wrap.className = 'fcpanel';
+      var title = document.createElement('div'); title.className = 'fctitle'; title.textContent = name;
+      var out = document.createElement('div'); out.className = 'fcvalue'; out.textContent = ' ';
+      c.width = size; c.height = size; wrap.appendChild(title); wrap.appendChild(c); wrap.appendChild(out);
+      box.appendChild(wrap);
+      var g = c.getContext('2d'); g.font = Math.min(11, cell) + 'px sans-serif'; g.fillStyle = '#222';
+      for (var i = 0; i < n; i++) {
+        g.textAlign = 'right'; g.fillText(d.labels[i], pad - 3, pad + i * cell + cell * 0.8);
+        g.save(); g.translate(pad + i * cell + cell * 0.8, pad - 3); g.rotate(-Math.PI / 2); g.textAlign = 'left';
+        g.fillText(d.labels[i], 0, 0); g.restore();
+        for (var j = 0; j < n; j++) {
+          var v = m[i][j];
+          g.fillStyle = (v === null || i === j) ? '#ddd' : rdbu((v - d.vmin) / (d.vmax - d.vmin));
+          g.fillRect(pad + j * cell, pad + i * cell, cell, cell);
+        }
+        g.fillStyle = '#222';
+      }
+      c.addEventListener('mousemove', function (e) {
+        var r = c.getBoundingClientRect(), j = Math.floor((e.clientX - r.left - pad) / cell),
+            i = Math.floor((e.clientY - r.top - pad) / cell);
+        if (i >= 0 && j >= 0 && i < n && j < n) {
+          var v = m[i][j];
+          out.textContent = d.labels[i] + ' – ' + d.labels[j] + ': ' + (v === null ? 'n/a' : v.toFixed(3));
+        }
+      });
+    });
+    var bar = document.createElement('div'); bar.className = 'fcbar';
+    bar.innerHTML = '<span>' + d.vmin.toFixed(2) + '</span><span class="fcgrad"></span><span>' +
+                    d.vmax.toFixed(2) + '</span> ' + d.unit;
+    box.appendChild(bar);
+  });
+})();
+</script>
+<style>
+.fc{display:flex;flex-wrap:wrap;gap:.6em;align-items:flex-start}.fcpanel{display:inline-block}
+.fctitle{font-weight:bold;font-size:.9em}.fcvalue{font-size:.8em;color:#444;min-height:1.2em}
+.fcbar{width:100%;font-size:.8em;display:flex;align-items:center;gap:.4em}
+.fcgrad{display:inline-block;width:180px;height:10px;
+ background:linear-gradient(to right,rgb(33,102,172),rgb(247,247,247),rgb(178,24,43))}
+</style>
+"""
 
 
-def write_report(path: Path, title: str, qc: pd.DataFrame, figures: list[Path], notes: list[str]) -> Path:
-    """A self-contained HTML page pointing at ``figures`` (in ``sub-X/figures/``)."""
-    sub = title.split("_")[0]
-    items = "".join(
-        f'<figure><img src="{sub}/figures/{f.name}" style="max-width:100%"><figcaption>{html.escape(f.stem)}'
-        f"</figcaption></figure>" for f in figures)
-    note_html = "".join(f"<li>{html.escape(n)}</li>" for n in notes) or "<li>none</li>"
-    path.write_text(
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}</style></head><body>"
-        f"<h1>nmflow: {html.escape(title)}</h1><h2>Quality control</h2>{qc.to_html(index=False)}"
-        f"<h2>Warnings</h2><ul>{note_html}</ul><h2>Figures</h2>{items}</body></html>")
-    return path
+def matrices_html(matrices: dict[str, np.ndarray], labels: list[str], unit: str) -> str:
+    """FC matrices ``(n_regions, n_regions)`` of one atlas and metric, one panel per strategy, drawn by the
+    page's script on one colour scale centred on 0 whose half-range is the largest off-diagonal |value|."""
+    values = [np.abs(m[~np.eye(len(m), dtype=bool)]) for m in matrices.values()]
+    finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    panels = {name: [[None if not np.isfinite(v) else round(float(v), 4) for v in row] for row in m]
+              for name, m in matrices.items()}
+    data = json.dumps({"labels": labels, "vmin": -limit, "vmax": limit, "unit": unit, "panels": panels})
+    return f"<div class=\"fc\" data-fc='{esc(data)}'></div>"
+
+
+@dataclass
+class RunPage:
+    """What the participant report of one run shows (figure paths relative to the page)."""
+
+    title: str
+    summary: dict
+    qc: pd.DataFrame
+    carpets: dict[str, str]
+    designs: dict[str, str | None]
+    matrices: dict[str, str]
+    connectome: tuple[str, str]
+    region_legend: pd.DataFrame
+    methods_html: str
+    errors: list[str]
+    about: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def write_report(path: Path, page: RunPage) -> Path:
+    """Write the participant report of one run."""
+    summary = pd.DataFrame({"": list(page.summary), "value": [str(v) for v in page.summary.values()]})
+    qc_note = paragraph("DVARS in z units: each voxel of the report's voxel sample z-scored first, so removing "
+                        "slow drifts raises it; the FD-DVARS r (Pearson's correlation of framewise displacement "
+                        "with DVARS over the same volumes) is the motion check: close to 0 once motion is removed.")
+    sections = [
+        Section("summary", "Summary").add(table(summary)),
+        Section("qc", "Quality control").add(table(page.qc), qc_note, *(paragraph(n, "warn") for n in page.notes)),
+        Section("carpets", "Carpets").add(
+            paragraph("Raw (after fMRIPrep) and cleaned BOLD of a sample of brain voxels, sorted by network; "
+                      "one tab per denoising strategy."),
+            tabs({s: figure(src, f"{s}: framewise displacement, DVARS, global signal, raw and cleaned carpets")
+                  for s, src in page.carpets.items()})),
+        Section("confounds", "Confounds").add(
+            tabs({s: figure(src, f"{s}: the confound regressors removed from the signals") if src else
+                  paragraph(f"{s}: no confound regressed (filtering and standardisation only).", "none")
+                  for s, src in page.designs.items()})),
+        Section("fc", "Functional connectivity").add(
+            paragraph("One tab per atlas and FC metric; one panel per strategy, on one colour scale centred on "
+                      "0. Point at a cell to read its value."), tabs(page.matrices)),
+        Section("connectome", "Connectome").add(figure(*page.connectome), table(page.region_legend)),
+        Section("methods", "Methods").add(page.methods_html),
+        Section("errors", "Errors").add(
+            *(paragraph(e, "error") for e in page.errors) if page.errors else
+            (paragraph("No errors: every strategy ran.", "ok"),)),
+        Section("about", "About").add(table(pd.DataFrame({"": list(page.about),
+                                                          "value": [str(v) for v in page.about.values()]}))),
+    ]
+    return render_page(path, page.title, sections, lead=[f"nmflow participant report · {page.title}"],
+                       script=_MATRIX_SCRIPT)
+
+
+def markdown_html(text: str) -> str:
+    """The methods boilerplate (paragraphs, ``*italic*``, ``code``, ``- `` lists, ``#`` headings) as HTML."""
+    import re
+
+    def inline(s: str) -> str:
+        s = esc(s)
+        s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+        return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
+
+    out = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.strip().splitlines()
+        if all(line.lstrip().startswith("- ") for line in lines):
+            out.append("<ul>" + "".join(f"<li>{inline(line.lstrip()[2:])}</li>" for line in lines) + "</ul>")
+        elif lines[0].startswith("#"):
+            out.append(f"<h3>{inline(lines[0].lstrip('#').strip())}</h3>"
+                       + (f"<p>{inline(' '.join(lines[1:]))}</p>" if lines[1:] else ""))
+        else:
+            out.append(f"<p>{inline(' '.join(lines))}</p>")
+    return "".join(out)

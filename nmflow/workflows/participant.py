@@ -45,7 +45,7 @@ def _node_name(run: Run) -> str:
 
 def init_run_wf(
     run: Run, atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
-    settings: CleaningSettings, min_coverage: float, out_dir: Path,
+    settings: CleaningSettings, min_coverage: float, out_dir: Path, command: str = "",
 ) -> Workflow:
     """The sub-workflow of one run: ``extract`` -> ``denoise`` -> ``connectivity`` -> ``report`` -> ``derivatives``.
 
@@ -61,33 +61,36 @@ def init_run_wf(
         Fraction (0-1) of a region's voxels that must lie in the brain mask.
     out_dir : Path
         OUT_DIR, where ``derivatives`` publishes the run's files, all at once.
+    command : str
+        The command line of the call, shown in the report.
     """
     wf = Workflow(name=_node_name(run))
     wf.__desc__ = run_desc(atlases, strategies, metrics, settings, min_coverage)
     atlas_list, strategy_list = atlas_records(atlases), strategy_records(strategies)
     atlas_names = [a.name for a in atlases]
-    names = [s.name for s in strategies]
     extract = Node(ExtractSignals(bold=run.bold, mask=run.mask, atlases=atlas_list, min_coverage=min_coverage),
                    name="extract")
     denoise = Node(Denoise(confounds=run.confounds, tr=run.tr, atlas_names=atlas_names, strategies=strategy_list,
                            settings=asdict(settings)), name="denoise")
-    fc = Node(Connectivity(strategies=names, atlas_names=atlas_names, metrics=metrics), name="connectivity")
-    report = Node(RunReport(run_key=run.key, strategies=names, atlases=atlas_list,
-                            metric="pearson" if "pearson" in metrics else metrics[0],
-                            min_coverage=min_coverage), name="report")
+    fc = Node(Connectivity(atlas_names=atlas_names, metrics=metrics), name="connectivity")
+    report = Node(RunReport(run_key=run.key, entities=run.entities, bold=Path(run.bold).name, tr=run.tr,
+                            atlases=atlas_list, metrics=metrics, min_coverage=min_coverage,
+                            fd_threshold=settings.fd_threshold, methods=methods_text(wf.__desc__),
+                            command=command), name="report")
     derivatives = Node(RunDerivatives(entities=run.entities, atlases=atlas_list, strategies=strategy_list,
                                       metrics=metrics, tr=run.tr, sources=sources(run.bold, run.mask, run.confounds),
                                       out_dir=str(out_dir)),
                        name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([
         (extract, denoise, [("signals", "signals")]),
-        (denoise, fc, [("cleaned", "cleaned")]),
+        (denoise, fc, [("cleaned", "cleaned"), ("strategies", "strategies")]),
         (extract, report, [("signals", "signals")]),
-        (denoise, report, [("cleaned", "cleaned"), ("outlier_files", "outlier_files")]),
+        (denoise, report, [("cleaned", "cleaned"), ("outlier_files", "outlier_files"), ("strategies", "strategies"),
+                           ("skipped", "skipped"), ("design_files", "design_files")]),
         (fc, report, [("relmats", "relmats")]),
         (extract, derivatives, [("signals", "signals")]),
         (denoise, derivatives, [("cleaned", "cleaned"), ("design_files", "design_files"),
-                                ("outlier_files", "outlier_files")]),
+                                ("outlier_files", "outlier_files"), ("strategies", "done")]),
         (fc, derivatives, [("relmats", "relmats")]),
         (report, derivatives, [("figures", "figures"), ("report", "report")]),
     ])
@@ -96,13 +99,20 @@ def init_run_wf(
 
 def init_participant_wf(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
-    settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path,
+    settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, command: str = "",
 ) -> Workflow:
-    """All runs' sub-workflows in one workflow (cached in ``work_dir``)."""
+    """All runs' sub-workflows in one workflow (cached in ``work_dir``); ``command`` is shown in the reports."""
     wf = Workflow(name="nmflow_participant_wf", base_dir=str(work_dir))
     wf.__desc__ = participant_desc()
-    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir) for r in runs])
+    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command)
+                  for r in runs])
     return wf
+
+
+def methods_text(run_text: str) -> str:
+    """The methods text (Markdown) of one run: the software paragraph, the run's paragraph, the references."""
+    text = participant_desc() + "\n\n" + run_text
+    return text + references(text)
 
 
 def citation_boilerplate(wf: Workflow) -> str:
@@ -114,7 +124,7 @@ def citation_boilerplate(wf: Workflow) -> str:
 def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
-    plugin: str | None = None, plugin_args: dict | None = None, verbose: bool = False,
+    plugin: str | None = None, plugin_args: dict | None = None, verbose: bool = False, command: str = "",
 ) -> dict[str, str]:
     """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed.
 
@@ -122,7 +132,7 @@ def run_participant_level(
     else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``).  Also writes the methods boilerplate to
     ``out_dir/logs/CITATION.md``.
     """
-    wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir)
+    wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir, command)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
     by_node = {_node_name(r): r.key for r in runs}
     progress = Progress(by_node, last_node="derivatives")
@@ -136,3 +146,18 @@ def run_participant_level(
         if owner and owner not in failures:
             failures[owner] = crash_message(text)
     return failures
+
+
+def skipped_strategies(runs: list[Run], work_dir: Path, failed: dict[str, str]) -> dict[str, list[str]]:
+    """``{run_key: [one line per strategy skipped]}`` of the runs that did not fail, read from the
+    ``denoise`` results of the last call in ``work_dir``."""
+    from nipype.pipeline.engine.utils import load_resultfile
+
+    out = {}
+    for run in runs:
+        result = Path(work_dir) / "nmflow_participant_wf" / _node_name(run) / "denoise" / "result_denoise.pklz"
+        if run.key not in failed and result.exists():
+            skipped = list(load_resultfile(result).outputs.skipped or [])
+            if skipped:
+                out[run.key] = skipped
+    return out

@@ -104,14 +104,15 @@ def assert_exactly_expected(out: Path, listing: Path, subjects: list[str], n_exp
 
 
 def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
-    """The 12 files of one run of ``sub-<sub>`` made with ``--atlas yeo7thin --denoise <desc> --metrics pearson``."""
+    """The 12 files of one run of ``sub-<sub>`` made with ``--atlas yeo7thin --denoise <desc> --metrics pearson``
+    (the design figure only for a strategy that regresses confounds)."""
     s = f"sub-{sub}"
     pre = f"{s}/func/{s}_task-rest"
     atl = f"{pre}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-{desc}"
     return {
         f"{s}/figures/{s}_task-rest_atlas-Yeo2011_seg-7nThin_desc-{desc}_connectome.png",
-        f"{s}/figures/{s}_task-rest_atlas-Yeo2011_seg-7nThin_meas-pearson_relmat.png",
-        f"{s}/figures/{s}_task-rest_desc-carpet_bold.png",
+        f"{s}/figures/{s}_task-rest_desc-{desc}_bold.png",
+        *([f"{s}/figures/{s}_task-rest_desc-{desc}_design.png"] if desc != "none" else []),
         f"{pre}_desc-{desc}_design.json", f"{pre}_desc-{desc}_design.tsv",
         f"{pre}_desc-{desc}_outliers.json", f"{pre}_desc-{desc}_outliers.tsv",
         f"{atl}_meas-pearson_relmat.json", f"{atl}_meas-pearson_relmat.tsv",

@@ -1,0 +1,118 @@
+"""The participant report (sections, numbers, rendering in Chromium) and failure isolation per strategy."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers.browser import load_page, missing_links, screenshot
+from helpers.participant import (
+    SPACE_RES, copy_subjects, participant_argv, read_confounds, read_relmat, run_cli, tree, write_confounds,
+)
+
+from nmflow.reports.participant import dvars, qc_table
+
+SECTIONS = ["summary", "qc", "carpets", "confounds", "fc", "connectome", "methods", "errors", "about"]
+
+
+@pytest.fixture(scope="module")
+def gsr_fails_for_sub01(tiny_dataset, tmp_path_factory):
+    """sub-01 has no global_signal column (gsr cannot run), sub-02 is intact; --denoise simple gsr."""
+    root = tmp_path_factory.mktemp("isolation")
+    fmriprep = copy_subjects(tiny_dataset["fmriprep"], root / "fmriprep", ["01", "02"])
+    confounds = next((fmriprep / "sub-01" / "func").glob("*_desc-confounds_timeseries.tsv"))
+    write_confounds(read_confounds(confounds).drop(columns="global_signal"), confounds)
+    out = root / "out"
+    rc, stdout, stderr = run_cli(participant_argv(fmriprep, out, root / "work", tiny_dataset["atlas_dir"],
+                                                  "--atlas", "yeo7thin", "--denoise", "simple", "gsr",
+                                                  "--metrics", "pearson", "kendall"))
+    return {"rc": rc, "stdout": stdout, "stderr": stderr, "out": out, "confounds": confounds}
+
+
+def test_a_failing_strategy_keeps_the_others_and_says_so(gsr_fails_for_sub01):
+    r = gsr_fails_for_sub01
+    assert r["rc"] == 1  # not everything asked for was made
+    assert "2 of 2 run(s) done, 1 strategy output(s) skipped in 1 run(s)" in r["stdout"]
+    warnings = [line for line in r["stderr"].splitlines() if line.startswith("nmflow: warning:")]
+    assert len(warnings) == 1 and "sub-01_task-rest" in warnings[0], r["stderr"]
+    assert r["confounds"].name in warnings[0] and "'global_signal'" in warnings[0] and "'gsr'" in warnings[0]
+    files = tree(r["out"])
+    for sub, strategies in (("01", ["simple"]), ("02", ["simple", "gsr"])):
+        written = {re.search(r"desc-(\w+?)_", p).group(1) for p in files
+                   if p.startswith(f"sub-{sub}/func/") and p.endswith("_timeseries.tsv")}
+        assert written == set(strategies), (sub, written)
+    assert not any("sub-01" in p and "desc-gsr" in p for p in files)
+    page = (r["out"] / "sub-01_task-rest.html").read_text()
+    errors = page[page.index('id="errors"'):page.index('id="about"')]
+    assert "strategy skipped" in errors and "global_signal" in html.unescape(errors)
+    assert "Every strategy ran" not in errors
+
+
+def test_report_renders_in_chromium_with_every_section_and_matrix(gsr_fails_for_sub01, tmp_path):
+    out = gsr_fails_for_sub01["out"]
+    report = out / "sub-02_task-rest.html"
+    page = load_page(report)
+    assert page.errors == [], page.console
+    assert missing_links(report, page.dom) == []
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page.dom, section
+    # the FC tabs: every atlas x metric; each panel drawn (a canvas per strategy) by the page's script
+    labels = re.findall(r'<label for="tabs\d+_\d+">([^<]+)</label>', page.dom)
+    assert {"yeo7thin · pearson", "yeo7thin · kendall"} <= set(labels)
+    assert page.dom.count("<canvas") == 2 * 2  # 2 metrics x 2 strategies
+    # the matrix the page draws is the published relmat
+    data = [json.loads(html.unescape(m)) for m in re.findall(r"data-fc='([^']+)'", report.read_text())]
+    kendall = next(d for d in data if d["unit"] == "kendall")
+    relmat = out / "sub-02" / "func" / (f"sub-02_task-rest_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-gsr_"
+                                       "meas-kendall_relmat.tsv")
+    names, matrix = read_relmat(relmat)
+    assert kendall["labels"] == names
+    shown = np.array([[np.nan if v is None else v for v in row] for row in kendall["panels"]["gsr"]], float)
+    off = ~np.eye(len(names), dtype=bool)
+    np.testing.assert_allclose(shown[off], matrix[off], atol=5e-5)
+    assert kendall["vmax"] == -kendall["vmin"] >= np.nanmax(np.abs(matrix[off]))  # one scale, centred
+    assert "np.float64" not in page.dom and "np.int64" not in page.dom
+    png = screenshot(report, tmp_path / "report.png", height=2400)
+    assert png.stat().st_size > 50_000  # not a blank page
+
+
+def test_qc_numbers_match_the_confounds_and_a_direct_computation(gsr_fails_for_sub01):
+    out = gsr_fails_for_sub01["out"]
+    page = (out / "sub-02_task-rest.html").read_text()
+    qc = pd.read_html(io.StringIO(page[page.index('id="qc"'):page.index('id="carpets"')]))[0]
+    outliers = pd.read_csv(next((out / "sub-02" / "func").glob("*desc-gsr_outliers.tsv")), sep="\t")
+    row = qc.set_index("strategy").loc["gsr"]
+    assert row["max FD (mm)"] == pytest.approx(outliers.framewise_displacement.max(), rel=5e-3)  # 3 digits shown
+    assert row["volumes kept"] == int((outliers.censored == 0).sum())
+
+
+def test_dvars_is_the_rms_of_the_z_scored_volume_to_volume_change():
+    rng = np.random.default_rng(0)
+    carpet = rng.normal(size=(50, 30)) * rng.uniform(1, 5, size=(50, 1)) + 100
+    z = (carpet - carpet.mean(1, keepdims=True)) / carpet.std(1, keepdims=True)
+    expected = np.sqrt(((z[:, 1:] - z[:, :-1]) ** 2).mean(axis=0))
+    got = dvars(carpet)
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1:], expected)
+    kept = np.array([0, 1, 2, 5, 6])  # a censored gap between volumes 2 and 5: no difference across it
+    gapped = dvars(carpet[:, kept], kept)
+    assert np.isnan(gapped[[0, 3]]).all() and np.isfinite(gapped[[1, 2, 4]]).all()
+
+
+def test_fd_dvars_correlation_falls_when_motion_is_regressed_out():
+    rng = np.random.default_rng(1)
+    n = 200
+    fd = np.abs(rng.normal(0.1, 0.05, n))
+    fd[rng.choice(n, 15, replace=False)] = 1.5
+    spikes = np.outer(rng.normal(size=80), (fd > 1).astype(float)) * 3
+    raw = rng.normal(size=(80, n)) + spikes
+    cleaned = rng.normal(size=(80, n))  # what a cleaning that removed the spikes leaves
+    outliers = {"x": pd.DataFrame({"framewise_displacement": fd, "censored": np.zeros(n)})}
+    table = qc_table(outliers, raw, {"x": cleaned}, {"x": np.arange(n)}, 50.0, {}, 0.5)
+    assert table.loc[0, "FD-DVARS r before"] > 0.5
+    assert abs(table.loc[0, "FD-DVARS r after"]) < 0.2
