@@ -405,6 +405,22 @@ def test_each_call_saves_its_own_configuration(tiny_dataset, tmp_path, capsys):
         assert header[1].startswith("# command: nmflow ") and " participant -w " in header[1]
 
 
+
+def test_atlas_on_another_grid_is_resampled_with_a_warning(tiny_dataset, real_atlas_dir, tmp_path, capsys):
+    """The toy 8 mm data with the real atlases (no 8 mm file): a warning names both grids."""
+    argv = participant_argv(tiny_dataset["fmriprep"], tmp_path / "out", tmp_path / "work", real_atlas_dir,
+                            "--participant-label", "01", *MINIMAL)
+    rc, _, err = run_cli(argv, capsys)
+    assert rc == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("nmflow: warning: atlas yeo7thin")]
+    assert len(warnings) == 1, err
+    assert "x8x8x8" not in warnings[0].split("differs")[0] and "voxels of 8x8x8 mm" in warnings[0]
+    assert "resampled" in warnings[0] and "sub-01_task-rest" in warnings[0]
+    rc, _, err = run_cli(participant_argv(tiny_dataset["fmriprep"], tmp_path / "out2", tmp_path / "work2",
+                                          tiny_dataset["atlas_dir"], "--participant-label", "01", *MINIMAL), capsys)
+    assert rc == 0 and "warning" not in err  # the toy atlas is on the data's grid
+
+
 # -- config file -----------------------------------------------------------------------------------
 
 def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_path, capsys):

@@ -87,7 +87,7 @@ def main(argv: list[str]) -> int:
 
 
 def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
-    from nmflow.participant.atlas import resolve_atlas, run_resolution
+    from nmflow.participant.atlas import grid_mismatches, resolve_atlas, run_resolution
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.participant.denoise import load_strategy
 
@@ -99,6 +99,8 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
                                + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
     res = run_resolution(runs)
     atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
+    for line in grid_mismatches(atlases, [r.bold for r in runs]):
+        print(f"nmflow: warning: {line}", file=sys.stderr)
     settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
                                 args.min_segment, args.min_volumes,
                                 None if args.standardize == "none" else args.standardize)

@@ -210,3 +210,33 @@ def region_centres(atlas: Atlas) -> np.ndarray:
         ijk = np.argwhere(data == index)
         centres.append(nib.affines.apply_affine(img.affine, ijk.mean(axis=0)) if ijk.size else [np.nan] * 3)
     return np.array(centres, dtype=float)
+
+
+def grid_mismatches(atlases: list[Atlas], bold_paths: list[str | Path]) -> list[str]:
+    """One line per atlas whose voxel grid differs from a BOLD grid (headers only are read).
+
+    The labels of such an atlas are resampled to the BOLD grid (nearest neighbour) when the
+    signals are extracted; the line names both grids so that this is never silent.
+    """
+    grids: dict[tuple, str] = {}
+    for path in bold_paths:
+        try:
+            header = nib.load(path).header
+        except Exception:  # an unreadable BOLD fails its own run later, with its own message
+            continue
+        grids.setdefault((tuple(header.get_data_shape()[:3]), tuple(np.round(header.get_zooms()[:3], 3))),
+                         Path(path).name)
+    lines = []
+    for atlas in atlases:
+        header = nib.load(atlas.image).header
+        shape, zooms = tuple(header.get_data_shape()[:3]), tuple(np.round(header.get_zooms()[:3], 3))
+        for (bold_shape, bold_zooms), example in grids.items():
+            if (shape, zooms) != (bold_shape, bold_zooms):
+                lines.append(f"atlas {atlas.name} ({Path(atlas.image).name}: {_grid(shape, zooms)}) differs from "
+                             f"the BOLD grid ({example}: {_grid(bold_shape, bold_zooms)}): its labels are "
+                             "resampled to the BOLD grid (nearest neighbour)")
+    return lines
+
+
+def _grid(shape: tuple, zooms: tuple) -> str:
+    return "x".join(map(str, shape)) + " voxels of " + "x".join(f"{z:g}" for z in zooms) + " mm"
