@@ -1,0 +1,47 @@
+"""The README's usage block, run as written (simulate -> participant -> group) in a fresh folder."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pandas as pd
+from helpers.participant import run_cli
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def usage_commands() -> list[list[str]]:
+    """The commands of the code block after "Usage in short", one argv each (``nmflow`` dropped)."""
+    text = README.read_text()
+    block = re.search(r"Usage in short.*?```\n(.*?)```", text, re.S).group(1)
+    commands = []
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            argv = shlex.split(line)
+            assert argv[0] == "nmflow", line
+            commands.append(argv[1:])
+    return commands
+
+
+def test_readme_usage_block_runs_as_written(tmp_path, monkeypatch, capsys):
+    commands = usage_commands()
+    assert [c[0] for c in commands[:1]] == ["simulate"] and [c[2] for c in commands[1:]] == ["participant", "group"]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NMFLOW_ATLAS_DIR", raising=False)
+    outputs = []
+    for argv in commands:
+        rc, stdout, stderr = run_cli(argv, capsys)
+        assert rc == 0, f"nmflow {' '.join(argv)}\n{stderr}"
+        assert "Traceback" not in stderr
+        outputs.append(stdout)
+    n_runs = len(pd.read_csv(tmp_path / "sim" / "fmriprep" / "participants.tsv", sep="\t"))
+    assert re.search(rf"^\[{n_runs}/{n_runs}\] sub-\d+_task-rest done", outputs[1], re.M)
+    assert "[10/10] group report written done" in outputs[2]
+    out = tmp_path / "out"
+    assert len(list(out.glob("sub-*_task-rest.html"))) == n_runs
+    assert (out / "group" / "group_report.html").is_file()
+    logs = sorted(p.name.split("-")[1] for p in (out / "logs").glob("nmflow-*.yml"))
+    assert logs == ["group", "participant"]
