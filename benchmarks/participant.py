@@ -30,6 +30,8 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
+from throughput import node_times  # noqa: E402
+
 from nmflow.participant.atlas import BUILTIN, resolve_atlas  # noqa: E402
 from nmflow.cli.main import main as nmflow_main  # noqa: E402
 from nmflow.participant.connectivity import METRICS, connectivity, kendall_tau_b  # noqa: E402
@@ -111,6 +113,7 @@ def main() -> None:
     import nmflow.workflows.participant  # noqa: F401
 
     t_ours, _ = timed(lambda: run_ours(fmriprep, root / "out", root / "work"))
+    steps = node_times(root / "work")
     t_naive, _ = timed(lambda: run_naive(bold, mask, confounds, atlas_dir))
 
     shutil.rmtree(root / "out"), shutil.rmtree(root / "work")
@@ -131,6 +134,7 @@ def main() -> None:
           f"x {len(METRICS)} metrics")
     print(f"load BOLD only (nibabel)      : {t_load:7.2f} s")
     print(f"nmflow participant (full)     : {t_ours:7.2f} s   ratio to load  = {t_ours / t_load:5.2f}  (target <= 2.0)")
+    print("  of which, per node (s)      : " + "  ".join(f"{k} {v:.2f}" for k, v in steps.items()))
     print(f"  same as a new process (CLI) : {t_cold:7.2f} s   ratio to load  = {t_cold / t_load:5.2f}  "
           "(adds Python start-up, imports and first-call costs)")
     print(f"naive nilearn path            : {t_naive:7.2f} s   naive / ours   = {t_naive / t_ours:5.2f}  (target >= 5)")
