@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import fcntl
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -48,27 +50,36 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
         raise
 
 
+STAGING, PUBLISHING, NEW = ".staging-", ".publish-", ".nmflow-new-"
+LOCK = ".nmflow-lock"
+
+
 @contextlib.contextmanager
 def staged_folder(destination: str | Path) -> Iterator[Path]:
-    """A hidden temporary folder inside ``destination`` (beside it when it does not exist yet) whose
-    content is moved into it on success.
+    """A hidden temporary folder inside ``destination`` whose content is moved into it on success.
 
     Files written into the yielded folder replace their namesakes in
     ``destination`` only when the ``with`` block ends without an exception.
     On an exception the staging folder is removed, and so are the folders
     this call had to create: ``destination`` is left as it was.
+
+    The folder is locked by this process while it exists, and renamed from
+    ``.staging-*`` to ``.publish-*`` once complete, before its files move: a
+    process killed while moving them leaves a ``.publish-*`` folder holding
+    the rest, which the next :func:`staged_folder` (or
+    :func:`recover_staged`) on ``destination`` moves into place.
     """
     destination = Path(destination).absolute()
     created = [p for p in [destination, *destination.parents] if not p.exists()]
-    home = destination if destination.exists() else destination.parent  # same file system: moves are renames
-    home.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=home))
+    destination.mkdir(parents=True, exist_ok=True)
+    recover_staged(destination)
+    staging, lock = _locked_folder(destination)
     try:
         yield staging
-        for item in sorted(p for p in staging.rglob("*") if not p.is_dir()):
-            target = destination / item.relative_to(staging)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(item, target)
+        publishing = staging.with_name(PUBLISHING + staging.name[len(STAGING):])
+        os.rename(staging, publishing)
+        staging = publishing
+        _move_into(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for folder in created:  # deepest first
@@ -77,6 +88,63 @@ def staged_folder(destination: str | Path) -> Iterator[Path]:
         raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        os.close(lock)
+
+
+def recover_staged(destination: str | Path) -> list[Path]:
+    """Finish the publications of killed processes in ``destination``; return the folders handled.
+
+    A ``.publish-*`` folder whose lock no process holds is complete: its
+    remaining files are moved into place.  A ``.staging-*`` folder whose lock
+    no process holds was never complete: it is removed.  Folders of running
+    processes (locked) are left alone.
+    """
+    handled = []
+    for folder in sorted(p for p in Path(destination).iterdir() if p.name.startswith((STAGING, PUBLISHING))):
+        try:
+            lock = os.open(folder / LOCK, os.O_RDWR)
+        except OSError:  # gone meanwhile, or not an nmflow staging folder
+            continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a running process owns it
+            os.close(lock)
+            continue
+        try:
+            if folder.name.startswith(PUBLISHING):
+                _move_into(folder, Path(destination))
+            shutil.rmtree(folder, ignore_errors=True)
+            handled.append(folder)
+        finally:
+            os.close(lock)
+    return handled
+
+
+def _locked_folder(home: Path) -> tuple[Path, int]:
+    """A new ``.staging-*`` folder in ``home`` and the descriptor of its lock (held until closed).
+
+    The folder gets its lock under a name :func:`recover_staged` ignores, then
+    its ``.staging-`` name, so another process never finds it unlocked.
+    """
+    new = Path(tempfile.mkdtemp(prefix=NEW, dir=home))
+    lock = os.open(new / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    staging = new.with_name(STAGING + new.name[len(NEW):])
+    os.rename(new, staging)
+    return staging, lock
+
+
+def _move_into(source: Path, destination: Path) -> None:
+    """Move every file of ``source`` (but its lock) to the same relative path in ``destination``.
+
+    All target folders are made before the first file moves, so a folder
+    that cannot be made stops the publication before anything is replaced.
+    """
+    files = sorted(p for p in source.rglob("*") if not p.is_dir() and p != source / LOCK)
+    for folder in sorted({destination / f.parent.relative_to(source) for f in files}):
+        folder.mkdir(parents=True, exist_ok=True)
+    for item in files:
+        os.replace(item, destination / item.relative_to(source))
 
 
 def table_text(rows: list[dict], columns: list[str], delimiter: str = ",") -> str:
@@ -114,11 +182,60 @@ def read_tsv(path: str | Path, what: str, **kwargs) -> pd.DataFrame:
     what : str
         What the file should be, for the message (e.g. ``"participants table"``).
     **kwargs
-        Passed to :func:`pandas.read_csv`.
+        Passed to :func:`pandas.read_csv` (``sep`` defaults to a tab).
     """
+    kwargs.setdefault("sep", "\t")
     try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"], **kwargs)
+        return pd.read_csv(path, na_values=["n/a"], **kwargs)
     except FileNotFoundError:
         raise NmflowInputError(path, f"{what} not found") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
         raise NmflowInputError(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from None
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    """Read a JSON object; any problem is a one-line :class:`NmflowInputError` naming the file.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What the file should be, for the message (e.g. ``"sidecar"``).
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise NmflowInputError(path, f"{what} not found") from None
+    except OSError as exc:
+        raise NmflowInputError(path, f"cannot read {what} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise NmflowInputError(path, f"cannot read {what} (not UTF-8 text)") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise NmflowInputError(path, f"{what} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise NmflowInputError(path, f"{what} must be a JSON object, not {type(data).__name__}")
+    return data
+
+
+def check_apart(source: str | Path, target: str | Path, what: str, allowed: str | None = None) -> None:
+    """Refuse an output folder ``target`` equal to, inside or containing the input dataset ``source``.
+
+    Parameters
+    ----------
+    source, target : str or Path
+        The input dataset and the output (or work) folder; symbolic links are resolved.
+    what : str
+        The output's name in the message, e.g. ``"OUT_DIR"`` or ``"-w"``.
+    allowed : str, optional
+        A sub-folder of ``source`` where ``target`` may be (BIDS ``derivatives``).
+    """
+    src, dst = Path(source).resolve(), Path(target).resolve()
+    if allowed and (src / allowed) in [dst, *dst.parents] and dst != src / allowed:
+        return
+    if src == dst or src in dst.parents:
+        place = "is" if src == dst else "is inside"
+        raise NmflowInputError(target, f"{what} {place} the input dataset {source}: choose a folder outside it "
+                               "(nmflow never writes into its input)")
+    if dst in src.parents:
+        raise NmflowInputError(target, f"{what} contains the input dataset {source}: choose a folder beside it")
