@@ -6,14 +6,13 @@ the brain mask (labels resampled to the BOLD grid with nearest neighbour, as
 nilearn's ``NiftiLabelsMasker`` does), all atlases are stacked, and one sparse
 mat-vec per volume gives every region signal.  The BOLD is streamed volume by
 volume from the (gzipped) file, so the 4D array is never held in memory;
-voxel-level QC (tSNR, a carpet sample) and the finite-value check are done in
-the same pass.
+voxel-level QC (tSNR, a carpet sample), the finite-value and constancy checks
+and the gzip CRC (:mod:`nmflow.participant.images`) are done in the same pass.
 """
 
 from __future__ import annotations
 
 import warnings
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from nmflow.participant.atlas import Atlas
+from nmflow.participant.images import load_header, read_image, read_volumes
 from nmflow.errors import NmflowInputError
 
 CARPET_VOXELS = 300
@@ -55,56 +55,20 @@ class ParcelSignals:
 
 
 def open_bold(bold_path: str | Path, mask_path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
-    """Check a 4D BOLD and its brain mask (headers, grids); return the image and the boolean mask."""
+    """Check a 4D BOLD and its brain mask (headers, grids, the whole mask file); return the image and the mask."""
     bold_path, mask_path = Path(bold_path), Path(mask_path)
-    img = _load_image(bold_path)
+    img = load_header(bold_path)
     if img.ndim != 4 or img.shape[3] < 2:
         raise NmflowInputError(bold_path, f"BOLD must be 4D with several volumes, got shape {img.shape}")
-    mask_img = _load_image(mask_path)
+    mask_img, values = read_image(mask_path)
     if mask_img.shape[:3] != img.shape[:3] or not np.allclose(mask_img.affine, img.affine, atol=1e-3):
         raise NmflowInputError(mask_path, f"brain mask grid {mask_img.shape[:3]} differs from the BOLD grid {img.shape[:3]}")
-    try:
-        mask = np.asarray(mask_img.dataobj) > 0
-    except (EOFError, OSError, zlib.error, ValueError) as exc:
-        raise NmflowInputError(mask_path, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
+    if values.size != np.prod(img.shape[:3]):
+        raise NmflowInputError(mask_path, f"brain mask must be 3D, got shape {mask_img.shape}")
+    mask = values.reshape(img.shape[:3], order="F") > 0
     if not mask.any():
         raise NmflowInputError(mask_path, "brain mask is empty")
     return img, mask
-
-
-def iter_volumes(img: nib.Nifti1Image, path: str | Path):
-    """Yield each volume as a float64 vector ``(n_voxels,)`` in Fortran voxel order.
-
-    Reads the file sequentially (one decompression pass for ``.nii.gz``),
-    applying the header's scaling; a truncated or corrupt file raises
-    :class:`NmflowInputError`.
-    """
-    proxy = img.dataobj  # nibabel ArrayProxy: on-disk dtype, offset, scaling, order
-    if getattr(proxy, "order", "F") != "F" or not hasattr(proxy, "offset"):
-        raise NmflowInputError(path, "unsupported image layout (expected a NIfTI file)")
-    dtype = np.dtype(proxy.dtype)
-    slope, inter = float(proxy.slope), float(proxy.inter)
-    n_voxels = int(np.prod(img.shape[:3]))
-    n_bytes = n_voxels * dtype.itemsize
-    try:
-        with nib.openers.ImageOpener(str(path)) as stream:
-            stream.seek(int(proxy.offset))
-            for _ in range(img.shape[3]):
-                raw = stream.read(n_bytes)
-                if len(raw) < n_bytes:
-                    raise EOFError("file ends before the last volume")
-                yield np.frombuffer(raw, dtype=dtype).astype(float) * slope + inter
-    except (EOFError, OSError, zlib.error) as exc:
-        raise NmflowInputError(path, f"truncated or corrupt image ({type(exc).__name__}: {exc})") from None
-
-
-def _load_image(path: Path) -> nib.Nifti1Image:
-    if not path.exists():
-        raise NmflowInputError(path, "file not found")
-    try:
-        return nib.load(path)
-    except Exception as exc:
-        raise NmflowInputError(path, f"cannot read image ({type(exc).__name__}: {exc})") from None
 
 
 def region_weights(
@@ -165,14 +129,21 @@ def extract_signals(
     all_signals = np.empty((n_volumes, stacked.shape[0]))  # (n_volumes, total regions)
     carpet = np.empty((sample.size, n_volumes))
     total, total_sq = np.zeros(inside.size), np.zeros(inside.size)
-    for t, volume in enumerate(iter_volumes(img, bold_path)):
+    first, varies = None, False
+    for t, volume in enumerate(read_volumes(img, bold_path)):
         brain = volume[inside]
         if not np.isfinite(brain).all():
             raise NmflowInputError(bold_path, f"BOLD has NaN or Inf values inside the brain mask (volume {t})")
+        if first is None:
+            first = brain
+        varies = varies or bool((brain != first).any())
         all_signals[t] = stacked @ volume
         carpet[:, t] = volume[sample]
         total += brain
         total_sq += brain * brain
+    if not varies:
+        raise NmflowInputError(bold_path, "BOLD is constant over time inside the brain mask"
+                               + (" (all zero)" if not first.any() else "") + ": no signal to analyse")
     signals, start = {}, 0
     for atlas in atlases:
         stop = start + len(atlas.indices)
