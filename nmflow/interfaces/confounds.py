@@ -41,12 +41,14 @@ class Denoise(SimpleInterface):
     def _run_interface(self, runtime):
         arrays = load_arrays(self.inputs.signals)
         signals = {name: arrays[name] for name in self.inputs.atlas_names}
+        names = {name: [str(n) for n in arrays[f"names|{name}"]] for name in self.inputs.atlas_names}
         confounds = read_confounds(self.inputs.confounds)
         settings = CleaningSettings(**self.inputs.settings)
         out, done, skipped, designs, outliers = {}, [], [], [], []
         for strategy in strategies_from_records(self.inputs.strategies):
             try:
-                run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds)
+                run = clean_run(signals, confounds, self.inputs.tr, strategy, settings, source=self.inputs.confounds,
+                                names=names, bold=str(arrays["bold"]))
             except StrategyError as exc:
                 skipped.append(exc)
                 continue

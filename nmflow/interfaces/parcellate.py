@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from nmflow.interfaces.io import atlases_from_records, save_arrays
@@ -18,7 +19,8 @@ class _ExtractSignalsInputSpec(BaseInterfaceInputSpec):
 
 
 class _ExtractSignalsOutputSpec(TraitedSpec):
-    signals = File(exists=True, desc="NPZ: '<atlas>' -> (n_volumes, n_regions), 'coverage|<atlas>', carpet, tsnr")
+    signals = File(exists=True, desc="NPZ: '<atlas>' -> (n_volumes, n_regions), 'coverage|<atlas>', "
+                   "'names|<atlas>' (region names), carpet, tsnr, bold (its path, for messages)")
 
 
 class ExtractSignals(SimpleInterface):
@@ -32,6 +34,8 @@ class ExtractSignals(SimpleInterface):
         result = extract_signals(self.inputs.bold, self.inputs.mask, atlases, self.inputs.min_coverage)
         arrays = dict(result.signals)
         arrays.update({f"coverage|{name}": cov for name, cov in result.coverage.items()})
+        arrays.update({f"names|{atlas.name}": np.array(atlas.names, dtype=str) for atlas in atlases})
+        arrays["bold"] = np.array(str(self.inputs.bold))
         arrays.update(carpet=result.carpet, carpet_labels=result.carpet_labels, tsnr=result.tsnr)
         self._results["signals"] = save_arrays(os.path.join(runtime.cwd, "signals.npz"), arrays)
         return runtime

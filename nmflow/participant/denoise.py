@@ -132,30 +132,52 @@ def read_confounds(path: str | Path) -> pd.DataFrame:
     return table
 
 
+def numeric_columns(table: pd.DataFrame, columns: list[str], source: str | Path | None = None) -> pd.DataFrame:
+    """``table[columns]`` as floats (missing values stay NaN).
+
+    Raises
+    ------
+    NmflowInputError
+        A cell that is not a finite number, naming the column and the line of
+        the file (line 1 is the header).
+    """
+    values = table[columns].apply(pd.to_numeric, errors="coerce").astype(float)
+    bad = (values.isna() & table[columns].notna()) | np.isinf(values)
+    if bad.to_numpy().any():
+        column = bad.columns[bad.any().to_numpy()][0]
+        row = int(np.flatnonzero(bad[column].to_numpy())[0])
+        raise NmflowInputError(source, f"column {column!r}, line {row + 2}: {table[column].iloc[row]!r} "
+                               "is not a finite number")
+    return values
+
+
 def select_confounds(table: pd.DataFrame, strategy: Strategy, source: str | Path | None = None) -> pd.DataFrame:
     """Columns of ``table`` matched by the strategy's patterns, NaNs filled with the column mean."""
     columns = []
     for pattern in strategy.confounds:
-        matched = [c for c in table.columns if re.fullmatch(pattern, c)]
+        matched = [c for c in table.columns if re.fullmatch(pattern, str(c))]
         if not matched:
             raise StrategyError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is absent")
         columns += [c for c in matched if c not in columns]
-    design = table[columns].astype(float)
+    design = numeric_columns(table, columns, source)
     return design.fillna(design.mean()).fillna(0.0)
 
 
-def censoring(table: pd.DataFrame, strategy: Strategy, settings: CleaningSettings) -> pd.DataFrame:
+def censoring(table: pd.DataFrame, strategy: Strategy, settings: CleaningSettings,
+              source: str | Path | None = None) -> pd.DataFrame:
     """Per-volume outlier table; ``censored`` = non-steady-state or (if scrubbing) high motion."""
     n = len(table)
-    nss_cols = [c for c in table.columns if c.startswith("non_steady_state_outlier")]
-    nss = table[nss_cols].fillna(0).to_numpy().sum(axis=1) > 0 if nss_cols else np.zeros(n, bool)
-    fd = table["framewise_displacement"].to_numpy(float) if "framewise_displacement" in table else np.zeros(n)
-    dvars = table["std_dvars"].to_numpy(float) if "std_dvars" in table else np.zeros(n)
+    nss_cols = [c for c in table.columns if str(c).startswith("non_steady_state_outlier")]
+    nss = numeric_columns(table, nss_cols, source).fillna(0).to_numpy().sum(axis=1) > 0 if nss_cols \
+        else np.zeros(n, bool)
+    measures = [c for c in ("framewise_displacement", "std_dvars") if c in table]
+    values = numeric_columns(table, measures, source)
+    fd, dvars = (values[c].to_numpy() if c in values else np.zeros(n) for c in ("framewise_displacement", "std_dvars"))
     motion = np.zeros(n, dtype=bool)
     if strategy.scrub:
         if "framewise_displacement" not in table:
-            raise StrategyError(None, f"confound column 'framewise_displacement' needed by strategy {strategy.name!r} "
-                                      "is absent")
+            raise StrategyError(source, f"confound column 'framewise_displacement' needed by strategy "
+                                        f"{strategy.name!r} is absent")
         motion = (np.nan_to_num(fd) > settings.fd_threshold) | (np.nan_to_num(dvars) > settings.dvars_threshold)
     censored = nss | motion
     if strategy.scrub and settings.min_segment > 1:
@@ -209,27 +231,79 @@ def clean_signals(
 def clean_run(
     signals: dict[str, np.ndarray], confounds: pd.DataFrame, tr: float, strategy: Strategy,
     settings: CleaningSettings, source: str | Path | None = None,
+    names: dict[str, list[str]] | None = None, bold: str | Path | None = None,
 ) -> CleanedRun:
     """Clean the region signals of all atlases of one run with one strategy.
 
     The atlases are cleaned together (one call, columns stacked), since the
     design and the censoring do not depend on the atlas.
+
+    Parameters
+    ----------
+    signals : dict of str -> ndarray, shape (n_volumes, n_regions)
+        Raw region signals per atlas (NaN columns: regions without coverage).
+    confounds : DataFrame
+        The run's confounds table, ``source`` its file (named in errors).
+    tr : float
+        Repetition time (s).
+    strategy, settings : Strategy, CleaningSettings
+    names : dict of str -> list of str, optional
+        Region names per atlas, for the messages (default: ``#<column>``).
+    bold : path, optional
+        The BOLD file the signals come from, named in errors about them.
+
+    Raises
+    ------
+    NmflowInputError
+        Confounds of another length, not numeric, or lacking a column; too few
+        volumes left; with ``--standardize psc`` a region whose mean signal is
+        0; a region constant in the BOLD or left constant by the cleaning.
     """
     n_volumes = next(iter(signals.values())).shape[0]
     if len(confounds) != n_volumes:
         raise NmflowInputError(source, f"confounds file has {len(confounds)} rows but the BOLD has {n_volumes} volumes")
     design = select_confounds(confounds, strategy, source)
-    outliers = censoring(confounds, strategy, settings)
+    outliers = censoring(confounds, strategy, settings, source)
     kept = np.flatnonzero(outliers["censored"].to_numpy() == 0)
     if kept.size < settings.min_volumes:
         raise StrategyError(source, f"only {kept.size} volumes left after censoring with strategy "
                                     f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
-    names = list(signals)
-    stacked = np.hstack([signals[a] for a in names])
+    names = names or {a: [f"#{k}" for k in range(x.shape[1])] for a, x in signals.items()}
+    _check_regions(signals, names, _constant, bold, "are constant over time in the BOLD (every voxel keeps its "
+                   "value): no signal to correlate")
+    if settings.standardize == "psc":
+        _check_regions({a: x[kept] for a, x in signals.items()}, names, _zero_mean, bold,
+                       "have a mean signal of 0: --standardize psc needs the BOLD's raw intensities "
+                       "(use --standardize zscore_sample)")
+    stacked = np.hstack([signals[a] for a in signals])
     cleaned = clean_signals(stacked, design, kept, tr, strategy, settings)
     out, start = {}, 0
-    for a in names:
+    for a in signals:
         stop = start + signals[a].shape[1]
         out[a] = cleaned[:, start:stop]
         start = stop
+    _check_regions(out, names, _constant, source, f"are constant after cleaning with strategy {strategy.name!r} "
+                   "(the confounds explain their whole signal): no signal to correlate", StrategyError)
     return CleanedRun(out, design, outliers, kept)
+
+
+def _zero_mean(x: np.ndarray) -> np.ndarray:
+    """Columns of ``x`` whose mean is 0 for numerical purposes (NaN columns: False)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(x.mean(axis=0)) <= 1e-6 * np.abs(x).max(axis=0)
+
+
+def _constant(x: np.ndarray) -> np.ndarray:
+    """Columns of ``x`` without finite variation (all-NaN columns, regions without coverage: False)."""
+    finite = np.isfinite(x)
+    return finite.any(axis=0) & ~(finite.all(axis=0) & (np.ptp(np.where(finite, x, 0), axis=0) > 0))
+
+
+def _check_regions(arrays: dict[str, np.ndarray], names: dict[str, list[str]], flagged, path: str | Path | None,
+                   problem: str, error: type[NmflowInputError] = NmflowInputError) -> None:
+    """Raise ``error`` naming the regions (columns) ``flagged(array)`` marks, atlas by atlas (a
+    :class:`StrategyError` when the problem is one strategy's: the run's other strategies go on)."""
+    for atlas, x in arrays.items():
+        bad = [names[atlas][k] for k in np.flatnonzero(flagged(x))]
+        if bad:
+            raise error(path, f"atlas {atlas}: region(s) {', '.join(map(str, bad[:5]))} {problem}")
