@@ -50,9 +50,12 @@ def test_nilearn_layout_is_found(tmp_path, tiny_dataset):
 def test_user_atlas_and_its_errors(tmp_path, tiny_dataset):
     src = resolve_atlas("yeo7thick", tiny_dataset["atlas_dir"]).image
     table = tmp_path / "labels.tsv"
-    pd.DataFrame({"index": [1, 2, 3], "name": ["a", "b", "c"]}).to_csv(table, sep="\t", index=False)
+    pd.DataFrame({"index": range(1, 8), "name": list("abcdefg")}).to_csv(table, sep="\t", index=False)
     atlas = resolve_atlas(f"mine={src}:{table}")
-    assert atlas.indices == [1, 2, 3] and atlas.entities == {"atlas": "mine"}
+    assert atlas.indices == list(range(1, 8)) and atlas.names == list("abcdefg") and atlas.entities == {"atlas": "mine"}
+    pd.DataFrame({"index": [1, 2, 3], "name": ["a", "b", "c"]}).to_csv(table, sep="\t", index=False)
+    with pytest.raises(NmflowInputError, match=r"labels.tsv: label\(s\) \[4, 5, 6, 7\] of .* have no name"):
+        resolve_atlas(f"mine={src}:{table}")  # a region of the image is never dropped silently
     pd.DataFrame({"index": [1, 99], "name": ["a", "zz"]}).to_csv(table, sep="\t", index=False)
     with pytest.raises(NmflowInputError, match=r"label\(s\) \[99\].*not found"):
         resolve_atlas(f"mine={src}:{table}")

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import read_tsv
+from nmflow.participant.images import read_image
 
 YEO_NAMES = {
     7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
@@ -185,18 +187,46 @@ def _user_atlas(spec: str) -> Atlas:
     for path in (image, table):
         if not path.exists():
             raise NmflowInputError(path, f"file of atlas {name!r} not found")
-    lut = pd.read_csv(table, sep="\t" if table.suffix == ".tsv" else ",")
-    if not {"index", "name"} <= set(lut.columns):
-        raise NmflowInputError(table, "labels table needs 'index' and 'name' columns")
-    lut = lut[lut["index"] != 0]
-    try:
-        present = set(np.unique(np.asarray(nib.load(image).dataobj)).astype(int))
-    except Exception as exc:
-        raise NmflowInputError(image, f"cannot read labels image ({exc})") from None
-    missing = [int(i) for i in lut["index"] if int(i) not in present]
+    indices, names = read_labels_table(table)
+    _, values = read_image(image)
+    if not np.isfinite(values).all() or (values != np.round(values)).any():
+        raise NmflowInputError(image, "labels image must hold whole numbers (region indices)")
+    present = set(np.unique(values).astype(int).tolist()) - {0}
+    missing = [i for i in indices if i not in present]
     if missing:
         raise NmflowInputError(image, f"label(s) {missing[:5]} of {table.name} not found in the image")
-    return Atlas(name, image, [int(i) for i in lut["index"]], [str(v) for v in lut["name"]], {"atlas": name})
+    unnamed = sorted(present - set(indices))
+    if unnamed:
+        raise NmflowInputError(table, f"label(s) {unnamed[:5]} of {image.name} have no name in this table: "
+                               "add an (index, name) row for each, or set them to 0 in the image")
+    return Atlas(name, image, indices, names, {"atlas": name})
+
+
+def read_labels_table(path: Path) -> tuple[list[int], list[str]]:
+    """Region indices and names of a labels table (``index`` and ``name`` columns; TSV, or CSV by extension).
+
+    Index 0 (background) is dropped.  Raises :class:`NmflowInputError` naming
+    the file and line of a bad row: an index that is not a whole number, a
+    repeated index, an empty name.
+    """
+    table = read_tsv(path, "labels table", sep="\t" if path.suffix == ".tsv" else ",", dtype=str,
+                     keep_default_na=False).fillna("")
+    if not {"index", "name"} <= set(table.columns):
+        raise NmflowInputError(path, "labels table needs 'index' and 'name' columns")
+    indices, names = [], []
+    for line, (index, label) in enumerate(zip(table["index"], table["name"]), start=2):
+        if not re.fullmatch(r"\s*\d+\s*", index):
+            raise NmflowInputError(path, f"line {line}: index {index!r} is not a whole number")
+        if int(index) in indices:
+            raise NmflowInputError(path, f"line {line}: index {int(index)} given twice")
+        if int(index) and not label.strip():
+            raise NmflowInputError(path, f"line {line}: region {int(index)} has no name")
+        if int(index):
+            indices.append(int(index))
+            names.append(label.strip())
+    if not indices:
+        raise NmflowInputError(path, "labels table lists no region (index > 0)")
+    return indices, names
 
 
 def region_centres(atlas: Atlas) -> np.ndarray:
