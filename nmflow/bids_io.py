@@ -20,7 +20,8 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text
+from nmflow.fileio import atomic_write_text, read_json
+from nmflow.participant.images import load_header
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
@@ -83,8 +84,9 @@ def collect_runs(
 ) -> tuple[list[Run], list[str]]:
     """Find preprocessed BOLD runs and their mask, confounds and TR.
 
-    Returns the runs and a list of one-line problems (a run whose companion
-    file is missing is reported there, not returned).
+    Returns the runs and a list of one-line problems: a run whose companion
+    file is missing or whose TR cannot be read (sidecar, header) is reported
+    there and left out, and the other runs are collected.
     """
     fmriprep_dir = Path(fmriprep_dir)
     if not fmriprep_dir.is_dir():
@@ -110,34 +112,43 @@ def collect_runs(
         if not confounds:
             problems.append(f"{bold.path}: no matching desc-confounds_timeseries.tsv (or desc-confounds_regressors.tsv)")
             continue
+        try:
+            tr = repetition_time(bold.path)
+        except NmflowInputError as exc:
+            problems.append(str(exc))
+            continue
         runs.append(Run(
             subject=ents["subject"], session=ents.get("session"), task=ents.get("task"),
             run=str(ents["run"]) if "run" in ents else None, acquisition=ents.get("acquisition"),
             space=ents.get("space"), res=str(ents["res"]) if "res" in ents else None,
-            bold=bold.path, mask=mask[0].path, confounds=confounds[0].path,
-            tr=repetition_time(bold.path),
+            bold=bold.path, mask=mask[0].path, confounds=confounds[0].path, tr=tr,
         ))
     return runs, problems
 
 
 def repetition_time(bold_path: str | Path) -> float:
-    """TR in seconds from the JSON sidecar, else from the NIfTI header."""
+    """TR in seconds from the JSON sidecar, else from the NIfTI header.
+
+    Raises
+    ------
+    NmflowInputError
+        An unreadable or invalid sidecar, a ``RepetitionTime`` that is not a
+        positive number, or no TR in either place.
+    """
     bold_path = Path(bold_path)
     sidecar = Path(str(bold_path).replace(".nii.gz", ".json").replace(".nii", ".json"))
     if sidecar.exists():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except json.JSONDecodeError as exc:
-            raise NmflowInputError(sidecar, f"invalid JSON ({exc})") from None
+        meta = read_json(sidecar, "sidecar")
         if "RepetitionTime" in meta:
-            return float(meta["RepetitionTime"])
-    try:
-        zooms = nib.load(bold_path).header.get_zooms()
-    except Exception as exc:
-        raise NmflowInputError(bold_path, f"cannot read image header ({exc})") from None
-    if len(zooms) < 4 or zooms[3] <= 0:
+            value = meta["RepetitionTime"]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise NmflowInputError(sidecar, f"RepetitionTime must be a positive number of seconds, got {value!r}")
+            return float(value)
+    header = load_header(bold_path).header
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not 0 < zooms[3] < float("inf"):
         raise NmflowInputError(bold_path, "no RepetitionTime in the sidecar and none in the header")
-    return float(zooms[3])
+    return float(zooms[3]) / {"msec": 1000.0, "usec": 1e6}.get(header.get_xyzt_units()[1], 1.0)
 
 
 def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from nmflow.cli.group_options import add_group_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import check_apart, read_json
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
@@ -91,12 +91,15 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.bids_io import collect_runs, write_dataset_description
     from nmflow.participant.denoise import load_strategy
 
+    check_outputs_apart(args)
     filters = _read_filters(args.bids_filter_file)
     strategies = [load_strategy(s) for s in args.denoise]
     runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
     if not runs and not problems:
         raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}"
                                + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
+    if not runs:
+        return _summary(args.out_dir, 0, problems, {})
     res = run_resolution(runs)
     atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
     for line in grid_mismatches(atlases, [r.bold for r in runs]):
@@ -116,12 +119,20 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
                                      plugin_args, args.verbose, command_line(argv))
     skipped = skipped_strategies(runs, work_dir.absolute(), failures)
     save_call(args.out_dir, "participant", args, argv)
+    return _summary(args.out_dir, len(runs) - len(failures), problems, failures, skipped)
+
+
+def _summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str, str],
+             skipped: dict[str, list[str]] | None = None) -> int:
+    """Print the problems found while collecting runs, the count of runs done, the strategies skipped and the
+    failed runs; return the exit code."""
+    skipped = skipped or {}
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     n_skipped = sum(len(v) for v in skipped.values())
-    print(f"nmflow participant: {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done"
+    print(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
           + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
-          + f" -> {args.out_dir}")
+          + f" -> {out_dir}")
     for key, lines in skipped.items():
         for line in lines:
             print(f"nmflow: warning: {key}: strategy skipped: {line}", file=sys.stderr)
@@ -130,13 +141,22 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if failures or problems or skipped else 0
 
 
+def check_outputs_apart(args: argparse.Namespace) -> None:
+    """Refuse an OUT_DIR or work folder equal to, inside or containing an input folder (nothing is written there)."""
+    inputs = [args.bids_dir] + ([args.timeseries_dir] if getattr(args, "timeseries_dir", None) else [])
+    for source in inputs:
+        check_apart(source, args.out_dir, "OUT_DIR")
+        if args.work_dir:
+            check_apart(source, args.work_dir, "the work folder (-w)")
+
+
 def _read_filters(path: Path | None) -> dict:
     if path is None:
         return {}
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NmflowInputError(path, f"cannot read BIDS filter file ({exc})") from None
+    filters = read_json(path, "BIDS filter file")
+    if not all(isinstance(v, dict) for v in filters.values()):
+        raise NmflowInputError(path, "BIDS filter file must map each query (e.g. 'bold') to an object of entities")
+    return filters
 
 
 def read_plugin_args(value: str | dict | None) -> dict:
@@ -187,6 +207,7 @@ def run_group(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.group.settings import GroupSettings
     from nmflow.workflows.group import run_group as run_group_level
 
+    check_outputs_apart(args)
     args.plugin_args = read_plugin_args(args.plugin_args)
     status = run_group_level(GroupSettings.from_namespace(args))
     save_call(args.out_dir, "group", args, argv)
