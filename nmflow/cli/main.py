@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import traceback
 
 from nmflow.errors import NmflowInputError
 
@@ -36,17 +37,32 @@ def main(argv: list[str] | None = None) -> int:
     -------
     int
         The command's own code; 1 after bad input (:class:`NmflowInputError`,
-        which covers a missing, unreadable or invalid config file) or a file
-        system error (:class:`OSError`); argparse's 2 after a usage error and 0
-        after ``--help`` or ``--version``.
+        which covers a missing, unreadable or invalid config file) or a
+        problem of the machine (:class:`OSError`: permissions, a full disk, a
+        missing tool; :class:`MemoryError`), printed as one line (with the
+        traceback too under ``-v``); 1 after any other exception, a bug, whose
+        traceback is printed with a line asking to report it; 130 after
+        Ctrl-C; argparse's 2 after a usage error and 0 after ``--help`` or
+        ``--version``.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
     try:
         return _dispatch(argv)
     except SystemExit as exc:  # raised by argparse only
         return int(exc.code or 0)
-    except (NmflowInputError, OSError) as exc:
+    except KeyboardInterrupt:
+        print("nmflow: interrupted", file=sys.stderr)
+        return 130
+    except (NmflowInputError, OSError, MemoryError) as exc:  # bad input, or the machine (permissions, disk, memory)
+        if verbose:
+            traceback.print_exc()
         print(f"nmflow: error: {_error_line(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug in nmflow
+        traceback.print_exc()
+        print(f"nmflow: error: internal error ({type(exc).__name__}: {_error_line(exc)}). This is a bug in nmflow: "
+              "please report it with the command line and the traceback above.", file=sys.stderr)
         return 1
 
 
@@ -63,6 +79,8 @@ def _error_line(exc: Exception) -> str:
     """The one-line message of a user error (``FILE: problem`` for a file system error)."""
     if isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    elif isinstance(exc, MemoryError):
+        text = f"out of memory ({exc})" if str(exc) else "out of memory"
     else:
         text = str(exc)
     return " ".join(text.split())

@@ -154,11 +154,25 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     return graph, crashes
 
 
-def crash_message(text: str) -> str:
-    """The last line of the traceback in a Nipype text crash file: ``Error: message``."""
+USER_ERRORS = re.compile(r"^(nmflow\.errors\.NmflowInputError|(\w+\.)*(\w*OSError|IOError|PermissionError|\w*NotFound"
+                         r"Error|FileExistsError|IsADirectoryError|NotADirectoryError|TimeoutError|MemoryError|"
+                         r"BadGzipFile))\b")
+
+
+def crash_message(text: str, crash_file: str | Path | None = None) -> str:
+    """The last line of the traceback in a Nipype text crash file: ``Error: message``.
+
+    Bad input (:class:`~nmflow.errors.NmflowInputError`, shown as its message)
+    and problems of the machine (``OSError`` and its kinds, ``MemoryError``)
+    stay one line; any other exception is a bug, and the line says so and asks
+    for a report with the crash file.
+    """
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     tb_end = [ln for ln in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", ln)]
     message = tb_end[-1] if tb_end else lines[-1]
+    if not USER_ERRORS.match(message):
+        where = f" {crash_file}" if crash_file else " (in the work folder)"
+        message += f" [internal error: a bug in nmflow; please report it with the crash file{where}]"
     return re.sub(r"^nmflow\.errors\.NmflowInputError: ", "", message)
 
 

@@ -159,7 +159,7 @@ def run_group(s: GroupSettings) -> int:
                                       stop_on_first_crash=True, verbose=s.verbose, preload=NODE_IMPORTS,
                                       progress=progress)
         if crashes or graph is None:
-            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace")) if crashes
+            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")
         summary, notes = _summary(staging / "group"), _notes(graph)
     print(f"{summary} -> {group_dir}")
