@@ -20,14 +20,17 @@ from typing import Callable
 
 from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text, table_text
+from nmflow.fileio import atomic_write_text, check_apart, table_text
 
 ENGINES = ("docker", "apptainer", "singularity", "local")
 DEFAULT_IMAGE = "nipreps/fmriprep:24.1.1"
+#: What runs fMRIPrep when ``--engine`` is not given: Docker on this machine, Apptainer in a SLURM script
+#: (clusters offer Apptainer/Singularity, not Docker).
+DEFAULT_ENGINE = {"run": "docker", "slurm": "apptainer"}
 DEFAULT_SPACES = ("MNI152NLin6Asym:res-2",)
 IN_CONTAINER = {"bids": "/data", "out": "/out", "work": "/work",
                 "license": "/opt/freesurfer/license.txt"}
-SUMMARY_COLUMNS = ["participant", "status", "exit_code", "seconds", "log"]
+SUMMARY_COLUMNS = ["participant", "status", "exit_code", "seconds", "log", "note"]
 _SUBJECT = "NMFLOWSUBJECTLABEL"
 
 
@@ -49,13 +52,15 @@ class FmriprepOptions:
 
 @dataclass(frozen=True)
 class SubjectResult:
-    """Outcome for one participant: ``done`` (already), ``ok``, ``failed`` or ``dry-run``."""
+    """Outcome for one participant: ``done`` (already), ``ok``, ``failed``, ``planned`` (dry run) or
+    ``skipped`` (its data cannot go through fMRIPrep; ``note`` says why)."""
 
     participant: str
     status: str
     returncode: int | None = None
     seconds: float | None = None
     log: Path | None = None
+    note: str = ""
 
 
 def check_options(options: FmriprepOptions) -> None:
@@ -72,8 +77,31 @@ def check_options(options: FmriprepOptions) -> None:
         raise NmflowInputError(options.fs_license_file, "FreeSurfer license file not found "
                                "(--fs-license-file or $FS_LICENSE)")
     if options.engine in ("apptainer", "singularity") and not options.image:
-        raise NmflowInputError(None, f"--image must name the fMRIPrep .sif file for "
-                               f"--engine {options.engine}")
+        raise NmflowInputError(None, f"--image must name the fMRIPrep .sif file for --engine {options.engine} "
+                               f"(build it once with: {options.engine} build fmriprep.sif docker://{DEFAULT_IMAGE})")
+
+
+def check_folders(bids_dir: Path, deriv_dir: Path, work_dir: Path) -> None:
+    """Refuse an output or work folder that would write into the BIDS dataset (``derivatives/`` is allowed for
+    the output, as fMRIPrep suggests) or that contains it."""
+    check_apart(bids_dir, deriv_dir, "DERIV_DIR", allowed="derivatives")
+    check_apart(bids_dir, work_dir, "--work-dir")
+
+
+def missing_data(bids_dir: Path, participant: str) -> str:
+    """Why fMRIPrep cannot process ``participant`` (no T1w image, no BOLD run), or ``""``."""
+    subject = bids_dir / with_prefix(participant)
+    for datatype, suffix, what in (("anat", "T1w", "no T1w image"), ("func", "bold", "no BOLD run")):
+        if not any(subject.glob(f"{datatype}/*_{suffix}.nii*")) and not any(
+                subject.glob(f"ses-*/{datatype}/*_{suffix}.nii*")):
+            return what
+    return ""
+
+
+def skipped(bids_dir: Path, participants: list[str] | None = None) -> list[SubjectResult]:
+    """The selected participants (default: all) that lack data fMRIPrep needs, as ``skipped`` results."""
+    return [SubjectResult(p, "skipped", note=why) for p in find_participants(bids_dir, participants)
+            if (why := missing_data(bids_dir, p))]
 
 
 def _fmriprep_args(bids: str, out: str, work: str, license_file: str, participant: str,
@@ -193,8 +221,10 @@ def run_all(bids_dir: Path, deriv_dir: Path, options: FmriprepOptions, log_dir: 
         One per participant, in order.
     """
     check_options(options)
+    check_folders(bids_dir, deriv_dir, options.work_dir)
     labels = find_participants(bids_dir, participants)
-    todo = [p for p in labels if rerun or not is_done(deriv_dir, p)]
+    lacking = {r.participant: r for r in skipped(bids_dir, labels)}
+    todo = [p for p in labels if p not in lacking and (rerun or not is_done(deriv_dir, p))]
     commands = {p: build_command(bids_dir, deriv_dir, p, options) for p in todo}
     if dry_run:
         for participant in todo:
@@ -207,10 +237,12 @@ def run_all(bids_dir: Path, deriv_dir: Path, options: FmriprepOptions, log_dir: 
             folder.mkdir(parents=True, exist_ok=True)
     results = []
     for participant in labels:
-        if participant not in commands:
+        if participant in lacking:
+            results.append(lacking[participant])
+        elif participant not in commands:
             results.append(SubjectResult(participant, "done"))
         elif dry_run:
-            results.append(SubjectResult(participant, "dry-run"))
+            results.append(SubjectResult(participant, "planned"))
         else:
             echo(f"fmriprep: running {with_prefix(participant)}")
             log = log_dir / f"{with_prefix(participant)}.log"
@@ -227,16 +259,24 @@ def _summary_rows(results: list[SubjectResult]) -> list[dict[str, str]]:
     return [{"participant": with_prefix(r.participant), "status": r.status,
              "exit_code": "" if r.returncode is None else str(r.returncode),
              "seconds": "" if r.seconds is None else f"{r.seconds:g}",
-             "log": "" if r.log is None else str(r.log)} for r in results]
+             "log": "" if r.log is None else str(r.log), "note": r.note} for r in results]
 
 
-def format_summary(results: list[SubjectResult]) -> str:
-    """A plain-text table of the results, followed by a one-line verdict."""
+def format_summary(results: list[SubjectResult], dry_run: bool = False) -> str:
+    """A plain-text table of the results, followed by a one-line verdict.
+
+    The verdict lists the failed participants (``failed: none`` when all
+    ran), or after a dry run the planned ones; skipped participants follow.
+    """
     rows = [dict(zip(SUMMARY_COLUMNS, SUMMARY_COLUMNS))] + _summary_rows(results)
     widths = {c: max(len(row[c]) for row in rows) for c in SUMMARY_COLUMNS}
     lines = ["  ".join(row[c].ljust(widths[c]) for c in SUMMARY_COLUMNS).rstrip() for row in rows]
-    failed = [with_prefix(r.participant) for r in results if r.status == "failed"]
-    lines.append(f"failed: {', '.join(failed)}" if failed else "failed: none")
+    status = "planned" if dry_run else "failed"
+    verdict = f"{status}: {', '.join(with_prefix(r.participant) for r in results if r.status == status) or 'none'}"
+    if dry_run:
+        verdict += " (dry run: nothing was run)"
+    skipped = [f"{with_prefix(r.participant)} ({r.note})" for r in results if r.status == "skipped"]
+    lines.append(verdict + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
     return "\n".join(lines)
 
 
@@ -299,11 +339,14 @@ def write_slurm_script(path: Path, bids_dir: Path, deriv_dir: Path, options: Fmr
     Returns
     -------
     list of str
-        Participant labels in the array (empty: nothing written).
+        Participant labels in the array (empty: nothing written); participants
+        lacking a T1w image or a BOLD run are left out (:func:`missing_data`).
     """
     check_options(options)
+    check_folders(bids_dir, deriv_dir, options.work_dir)
+    lacking = {r.participant for r in skipped(bids_dir, participants)}
     labels = [p for p in find_participants(bids_dir, participants)
-              if rerun or not is_done(deriv_dir, p)]
+              if p not in lacking and (rerun or not is_done(deriv_dir, p))]
     if labels:
         log_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, slurm_script(bids_dir, deriv_dir, labels, options, log_dir,

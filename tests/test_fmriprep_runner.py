@@ -27,7 +27,9 @@ touch "$out/sub-$label.html"
 def study(tmp_path):
     bids = tmp_path / "bids"
     for label in ("01", "02", "03"):
-        (bids / f"sub-{label}" / "anat").mkdir(parents=True)
+        for datatype, name in (("anat", "T1w"), ("func", "task-rest_bold")):
+            (bids / f"sub-{label}" / datatype).mkdir(parents=True)
+            (bids / f"sub-{label}" / datatype / f"sub-{label}_{name}.nii.gz").write_bytes(b"")
     (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.9.0"}')
     license_file = tmp_path / "license.txt"
     license_file.write_text("fake license\n")
@@ -80,7 +82,8 @@ def test_dry_run_prints_exact_commands(study, capsys, engine):
             expected.append([engine, "run", "--cleanenv", *[x for b in binds for x in ("-B", b)],
                              "/images/fmriprep-24.1.1.sif", *tail])
     assert commands == expected
-    assert _status(out) == {"sub-01": "dry-run", "sub-03": "dry-run"}
+    assert _status(out) == {"sub-01": "planned", "sub-03": "planned"}
+    assert out.rstrip().endswith("planned: sub-01, sub-03 (dry run: nothing was run)")
     assert not study["out"].exists() and not (study["tmp"] / "work").exists()
 
 
@@ -91,7 +94,7 @@ def test_done_participants_are_skipped(study, capsys):
     assert code == 0
     labels = [shlex.split(line)[5] for line in out.splitlines() if line.startswith("fmriprep ")]
     assert labels == ["01", "03"]
-    assert _status(out) == {"sub-01": "dry-run", "sub-02": "done", "sub-03": "dry-run"}
+    assert _status(out) == {"sub-01": "planned", "sub-02": "done", "sub-03": "planned"}
     code, out, _ = run_cli(_base(study, "--engine", "local", "--dry-run", "--rerun"), capsys)
     assert sum(line.startswith("fmriprep ") for line in out.splitlines()) == 3
 
@@ -175,3 +178,18 @@ def test_labels_are_taken_with_or_without_sub(study):
     for label in ("01", "sub-01"):
         assert with_prefix(label) == with_prefix(with_prefix(label)) == "sub-01"
         assert strip_prefix(with_prefix(label)) == "01"
+
+
+def test_slurm_script_defaults_to_apptainer(study, capsys):
+    script = study["tmp"] / "fmriprep.sbatch"
+    code, _, err = run_cli(_base(study, "--slurm-script", str(script)), capsys)
+    assert code == 1 and "--image must name the fMRIPrep .sif file for --engine apptainer" in err
+    assert "apptainer build fmriprep.sif docker://nipreps/fmriprep:24.1.1" in err and not script.exists()
+    code, _, err = run_cli(_base(study, "--slurm-script", str(script), "--image", "/images/fmriprep.sif"), capsys)
+    assert code == 0, err
+    command = script.read_text().splitlines()[-1]
+    assert command.startswith("apptainer run --cleanenv -B ") and "/images/fmriprep.sif /data /out" in command
+    assert "docker" not in script.read_text()
+    code, _, err = run_cli(_base(study, "--slurm-script", str(script), "--engine", "singularity", "--image",
+                                 "/images/fmriprep.sif"), capsys)
+    assert code == 0 and script.read_text().splitlines()[-1].startswith("singularity run --cleanenv ")
