@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 
 import nibabel as nib
@@ -39,6 +41,8 @@ def converted(tmp_path_factory):
     assert main(["dicom", "inventory", str(dicom), str(csv_path), "--key-file", str(key)]) == 0
     rows = read_csv(csv_path)
     fmap = next(r for r in rows if r["suffix"] == "phasediff")
+    assert fmap["include"] == "no" and "without its magnitude image" in fmap["reason"]
+    fmap["include"] = "yes"  # the user's edits win: convert the incomplete fieldmap all the same
     for row in rows:  # the user's edits: the EPI belongs to the fieldmap's visit
         if row["series_description"] == "ax_asc_35sl":
             row.update(include="yes", datatype="func", suffix="bold", entities="task-rest",
@@ -48,10 +52,22 @@ def converted(tmp_path_factory):
             row.update(include="yes", datatype="anat", suffix="T1w")  # MR_small
     write_csv(csv_path, rows)
     bids = tmp / "bids"
-    assert main(["dicom", "convert", str(csv_path), str(bids)]) == 0
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        assert main(["dicom", "convert", str(csv_path), str(bids)]) == 0
     t1 = next(r for r in rows if r["suffix"] == "T1w")
-    return {"tmp": tmp, "bids": bids, "csv": csv_path, "sources": sources,
+    return {"tmp": tmp, "bids": bids, "csv": csv_path, "sources": sources, "stderr": stderr.getvalue(),
             "fmap_sub": fmap["participant_label"], "t1_sub": t1["participant_label"]}
+
+
+def test_included_unusable_series_are_converted_with_a_warning(converted):
+    sub, lines = converted["fmap_sub"], converted["stderr"].splitlines()
+    stem = f"sub-{sub}/ses-01"
+    fmap = [ln for ln in lines if f": {stem}/fmap/sub-{sub}_ses-01_phasediff: " in ln]
+    assert len(fmap) == 1 and fmap[0].startswith("nmflow: warning: inventory.csv: line ")
+    assert fmap[0].endswith("phasediff fieldmap without its magnitude image (incomplete fieldmap, invalid BIDS) "
+                            "(converted: the CSV says include=yes)")
+    assert any(f"{stem}/func/sub-{sub}_ses-01_task-rest_bold: functional series of 1 volume" in ln for ln in lines)
 
 
 def _outputs(bids):

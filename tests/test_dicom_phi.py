@@ -46,6 +46,8 @@ def phi_run(tmp_path_factory):
         write_series(folder, patient_id=PHI["PatientID"], study_uid=study, phi=PHI,
                      description="gre_field_mapping", series_number=6, study_date=study_date,
                      image_type=("ORIGINAL", "PRIMARY", "P", "ND"))
+        write_series(folder, patient_id=PHI["PatientID"], study_uid=study, phi=PHI,  # its magnitude image
+                     description="gre_field_mapping", series_number=7, study_date=study_date)
     terminal = io.StringIO()
     commands = [["dicom", "inventory", str(tmp / "dicom"), str(tmp / "inv.csv"),
                  "--key-file", str(tmp / "secret" / "key.csv")]]
@@ -67,7 +69,7 @@ def test_no_planted_phi_anywhere_but_the_key_file(phi_run, policy):
     assert PHI["PatientID"] in (tmp / "secret" / "key.csv").read_text()
     checked = [p for p in tmp.rglob("*")
                if p.is_file() and "dicom" not in p.relative_to(tmp).parts and p.name != "key.csv"]
-    assert len(list(bids.rglob("*.nii.gz"))) == 6
+    assert len(list(bids.rglob("*.nii.gz"))) == 8
     hits = [(p.relative_to(tmp), needle) for p in checked for needle in NEEDLES
             if needle.lower().encode() in all_bytes(p).lower()]
     assert hits == []
@@ -89,13 +91,13 @@ def test_date_policies(phi_run, policy):
     bids = tmp / f"bids-{policy}"
     (scans,) = bids.glob("sub-*/ses-01/*_scans.tsv")
     lines = scans.read_text().splitlines()
-    assert lines[0] == "filename\tacq_time" and len(lines) == 4
+    assert lines[0] == "filename\tacq_time" and len(lines) == 5
     times = [line.split("\t")[1] for line in lines[1:]]
     text = "".join(all_bytes(p).decode("latin-1") for p in bids.rglob("*")
                    if p.is_file() and not p.name.endswith(".nii.gz"))
     assert "2023-01-15" not in text and "20230115" not in text
     if policy == "remove":
-        assert times == ["n/a"] * 3
+        assert times == ["n/a"] * 4
         assert '"AcquisitionTime"' not in text
     else:
         expected = (date(2023, 1, 15) - timedelta(days=shift)).isoformat()

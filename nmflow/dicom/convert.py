@@ -20,9 +20,10 @@ from pathlib import Path
 from nmflow.dicom.anonymize import DATE_POLICIES, find_leaks, scrub_tree
 from nmflow.dicom.bidsfiles import set_intended_for, write_dataset_files
 from nmflow.dicom.heuristic import write_heuristic
-from nmflow.dicom.plan import PlannedSeries, read_plan
+from nmflow.dicom.plan import PlannedSeries, plan_warnings, read_plan
 from nmflow.dicom.scan import DicomHeader, scan_tree
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import check_apart
 
 
 @dataclass
@@ -207,7 +208,10 @@ def run_convert(csv_path: str | Path, bids_dir: str | Path, date_policy: str = "
                                        "empty but --date-policy shift needs it")
     if shutil.which("dcm2niix", path=_tool_env()["PATH"]) is None:
         raise NmflowInputError(None, "dcm2niix not found on PATH (pip install dcm2niix)")
+    for root in sorted({item.dicom_root for item in planned}):
+        check_apart(root, bids_dir, "BIDS_DIR")
     files, warnings = locate_series(csv_path, planned)
+    warnings += plan_warnings(csv_path, planned)
     sessions = defaultdict(list)
     for item in planned:
         sessions[(item.participant, item.session)].append(item)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nmflow.dicom.checks import SeriesFacts, unusable
 from nmflow.dicom.classify import Proposal, classify
 from nmflow.dicom.files import read_table
 from nmflow.dicom.scan import Series, group_series, scan_tree
@@ -112,6 +113,18 @@ def _number_runs(rows: list[dict[str, str]]) -> None:
                 row["entities"] = "_".join(e for e in (row["entities"], f"run-{run}") if e)
 
 
+def _exclude_unusable(rows: list[dict], warnings: list[str]) -> None:
+    """Propose ``include=no`` (with a warning) for included series :func:`~nmflow.dicom.checks.unusable` flags."""
+    included = [row for row in rows if row["include"] == "yes"]
+    facts = [SeriesFacts((row["participant_label"], row["session_label"]), row["datatype"], row["suffix"],
+                         row["n_volumes"], float(row["age"]) if row["age"] else None) for row in included]
+    for index, problem in unusable(facts).items():
+        row = included[index]
+        row.update(include="no", reason=problem)
+        warnings.append(f"sub-{row['participant_label']}/ses-{row['session_label']} series {row['series_number']} "
+                        f"({row['series_description'] or row['protocol_name']}): {problem}; proposed include=no")
+
+
 def _csv_row(item: Series, proposal: Proposal, key: dict[str, str], root: Path) -> dict:
     head = item.first
     age = "" if head.age_years is None else f"{head.age_years:g}"
@@ -178,6 +191,7 @@ def run_inventory(dicom_root: str | Path, csv_path: str | Path, key_file: str | 
     key_rows = assign_labels(series, read_key_file(key_file), warnings)
     keys = {row["study_instance_uid"]: row for row in key_rows}
     rows = [_csv_row(item, classify(item), keys[item.first.study_uid], root) for item in series]
+    _exclude_unusable(rows, warnings)
     _number_runs(rows)
     labels = {uid: row["participant_label"] for uid, row in keys.items()}
     warnings += _folder_warnings(series, labels, root)

@@ -6,10 +6,12 @@ anything is converted.
 
 from __future__ import annotations
 
+import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from nmflow.dicom.checks import SeriesFacts, unusable
 from nmflow.dicom.files import read_table
 from nmflow.errors import NmflowInputError
 
@@ -38,6 +40,7 @@ class PlannedSeries:
     age: float | None
     sex: str
     date_shift_days: int | None
+    n_volumes: int | None = None
 
     @property
     def stem(self) -> str:
@@ -109,6 +112,7 @@ def _parse_row(line: int, row: dict[str, str]) -> PlannedSeries | None:
         age=_number(row["age"], float, "age"),
         sex=sex,
         date_shift_days=_number(row["date_shift_days"], int, "date_shift_days"),
+        n_volumes=_number(row.get("n_volumes", ""), int, "n_volumes"),
     )
 
 
@@ -134,8 +138,10 @@ def read_plan(csv_path: str | Path) -> list[PlannedSeries]:
     csv_path = Path(csv_path)
     try:
         rows = read_table(csv_path)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NmflowInputError(csv_path, f"cannot read the inventory CSV ({exc})") from None
+    except FileNotFoundError:
+        raise NmflowInputError(csv_path, "inventory CSV not found") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise NmflowInputError(csv_path, f"cannot read the inventory CSV ({type(exc).__name__}: {exc})") from None
     missing = [c for c in REQUIRED_COLUMNS if not rows or c not in rows[0]]
     if missing:
         raise NmflowInputError(csv_path, f"missing column(s) {', '.join(missing)} "
@@ -143,7 +149,7 @@ def read_plan(csv_path: str | Path) -> list[PlannedSeries]:
     planned, seen_uid, seen_path = [], {}, {}
     for line, row in enumerate(rows, start=2):
         try:
-            item = _parse_row(line, {k: (v or "") for k, v in row.items()})
+            item = _parse_row(line, {k: v if isinstance(v, str) else "" for k, v in row.items()})
         except ValueError as exc:
             raise NmflowInputError(csv_path, f"line {line}: {exc}") from None
         if item is None:
@@ -158,3 +164,11 @@ def read_plan(csv_path: str | Path) -> list[PlannedSeries]:
     if not planned:
         raise NmflowInputError(csv_path, "no series has include=yes; nothing to convert")
     return planned
+
+
+def plan_warnings(csv_path: Path, planned: list[PlannedSeries]) -> list[str]:
+    """One line per included series :func:`~nmflow.dicom.checks.unusable` flags (converted all the same:
+    the CSV's ``include=yes`` wins)."""
+    facts = [SeriesFacts((p.participant, p.session), p.datatype, p.suffix, p.n_volumes, p.age) for p in planned]
+    return [f"{csv_path.name}: line {planned[index].line}: {planned[index].relpath}: {problem} "
+            "(converted: the CSV says include=yes)" for index, problem in unusable(facts).items()]
