@@ -14,13 +14,12 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text, read_json
+from nmflow.fileio import atomic_write_text, read_json, read_tsv
 from nmflow.participant.images import load_header
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
@@ -200,11 +199,21 @@ def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None
 
 
 def read_relmat(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Region names and the ``(n, n)`` matrix of a ``_relmat.tsv`` written by :func:`write_relmat`."""
-    try:
-        table = pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except Exception as exc:
-        raise NmflowInputError(path, f"cannot read relmat ({type(exc).__name__}: {exc})") from None
-    if table.columns[0] != "node" or list(table["node"]) != list(table.columns[1:]):
+    """Region names and the ``(n, n)`` matrix of a ``_relmat.tsv`` written by :func:`write_relmat`.
+
+    Raises
+    ------
+    NmflowInputError
+        An unreadable file, a table without the ``node`` column and one column
+        per node in the same order, or a cell that is not a number.
+    """
+    table = read_tsv(path, "relmat")
+    if table.shape[1] < 2 or table.columns[0] != "node" or [str(n) for n in table["node"]] != list(table.columns[1:]):
         raise NmflowInputError(path, "relmat must have a 'node' column and one column per node, same order")
-    return list(table.columns[1:]), table.iloc[:, 1:].to_numpy(float)
+    values = table.iloc[:, 1:].apply(pd.to_numeric, errors="coerce")
+    bad = values.isna() & table.iloc[:, 1:].notna()
+    if bad.to_numpy().any():
+        row, col = np.argwhere(bad.to_numpy())[0]
+        raise NmflowInputError(path, f"line {row + 2}, column {table.columns[col + 1]!r}: "
+                               f"{table.iat[row, col + 1]!r} is not a number")
+    return list(table.columns[1:]), values.to_numpy(float)

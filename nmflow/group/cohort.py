@@ -114,11 +114,13 @@ def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Spl
         try:
             folds = make_folds(table, s.control_label, s.folds, s.val_split, s.seed, s.split_file)
         except NmflowInputError as exc:
-            if not transferring or "too few" not in exc.problem:
+            if "too few" not in exc.problem:
                 raise
-            raise NmflowInputError(exc.path, f"{exc.problem}. To use {Path(s.init_model).name} without "
-                                   "fine-tuning, rerun with --no-fine-tune: it then scores everyone as it is, with "
-                                   "z-scores calibrated on this dataset's controls") from None
+            hint = ""  # too few controls in the participants table (or in the split file)
+            if transferring:
+                hint = (f". To use {Path(s.init_model).name} without fine-tuning, rerun with --no-fine-tune: it then "
+                        "scores everyone as it is, with z-scores calibrated on this dataset's controls")
+            raise NmflowInputError(exc.path or s.participants_file, exc.problem + hint) from None
     pool, train, val = final_fit(folds, table["site"].to_numpy(), s.val_split, s.seed)
     return Split(folds, pool, train, val)
 

@@ -47,6 +47,7 @@ import torch
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import read_json
 from nmflow.normative.config import TrainConfig
 
 CARD_FORMAT = "nmflow-normative-autoencoder/2"
@@ -406,10 +407,7 @@ def load_model(path: str | Path) -> NormativeModel:
 
     path = Path(path)
     card_path = path.with_suffix(".json")
-    try:
-        card = json.loads(card_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise NmflowInputError(card_path, f"cannot read model card ({exc})") from None
+    card = read_json(card_path, "model card")
     if card.get("format") != CARD_FORMAT:
         raise NmflowInputError(card_path, f"not an nmflow model card (format {card.get('format')!r})")
     try:
@@ -423,8 +421,15 @@ def load_model(path: str | Path) -> NormativeModel:
         n_layers = len(card["layer_sizes"]) - 1
         params = [tensors[f"layer{k}.{kind}"] for k in range(n_layers) for kind in ("weight", "bias")]
         mean, scale = tensors["scaler.mean"], tensors["scaler.scale"]
+        shapes = param_shapes(len(mean), int(card["n_covariates"]))
+        n_names = len(card["feature_names"]) if "feature_names" in card else len(mean)
     except Exception as exc:
         raise NmflowInputError(path, f"corrupt model file ({type(exc).__name__}: {exc})") from None
+    found = [p.shape for p in params]
+    expected = [shape for fan_in, fan_out in shapes for shape in ((fan_in, fan_out), (1, fan_out))]
+    if found != expected or scale.shape != mean.shape or n_names != len(mean):
+        raise NmflowInputError(path, f"model does not match its card: arrays {found} for {len(mean)} features and "
+                               f"{card['n_covariates']} covariates")
     return NormativeModel(params, mean, scale, card, tensors.get("calibration.residual_sd"))
 
 
