@@ -39,7 +39,10 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # named after the file meant, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w", newline="") as handle:
             handle.write(text)
@@ -193,6 +196,26 @@ def read_tsv(path: str | Path, what: str, **kwargs) -> pd.DataFrame:
         raise NmflowInputError(path, f"cannot read {what} ({type(exc).__name__}: {exc})") from None
 
 
+def read_text(path: str | Path, what: str) -> str:
+    """The text of a file; a missing, unreadable or non-UTF-8 file is a one-line :class:`NmflowInputError`.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file.
+    what : str
+        What the file should be, for the message (e.g. ``"sidecar"``).
+    """
+    try:
+        return Path(path).read_text()
+    except FileNotFoundError:
+        raise NmflowInputError(path, f"{what} not found") from None
+    except OSError as exc:
+        raise NmflowInputError(path, f"cannot read {what} ({exc.strerror})") from None
+    except UnicodeDecodeError:
+        raise NmflowInputError(path, f"cannot read {what} (not UTF-8 text)") from None
+
+
 def read_json(path: str | Path, what: str) -> dict:
     """Read a JSON object; any problem is a one-line :class:`NmflowInputError` naming the file.
 
@@ -203,14 +226,9 @@ def read_json(path: str | Path, what: str) -> dict:
     what : str
         What the file should be, for the message (e.g. ``"sidecar"``).
     """
+    text = read_text(path, what)
     try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise NmflowInputError(path, f"{what} not found") from None
-    except OSError as exc:
-        raise NmflowInputError(path, f"cannot read {what} ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise NmflowInputError(path, f"cannot read {what} (not UTF-8 text)") from None
+        data = json.loads(text)
     except (json.JSONDecodeError, RecursionError) as exc:
         raise NmflowInputError(path, f"{what} is not valid JSON ({exc})") from None
     if not isinstance(data, dict):

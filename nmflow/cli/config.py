@@ -17,18 +17,13 @@ import yaml
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text
+from nmflow.fileio import atomic_write_text, read_text
 
 
 def read_config_file(path: str | Path) -> dict:
     """Read a ``.yml``/``.yaml``/``.toml`` file into a flat dict."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise NmflowInputError(path, f"cannot read config file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise NmflowInputError(path, "cannot read config file (not UTF-8 text)") from None
+    text = read_text(path, "config file")
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
     except tomllib.TOMLDecodeError as exc:
@@ -74,7 +69,7 @@ def _convert(action: argparse.Action, value, path: Path, key: str):
                 item = action.type(str(item))
             else:
                 item = str(item)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+        except (TypeError, ValueError, OverflowError, argparse.ArgumentTypeError) as exc:
             raise NmflowInputError(path, f"option {key!r}: invalid value {item!r} ({exc})") from None
         if action.choices is not None and item not in action.choices:
             raise NmflowInputError(path, f"option {key!r}: {item!r} is not one of {', '.join(map(str, action.choices))}")

@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
     options = runner.FmriprepOptions(
         fs_license_file=Path(args.fs_license_file),
         work_dir=Path(args.work_dir or deriv.with_name(deriv.name + "_work")),
-        engine=args.engine or runner.DEFAULT_ENGINE["slurm" if args.slurm_script else "run"], image=args.image, output_spaces=tuple(args.output_spaces),
+        engine=args.engine or runner.DEFAULT_ENGINE["slurm" if args.slurm_script else "run"],
+        image=args.image, output_spaces=tuple(args.output_spaces),
         nthreads=args.nthreads, omp_nthreads=args.omp_nthreads, mem_mb=args.mem_mb,
         skip_bids_validation=args.skip_bids_validation,
         extra_args=tuple(shlex.split(args.fmriprep_args)))

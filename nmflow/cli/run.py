@@ -16,7 +16,7 @@ from nmflow.cli.group_options import add_group_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import check_apart, read_json
+from nmflow.fileio import check_apart, read_json, read_text, recover_staged
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
@@ -92,6 +92,8 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.participant.denoise import load_strategy
 
     check_outputs_apart(args)
+    if args.out_dir.is_dir():
+        recover_staged(args.out_dir)  # runs a killed call was moving into place
     filters = _read_filters(args.bids_filter_file)
     strategies = [load_strategy(s) for s in args.denoise]
     runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
@@ -166,11 +168,7 @@ def read_plugin_args(value: str | dict | None) -> dict:
     text, source = value, f"--plugin-args {value!r}"
     if not value.lstrip().startswith("{"):
         source = value
-        try:
-            text = Path(value).read_text()
-        except OSError as exc:
-            raise NmflowInputError(value, f"--plugin-args is neither a JSON object nor a readable file "
-                                          f"({exc.strerror})") from None
+        text = read_text(value, "--plugin-args file")
     try:
         data = yaml.safe_load(text)  # a JSON object is a YAML flow mapping
     except yaml.YAMLError as exc:

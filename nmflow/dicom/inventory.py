@@ -7,6 +7,7 @@ file, which also makes pseudonyms and session labels stable across runs.
 
 from __future__ import annotations
 
+import csv
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -49,7 +50,10 @@ def read_key_file(path: Path) -> list[dict[str, str]]:
     """
     if not path.exists():
         return []
-    rows = read_table(path)
+    try:
+        rows = read_table(path)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise NmflowInputError(path, f"cannot read the key file ({type(exc).__name__}: {exc})") from None
     if rows and not set(KEY_COLUMNS) <= set(rows[0]):
         raise NmflowInputError(path, f"not an nmflow key file (columns {KEY_COLUMNS} expected)")
     return rows

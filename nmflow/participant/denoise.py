@@ -25,7 +25,7 @@ import pandas as pd
 import yaml
 
 from nmflow.errors import NmflowInputError, StrategyError
-from nmflow.fileio import read_tsv
+from nmflow.fileio import read_text, read_tsv
 
 MOTION_24 = [
     rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
@@ -100,23 +100,35 @@ class CleanedRun:
 
 
 def load_strategy(spec: str) -> Strategy:
-    """A preset by name, or a strategy read from a YAML file path."""
+    """A preset by name, or a strategy read from a YAML file path (its patterns checked as regular expressions)."""
     if spec in PRESETS:
         return PRESETS[spec]
     path = Path(spec)
     if path.suffix not in (".yml", ".yaml"):
         raise NmflowInputError(None, f"unknown denoising strategy {spec!r}; use one of {', '.join(PRESETS)} or a .yml file")
+    text = read_text(path, "strategy file")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise NmflowInputError(path, f"cannot read strategy file ({exc})") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise NmflowInputError(path, f"cannot read strategy file ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict) or "confounds" not in data or "name" not in data:
         raise NmflowInputError(path, "strategy file needs 'name' and 'confounds' keys")
-    name = str(data["name"])
+    name, patterns = str(data["name"]), data["confounds"]
     if not re.fullmatch(r"[A-Za-z0-9]+", name):
         raise NmflowInputError(path, f"strategy name {name!r} must be alphanumeric (it becomes desc-{name})")
-    return Strategy(name, tuple(str(p) for p in data["confounds"]), bool(data.get("scrub", False)),
-                    bool(data.get("filter", True)), str(data.get("description", f"user strategy from {path.name}")))
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise NmflowInputError(path, "'confounds' must be a list of column patterns (regular expressions)")
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise NmflowInputError(path, f"confound pattern {pattern!r} is not a regular expression ({exc})") from None
+    switches = {key: data.get(key, default) for key, default in (("scrub", False), ("filter", True))}
+    wrong = [key for key, value in switches.items() if not isinstance(value, bool)]
+    if wrong:
+        raise NmflowInputError(path, f"'{wrong[0]}' must be true or false, not {switches[wrong[0]]!r}")
+    return Strategy(name, tuple(patterns), switches["scrub"], switches["filter"],
+                    str(data.get("description", f"user strategy from {path.name}")))
 
 
 def shown_strategy(strategies: list[str]) -> str:
@@ -146,8 +158,9 @@ def numeric_columns(table: pd.DataFrame, columns: list[str], source: str | Path 
     if bad.to_numpy().any():
         column = bad.columns[bad.any().to_numpy()][0]
         row = int(np.flatnonzero(bad[column].to_numpy())[0])
-        raise NmflowInputError(source, f"column {column!r}, line {row + 2}: {table[column].iloc[row]!r} "
-                               "is not a finite number")
+        value = table[column].iloc[row]
+        shown = repr(value) if isinstance(value, str) else str(value)
+        raise NmflowInputError(source, f"column {column!r}, line {row + 2}: {shown} is not a finite number")
     return values
 
 
@@ -257,7 +270,7 @@ def clean_run(
     NmflowInputError
         Confounds of another length, not numeric, or lacking a column; too few
         volumes left; with ``--standardize psc`` a region whose mean signal is
-        0; a region constant in the BOLD or left constant by the cleaning.
+        near 0; a region constant in the BOLD or left constant by the cleaning.
     """
     n_volumes = next(iter(signals.values())).shape[0]
     if len(confounds) != n_volumes:
@@ -273,8 +286,8 @@ def clean_run(
                    "value): no signal to correlate")
     if settings.standardize == "psc":
         _check_regions({a: x[kept] for a, x in signals.items()}, names, _zero_mean, bold,
-                       "have a mean signal of 0: --standardize psc needs the BOLD's raw intensities "
-                       "(use --standardize zscore_sample)")
+                       "have a mean signal near 0 (smaller than its fluctuations): --standardize psc needs "
+                       "the BOLD's raw intensities (use --standardize zscore_sample)")
     stacked = np.hstack([signals[a] for a in signals])
     cleaned = clean_signals(stacked, design, kept, tr, strategy, settings)
     out, start = {}, 0
@@ -288,9 +301,10 @@ def clean_run(
 
 
 def _zero_mean(x: np.ndarray) -> np.ndarray:
-    """Columns of ``x`` whose mean is 0 for numerical purposes (NaN columns: False)."""
+    """Columns of ``x`` whose mean is not clear of zero: ``|mean| <= sd`` (raw BOLD has a mean far above its
+    fluctuations; percent signal change divides by it).  NaN columns: False."""
     with np.errstate(invalid="ignore"):
-        return np.abs(x.mean(axis=0)) <= 1e-6 * np.abs(x).max(axis=0)
+        return np.abs(x.mean(axis=0)) <= x.std(axis=0)
 
 
 def _constant(x: np.ndarray) -> np.ndarray:
