@@ -23,7 +23,15 @@ atexit.register(shutil.rmtree, _TEMPLATEFLOW_HOME, ignore_errors=True)
     '{"Identifier": "MNI152NLin6Asym", "Name": "stand-in for the tests"}\n')
 os.environ["TEMPLATEFLOW_HOME"] = str(_TEMPLATEFLOW_HOME)
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
 from nmflow.simulate import SimulationSettings, simulate_dataset  # noqa: E402
+
+# Fuzz tests (test_fuzz_readers): a few hundred examples each, no example database in the working tree,
+# and derandomised in CI (the CI environment variable set), so a CI run is reproducible.
+settings.register_profile("nmflow", max_examples=200, deadline=None, database=None,
+                          derandomize=bool(os.environ.get("CI")), suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("nmflow")
 
 
 @pytest.fixture(scope="session")
