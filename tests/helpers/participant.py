@@ -195,3 +195,23 @@ def read_confounds(path: Path) -> pd.DataFrame:
 
 def write_confounds(table: pd.DataFrame, path: Path) -> None:
     table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+
+
+def clone_subject(src_root: Path, sub: str, dst_root: Path, new: str) -> dict[str, Path]:
+    """Copy ``sub-<sub>`` of ``src_root`` into ``dst_root`` as ``sub-<new>`` (file names too); its run's files."""
+    src = Path(src_root) / f"sub-{sub}"
+    for path in sorted(src.rglob("*")):
+        if path.is_file():
+            target = Path(dst_root) / path.relative_to(src_root).as_posix().replace(f"sub-{sub}", f"sub-{new}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+    return run_files(dst_root, new)
+
+
+def rewrite_image(path: Path, change) -> None:
+    """Replace the data of the image at ``path`` by ``change(data)`` (float32 array), header kept."""
+    import nibabel as nib
+
+    img = nib.load(path)
+    data = change(img.get_fdata(dtype=np.float32))
+    nib.Nifti1Image(data.astype(np.float32), img.affine, img.header).to_filename(path)
