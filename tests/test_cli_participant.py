@@ -342,6 +342,51 @@ def test_resume_after_a_crash_matches_a_clean_run(tiny_copy, tmp_path, capsys):
     assert resumed == fresh
 
 
+# Runs nmflow and SIGKILLs it when a run's files are being moved from their .publish- folder into OUT_DIR,
+# just before the move number KILL_AT (argv[1]); the rest of argv is the nmflow call.
+KILLED_DURING_PUBLICATION = """
+import os, signal, sys
+from nmflow.cli.main import main
+moves, real_replace = [], os.replace
+def replace(src, dst, *args, **kwargs):
+    if "/.publish-" in str(src):
+        moves.append(dst)
+        if len(moves) == int(sys.argv[1]):
+            os.kill(os.getpid(), signal.SIGKILL)
+    return real_replace(src, dst, *args, **kwargs)
+os.replace = replace
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, capsys):
+    """kill -9 after 4 of a run's 12 files moved into OUT_DIR: the rest waits in a .publish- folder, which the
+    next call moves in first; the rerun ends byte-identical to a run never killed."""
+    from nmflow.fileio import PUBLISHING, recover_staged
+
+    out, work = tmp_path / "out", tmp_path / "work"
+    argv = participant_argv(tiny_dataset["fmriprep"], out, work, tiny_dataset["atlas_dir"],
+                            "--participant-label", "01", "02", *MINIMAL)
+    assert run_cli(argv, capsys)[0] == 0
+    clean = hashes(out, "*")
+    shutil.rmtree(out), shutil.rmtree(work)
+    proc = subprocess.run([sys.executable, "-c", KILLED_DURING_PUBLICATION, "5", *argv], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "NIPYPE_NO_ET": "1"})
+    assert proc.returncode == -9, proc.stderr
+    (pending,) = [p for p in out.iterdir() if p.name.startswith(PUBLISHING)]
+    published = {p for p in tree(out) if not p.startswith(".")} - TOP_LEVEL
+    waiting = {p.relative_to(pending).as_posix() for p in pending.rglob("*") if p.is_file()} - {".nmflow-lock"}
+    assert len(published) == 4 and len(waiting) == 8 and not published & waiting  # killed mid-move
+    (subject,) = {p.split("/")[0].split("_")[0] for p in published | waiting}
+    assert published | waiting == minimal_run_outputs(subject[4:])  # nothing of the run lost
+    assert recover_staged(out) == [pending]  # what the next call does first
+    assert {p: h for p, h in hashes(out, "*").items() if subject in p} == {
+        p: h for p, h in clean.items() if subject in p}
+    rc, stdout, err = run_cli(argv, capsys)
+    assert rc == 0 and "2 of 2 run(s) done" in stdout, err
+    assert hashes(out, "*") == clean and tree(out) == set(clean)  # byte-identical, no hidden folder left
+
+
 def test_rerun_with_same_work_dir_rewrites_deleted_outputs(tiny_dataset, tmp_path, capsys):
     argv = participant_argv(tiny_dataset["fmriprep"], tmp_path / "out", tmp_path / "work", tiny_dataset["atlas_dir"],
                             "--participant-label", "01", *MINIMAL)

@@ -1,0 +1,99 @@
+"""nmflow.fileio: staged folders that survive a killed process, input and output folders kept apart."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import pytest
+
+from nmflow.errors import NmflowInputError
+from nmflow.fileio import LOCK, PUBLISHING, STAGING, check_apart, read_json, recover_staged, staged_folder
+
+
+def _abandoned(destination, prefix, files):
+    """A staging folder as a killed process leaves it: its lock file, held by nobody, and some files."""
+    folder = destination / f"{prefix}killed"
+    folder.mkdir(parents=True)
+    (folder / LOCK).write_text("")
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_staged_files_appear_together_and_nothing_stays_behind(tmp_path):
+    out = tmp_path / "out"
+    with staged_folder(out) as stage:
+        (stage / "sub-01" / "func").mkdir(parents=True)
+        (stage / "sub-01" / "func" / "a.tsv").write_text("a")
+        (stage / "b.html").write_text("b")
+        assert not (out / "b.html").exists()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "b.html", "sub-01/func/a.tsv"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.html", "sub-01"]  # no hidden staging folder left
+
+
+def test_a_failure_leaves_the_destination_as_it_was(tmp_path):
+    out = tmp_path / "new" / "out"
+    with pytest.raises(RuntimeError), staged_folder(out) as stage:
+        (stage / "a.tsv").write_text("a")
+        raise RuntimeError("a step failed")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_killed_publication_is_finished_and_an_unfinished_staging_removed(tmp_path):
+    out = tmp_path / "out"
+    (out / "sub-01").mkdir(parents=True)
+    (out / "sub-01" / "moved.tsv").write_text("moved before the kill")
+    publishing = _abandoned(out, PUBLISHING, {"sub-01/rest.tsv": "rest", "sub-01.html": "report"})
+    staging = _abandoned(out, STAGING, {"sub-02/half.tsv": "never complete"})
+    assert sorted(recover_staged(out)) == sorted([publishing, staging])
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "sub-01.html", "sub-01/moved.tsv", "sub-01/rest.tsv"]
+    assert (out / "sub-01" / "rest.tsv").read_text() == "rest"
+
+
+def test_the_folder_of_a_running_process_is_left_alone(tmp_path):
+    out = tmp_path / "out"
+    publishing = _abandoned(out, PUBLISHING, {"a.tsv": "a"})
+    lock = os.open(publishing / LOCK, os.O_RDWR)  # another open file: as another process holds it
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        assert recover_staged(out) == [] and (publishing / "a.tsv").exists()
+        with staged_folder(out) as stage:  # a publication of this process beside it
+            (stage / "b.tsv").write_text("b")
+            assert recover_staged(out) == []
+        assert (out / "b.tsv").exists() and (publishing / "a.tsv").exists()
+    finally:
+        os.close(lock)
+    assert recover_staged(out) == [publishing] and (out / "a.tsv").read_text() == "a"
+
+
+@pytest.mark.parametrize("source, target, says", [
+    ("in", "in", "OUT_DIR is the input dataset"),
+    ("in", "in/derivatives/x", "OUT_DIR is inside the input dataset"),
+    ("in/data", "in", "OUT_DIR contains the input dataset"),
+])
+def test_outputs_are_kept_out_of_the_input(tmp_path, source, target, says):
+    (tmp_path / "in" / "data").mkdir(parents=True)
+    os.symlink(tmp_path / "in", tmp_path / "link")
+    with pytest.raises(NmflowInputError, match=says):
+        check_apart(tmp_path / source, tmp_path / target, "OUT_DIR")
+    with pytest.raises(NmflowInputError, match=says.split(" the")[0]):  # through a symbolic link too
+        check_apart(tmp_path / source, tmp_path / target.replace("in", "link", 1), "OUT_DIR")
+    check_apart(tmp_path / "in", tmp_path / "out", "OUT_DIR")
+    check_apart(tmp_path / "in", tmp_path / "in" / "derivatives" / "x", "OUT_DIR", allowed="derivatives")
+
+
+@pytest.mark.parametrize("text, says", [
+    (None, "sidecar not found"), (b"\xff\xfe", "not UTF-8"), (b"{", "sidecar is not valid JSON"),
+    (b"[1]", "sidecar must be a JSON object, not list"), (b"[" * 100_000, "not valid JSON"),
+])
+def test_read_json_errors_name_the_file(tmp_path, text, says):
+    path = tmp_path / "x.json"
+    if text is not None:
+        path.write_bytes(text)
+    with pytest.raises(NmflowInputError, match=says) as info:
+        read_json(path, "sidecar")
+    assert info.value.path == str(path)
