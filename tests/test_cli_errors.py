@@ -20,7 +20,7 @@ SUBCOMMANDS = {
     "group": ["{tmp}/fmriprep", "{tmp}/out", "group"],
 }
 BAD_CONFIGS = {  # file name, content, words of the message
-    "missing": ("missing.yml", None, "cannot read config file (No such file or directory)"),
+    "missing": ("missing.yml", None, "config file not found"),
     "binary": ("binary.yml", b"\xff\xfe\x00", "cannot read config file (not UTF-8 text)"),
     "yaml": ("broken.yml", b"a: [\n", "not valid YAML: expected the node content"),
     "toml": ("broken.toml", b"a = \n", "not valid TOML: Invalid value (at line 1"),

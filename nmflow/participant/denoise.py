@@ -17,6 +17,7 @@ before filtering and dropped after.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,7 +121,9 @@ def load_strategy(spec: str) -> Strategy:
         raise NmflowInputError(path, "'confounds' must be a list of column patterns (regular expressions)")
     for pattern in patterns:
         try:
-            re.compile(pattern)
+            with warnings.catch_warnings():  # e.g. "possible nested set": valid, but not to print
+                warnings.simplefilter("ignore", FutureWarning)
+                re.compile(pattern)
         except re.error as exc:
             raise NmflowInputError(path, f"confound pattern {pattern!r} is not a regular expression ({exc})") from None
     switches = {key: data.get(key, default) for key, default in (("scrub", False), ("filter", True))}

@@ -104,7 +104,9 @@ def read_volumes(img: nib.Nifti1Image, path: str | Path) -> Iterator[np.ndarray]
             raw = stream.read(n_bytes)
             if len(raw) < n_bytes:
                 raise EOFError("file ends before the last volume")
-            yield np.frombuffer(raw, dtype=dtype).astype(float) * slope + inter
+            with np.errstate(invalid="ignore", over="ignore"):  # non-finite values are the caller's check
+                volume = np.frombuffer(raw, dtype=dtype).astype(float) * slope + inter
+            yield volume
         read_to_end(stream)
 
 
@@ -126,4 +128,7 @@ def read_image(path: str | Path) -> tuple[nib.Nifti1Image, np.ndarray]:
         raise NmflowInputError(path, f"truncated image: the header declares {n_values} values of {dtype}, "
                                f"the file holds {max(len(data) - offset, 0)} bytes of data")
     values = np.frombuffer(data, dtype=dtype, count=n_values, offset=offset).reshape(img.shape, order="F")
-    return img, values * slope + inter if (slope, inter) != (1.0, 0.0) else values
+    if (slope, inter) == (1.0, 0.0):
+        return img, values
+    with np.errstate(invalid="ignore", over="ignore"):
+        return img, values * slope + inter
