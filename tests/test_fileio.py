@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -97,3 +99,22 @@ def test_read_json_errors_name_the_file(tmp_path, text, says):
     with pytest.raises(NmflowInputError, match=says) as info:
         read_json(path, "sidecar")
     assert info.value.path == str(path)
+
+
+def test_concurrent_publications_into_one_folder(tmp_path):
+    """Two writers staging at the same time (as two calls into one OUT_DIR): each finds the other's folder
+    locked, and both sets of files arrive."""
+    out, barrier = tmp_path / "out", threading.Barrier(2, timeout=10)
+
+    def publish(name):
+        with staged_folder(out) as stage:
+            (stage / f"sub-{name}").mkdir()
+            (stage / f"sub-{name}" / "a.tsv").write_text(name)
+            barrier.wait()  # both staged, neither published
+            assert recover_staged(out) == []
+            barrier.wait()
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(publish, ["01", "02"]))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "sub-01", "sub-01/a.tsv", "sub-02", "sub-02/a.tsv"]
