@@ -368,7 +368,7 @@ def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, c
     argv = participant_argv(tiny_dataset["fmriprep"], out, work, tiny_dataset["atlas_dir"],
                             "--participant-label", "01", "02", *MINIMAL)
     assert run_cli(argv, capsys)[0] == 0
-    clean = hashes(out, "*")
+    clean, clean_tree = hashes(out, "*"), tree(out)
     shutil.rmtree(out), shutil.rmtree(work)
     proc = subprocess.run([sys.executable, "-c", KILLED_DURING_PUBLICATION, "5", *argv], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "NIPYPE_NO_ET": "1"})
@@ -384,7 +384,7 @@ def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, c
         p: h for p, h in clean.items() if subject in p}
     rc, stdout, err = run_cli(argv, capsys)
     assert rc == 0 and "2 of 2 run(s) done" in stdout, err
-    assert hashes(out, "*") == clean and tree(out) == set(clean)  # byte-identical, no hidden folder left
+    assert hashes(out, "*") == clean and tree(out) == clean_tree  # byte-identical, no hidden folder left
 
 
 def test_rerun_with_same_work_dir_rewrites_deleted_outputs(tiny_dataset, tmp_path, capsys):
