@@ -4,6 +4,7 @@ import warnings
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from nilearn import signal
 from nilearn.maskers import NiftiLabelsMasker
@@ -85,3 +86,22 @@ def test_low_coverage_region_becomes_nan(tiny_copy):
     assert raw.coverage[atlas.name][4] == 0
     assert np.isnan(raw.signals[atlas.name][:, 4]).all()
     assert np.isfinite(np.delete(raw.signals[atlas.name], 4, axis=1)).all()
+
+
+@pytest.mark.parametrize("standardize", ["zscore_sample", "psc", None])
+def test_region_the_confounds_explain_is_a_strategy_error(standardize):
+    """A region equal to a confound regressed out: nothing but rounding is left, which z-scoring would blow up
+    to unit variance; it is reported by name as a problem of that strategy."""
+    from nmflow.errors import StrategyError
+    from nmflow.participant.denoise import Strategy
+
+    rng = np.random.default_rng(0)
+    confounds = pd.DataFrame({"csf": rng.normal(size=80), "white_matter": rng.normal(size=80)})
+    signals = {"toy": np.column_stack([1000 + rng.normal(size=80), 1000 + 5 * confounds["csf"].to_numpy()])}
+    strategy = Strategy("csfonly", ("csf",), filter=False)
+    settings = CleaningSettings(standardize=standardize, min_volumes=10)
+    with pytest.raises(StrategyError, match=r"c.tsv: atlas toy: region\(s\) B are left constant by the cleaning "
+                                            r"of strategy 'csfonly'"):
+        clean_run(signals, confounds, 2.0, strategy, settings, "c.tsv", {"toy": ["A", "B"]}, "bold.nii.gz")
+    kept = clean_run({"toy": signals["toy"][:, :1]}, confounds, 2.0, strategy, settings, "c.tsv")
+    assert np.isfinite(kept.timeseries["toy"]).all() and kept.timeseries["toy"].std() > 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +239,7 @@ def clean_signals(
         detrend=strategy.filter, filter="butterworth" if strategy.filter else False,
         low_pass=settings.low_pass if strategy.filter else None,
         high_pass=settings.high_pass if strategy.filter else None,
-        standardize=settings.standardize or False, standardize_confounds=True,
+        standardize=settings.standardize, standardize_confounds=True,
     )
     return out
 
@@ -273,7 +273,9 @@ def clean_run(
     NmflowInputError
         Confounds of another length, not numeric, or lacking a column; too few
         volumes left; with ``--standardize psc`` a region whose mean signal is
-        near 0; a region constant in the BOLD or left constant by the cleaning.
+        near 0; a region constant in the BOLD.  :class:`StrategyError` (this
+        strategy only): a confound column missing, too few volumes left, a
+        region left constant by the cleaning.
     """
     n_volumes = next(iter(signals.values())).shape[0]
     if len(confounds) != n_volumes:
@@ -285,21 +287,20 @@ def clean_run(
         raise StrategyError(source, f"only {kept.size} volumes left after censoring with strategy "
                                     f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
     names = names or {a: [f"#{k}" for k in range(x.shape[1])] for a, x in signals.items()}
-    _check_regions(signals, names, _constant, bold, "are constant over time in the BOLD (every voxel keeps its "
-                   "value): no signal to correlate")
+    stacked = np.hstack([signals[a] for a in signals])
+    _check_regions(_by_atlas(_constant(stacked), signals), names, bold, "are constant over time in the BOLD "
+                   "(every voxel keeps its value): no signal to correlate")
     if settings.standardize == "psc":
-        _check_regions({a: x[kept] for a, x in signals.items()}, names, _zero_mean, bold,
+        _check_regions(_by_atlas(_zero_mean(stacked[kept]), signals), names, bold,
                        "have a mean signal near 0 (smaller than its fluctuations): --standardize psc needs "
                        "the BOLD's raw intensities (use --standardize zscore_sample)")
-    stacked = np.hstack([signals[a] for a in signals])
     cleaned = clean_signals(stacked, design, kept, tr, strategy, settings)
-    out, start = {}, 0
-    for a in signals:
-        stop = start + signals[a].shape[1]
-        out[a] = cleaned[:, start:stop]
-        start = stop
-    _check_regions(out, names, _constant, source, f"are constant after cleaning with strategy {strategy.name!r} "
-                   "(the confounds explain their whole signal): no signal to correlate", StrategyError)
+    residual = cleaned if settings.standardize is None else clean_signals(
+        stacked, design, kept, tr, strategy, replace(settings, standardize=None))  # before any rescaling
+    _check_regions(_by_atlas(_vanished(residual, stacked[kept]), signals), names, source,
+                   f"are left constant by the cleaning of strategy {strategy.name!r} (its confounds explain their "
+                   "whole signal): no signal to correlate", StrategyError)
+    out = _by_atlas(cleaned, signals)
     return CleanedRun(out, design, outliers, kept)
 
 
@@ -316,11 +317,23 @@ def _constant(x: np.ndarray) -> np.ndarray:
     return finite.any(axis=0) & ~(finite.all(axis=0) & (np.ptp(np.where(finite, x, 0), axis=0) > 0))
 
 
-def _check_regions(arrays: dict[str, np.ndarray], names: dict[str, list[str]], flagged, path: str | Path | None,
+def _vanished(residual: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    """Columns the cleaning left without signal: constant, or with a spread below 1e-6 of the raw signal's
+    (numerical remains; z-scoring would blow them up to unit variance)."""
+    return _constant(residual) | (np.std(residual, axis=0) <= 1e-6 * np.std(raw, axis=0))
+
+
+def _by_atlas(columns: np.ndarray, signals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Split the last axis of ``columns`` (the atlases' regions side by side) into one block per atlas."""
+    bounds = np.cumsum([0] + [x.shape[1] for x in signals.values()])
+    return {a: columns[..., lo:hi] for a, lo, hi in zip(signals, bounds[:-1], bounds[1:])}
+
+
+def _check_regions(flags: dict[str, np.ndarray], names: dict[str, list[str]], path: str | Path | None,
                    problem: str, error: type[NmflowInputError] = NmflowInputError) -> None:
-    """Raise ``error`` naming the regions (columns) ``flagged(array)`` marks, atlas by atlas (a
-    :class:`StrategyError` when the problem is one strategy's: the run's other strategies go on)."""
-    for atlas, x in arrays.items():
-        bad = [names[atlas][k] for k in np.flatnonzero(flagged(x))]
+    """Raise ``error`` naming the regions flagged ``True`` in ``flags`` (per atlas); a :class:`StrategyError`
+    when the problem is one strategy's (the run's other strategies go on)."""
+    for atlas, flagged in flags.items():
+        bad = [names[atlas][k] for k in np.flatnonzero(flagged)]
         if bad:
             raise error(path, f"atlas {atlas}: region(s) {', '.join(map(str, bad[:5]))} {problem}")
