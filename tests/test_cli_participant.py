@@ -361,14 +361,14 @@ sys.exit(main(sys.argv[2:]))
 
 def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, capsys):
     """kill -9 after 4 of a run's 12 files moved into OUT_DIR: the rest waits in a .publish- folder, which the
-    next call moves in first; the rerun ends byte-identical to a run never killed."""
+    next call moves in first; the rerun ends byte-identical to a run never killed (but the reports' dates)."""
     from nmflow.fileio import PUBLISHING, recover_staged
 
     out, work = tmp_path / "out", tmp_path / "work"
     argv = participant_argv(tiny_dataset["fmriprep"], out, work, tiny_dataset["atlas_dir"],
                             "--participant-label", "01", "02", *MINIMAL)
     assert run_cli(argv, capsys)[0] == 0
-    clean, clean_tree = hashes(out, "*"), tree(out)
+    clean, clean_tree = _data_hashes(out), tree(out)
     shutil.rmtree(out), shutil.rmtree(work)
     proc = subprocess.run([sys.executable, "-c", KILLED_DURING_PUBLICATION, "5", *argv], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "NIPYPE_NO_ET": "1"})
@@ -380,11 +380,11 @@ def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, c
     (subject,) = {p.split("/")[0].split("_")[0] for p in published | waiting}
     assert published | waiting == minimal_run_outputs(subject[4:])  # nothing of the run lost
     assert recover_staged(out) == [pending]  # what the next call does first
-    assert {p: h for p, h in hashes(out, "*").items() if subject in p} == {
+    assert {p: h for p, h in _data_hashes(out).items() if subject in p} == {
         p: h for p, h in clean.items() if subject in p}
     rc, stdout, err = run_cli(argv, capsys)
     assert rc == 0 and "2 of 2 run(s) done" in stdout, err
-    assert hashes(out, "*") == clean and tree(out) == clean_tree  # byte-identical, no hidden folder left
+    assert _data_hashes(out) == clean and tree(out) == clean_tree  # byte-identical, no hidden folder left
 
 
 def test_rerun_with_same_work_dir_rewrites_deleted_outputs(tiny_dataset, tmp_path, capsys):
