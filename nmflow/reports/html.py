@@ -112,8 +112,21 @@ def number(value, digits: int = 3) -> str:
     return str(value)
 
 
+@dataclass(frozen=True)
+class Link:
+    """A link to ``href`` (relative to the page) reading ``text``; a table cell may hold one or a list."""
+
+    href: str
+    text: str
+
+    def __str__(self) -> str:
+        return f'<a href="{esc(self.href)}">{esc(self.text)}</a>'
+
+
 def table(frame: pd.DataFrame, empty: str = "none", digits: int = 3, index: bool = False) -> str:
-    """``frame`` as an HTML table with clean numbers, or ``<p class="none">empty</p>`` when it has no rows."""
+    """``frame`` as an HTML table with clean numbers, or ``<p class="none">empty</p>`` when it has no rows.
+
+    A cell holding a :class:`Link` (or a list of them) becomes a link."""
     if frame is None or len(frame) == 0:
         return paragraph(empty, "none")
     frame = frame.reset_index() if index else frame
@@ -123,6 +136,10 @@ def table(frame: pd.DataFrame, empty: str = "none", digits: int = 3, index: bool
 
 
 def _cell(value, digits: int) -> str:
+    if isinstance(value, Link):
+        return f"<td>{value}</td>"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, Link) for v in value):
+        return f"<td>{' · '.join(map(str, value))}</td>"
     numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
     return f'<td class="num">{esc(number(value, digits))}</td>' if numeric else f"<td>{esc(number(value, digits))}</td>"
 
@@ -131,6 +148,19 @@ def figure(src: str, caption: str, alt: str | None = None) -> str:
     """An image (``src`` relative to the page) with a caption in words."""
     return (f'<figure><img src="{esc(src)}" alt="{esc(alt or caption)}" loading="lazy">'
             f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def embed(src: str, caption: str, width: int = 900, height: int = 600) -> str:
+    """An interactive page (``src`` relative to this one, e.g. a nilearn view) in a frame, with a caption."""
+    return (f'<figure><iframe src="{esc(src)}" title="{esc(caption)}" loading="lazy" '
+            f'style="width:100%;max-width:{int(width)}px;height:{int(height)}px;border:1px solid #e1e4e8"></iframe>'
+            f"<figcaption>{esc(caption)}</figcaption></figure>")
+
+
+def links(text: str, targets: list[Link], empty: str = "none") -> str:
+    """A paragraph: ``text`` then the links, or ``text`` and ``empty`` in italics without any."""
+    shown = " · ".join(map(str, targets)) if targets else f'<span class="none">{esc(empty)}</span>'
+    return f"<p>{esc(text)} {shown}</p>"
 
 
 def paragraph(text: str, kind: str | None = None) -> str:
