@@ -96,13 +96,15 @@ def run_resolution(runs) -> float | None:
 
 
 def resolve_atlas(
-    spec: str, atlas_dir: str | os.PathLike | None = None, resolution_mm: float | None = None
+    spec: str, atlas_dir: str | os.PathLike | None = None, resolution_mm: float | None = None,
+    fetch: bool = True,
 ) -> Atlas:
     """Resolve ``spec`` (a built-in name or ``NAME=img:labels.tsv``) to an :class:`Atlas`.
 
     ``resolution_mm`` picks the atlas file whose voxel size matches the BOLD
     when the directory has several; the labels are resampled to the BOLD grid
-    later in any case.
+    later in any case.  ``fetch=False`` looks in the atlas directory only
+    (no download, nothing written) and raises when the atlas is not there.
     """
     if "=" in spec:
         return _user_atlas(spec)
@@ -121,6 +123,8 @@ def resolve_atlas(
         if found is not None:
             image, names, centres = found
             return Atlas(key, image, list(range(1, n_networks + 1)), names, entities, centres)
+    if not fetch:
+        raise NmflowInputError(directory, f"atlas {key} not found")
     image = _fetch_with_nilearn(n_networks, thickness, directory)
     return Atlas(key, image, list(range(1, n_networks + 1)), list(YEO_NAMES[n_networks]), entities)
 
