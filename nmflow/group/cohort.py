@@ -1,22 +1,26 @@
 """The cohort of a group run: who is in it, with which features, and how the controls are split.
 
-:func:`collect_cohort` finds the participant-level outputs (PyBIDS) or
-external time series, keeps the variants asked for, and aligns every
-variant's features to the subjects of ``participants.tsv``;
+:func:`collect_cohort` finds the participant-level outputs (PyBIDS: FC
+matrices, motion, and the reports beside them) or external time series,
+keeps the variants asked for, and aligns every variant's features to the
+subjects of ``participants.tsv``;
 :func:`make_split` plans the cross-fitting (:mod:`nmflow.normative.crossfit`).
 """
 
 from __future__ import annotations
 
 import fnmatch
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from nmflow.bids_io import layout
 from nmflow.errors import NmflowInputError
 from nmflow.group.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
     model_features, read_participants
+from nmflow.group.motion import collect_motion, participant_reports
 from nmflow.group.records import Split, VariantFeatures
 from nmflow.group.settings import GroupSettings
 from nmflow.normative.crossfit import check_covariates, final_fit, make_folds
@@ -27,11 +31,11 @@ def variant_keys(variant: Variant) -> dict:
     return {"atlas": variant.atlas, "seg": variant.seg, "desc": variant.desc, "meas": variant.meas}
 
 
-def find_feature_sets(s: GroupSettings) -> tuple[dict[Variant, FeatureSet], list[str]]:
-    """Feature sets per variant (``OUT_DIR``'s relmats, then ``--timeseries-dir``) and notes."""
+def find_feature_sets(s: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet], list[str]]:
+    """Feature sets per variant (the relmats of ``lay``, a layout of ``OUT_DIR`` or None, then
+    ``--timeseries-dir``) and notes."""
     labels = list(s.participant_label) or None
-    out_dir = Path(s.out_dir)
-    sets = collect_relmats(out_dir, labels) if out_dir.is_dir() else {}
+    sets = collect_relmats(lay, labels) if lay is not None else {}
     messages: list[str] = []
     if s.timeseries_dir:
         more, messages = collect_timeseries(s.timeseries_dir, list(s.metrics), labels)
@@ -39,7 +43,7 @@ def find_feature_sets(s: GroupSettings) -> tuple[dict[Variant, FeatureSet], list
     if s.variants:
         sets = {v: fs for v, fs in sets.items() if any(fnmatch.fnmatch(v.label, p) for p in s.variants)}
     if not sets:
-        raise NmflowInputError(s.timeseries_dir or out_dir, "no participant-level _relmat.tsv (or time series) "
+        raise NmflowInputError(s.timeseries_dir or s.out_dir, "no participant-level _relmat.tsv (or time series) "
                                "found" + (f" matching {list(s.variants)}" if s.variants else ""))
     return sets, messages
 
@@ -50,26 +54,33 @@ def load_table(s: GroupSettings, subjects: list[str]) -> pd.DataFrame:
     return participants.loc[subjects].copy()
 
 
-def collect_cohort(s: GroupSettings, card: dict | None = None
-                   ) -> tuple[list[VariantFeatures], list[str], list[str]]:
-    """Variants' features aligned to the cohort, the cohort's subjects and notes.
+@dataclass
+class Collected:
+    """What :func:`collect_cohort` found.
 
-    Parameters
-    ----------
-    s : GroupSettings
-    card : dict, optional
-        Card of the ``--init-model``: only variants matching its atlas, seg,
-        desc and meas are kept.
-
-    Returns
-    -------
-    features : list of VariantFeatures
-        One per variant, rows in the order of ``subjects``.
-    subjects : list of str
-        Subjects with features and a row in the participants table (sorted).
-    messages : list of str
+    ``features`` one :class:`VariantFeatures` per variant (rows in the order
+    of ``subjects``, the labels with features and a participants row,
+    sorted); ``motion`` the participant level's motion per run and strategy
+    (:func:`nmflow.group.motion.collect_motion`); ``reports`` the
+    participant reports of these subjects (names in ``OUT_DIR``).
     """
-    sets, messages = find_feature_sets(s)
+
+    features: list[VariantFeatures]
+    subjects: list[str]
+    messages: list[str]
+    motion: pd.DataFrame
+    reports: list[str]
+
+
+def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
+    """Variants' features aligned to the cohort, its subjects, notes, motion and participant reports.
+
+    ``card``: the card of the ``--init-model``; only variants matching its
+    atlas, seg, desc and meas are kept.
+    """
+    out_dir = Path(s.out_dir)
+    lay = layout(out_dir) if out_dir.is_dir() else None
+    sets, messages = find_feature_sets(s, lay)
     participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
     found = sorted(set().union(*(fs.subjects for fs in sets.values())))
     unknown = [x for x in found if x not in participants.index]
@@ -95,7 +106,8 @@ def collect_cohort(s: GroupSettings, card: dict | None = None
             raise NmflowInputError(None, f"{variant.label}: no features for subject(s) {missing[:10]}")
         x = model_features(fs)[[fs.subjects.index(x) for x in subjects]]
         features.append(VariantFeatures(variant, x, fs.names, fs.regions))
-    return features, subjects, messages
+    reports = participant_reports(out_dir, subjects) if out_dir.is_dir() else []
+    return Collected(features, subjects, messages, collect_motion(lay, subjects), reports)
 
 
 def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Split:

@@ -84,8 +84,8 @@ def _average(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions
     return FeatureSet(variant, subjects, regions, feats, [len(per_subject[s]) for s in subjects])
 
 
-def collect_relmats(out_dir: str | Path, subjects: list[str] | None = None) -> dict[Variant, FeatureSet]:
-    """Participant-level ``_relmat.tsv`` files of ``out_dir`` (found with PyBIDS), per variant.
+def collect_relmats(lay, subjects: list[str] | None = None) -> dict[Variant, FeatureSet]:
+    """Participant-level ``_relmat.tsv`` files of a layout of ``OUT_DIR`` (:func:`nmflow.bids_io.layout`), per variant.
 
     Raises :class:`NmflowInputError` when two files of one variant have
     different regions (features of mismatched length or order).
@@ -95,7 +95,7 @@ def collect_relmats(out_dir: str | Path, subjects: list[str] | None = None) -> d
         query["subject"] = [strip_prefix(s) for s in subjects]
     found: dict[Variant, dict[str, list[np.ndarray]]] = {}
     regions: dict[Variant, tuple[list[str], str]] = {}
-    for f in layout(out_dir).get(**query):
+    for f in lay.get(**query):
         ents = f.get_entities()
         if "meas" not in ents:
             continue

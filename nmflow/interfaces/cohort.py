@@ -76,24 +76,29 @@ class _CollectCohortOutputSpec(TraitedSpec):
     features = traits.List(File(exists=True), desc="one NPZ per variant: features aligned to the subjects")
     subjects = traits.List(traits.Str, desc="subject labels of the cohort (sorted)")
     messages = traits.List(traits.Str, desc="notes for the log and the report")
+    motion = File(exists=True, desc="motion per run and strategy (TSV + NPZ, nmflow.group.motion.RUN_COLUMNS)")
+    reports = traits.List(traits.Str, desc="participant reports of the cohort (names in OUT_DIR)")
 
 
 class CollectCohort(SimpleInterface):
-    """Find the participant-level FC (PyBIDS) or time series and the participants of the cohort."""
+    """Find the participant-level FC, motion and reports (PyBIDS) or time series, and the cohort's participants."""
 
     input_spec = GroupStepInputSpec
     output_spec = _CollectCohortOutputSpec
 
     def _run_interface(self, runtime):
         from nmflow.group.cohort import collect_cohort
+        from nmflow.group.tables import write_table
 
         s = settings_of(self.inputs)
         base = base_model(s)
-        features, subjects, messages = collect_cohort(s, base.card if base is not None else None)
+        found = collect_cohort(s, base.card if base is not None else None)
         self._results["features"] = [vf.save(os.path.join(runtime.cwd, f"features_{k:03d}.npz"))
-                                     for k, vf in enumerate(features)]
-        self._results["subjects"] = subjects
-        self._results["messages"] = messages
+                                     for k, vf in enumerate(found.features)]
+        self._results["subjects"] = found.subjects
+        self._results["messages"] = found.messages
+        self._results["motion"] = write_table(os.path.join(runtime.cwd, "motion"), found.motion)[0]
+        self._results["reports"] = found.reports
         return runtime
 
 

@@ -1,0 +1,153 @@
+"""Head motion of the cohort: framewise displacement per scan, motion by group, and QC-FC.
+
+The participant level writes, per run and denoising strategy, an
+``*_desc-<strategy>_outliers.tsv`` with fMRIPrep's ``framewise_displacement``
+(mm, one row per volume) and the ``censored`` volumes; :func:`collect_motion`
+reads them with PyBIDS.  A subject's *mean FD* is the mean over its volumes,
+averaged over its runs.
+
+QC-FC (Ciric et al. 2017; Parkes et al. 2018) is the correlation, across
+subjects, of mean FD with each connection's FC: with good denoising about
+the nominal 5 % of connections correlate significantly (p < 0.05,
+uncorrected) and the median ``|r|`` is small.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from nmflow.bids_io import bids_name
+
+RUN_COLUMNS = ["participant_id", "scan", "desc", "n_volumes", "mean_fd", "max_fd", "pct_censored"]
+
+
+def collect_motion(lay, subjects: list[str]) -> pd.DataFrame:
+    """Motion of every run and strategy of ``subjects`` (labels without ``sub-``).
+
+    Parameters
+    ----------
+    lay : bids.BIDSLayout or None
+        Layout of the participant-level outputs (None: nothing to read).
+    subjects : list of str
+
+    Returns
+    -------
+    DataFrame
+        One row per ``*_outliers.tsv`` (:data:`RUN_COLUMNS`): ``scan`` is the
+        run's name (``sub-01_ses-1_task-rest_run-1``), ``mean_fd``/``max_fd``
+        in mm over the volumes with a value, ``pct_censored`` the percentage
+        of volumes the strategy dropped.  Empty without such files.
+    """
+    rows = []
+    files = lay.get(suffix="outliers", extension=".tsv", subject=subjects) if lay is not None and subjects else []
+    for f in files:
+        ents = f.get_entities()
+        table = pd.read_csv(f.path, sep="\t", na_values="n/a")
+        if "framewise_displacement" not in table:
+            continue
+        fd = table["framewise_displacement"].to_numpy(float)
+        censored = table["censored"].to_numpy(float) if "censored" in table else np.zeros(len(table))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a run without any FD value
+            mean_fd, max_fd = np.nanmean(fd), np.nanmax(fd)
+        scan = bids_name({k: ents.get(k) for k in ("subject", "session", "task", "acquisition", "run")}, None, None)
+        rows.append({"participant_id": f"sub-{ents['subject']}", "scan": scan, "desc": ents.get("desc", ""),
+                     "n_volumes": len(table), "mean_fd": mean_fd, "max_fd": max_fd,
+                     "pct_censored": 100.0 * float(np.mean(censored > 0)) if len(table) else np.nan})
+    return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values(["participant_id", "scan", "desc"], ignore_index=True)
+
+
+def participant_reports(out_dir: str | Path, subjects: list[str]) -> list[str]:
+    """Participant-level reports (``sub-<label>[_ses-..]_task-..[_run-..].html`` in ``out_dir``) of ``subjects``."""
+    wanted = {f"sub-{s}" for s in subjects}
+    return sorted(p.name for p in Path(out_dir).glob("sub-*.html") if p.name.split("_")[0].split(".")[0] in wanted)
+
+
+def strategy_runs(runs: pd.DataFrame, desc: str | None) -> pd.DataFrame:
+    """The rows of strategy ``desc``; FD is the same for every strategy, so any strategy's rows without it."""
+    if runs.empty:
+        return runs
+    mine = runs[runs.desc == desc]
+    return mine if len(mine) else runs[runs.desc == runs.desc.iloc[0]]
+
+
+def subject_mean_fd(runs: pd.DataFrame, participant_ids: list[str], desc: str | None) -> np.ndarray:
+    """Mean FD (mm) of each subject ``(n_subjects,)``, averaged over its runs; NaN without a run."""
+    per_subject = strategy_runs(runs, desc).groupby("participant_id")["mean_fd"].mean()
+    return per_subject.reindex(participant_ids).to_numpy(float)
+
+
+def qc_fc(fd: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pearson correlation across subjects of mean FD with every connection.
+
+    Parameters
+    ----------
+    fd : ndarray, shape (n_subjects,)
+        Mean framewise displacement (mm); NaN leaves the subject out.
+    features : ndarray, shape (n_subjects, n_features)
+        FC per connection (e.g. Fisher z); NaN leaves that subject out of that connection.
+
+    Returns
+    -------
+    r, p, n : ndarray, shape (n_features,)
+        Correlation, two-sided p (t-test with ``n - 2`` df, as
+        :func:`scipy.stats.pearsonr`) and the number of subjects used; NaN
+        where fewer than 3 subjects or a constant column.
+    """
+    x = np.asarray(features, float)
+    valid = np.isfinite(x) & np.isfinite(np.asarray(fd, float))[:, None]
+    n = valid.sum(axis=0)
+    f = np.where(valid, np.asarray(fd, float)[:, None], 0.0)
+    x = np.where(valid, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fc, xc = f - f.sum(axis=0) / n, x - x.sum(axis=0) / n
+        fc, xc = np.where(valid, fc, 0.0), np.where(valid, xc, 0.0)
+        r = (fc * xc).sum(axis=0) / np.sqrt((fc ** 2).sum(axis=0) * (xc ** 2).sum(axis=0))
+        r = np.where(n >= 3, np.clip(r, -1, 1), np.nan)
+        t = r * np.sqrt((n - 2) / (1 - r ** 2))
+    p = 2 * sps.t.sf(np.abs(t), np.maximum(n - 2, 1))
+    return r, np.where(np.isfinite(r), p, np.nan), n
+
+
+def qc_fc_summary(r: np.ndarray, p: np.ndarray, alpha: float = 0.05) -> dict:
+    """``pct_significant`` (% of connections with p < alpha, uncorrected) and ``median_abs_r``."""
+    finite = np.isfinite(r)
+    if not finite.any():
+        return {"pct_significant": np.nan, "median_abs_r": np.nan}
+    return {"pct_significant": 100.0 * float(np.mean(p[finite] < alpha)),
+            "median_abs_r": float(np.median(np.abs(r[finite])))}
+
+
+def motion_by_group(fd: np.ndarray, groups: np.ndarray, control_label: str) -> pd.DataFrame:
+    """Mean FD per group and a two-sided Mann-Whitney test of each patient group against the controls.
+
+    Parameters
+    ----------
+    fd : ndarray, shape (n_subjects,)
+        Mean FD (mm); NaN: unknown.
+    groups : ndarray of str, shape (n_subjects,)
+
+    Returns
+    -------
+    DataFrame
+        ``group n mean sd median U p`` (``U`` of the group's sample; NaN for the controls).
+    """
+    fd, groups = np.asarray(fd, float), np.asarray(groups, str)
+    known = np.isfinite(fd)
+    controls = fd[known & (groups == control_label)]
+    rows = []
+    for g in [control_label] + sorted(set(groups) - {control_label}):
+        values = fd[known & (groups == g)]
+        u = p = np.nan
+        if g != control_label and len(values) and len(controls):
+            test = sps.mannwhitneyu(values, controls, alternative="two-sided")
+            u, p = float(test.statistic), float(test.pvalue)
+        rows.append({"group": g, "n": len(values), "mean": np.mean(values) if len(values) else np.nan,
+                     "sd": np.std(values, ddof=1) if len(values) > 1 else np.nan,
+                     "median": np.median(values) if len(values) else np.nan, "U": u, "p": p})
+    return pd.DataFrame(rows)
