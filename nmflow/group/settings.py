@@ -48,6 +48,7 @@ class GroupSettings:
     patience: int = TrainConfig.patience
     mask_fraction: float = TrainConfig.mask_fraction
     max_missing: float = 0.2
+    atlas_dir: Path | None = None
     work_dir: Path | None = None
     plugin: str | None = None
     plugin_args: dict = field(default_factory=dict)
@@ -67,6 +68,9 @@ class GroupSettings:
             if isinstance(value, Path):
                 value = value.absolute()  # the nodes run inside the work folder
             values[f.name] = value
+        from nmflow.participant.atlas import atlas_dir_from_env
+
+        values["atlas_dir"] = atlas_dir_from_env(values.get("atlas_dir"))  # the report's connectome
         return cls(**values)
 
     @property

@@ -1,4 +1,4 @@
-"""Nipype interfaces: the group report (HTML + figures) of the chosen variant, and its copy into OUT_DIR."""
+"""Nipype interfaces: the group report of the chosen variant (HTML, figures, patient pages), and its copy into OUT_DIR."""
 
 from __future__ import annotations
 
@@ -22,10 +22,13 @@ class _GroupReportInputSpec(CohortStepInputSpec):
     model_meta = traits.List(traits.Dict, mandatory=True, desc="every variant's model card")
     selection = File(desc="variant ranking (TSV + NPZ); absent without bootstrap models")
     messages = traits.List(traits.Str, desc="notes of the cohort collection")
+    features = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's features (NPZ)")
+    motion = File(exists=True, mandatory=True, desc="motion per run and strategy (TSV + NPZ)")
+    reports = traits.List(traits.Str, desc="participant reports of the cohort (names in OUT_DIR)")
 
 
 class _GroupReportOutputSpec(TraitedSpec):
-    report_dir = Directory(exists=True, desc="folder with group_report.html and figures/")
+    report_dir = Directory(exists=True, desc="folder with group_report.html, figures/ and patients/")
 
 
 def _full(path: str):
@@ -42,33 +45,41 @@ class GroupReport(SimpleInterface):
     output_spec = _GroupReportOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.group.records import Prepared
+        from nmflow.group.records import Prepared, VariantFeatures
         from nmflow.group.scoring import Scored
-        from nmflow.reports.group import ReportVariant, write_group_report
+        from nmflow.reports.group import ReportData, ReportVariant, write_group_report
 
         s, table, split = cohort_of(self.inputs)
         table["split"] = split.folds.label
         selection = _full(self.inputs.selection) if self.inputs.selection else None
-        labels = [Scored.load(path).label for path in self.inputs.scored]
+        features = [VariantFeatures.load(path) for path in self.inputs.features]
+        labels = [f.variant.label for f in features]
         k = labels.index(selection.iloc[0]["variant"]) if selection is not None else 0
+        shown = features[k].variant
+        strategies = {f.variant.desc: f.x for f in features
+                      if (f.variant.atlas, f.variant.seg, f.variant.meas) == (shown.atlas, shown.seg, shown.meas)}
         variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k]),
                                 _full(self.inputs.stats[k]), _full(self.inputs.singlecase[k]),
                                 _full(self.inputs.networks[k]), _full(self.inputs.curves[k]),
                                 int(self.inputs.model_meta[k]["best_epoch"]))
         folder = Path(runtime.cwd) / "report"
-        folder.mkdir(exist_ok=True)
-        write_group_report(folder, table, split.folds, variant, selection, list(self.inputs.messages), s)
+        if folder.exists():
+            shutil.rmtree(folder)  # a rerun leaves no page of a patient no longer in the cohort
+        folder.mkdir()
+        data = ReportData(table, split.folds, variant, selection, list(self.inputs.messages),
+                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s)
+        write_group_report(folder, data)
         self._results["report_dir"] = str(folder)
         return runtime
 
 
 class _CopyReportInputSpec(BaseInterfaceInputSpec):
     base_directory = Directory(mandatory=True, desc="staging folder of OUT_DIR")
-    report_dir = Directory(exists=True, mandatory=True, desc="folder with group_report.html and figures/")
+    report_dir = Directory(exists=True, mandatory=True, desc="folder with group_report.html, figures/ and patients/")
 
 
 class CopyGroupReport(SimpleInterface):
-    """Copy the report folder's content (HTML and figures/) into ``base_directory/group``."""
+    """Copy the report folder's content (HTML, figures/, patients/) into ``base_directory/group``."""
 
     input_spec = _CopyReportInputSpec
     output_spec = TraitedSpec

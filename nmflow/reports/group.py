@@ -1,142 +1,29 @@
-"""HTML group report with PNG figures in ``figures/`` next to it.
+"""The group report: ``group_report.html`` with ``figures/`` beside it, and one page per patient in ``patients/``.
 
-For the selected variant (rank 1 of ``selection.tsv``, else the first):
-the model's calibration on controls (in plain words when the model explains
-nothing beyond the mean), mean signed deviation z per patient group as
-region x region heatmaps, the flagged connections on a circle of regions
-coloured by Yeo-7 system, the shared-vs-specific table, the training curves,
-ComBat before/after (PCA of the controls coloured by site, with the site
-accuracy of held-out controls), the autoencoder vs linear-baseline counts,
-the single cases and the variant ranking.
+For the selected variant (rank 1 of ``selection.tsv``, else the first): the
+cohort (groups, sites, roles in the model, age and sex), head motion by
+group and QC-FC, the model's calibration on held-out controls, the mean
+deviation per group on the network matrix, the flagged connections
+(interactive connectome or circle, shared vs specific, Yeo-7 system pairs),
+the single cases, the variant ranking in words, ComBat before/after, the
+notes of the run and an index of every subject with its participant
+reports and patient page.  Built with :mod:`nmflow.reports.html`.
 """
 
 from __future__ import annotations
 
-import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
-from nmflow.group.harmonize import site_accuracy  # noqa: E402
-from nmflow.group.stats import YEO7_SYSTEMS, region_systems  # noqa: E402
-
-DPI = 80
-
-
-def deviation_heatmaps(path: Path, z: np.ndarray, groups: np.ndarray, connection: np.ndarray,
-                       regions: list[str]) -> Path:
-    """Mean signed deviation z ``(n_subjects, n_scored)`` per group as ``(n_regions, n_regions)`` panels;
-    ``connection`` ``(n_scored,)`` places each score in the regions' upper triangle."""
-    names = sorted(set(groups))
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2), squeeze=False)
-    for ax, g in zip(axes[0], names):
-        full = np.full(len(regions) * (len(regions) - 1) // 2, np.nan)
-        full[connection] = z[groups == g].mean(axis=0)
-        mat = from_upper_triangle(full, len(regions), diagonal=np.nan)
-        im = ax.imshow(mat, cmap="RdBu_r", vmin=-1, vmax=1)
-        ax.set_title(f"{g} (n={int((groups == g).sum())})", fontsize=9)
-        ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="mean deviation z")
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def connectome_circle(path: Path, stats: pd.DataFrame, regions: list[str]) -> Path:
-    """Flagged connections (autoencoder) on a circle of regions; colour = group, black = shared."""
-    n = len(regions)
-    systems = region_systems(regions)
-    angle = 2 * np.pi * np.arange(n) / n
-    xy = np.column_stack([np.cos(angle), np.sin(angle)])
-    rows, cols = np.triu_indices(n, k=1)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    palette = plt.get_cmap("tab10")
-    groups = sorted(stats["group"].unique())
-    flagged = stats[(stats.model == "autoencoder") & stats.flagged]
-    for _, row in flagged.iterrows():
-        i, j = rows[row.connection], cols[row.connection]
-        color = "k" if row.sharing == "shared" else palette(groups.index(row.group) % 10)
-        ax.plot(*zip(xy[i], xy[j]), color=color, lw=1.5, alpha=0.7)
-    sys_colors = {s: plt.get_cmap("Set2")(k % 8) for k, s in enumerate(YEO7_SYSTEMS + ["Other"])}
-    ax.scatter(xy[:, 0], xy[:, 1], c=[sys_colors[s] for s in systems], s=60, zorder=3, edgecolors="k")
-    if n <= 40:
-        for k, name in enumerate(regions):
-            ax.text(1.12 * xy[k, 0], 1.12 * xy[k, 1], name, fontsize=6, ha="center", va="center")
-    handles = [plt.Line2D([], [], color=palette(k % 10), label=g) for k, g in enumerate(groups)]
-    handles.append(plt.Line2D([], [], color="k", label="shared"))
-    ax.legend(handles=handles, fontsize=7, loc="lower right")
-    ax.set_axis_off()
-    ax.set_aspect("equal")
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    return path
-
-
-def curves_figure(path: Path, train_loss: np.ndarray, val_loss: np.ndarray, best_epoch: int) -> Path:
-    """Training and validation loss per epoch ``(n_epochs,)``."""
-    fig, ax = plt.subplots(figsize=(4.5, 3))
-    ax.plot(train_loss, label="train")
-    ax.plot(val_loss, label="validation")
-    ax.axvline(best_epoch, color="k", ls=":", label="kept")
-    ax.set_xlabel("epoch"), ax.set_ylabel("MSE"), ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def combat_figure(path: Path, before: np.ndarray, after: np.ndarray, sites: np.ndarray,
-                  train: np.ndarray) -> Path:
-    """PCA (first 2 components of ``before``) of controls ``(n, n_features)``, coloured by site,
-    before and after ComBat; titles give the site accuracy of held-out controls (fit on ``train``)."""
-    centre = before.mean(axis=0)
-    _, _, vt = np.linalg.svd(before - centre, full_matrices=False)
-    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharex=True, sharey=True)
-    for ax, data, title in ((axes[0], before, "before"), (axes[1], after, "after ComBat")):
-        pc = (data - centre) @ vt[:2].T
-        acc, chance = site_accuracy(data, sites, train)
-        for site in sorted(set(sites)):
-            ax.scatter(*pc[sites == site].T, s=12, label=site)
-        ax.set_title(f"{title}: site accuracy {acc:.2f} (chance {chance:.2f})", fontsize=8)
-        ax.set_xlabel("PC1")
-    axes[0].set_ylabel("PC2")
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
-
-
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0, classes="t")
-
-
-def calibration_text(scored, selection: pd.DataFrame | None) -> str:
-    """Plain-words summary of how well the selected variant's models describe controls."""
-    parts = []
-    for model, sc in scored.scores.items():
-        row = sc.calibration.iloc[0]
-        parts.append(f"<li><b>{model}</b>: explained variance of held-out controls {row.explained_variance:.2f}, "
-                     f"SMSE {row.smse:.2f}; controls' z: mean {row.z_mean:.2f}, SD {row.z_sd:.2f}, "
-                     f"{100 * row['frac_abs_z_gt_1.96']:.1f} % beyond ±1.96 (nominal 5 %); "
-                     f"{100 * sc.null_rate:.1f} % of controls get a flagged connection when tested against the "
-                     "other controls (nominal about 5 %).</li>")
-    text = "<ul>" + "".join(parts) + "</ul>"
-    if not scored.val_beats_mean:
-        text += ("<p class='warn'>The autoencoder does not predict held-out controls better than their mean "
-                 "(its validation loss is not below the mean predictor's): its deviations are the features' "
-                 "distance from the controls' mean, not a learnt pattern.</p>")
-    if selection is not None and not selection.selected.any():
-        text += ("<p class='warn'>No variant gives stable findings: none passed the stability and calibration "
-                 "criteria; the first-ranked variant is shown, but read its findings with caution.</p>")
-    return text
+from nmflow.errors import NmflowInputError
+from nmflow.group import motion as qc
+from nmflow.reports import group_figures as gf
+from nmflow.reports.html import Link, Section, bullet_list, embed, figure, number, paragraph, render_page, table, tabs
+from nmflow.reports.words import connection_label, ranking_sentences, strategy_order, variant_entities
 
 
 @dataclass
@@ -158,73 +45,374 @@ class ReportVariant:
     best_epoch: int
 
 
-def write_group_report(folder: Path, table: pd.DataFrame, folds, r: ReportVariant, selection: pd.DataFrame | None,
-                       messages: list[str], settings) -> Path:
-    """Write ``folder/group_report.html`` and ``folder/figures/*.png`` for variant ``r``; returns the HTML path.
+@dataclass
+class ReportData:
+    """Everything the group report and the patient pages show.
 
-    ``table`` is the cohort (with a ``split`` column), ``folds`` the
-    cross-fitting plan, ``settings`` the :class:`~nmflow.group.settings.GroupSettings`.
+    ``table`` the cohort (participants rows with a ``split`` column),
+    ``folds`` the cross-fitting plan, ``variant`` the variant shown,
+    ``selection`` the ranking (None without), ``messages`` the run's notes,
+    ``motion`` the participant level's motion per run and strategy
+    (:data:`nmflow.group.motion.RUN_COLUMNS`), ``reports`` the participant
+    reports (names in ``OUT_DIR``), ``strategies`` the FC features
+    ``(n_subjects, n_features)`` of each denoising strategy of the shown
+    variant's atlas and metric (for QC-FC), ``settings`` the
+    :class:`~nmflow.group.settings.GroupSettings`.
     """
+
+    table: pd.DataFrame
+    folds: object
+    variant: ReportVariant
+    selection: pd.DataFrame | None
+    messages: list[str]
+    motion: pd.DataFrame
+    reports: list[str]
+    strategies: dict[str, np.ndarray]
+    settings: object
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"sub-{x}" for x in self.table.index]
+
+    @property
+    def desc(self) -> str | None:
+        return variant_entities(self.variant.scored.label).get("desc")
+
+    @property
+    def mean_fd(self) -> np.ndarray:
+        """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown."""
+        return qc.subject_mean_fd(self.motion, self.ids, self.desc)
+
+    @property
+    def group_order(self) -> list[str]:
+        """The controls, then the patient groups in alphabetical order."""
+        control = self.settings.control_label
+        return [control] + sorted(set(self.table["group"]) - {control})
+
+    def reports_of(self, participant_id: str, prefix: str) -> list[Link]:
+        """Links (``prefix`` + name) to the participant reports of one subject."""
+        return [Link(prefix + name, name[len(participant_id) + 1:-5] or "report")
+                for name in self.reports if name.split("_")[0].split(".")[0] == participant_id]
+
+
+def write_group_report(folder: Path, d: ReportData) -> Path:
+    """Write ``folder/group_report.html``, ``folder/figures/`` and ``folder/patients/``; returns the HTML path."""
+    from nmflow.reports.patient import write_patient_pages
+
     figures = folder / "figures"
-    figures.mkdir(exist_ok=True)
-    sc = r.scored
-    label = sc.label
-    ae = sc.scores["autoencoder"]
-    groups = table["group"].to_numpy()
-    controls = folds.controls
-    figs = {
-        "Mean deviation z per patient group (autoencoder)": deviation_heatmaps(
-            figures / "deviation_heatmaps.png", ae.z[folds.patients], groups[folds.patients], sc.connection,
-            sc.regions),
-        "Flagged connections (autoencoder)": connectome_circle(figures / "connectome.png", r.stats, sc.regions),
-        "Training curves (model fit on all controls)": curves_figure(
-            figures / "training_curves.png", r.curves.train_loss.to_numpy(), r.curves.val_loss.to_numpy(),
-            r.best_epoch),
-    }
-    if settings.harmonize == "combat" and table["site"].nunique() > 1:
-        p = r.prepared
-        before = p.features.x[:, p.kept]
-        before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
-        figs["ComBat: controls before and after (fit without the scored controls)"] = combat_figure(
-            figures / "combat_sites.png", before[controls], p.preps[0].features[controls],
-            table["site"].to_numpy()[controls], folds.pool[0][controls])
-    flagged = r.stats[r.stats.flagged]
-    counts = r.stats.groupby(["model", "group"])["flagged"].sum().unstack("model").reset_index()
-    counts.columns.name = None
-    split_counts = ", ".join(f"{k}: {int(v)}" for k, v in table["split"].value_counts().sort_index().items())
-    chosen = ("" if selection is None else " (selected on controls only)" if selection.selected.any()
-              else " (no variant qualified)")
-    parts = [f"<h1>nmflow group report</h1><p>Variant: <b>{html.escape(label)}</b>{chosen}; {len(table)} subjects; "
-             f"{html.escape(split_counts)}; {settings.test_score} deviations; flag rule: {settings.p_rule} &lt; "
-             f"{settings.alpha}.</p>"]
-    if messages or sc.messages:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in messages + sc.messages)
-                     + "</ul>")
-    parts.append("<h2>Calibration on controls (out of sample)</h2>" + calibration_text(sc, selection))
-    parts.append("<h2>Flagged connections: autoencoder vs linear baseline</h2>" + _table(counts))
-    for title, path in figs.items():
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='figures/{path.name}'>")
-    shown = flagged[flagged.model == "autoencoder"][["group", "name", "U", "q", "effect_size", "sharing"]]
-    parts.append("<h2>Shared vs specific (autoencoder)</h2>"
-                 + (_table(shown.sort_values(["sharing", "group"])) if len(shown) else "<p>None flagged.</p>"))
-    single = r.single_case
-    per_case = single[single.feature != "global"].groupby("participant_id", sort=False).agg(
-        group=("group", "first"), connections_flagged=("flagged", "sum"))
-    overall = single[single.feature == "global"].set_index("participant_id")
-    glob = ae.globals.assign(participant_id=[f"sub-{x}" for x in table.index]).set_index("participant_id")
-    per_case = per_case.assign(global_score=glob["global_score"], n_extreme=glob["n_extreme"],
-                               global_t=overall["t"], global_p=overall["p"]).reset_index()
-    n_ref = int(folds.reference.sum())
-    parts.append(f"<h2>Single cases (Crawford–Howell vs {n_ref} controls, df = {n_ref - 1})</h2>"
-                 + _table(per_case.sort_values("global_score", ascending=False)))
-    nets = r.networks[(r.networks.model == "autoencoder") & (r.networks.n_flagged > 0)]
-    parts.append("<h2>Yeo-7 system pairs</h2>" + (_table(nets.drop(columns="model")) if len(nets)
-                                                   else "<p>None flagged.</p>"))
-    if selection is not None:
-        parts.append("<h2>Variant ranking (controls only)</h2>" + _table(selection))
-    style = ("<style>body{font-family:sans-serif;margin:2em} .t td,.t th{padding:2px 8px;font-size:12px}"
-             " .warn{color:#a40000}</style>")
-    out = folder / "group_report.html"
-    out.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nmflow group</title>{style}</head>"
-                   f"<body>{''.join(parts)}</body></html>")
+    figures.mkdir(parents=True, exist_ok=True)
+    pages = write_patient_pages(folder / "patients", d)
+    sc = d.variant.scored
+    chosen = ("" if d.selection is None else ", selected on controls only" if d.selection.selected.any()
+              else ", no variant qualified (see Variant choice)")
+    s = d.settings
+    rule = f"{'q' if s.p_rule == 'fdr' else 'p'} < {s.alpha:g}"
+    lead = [f"Variant {sc.label}{chosen}.",
+            f"{len(d.table)} subjects: {_role_counts(d.table.split)}. Deviations are {s.test_score} residual z "
+            f"scores of a normative autoencoder trained on controls; connections are flagged at {rule}."]
+    sections = [_cohort(d), _motion(d, figures), _calibration(d, figures), _deviations(d, figures),
+                _flagged(d, figures), _single_cases(d, pages), _ranking(d)]
+    if s.harmonize == "combat" and d.table["site"].nunique() > 1:
+        sections.append(_combat(d, figures))
+    sections += [Section("notes", "Notes", bullet_list(d.messages + sc.messages, "No notes.")),
+                 _subjects(d, pages)]
+    return render_page(folder / "group_report.html", "nmflow group report", sections, lead)
+
+
+ROLES = {"reference": ("held-out control", "held-out controls"),
+         "fit": ("fitting control (not tested)", "fitting controls (not tested)"), "patient": ("patient", "patients")}
+
+
+def _role_key(split: str) -> str:
+    return "patient" if split == "patient" else "fit" if split in ("train", "val") else "reference"
+
+
+def _role(split: str) -> str:
+    """What a subject with this ``split`` label is to the model."""
+    return ROLES[_role_key(split)][0]
+
+
+def _role_counts(splits: pd.Series) -> str:
+    counts = splits.map(_role_key).value_counts()
+    return ", ".join(f"{int(counts[k])} {ROLES[k][int(counts[k]) != 1]}" for k in ROLES if k in counts)
+
+
+def _counts(values: pd.Series) -> str:
+    return ", ".join(f"{k} {int(n)}" for k, n in values.astype(str).value_counts().sort_index().items())
+
+
+def _column(table: pd.DataFrame, name: str) -> str | None:
+    return next((c for c in table.columns if c.lower() == name), None)
+
+
+def _cohort(d: ReportData) -> Section:
+    age, sex = _column(d.table, "age"), _column(d.table, "sex") or _column(d.table, "gender")
+    rows = []
+    for name, part in [(g, d.table[d.table.group == g]) for g in d.group_order] + [("all", d.table)]:
+        row = {"Group": name, "Subjects": len(part), "Sites": _counts(part["site"]),
+               "Role in the model": _role_counts(part["split"])}
+        if age and pd.api.types.is_numeric_dtype(d.table[age]):
+            a = part[age].astype(float)
+            row["Age (mean ± SD, range)"] = (f"{number(a.mean())} ± {number(a.std())} "
+                                             f"({number(a.min())}–{number(a.max())})")
+        if sex:
+            row["Sex"] = _counts(part[sex])
+        rows.append(row)
+    text = ("Held-out controls are scored by cross-fitting models that never saw them and form the reference "
+            "every deviation is measured against; patients are scored by every model.")
+    return Section("cohort", "Cohort", paragraph(text) + table(pd.DataFrame(rows)))
+
+
+def qc_fc_rows(d: ReportData) -> tuple[pd.DataFrame, dict[str, np.ndarray], tuple[str, str] | None]:
+    """QC-FC of every strategy of the shown variant's atlas and metric (and after ComBat when applied).
+
+    Returns the table (one row per feature set), the correlations per set
+    ``(n_features,)`` and the (before, after) pair the text compares (None
+    when there is nothing to compare).
+    """
+    fd = d.mean_fd
+    sets = {f"desc-{k}": x for k, x in sorted(d.strategies.items(), key=lambda kv: strategy_order(kv[0]))}
+    mine = f"desc-{d.desc}"
+    p = d.variant.prepared
+    combat = d.settings.harmonize == "combat" and d.table["site"].nunique() > 1
+    if combat and p.kept.size == p.features.x.shape[1]:
+        sets[f"{mine} after ComBat"] = _after_combat(p)
+    correlations, rows = {}, []
+    for name, x in sets.items():
+        r, pval, n = qc.qc_fc(fd, x)
+        correlations[name] = r
+        summary = qc.qc_fc_summary(r, pval)
+        rows.append({"FC": name, "Subjects": int(np.max(n, initial=0)),
+                     "Connections with p < 0.05 (%)": summary["pct_significant"],
+                     "Median |r|": summary["median_abs_r"]})
+    first = next(iter(sets))
+    if first != mine:
+        pair = (first, mine)
+    elif f"{mine} after ComBat" in sets:
+        pair = (mine, f"{mine} after ComBat")
+    else:
+        pair = None
+    return pd.DataFrame(rows), correlations, pair
+
+
+def _after_combat(p) -> np.ndarray:
+    """The shown variant's features after ComBat (fit on all controls), NaN for connections not modelled."""
+    out = np.full(p.features.x.shape, np.nan)
+    out[:, np.flatnonzero(p.kept)] = p.final.features
     return out
+
+
+def _motion(d: ReportData, figures: Path) -> Section:
+    section = Section("motion", "Head motion and QC-FC")
+    fd, groups = d.mean_fd, d.table["group"].to_numpy(str)
+    if not np.isfinite(fd).any():
+        return section.add(paragraph("No framewise displacement found (the participant level's *_outliers.tsv): "
+                                     "motion by group and QC-FC are not shown.", "warn"))
+    by_group = qc.motion_by_group(fd, groups, d.settings.control_label)
+    sentences = []
+    controls = by_group.iloc[0]
+    for row in by_group.iloc[1:].itertuples(index=False):
+        verdict = ("moved differently from controls: motion may explain part of its deviations (see QC-FC)"
+                   if row.p < 0.05 else "no evidence of a motion difference")
+        sentences.append(f"{row.group}: mean FD {number(row.mean)} mm vs {number(controls['mean'])} mm in controls "
+                         f"(Mann–Whitney p = {number(row.p)}): {verdict}.")
+    shown = by_group.assign(mean=[f"{number(m)} ± {number(s)}" for m, s in zip(by_group["mean"], by_group.sd)])
+    shown = shown.drop(columns="sd").rename(columns={
+        "group": "Group", "n": "Subjects with FD", "mean": "Mean FD (mm, mean ± SD)", "median": "Median (mm)",
+        "U": "Mann–Whitney U vs controls", "p": "p"})
+    section.add(paragraph("Mean framewise displacement (FD) per subject, averaged over its scans."),
+                bullet_list(sentences, "Controls only: no group to compare."), table(shown),
+                figure(f"figures/{gf.fd_figure(figures / 'motion.png', fd, groups, d.group_order).name}",
+                       "Mean framewise displacement of every subject, per group (box: quartiles)."))
+    rows, correlations, pair = qc_fc_rows(d)
+    words = ("QC-FC is the correlation, across subjects, of mean FD with each connection's FC (Fisher z); with "
+             "motion well removed about 5 % of connections correlate at p < 0.05 (uncorrected) by chance, and "
+             "the median |r| is small.")
+    if pair is None:
+        compare = ("Only one denoising strategy of this atlas and metric was analysed and the data were not "
+                   "harmonised, so no before/after comparison is possible.")
+    else:
+        before, after = (rows.set_index("FC").loc[name] for name in pair)
+        kind = "ComBat" if pair[1].endswith("ComBat") else "denoising"
+        compare = (f"Before/after {kind}: {pair[0]} has {number(before.iloc[1])} % significant connections "
+                   f"(median |r| {number(before.iloc[2])}); {pair[1]} has {number(after.iloc[1])} % "
+                   f"(median |r| {number(after.iloc[2])}).")
+    caption = "QC-FC correlations of every connection: narrow and centred on 0 means little motion left in FC."
+    return section.add("<h3>QC-FC</h3>", paragraph(words), paragraph(compare), table(rows),
+                       figure(f"figures/{gf.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
+
+
+def _calibration(d: ReportData, figures: Path) -> Section:
+    sc, r = d.variant.scored, d.variant
+    rows = []
+    for model, scores in sc.scores.items():
+        calib = scores.calibration[scores.calibration.connection == "all"]
+        for _, row in calib.iterrows():
+            rows.append({"Model": model, "Controls": "all" if row.scope == "all" else f"site {row.scope}",
+                         "n": row.n_subjects, "Explained variance": row.explained_variance, "SMSE": row.smse,
+                         "Mean z": row.z_mean, "SD of z": row.z_sd, "Beyond ±1.96 (%)": 100 * row["frac_abs_z_gt_1.96"],
+                         "Controls flagged vs others (%)": 100 * scores.null_rate if row.scope == "all" else np.nan})
+    ae = sc.scores["autoencoder"].calibration.iloc[0]
+    words = (f"On held-out controls the autoencoder explains {number(100 * ae.explained_variance)} % of each "
+             f"connection's variance; their deviations have mean {number(ae.z_mean)} and SD {number(ae.z_sd)} "
+             f"(ideal 0 and 1), and {number(100 * ae['frac_abs_z_gt_1.96'])} % lie beyond ±1.96 (nominal 5 %). "
+             f"Tested against the other controls, {number(100 * sc.scores['autoencoder'].null_rate)} % of controls "
+             "get a flagged connection (nominal about 5 %).")
+    section = Section("calibration", "Calibration on held-out controls", paragraph(words))
+    if not sc.val_beats_mean:
+        section.add(paragraph("The autoencoder does not predict held-out controls better than their mean: its "
+                              "deviations are the features' distance from the controls' mean, not a learnt "
+                              "pattern.", "warn"))
+    curves = gf.curves_figure(figures / "training_curves.png", r.curves.train_loss.to_numpy(),
+                              r.curves.val_loss.to_numpy(), r.best_epoch)
+    return section.add(table(pd.DataFrame(rows)), figure(
+        f"figures/{curves.name}", "Training and validation error per epoch of the model fitted on all controls; "
+        "the dotted line marks the epoch kept."))
+
+
+def group_means(d: ReportData) -> dict[str, np.ndarray]:
+    """Mean signed deviation z per connection ``(n_scored,)`` of the held-out controls and of each patient group."""
+    z = d.variant.scored.scores["autoencoder"].z
+    groups = d.table["group"].to_numpy(str)
+    out = {}
+    for g in d.group_order:
+        rows = d.folds.reference if g == d.settings.control_label else d.folds.patients & (groups == g)
+        out[g] = z[rows].mean(axis=0)
+    return out
+
+
+def _deviations(d: ReportData, figures: Path) -> Section:
+    sc = d.variant.scored
+    means = group_means(d)
+    shown = {g: gf.network_matrix(m, sc.connection, sc.regions) for g, m in means.items()}
+    limit = max(0.5, float(np.ceil(10 * np.nanmax([np.nanmax(np.abs(m)) for m, _ in shown.values()])) / 10))
+    labels = next(iter(shown.values()))[1]
+    groups = d.table["group"].to_numpy(str)
+    counts = {g: int(d.folds.reference.sum()) if g == d.settings.control_label
+              else int((d.folds.patients & (groups == g)).sum()) for g in shown}
+    titles = [f"{'held-out controls' if g == d.settings.control_label else g} (n = {counts[g]})" for g in shown]
+    paths = gf.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(shown))],
+                              [m for m, _ in shown.values()], labels, titles, limit, "mean deviation z")
+    panels = {}
+    for (g, _), path, title in zip(shown.items(), paths, titles):
+        what = ("each scored by a model that never saw it: values near 0 show an unbiased model"
+                if g == d.settings.control_label else "red: connectivity higher than the model expects, blue: lower")
+        panels[title] = figure(f"figures/{path.name}", f"Mean deviation z of the {title} per connection; {what}.")
+    intro = ("A subject's deviation z is how far a connection is from what the normative model predicts from the "
+             "subject's covariates and other connections, in units of the held-out controls' spread.")
+    return Section("deviations", "Deviations per group", paragraph(intro) + tabs(panels))
+
+
+def atlas_centres(label: str, regions: list[str], atlas_dir) -> np.ndarray | None:
+    """Region centres ``(n_regions, 3)`` (mm) of a built-in Yeo variant found in ``atlas_dir``, else None."""
+    from nmflow.participant.atlas import region_centres, resolve_atlas
+
+    ents = variant_entities(label)
+    match = re.fullmatch(r"(7|17)n(Thin|Thick)", ents.get("seg", ""))
+    if ents.get("atlas") != "Yeo2011" or match is None or not atlas_dir:
+        return None
+    try:
+        atlas = resolve_atlas(f"yeo{match[1]}{match[2].lower()}", atlas_dir, fetch=False)
+    except NmflowInputError:
+        return None
+    return region_centres(atlas) if list(atlas.names) == list(regions) else None
+
+
+def _flagged(d: ReportData, figures: Path) -> Section:
+    sc, stats = d.variant.scored, d.variant.stats
+    counts = stats.groupby(["group", "model"])["flagged"].sum().unstack("model").reset_index()
+    counts.columns = [{"group": "Group", "autoencoder": "Autoencoder", "linear": "Linear baseline"}.get(c, c)
+                      for c in counts.columns]
+    flagged = stats[(stats.model == "autoencoder") & stats.flagged]
+    section = Section("flagged", "Flagged connections", table(counts))
+    if flagged.empty:
+        return section.add(paragraph("None flagged: no connection differs between a patient group and the "
+                                     "controls at the chosen threshold.", "none"))
+    centres = atlas_centres(sc.label, sc.regions, d.settings.atlas_dir)
+    n = len(sc.regions)
+    rows, cols = np.triu_indices(n, k=1)
+    patient_groups = d.group_order[1:]
+    if centres is not None:
+        panels = {}
+        for k, g in enumerate(patient_groups):
+            mine = flagged[flagged.group == g]
+            if mine.empty:
+                panels[g] = paragraph(f"None flagged in {g}.", "none")
+                continue
+            weights = np.zeros((n, n))
+            weights[rows[mine.connection], cols[mine.connection]] = mine.effect_size
+            weights += weights.T
+            view = gf.connectome_view(figures / f"connectome_{k}.html", weights, centres, sc.regions,
+                                      f"{g}: {len(mine)} flagged connection(s)")
+            panels[g] = embed(f"figures/{view.name}", f"Connections flagged in {g} between the region centres "
+                              "(drag to rotate); colour: effect size, red where patients are higher.")
+        section.add(tabs(panels))
+    else:
+        colours = gf.group_colours(patient_groups)
+        edges = [(rows[c.connection], cols[c.connection], "#000000" if c.sharing == "shared" else colours[c.group])
+                 for c in flagged.itertuples(index=False)]
+        circle = gf.circle_figure(figures / "connectome.png", edges, sc.regions, {**colours, "shared": "#000000"})
+        section.add(figure(f"figures/{circle.name}", "Flagged connections between the atlas regions (dots coloured "
+                           "by Yeo-7 system); colour: the patient group, black: flagged in several groups."))
+    shown = pd.DataFrame({
+        "Connection": [connection_label(c, sc.regions) for c in flagged.connection],
+        "Group": flagged.group.to_numpy(), "Patients vs controls": np.where(flagged.effect_size > 0, "higher", "lower"),
+        "Effect size (rank-biserial)": flagged.effect_size.to_numpy(), "q": flagged.q.to_numpy(),
+        "Shared or specific": flagged.sharing.to_numpy()}).sort_values(["Shared or specific", "Group", "q"])
+    nets = d.variant.networks
+    nets = nets[(nets.model == "autoencoder") & (nets.n_flagged > 0)]
+    nets = pd.DataFrame({"Systems": [f"{a} – {b}" for a, b in zip(nets.system_a, nets.system_b)],
+                         "Group": nets.group.to_numpy(), "Flagged": nets.n_flagged.to_numpy(),
+                         "Connections": nets.n_connections.to_numpy(), "Fraction": nets.fraction_flagged.to_numpy()})
+    return section.add("<h3>Shared vs specific</h3>",
+                       paragraph("Shared: flagged in two or more patient groups; specific: in one group only."),
+                       table(shown), "<h3>Yeo-7 system pairs</h3>", table(nets))
+
+
+def _single_cases(d: ReportData, pages: dict[str, Path]) -> Section:
+    from nmflow.reports.patient import patient_summary
+
+    rows = [patient_summary(d, pid) for pid in pages]
+    frame = pd.DataFrame(rows).sort_values("Overall deviation (percentile)", ascending=False) if rows else None
+    if frame is not None:
+        frame.insert(0, "Patient", [Link(f"patients/{pages[pid].name}", pid) for pid in frame.pop("Patient")])
+    n_ref = int(d.folds.reference.sum())
+    text = (f"Each patient is compared with the {n_ref} held-out controls (Crawford–Howell, df = {n_ref - 1}). "
+            "The overall deviation is the percentile of the patient's mean squared deviation among the controls; "
+            "each patient's page says which connections stand out, in words.")
+    return Section("single-cases", "Single cases", paragraph(text) + table(frame, "No patients."))
+
+
+def _ranking(d: ReportData) -> Section:
+    body = "".join(paragraph(t) for t in ranking_sentences(d.selection, d.variant.scored.label))
+    if d.selection is not None:
+        body += table(d.selection.rename(columns={
+            "variant": "Variant", "n_features": "Connections", "stability": "Stability",
+            "frac_abs_z_gt_1.96": "Controls beyond ±1.96 (fraction)", "z_excess_kurtosis": "Excess kurtosis",
+            "explained_variance": "Explained variance", "val_beats_mean": "Beats the mean",
+            "qualifies": "Qualifies", "rank": "Rank", "selected": "Selected"}))
+    return Section("ranking", "Variant choice", body)
+
+
+def _combat(d: ReportData, figures: Path) -> Section:
+    p, controls = d.variant.prepared, d.folds.controls
+    before = p.features.x[:, p.kept]
+    before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
+    path = gf.combat_figure(figures / "combat_sites.png", before[controls], p.preps[0].features[controls],
+                            d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
+    return Section("combat", "Site harmonisation (ComBat)", figure(
+        f"figures/{path.name}", "Controls' FC projected on its first two principal components, coloured by site, "
+        "before and after ComBat; the site accuracy of controls outside the fit should fall towards chance."))
+
+
+def _subjects(d: ReportData, pages: dict[str, Path]) -> Section:
+    ae = d.variant.scored.scores["autoencoder"]
+    frame = pd.DataFrame({
+        "Subject": d.ids, "Group": d.table["group"].to_numpy(), "Site": d.table["site"].to_numpy(),
+        "Role": [_role(s) for s in d.table["split"]], "Mean FD (mm)": d.mean_fd,
+        "Overall deviation (percentile)": ae.globals["global_score"].to_numpy(),
+        "Participant reports": [d.reports_of(pid, "../") for pid in d.ids],
+        "Patient page": [Link(f"patients/{pages[pid].name}", "open") if pid in pages else "" for pid in d.ids]})
+    return Section("subjects", "Subjects", paragraph(
+        "Every subject of the cohort, with its participant-level reports (where they exist) and, for patients, "
+        "the patient page.") + table(frame))

@@ -47,7 +47,8 @@ STEP_SETTINGS = {
     "group_tests": COHORT + ("control_label", "test_score", "alpha", "p_rule"),
     "single_case": COHORT + ("test_score", "alpha", "single_case_rule"),
     "select": ("n_bootstrap", "init_model"),
-    "report": COHORT + ("harmonize", "test_score", "p_rule", "alpha"),
+    "report": COHORT + ("control_label", "harmonize", "test_score", "p_rule", "alpha", "single_case_rule",
+                        "atlas_dir"),
 }
 VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
     ("score", "deviations", "deviations", ".tsv"), ("score", "linearz", "linearz", ".tsv"),
@@ -119,7 +120,8 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         (tests, report, [("stats", "stats"), ("networks", "networks")]),
         (single, report, [("singlecase", "singlecase")]),
         (select, report, [("selection", "selection")]),
-        (collect, report, [("messages", "messages")]),
+        (collect, report, [("messages", "messages"), ("features", "features"), ("motion", "motion"),
+                           ("reports", "reports")]),
     ])
     for source, output, suffix, extension in VARIANT_OUTPUTS:
         sink = MapNode(VariantDerivativesSink(base_directory=str(staging), suffix=suffix, extension=extension),
