@@ -103,7 +103,7 @@ def test_calibration_written_and_in_the_nominal_band(done):
     per_site = calib[(calib.scope != "all") & (calib.connection == "all")]
     assert set(per_site.scope) == {"siteA", "siteB"} and len(calib[calib.connection != "all"]) == 2 * 136
     html = (done / "out" / "group" / "group_report.html").read_text()
-    assert "Calibration on controls" in html and "beyond ±1.96" in html
+    assert "Calibration on held-out controls" in html and "beyond ±1.96" in html
 
 
 def test_null_cohort_of_controls_flags_almost_nothing(tmp_path):

@@ -39,6 +39,7 @@ class Cohort:
     true_features: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     covariates: pd.DataFrame = field(default_factory=pd.DataFrame)
     model: pop.PopulationModel | None = None
+    fd: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
     @property
     def names(self) -> list[str]:
@@ -81,7 +82,8 @@ def make_cohort(n_controls: int = 80, patients: tuple = (("disorderA", 25), ("di
         "group": groups, "site": sites, "age": ages, "sex": sexes,
     })
     regions = YEO_NAMES[n_networks] if n_networks in YEO_NAMES else [f"R{k}" for k in range(n_networks)]
-    return Cohort(subjects, feats, model.planted, list(regions), series, true_features, model.covariates, model)
+    fd = 0.05 + 0.1 * np.abs(spikes) * (0.5 + loading.mean(axis=1, keepdims=True))
+    return Cohort(subjects, feats, model.planted, list(regions), series, true_features, model.covariates, model, fd)
 
 
 def planted_mask(planted: pd.DataFrame, group: str, n_features: int) -> np.ndarray:
@@ -92,8 +94,10 @@ def planted_mask(planted: pd.DataFrame, group: str, n_features: int) -> np.ndarr
 
 
 def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
-               atlas: dict | None = None) -> None:
-    """Write participant-level relmats (pearson) of ``cohort`` and ``participants.tsv``."""
+               atlas: dict | None = None, qc: bool = False) -> None:
+    """Write participant-level relmats (pearson) of ``cohort`` and ``participants.tsv``; with ``qc`` also each
+    subject's ``*_outliers.tsv`` per strategy (FD, first volume n/a, volumes above 0.5 mm censored) and a
+    participant report for every subject but the last."""
     from pathlib import Path
 
     from nmflow.bids_io import derivative_path, write_relmat
@@ -108,6 +112,16 @@ def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
             path = derivative_path(out_dir, ents, "relmat", ".tsv")
             path.parent.mkdir(parents=True, exist_ok=True)
             write_relmat(path, from_upper_triangle(np.tanh(cohort.features[strategy][k]), n), cohort.regions)
+            if qc:
+                fd = cohort.fd[k].copy()
+                fd[0] = np.nan
+                outliers = derivative_path(out_dir, {"subject": pid[4:], "task": "rest", "desc": strategy},
+                                           "outliers", ".tsv")
+                pd.DataFrame({"framewise_displacement": fd, "censored": (np.nan_to_num(fd) > 0.5).astype(int)}
+                             ).to_csv(outliers, sep="\t", index=False, na_rep="n/a")
+    if qc:
+        for pid in cohort.subjects.participant_id[:-1]:
+            (Path(out_dir) / f"{pid}_task-rest.html").write_text("<!DOCTYPE html><title>participant</title>")
     Path(bids_dir).mkdir(parents=True, exist_ok=True)
     cohort.subjects.to_csv(Path(bids_dir) / "participants.tsv", sep="\t", index=False)
 

@@ -1,0 +1,182 @@
+"""The group report and the patient pages: rendered in headless Chromium, and their numbers checked."""
+
+import re
+from pathlib import Path
+
+import lxml.html
+import numpy as np
+import pandas as pd
+import pytest
+from helpers.browser import load_page, missing_links, require_chromium, screenshot
+from helpers.group import group_args, make_cohort, write_tree
+from scipy import stats as sps
+
+from nmflow.bids_io import read_relmat
+from nmflow.group.motion import qc_fc
+from nmflow.participant.atlas import YEO_NAMES
+from nmflow.participant.connectivity import fisher_z, upper_triangle
+from nmflow.reports.group_figures import draw_circle, network_matrix, spread_labels
+from nmflow.reports.html import Link, number, table
+from nmflow.reports.words import against_controls, connection_label, region_label
+from nmflow.workflows.group import run_group
+
+VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
+PLANTED = [5, 40, 77, 100, 120]  # connections of the extreme patient, raised by 1.5 (Fisher z)
+REPRS = ("np.int64", "np.float64", "np.str_", "{'", "array(")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    cohort = make_cohort(n_controls=24, patients=(("disorderA", 8), ("disorderB", 8)), motion=1.0, seed=4,
+                         estimate_d=False)
+    for features in cohort.features.values():
+        features[24, PLANTED] += 1.5  # sub-25, the first patient
+    write_tree(cohort, root / "out", root / "bids", qc=True)
+    assert run_group(group_args(root / "bids", root / "out", "--n-bootstrap", "3", "--epochs", "60",
+                                "--patience", "10", "--folds", "3", "--covariates", "age", "sex")) == 0
+    return root
+
+
+def _tables(page: Path) -> dict[str, list[pd.DataFrame]]:
+    """The tables of each section of a page, as text (section id -> tables)."""
+    out = {}
+    for section in lxml.html.fromstring(page.read_text()).iter("section"):
+        out[section.get("id")] = [
+            pd.DataFrame([[td.text_content() for td in tr.iter("td")] for tr in t.iter("tr")][1:],
+                         columns=[th.text_content() for th in t.iter("th")]) for t in section.iter("table")]
+    return out
+
+
+def _mean_fd(out: Path, strategy: str) -> pd.Series:
+    files = sorted(out.glob(f"sub-*/func/*_desc-{strategy}_outliers.tsv"))
+    return pd.Series({f.name.split("_")[0]: pd.read_csv(f, sep="\t", na_values="n/a").framewise_displacement.mean()
+                      for f in files})
+
+
+@pytest.mark.slow
+def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
+    require_chromium()
+    group = study / "out" / "group"
+    pages = {group / "group_report.html": ["cohort", "motion", "calibration", "deviations", "flagged",
+                                           "single-cases", "ranking", "combat", "notes", "subjects"],
+             group / "patients" / "sub-25.html": ["caution", "overall", "matrix", "extremes", "single-case",
+                                                  "motion"]}
+    for page, sections in pages.items():
+        loaded = load_page(page)
+        assert not loaded.errors, loaded.errors
+        assert not missing_links(page, loaded.dom), missing_links(page, loaded.dom)
+        assert [s for s in sections if f'<section id="{s}">' not in loaded.dom] == []
+        assert [r for r in REPRS if r in loaded.dom] == []
+        assert screenshot(page, tmp_path / f"{page.stem}.png", height=2000).stat().st_size > 10_000
+    assert len(list((group / "patients").glob("sub-*.html"))) == 16  # one page per patient
+    dom = (group / "group_report.html").read_text()
+    # every existing participant report is linked, relative to the group folder; sub-40 has none
+    assert dom.count('href="../sub-') == 39 and 'href="../sub-40_' not in dom
+    assert 'href="patients/sub-25.html"' in dom
+    atlas = (group / "figures" / "connectome_0.html").exists()
+    assert ('src="figures/connectome_0.html"' in dom) == atlas  # interactive when the atlas image is found
+    assert ('src="figures/connectome.png"' in dom) == (not atlas)
+
+
+def test_patient_page_states_the_planted_extreme_in_words(study):
+    group = study / "out" / "group"
+    dev = pd.read_csv(group / f"{VARIANT}_deviations.tsv", sep="\t")
+    controls = dev[dev.group == "control"]
+    patient = dev[dev.participant_id == "sub-25"].iloc[0]
+    percentile = 100 * (controls.mean_sq_z < patient.mean_sq_z).mean()
+    assert percentile == 100
+    text = lxml.html.fromstring((group / "patients" / "sub-25.html").read_text()).text_content()
+    assert f"Overall deviation at percentile {number(patient.global_score)} of the 24 held-out controls" in text
+    assert number(patient.global_score) == "100"
+    z = patient.iloc[9:].to_numpy(float)
+    top = int(np.argmax(np.abs(z)))
+    assert top in PLANTED
+    share = (controls.iloc[:, 9 + top] < z[top]).mean()
+    expected = (f"{connection_label(top, YEO_NAMES[17])}: connectivity higher than "
+                + ("all 24 controls" if share == 1 else f"{int(100 * share)} % of controls")
+                + f" (deviation z = {z[top]:+.2f})")
+    assert expected in text
+    assert "Research tool, not a diagnosis" in text
+    runs = _tables(group / "patients" / "sub-25.html")["motion"][0]
+    fd = _mean_fd(study / "out", "simple")
+    assert runs["Mean FD (mm)"].tolist() == [number(fd["sub-25"])]
+
+
+def test_group_report_numbers_match_direct_computations(study):
+    out = study / "out"
+    tables = _tables(out / "group" / "group_report.html")
+    participants = pd.read_csv(study / "bids" / "participants.tsv", sep="\t").set_index("participant_id")
+    fd = _mean_fd(out, "simple").reindex(participants.index)
+    # motion by group: Mann-Whitney of each patient group's mean FD against the controls'
+    motion = tables["motion"][0].set_index("Group")
+    for group in ("disorderA", "disorderB"):
+        test = sps.mannwhitneyu(fd[participants.group == group], fd[participants.group == "control"])
+        assert motion.loc[group, "p"] == number(test.pvalue)
+    # QC-FC of every strategy against scipy's Pearson correlation of mean FD with each connection
+    qcfc = tables["motion"][1].set_index("FC")
+    for strategy in ("none", "simple"):
+        x = np.array([upper_triangle(read_relmat(next(out.glob(
+            f"{pid}/func/*desc-{strategy}_meas-pearson_relmat.tsv")))[1]) for pid in participants.index])
+        r, p = zip(*(sps.pearsonr(fd.to_numpy(), fisher_z(x[:, k])) for k in range(x.shape[1])))
+        row = qcfc.loc[f"desc-{strategy}"]
+        assert row["Connections with p < 0.05 (%)"] == number(100 * np.mean(np.array(p) < 0.05))
+        assert row["Median |r|"] == number(np.median(np.abs(r)))
+    assert float(qcfc.loc["desc-none", "Median |r|"]) > 3 * float(qcfc.loc["desc-simple", "Median |r|"])
+    text = lxml.html.fromstring((out / "group" / "group_report.html").read_text()).text_content()
+    assert "Before/after denoising: desc-none has" in text
+    cohort = tables["cohort"][0].set_index("Group")
+    assert cohort.loc["control", "Role in the model"] == "24 held-out controls"
+    assert cohort.loc["all", "Subjects"] == "40"
+    single = tables["single-cases"][0].set_index("Patient")
+    assert single.loc["sub-25", "Overall deviation (percentile)"] == "100"
+
+
+def test_qc_fc_equals_scipy_with_missing_values():
+    rng = np.random.default_rng(0)
+    fd, x = rng.gamma(2, 0.1, 30), rng.normal(size=(30, 6))
+    x[:, 1] += 3 * fd
+    x[[2, 7], 3] = np.nan
+    fd[5] = np.nan
+    r, p, n = qc_fc(fd, x)
+    for k in range(6):
+        keep = np.isfinite(fd) & np.isfinite(x[:, k])
+        expected = sps.pearsonr(fd[keep], x[keep, k])
+        np.testing.assert_allclose([r[k], p[k]], [expected.statistic, expected.pvalue], rtol=1e-10)
+        assert n[k] == keep.sum()
+
+
+def test_circle_labels_never_overlap():
+    for n in (17, 111):
+        regions = [f"{k}_Default_{'long name ' * (k % 3)}{k}" for k in range(n)]
+        fig = draw_circle([(0, n // 2, "#000000")], regions, {"shared": "#000000"})
+        renderer = fig.canvas.get_renderer()
+        boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+        assert len(boxes) == n and min(t.get_fontsize() for t in fig.axes[0].texts) >= 5.99
+        overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+        assert overlaps == []
+    heights = spread_labels(np.array([1.0, 0.99, 0.98, -1.4]), 0.1, 1.3)
+    assert np.all(-np.diff(heights) >= 0.1 - 1e-12) and heights.min() >= -1.3
+
+
+def test_words_and_tables():
+    assert region_label("8_Salience+Ventral_Attention_A") == "Salience/Ventral Attention A"
+    assert region_label("7_Default_Network_Area") == "Default" and region_label("LH_Vis_1") == "LH Vis 1"
+    assert connection_label(0, YEO_NAMES[17]) == "Visual A – Visual B"
+    controls = np.arange(1, 21, dtype=float)
+    assert against_controls(25.0, controls, "connectivity ") == "connectivity higher than all 20 controls"
+    assert against_controls(2.5, controls) == "lower than 90 % of controls"
+    html = table(pd.DataFrame({"Subject": ["sub-01"], "p": [np.float64(0.01234)], "n": [np.int64(3)],
+                               "Report": [[Link("../sub-01_task-rest.html", "task-rest")]]}))
+    assert re.search(r"<td>0\.0123</td><td>3</td><td class=\"text\"><a href=\"\.\./sub-01_task-rest\.html\">", html)
+    assert "none flagged" in table(pd.DataFrame({"a": []}), "none flagged")
+
+
+def test_large_atlas_matrix_is_shown_per_yeo7_system():
+    regions = [f"7Networks_LH_{'Vis' if k < 50 else 'Default'}_{k}" for k in range(100)]
+    values = np.zeros(100 * 99 // 2)
+    rows, cols = np.triu_indices(100, k=1)
+    values[(rows >= 50) & (cols >= 50)] = 2.0  # within Default
+    matrix, labels = network_matrix(values, np.arange(values.size), regions)
+    assert labels == ["Visual", "Default"]
+    np.testing.assert_allclose(matrix, [[0, 0], [0, 2]])
