@@ -15,6 +15,7 @@ from nmflow.bids_io import read_relmat
 from nmflow.group.motion import qc_fc
 from nmflow.participant.atlas import YEO_NAMES
 from nmflow.participant.connectivity import fisher_z, upper_triangle
+from nmflow.reports.group import qc_fc_words
 from nmflow.reports.group_figures import draw_circle, network_matrix, spread_labels
 from nmflow.reports.html import Link, number, table
 from nmflow.reports.words import against_controls, connection_label, region_label
@@ -170,6 +171,15 @@ def test_words_and_tables():
                                "Report": [[Link("../sub-01_task-rest.html", "task-rest")]]}))
     assert re.search(r"<td>0\.0123</td><td>3</td><td class=\"text\"><a href=\"\.\./sub-01_task-rest\.html\">", html)
     assert "none flagged" in table(pd.DataFrame({"a": []}), "none flagged")
+
+
+def test_qc_fc_text_warns_when_the_shown_variant_keeps_motion():
+    rows = pd.DataFrame({"FC": ["desc-none", "desc-simple", "desc-none after ComBat"],
+                         "Connections with p < 0.05 (%)": [82.4, 5.15, 77.9], "Median |r|": [0.49, 0.12, 0.46]})
+    (compare, _), (warning, kind) = qc_fc_words(rows, ("desc-none", "desc-none after ComBat"), "desc-none")
+    assert compare.startswith("Before/after ComBat: desc-none has 82.4 % significant connections")
+    assert kind == "warn" and "--variants '*desc-simple*'" in warning
+    assert len(qc_fc_words(rows, ("desc-none", "desc-simple"), "desc-simple")) == 1  # no warning
 
 
 def test_large_atlas_matrix_is_shown_per_yeo7_system():

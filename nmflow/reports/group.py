@@ -195,6 +195,29 @@ def qc_fc_rows(d: ReportData) -> tuple[pd.DataFrame, dict[str, np.ndarray], tupl
     return pd.DataFrame(rows), correlations, pair
 
 
+def qc_fc_words(rows: pd.DataFrame, pair: tuple[str, str] | None, mine: str) -> list[tuple[str, str | None]]:
+    """The QC-FC comparison in sentences ``(text, paragraph kind)``; a warning when another strategy of the
+    same atlas and metric leaves clearly less motion in FC than the shown variant's."""
+    pct = rows.set_index("FC")["Connections with p < 0.05 (%)"]
+    median = rows.set_index("FC")["Median |r|"]
+    if pair is None:
+        out = [("Only one denoising strategy of this atlas and metric was analysed and the data were not "
+                "harmonised, so no before/after comparison is possible.", None)]
+    else:
+        kind = "ComBat" if pair[1].endswith("ComBat") else "denoising"
+        out = [(f"Before/after {kind}: {pair[0]} has {number(pct[pair[0]])} % significant connections (median |r| "
+                f"{number(median[pair[0]])}); {pair[1]} has {number(pct[pair[1]])} % (median |r| "
+                f"{number(median[pair[1]])}).", None)]
+    others = pct[[name for name in pct.index if name != mine and not name.endswith("ComBat")]]
+    if len(others) and pct[mine] > 10 and others.min() < pct[mine] / 2:
+        best = others.idxmin()
+        out.append((f"Motion remains in the shown variant's FC: {number(pct[mine])} % of its connections correlate "
+                    f"with motion against {number(others.min())} % with {best}. The variant ranking judges how well "
+                    f"a variant can be modelled, not how well it was denoised: consider --variants '*{best}*'.",
+                    "warn"))
+    return out
+
+
 def _after_combat(p) -> np.ndarray:
     """The shown variant's features after ComBat (fit on all controls), NaN for connections not modelled."""
     out = np.full(p.features.x.shape, np.nan)
@@ -228,17 +251,9 @@ def _motion(d: ReportData, figures: Path) -> Section:
     words = ("QC-FC is the correlation, across subjects, of mean FD with each connection's FC (Fisher z); with "
              "motion well removed about 5 % of connections correlate at p < 0.05 (uncorrected) by chance, and "
              "the median |r| is small.")
-    if pair is None:
-        compare = ("Only one denoising strategy of this atlas and metric was analysed and the data were not "
-                   "harmonised, so no before/after comparison is possible.")
-    else:
-        before, after = (rows.set_index("FC").loc[name] for name in pair)
-        kind = "ComBat" if pair[1].endswith("ComBat") else "denoising"
-        compare = (f"Before/after {kind}: {pair[0]} has {number(before.iloc[1])} % significant connections "
-                   f"(median |r| {number(before.iloc[2])}); {pair[1]} has {number(after.iloc[1])} % "
-                   f"(median |r| {number(after.iloc[2])}).")
+    parts = [paragraph(words)] + [paragraph(text, kind) for text, kind in qc_fc_words(rows, pair, f"desc-{d.desc}")]
     caption = "QC-FC correlations of every connection: narrow and centred on 0 means little motion left in FC."
-    return section.add("<h3>QC-FC</h3>", paragraph(words), paragraph(compare), table(rows),
+    return section.add("<h3>QC-FC</h3>", *parts, table(rows),
                        figure(f"figures/{gf.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
 
 

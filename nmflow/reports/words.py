@@ -66,7 +66,8 @@ def ranking_sentences(selection: pd.DataFrame | None, shown: str) -> list[str]:
             f"qualifies when its deviations are reproducible across bootstrap models (stability ≥ {STABILITY_MIN:g}), "
             f"{lo:g}–{hi:g} % of its controls' deviations lie beyond ±1.96 (nominal 5 %) and their tails are near "
             f"normal (|excess kurtosis| ≤ {KURTOSIS_MAX:g}); qualifying variants are ranked by the variance of "
-            f"held-out controls the model explains. {n_ok} qualified."]
+            f"held-out controls the model explains. {n_ok} qualified. The ranking judges how well a variant can be "
+            "modelled, not how well it was denoised: see QC-FC under Head motion."]
     first = selection.iloc[0]
     if selection.selected.any():
         text.append(f"Selected: {first.variant} (explained variance {first.explained_variance:.2f}, stability "
