@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
     print(score_against_truth(group_dir, truth, variant).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     reports = sorted(out.glob("sub-*.html"))
     print(f"\nparticipant reports: {len(reports)} in {out} (e.g. {reports[0]})")
-    print(f"group report: {group_dir / 'group_report.html'}")
+    print(f"group report: {group_dir / 'group_report.html'} (patient pages in {group_dir / 'patients'})")
     return 0
 
 
