@@ -169,7 +169,7 @@ def test_words_and_tables():
     assert against_controls(2.5, controls) == "lower than 90 % of controls"
     html = table(pd.DataFrame({"Subject": ["sub-01"], "p": [np.float64(0.01234)], "n": [np.int64(3)],
                                "Report": [[Link("../sub-01_task-rest.html", "task-rest")]]}))
-    assert re.search(r"<td>0\.0123</td><td>3</td><td class=\"text\"><a href=\"\.\./sub-01_task-rest\.html\">", html)
+    assert re.search(r"<td class=\"num\">0\.0123</td><td class=\"num\">3</td><td><a href=\"\.\./sub-01_task-rest\.html\">", html)
     assert "none flagged" in table(pd.DataFrame({"a": []}), "none flagged")
 
 
