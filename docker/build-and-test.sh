@@ -25,12 +25,14 @@
 #
 # Steps: build the image (time and size), `nmflow --version` inside it, the demo's simulated study, the
 # demo locally on it (the repository's .venv, made with `make install` when missing), the demo inside the
-# image with that simulated data bind-mounted read-only and an output folder bind-mounted read-write, as the calling user; then once
-# more the way Apptainer runs an image (--read-only root file system, a user id that is not the image's,
-# $HOME not writable, only the bind mounts writable). Each containerised output tree must exist, be owned by
-# the user that ran it and equal the local one (benchmarks/compare_outputs.py: same files, TSV and JSON
-# numbers within 1e-12, PNG pixels, other files byte for byte; nmflow_config.yml and dataset_description.json
-# record the call's own folders, /out/... in the image, and are left out). Prints the image size and the containerised / local time ratios.
+# image with that simulated data bind-mounted read-only and an output folder bind-mounted read-write, as
+# the calling user; then once more the way Apptainer runs an image (read-only root file system, a user id
+# that is not the image's, $HOME not writable, only the bind mounts and /tmp writable). Each containerised
+# output tree must exist, be owned by the user that ran it and equal the local one
+# (benchmarks/compare_outputs.py: same files, TSV and JSON numbers within 1e-12, PNG pixels, other files
+# byte for byte; nmflow_config.yml and dataset_description.json record the call's own folders, /out/...
+# in the image, and are left out; the group's model files are compared without the Python release they
+# record). Prints the image size and the containerised / local time ratios.
 # Exit code 0 when everything holds, 1 otherwise.
 set -euo pipefail
 
@@ -235,6 +237,7 @@ else
   env "${LOCAL_ATLAS_ENV[@]}" "$LOCAL_PY" -m nmflow.demo "$LOCAL" >"$WORK/local.log" 2>&1 \
     || { tail -30 "$WORK/local.log"; die "the local demo failed"; }
   LOCAL_S="$(elapsed "$t0" "$(seconds)")"
+  LOCAL_LOAD="$(cut -d' ' -f1-3 /proc/loadavg)"
   ! grep -q '^simulating' "$WORK/local.log" || die "the local demo simulated again: its simulation call changed"
   say "local demo: $LOCAL_S s (simulation before it: $SIM_S s)"
 fi
@@ -251,8 +254,8 @@ run_demo() {
     -v "$out:/out" -v "$LOCAL/fmriprep:/out/fmriprep:ro" -v "$LOCAL/fmriprep_truth:/out/fmriprep_truth:ro" \
     --entrypoint python "$TAG" -m nmflow.demo /out >"$WORK/$name.log" 2>&1 \
     || { tail -30 "$WORK/$name.log"; die "the demo failed in the image ($name)"; }
-  elapsed "$t0" "$(seconds)" >"$WORK/$name.seconds"
-  say "$name demo: $(cat "$WORK/$name.seconds") s"
+  echo "$(elapsed "$t0" "$(seconds)") s (load average after it: $(cut -d' ' -f1-3 /proc/loadavg))" >"$WORK/$name.seconds"
+  say "$name demo: $(cat "$WORK/$name.seconds")"
 }
 USERNS=()
 if [ "$ENGINE" = podman ] && [ "$(id -u)" != 0 ]; then USERNS=(--userns=keep-id); fi   # rootless podman
@@ -266,6 +269,40 @@ if [ "$SKIP_READONLY" = 0 ]; then
   run_demo readonly "$RO_USER" "${USERNS[@]}" --read-only -e HOME=/nonexistent
   RUNS+=(readonly)
 fi
+
+# compare_with_local DIR: benchmarks/compare_outputs.py on the local and DIR output trees. Left out:
+# nmflow_config.yml and dataset_description.json (they name the call's own folders); the group's model
+# files are compared without the Python release they record (the image runs Debian's Python 3.11, the
+# local virtualenv whichever 3.11 made it).
+compare_with_local() {
+  "$LOCAL_PY" - "$REPO/benchmarks" "$LOCAL/nmflow" "$1" <<'EOF'
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from compare_outputs import compare_json, compare_trees
+old, new = Path(sys.argv[2]), Path(sys.argv[3])
+models = "group/*_model.json"
+problems, notes, identical = compare_trees(old, new, 1e-12, ("nmflow_config.yml", "dataset_description.json", models))
+pythons, equal_models = set(), 0
+for rel in sorted({p.relative_to(old) for p in old.glob(models)} | {p.relative_to(new) for p in new.glob(models)}):
+    if not (old / rel).exists() or not (new / rel).exists():
+        problems.append(f"only in {'NEW' if (new / rel).exists() else 'OLD'}: {rel}")
+        continue
+    a, b = (json.loads((root / rel).read_bytes()) for root in (old, new))
+    pythons.add(f"{a.get('versions', {}).pop('python', '?')} vs {b.get('versions', {}).pop('python', '?')}")
+    why, _ = compare_json(json.dumps(a).encode(), json.dumps(b).encode(), 1e-12)
+    if why:
+        problems.append(f"differs: {rel}: {why}")
+    else:
+        equal_models += 1
+for line in problems:
+    print(line)
+verdict = "same" if not problems else "DIFFERENT"
+print(f"{verdict}: {identical} files byte-identical, {len(notes)} equal within 1e-12, {equal_models} model files "
+      f"equal but for the Python release ({', '.join(sorted(pythons)) or 'none'}), {len(problems)} differing")
+sys.exit(1 if problems else 0)
+EOF
+}
 
 # --- checks --------------------------------------------------------------------------------------------------------
 status=0
@@ -283,8 +320,7 @@ for name in "${RUNS[@]}"; do
   if complaints="$(grep -E 'Read-only file system|Permission denied|created a temporary' "$WORK/$name.log")"; then
     echo "$name: something wanted to write outside the bind mounts and /tmp:"; echo "$complaints" | head -5; status=1
   fi
-  verdict="$("$LOCAL_PY" "$REPO/benchmarks/compare_outputs.py" "$LOCAL/nmflow" "$out" --atol 1e-12 \
-             --ignore nmflow_config.yml dataset_description.json 2>&1)" || { echo "$verdict" | head -20; status=1; }
+  verdict="$(compare_with_local "$out" 2>&1)" || { echo "$verdict" | head -20; status=1; }
   printf '%s\n' "$verdict" | tail -1 >"$WORK/$name.compare"
   echo "$n_files files, owned by uid $uid: $foreign exceptions" >"$WORK/$name.owner"
 done
@@ -292,13 +328,13 @@ done
 echo
 echo "image            : $TAG, $SIZE (engine $ENGINE, base $BASE_IMAGE, built in $BUILD_S s)"
 echo "nmflow --version : $VERSION_LINE (also read-only as uid $RO_UID)"
-echo "demo, local      : ${LOCAL_S:-reused $LOCAL} s (all demo runs on the same simulated data, made in ${SIM_S:-an earlier} s)"
+echo "demo, local      : ${LOCAL_S:-reused $LOCAL} s (load average after it: ${LOCAL_LOAD:-n/a}; every demo run on the same simulated data, made in ${SIM_S:-an earlier run} s)"
 for name in "${RUNS[@]}"; do
-  s="$(cat "$WORK/$name.seconds")"
+  s="$(cut -d' ' -f1 "$WORK/$name.seconds")"
   ratio="n/a"
   [ -z "$LOCAL_S" ] || ratio="$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$s" "$LOCAL_S")"
-  printf 'demo, %-11s: %s s, containerised / local time %s; outputs %s; vs local: %s\n' \
-    "$name" "$s" "$ratio" "$(cat "$WORK/$name.owner")" "$(cat "$WORK/$name.compare")"
+  printf 'demo, %-11s: %s, containerised / local time %s\n    outputs: %s\n    vs local: %s\n' \
+    "$name" "$(cat "$WORK/$name.seconds")" "$ratio" "$(cat "$WORK/$name.owner")" "$(cat "$WORK/$name.compare")"
 done
 [ "$status" = 0 ] && echo "OK" || echo "FAILED"
 exit "$status"
