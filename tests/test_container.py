@@ -1,7 +1,7 @@
 """The container files in docker/ (Dockerfile, Apptainer definition, build-and-test script).
 
 The quick tests read the files; the test marked ``container`` runs ``docker/build-and-test.sh`` (image
-build, the demo locally and twice in the image, about 45 min on 2 cores). It is skipped without
+build, the demo locally and twice in the image, about 30 min on 2 cores). It is skipped without
 podman or a docker daemon, and also with them unless ``NMFLOW_CONTAINER_TESTS=1`` is set, so that
 ``make test`` stays within its time. ``NMFLOW_CONTAINER_ARGS`` passes options to the script, e.g.
 ``--ca-bundle FILE`` behind a TLS-intercepting proxy.
@@ -80,7 +80,7 @@ def test_build_and_test_script():
     if engine is None:
         pytest.skip("neither podman nor a docker daemon here (docker/build-and-test.sh builds with either)")
     if os.environ.get("NMFLOW_CONTAINER_TESTS") != "1":
-        pytest.skip("builds the image and runs the demo 3 times (about 45 min): set NMFLOW_CONTAINER_TESTS=1")
+        pytest.skip("builds the image and runs the demo 3 times (about 30 min): set NMFLOW_CONTAINER_TESTS=1")
     args = shlex.split(os.environ.get("NMFLOW_CONTAINER_ARGS", ""))
     done = subprocess.run([str(SCRIPT), "--engine", engine, *args], capture_output=True, text=True,
                           timeout=3 * 3600)
