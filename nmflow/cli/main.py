@@ -35,7 +35,10 @@ def _writable_matplotlib_dir() -> None:
     except OSError:
         pass
     fallback = os.path.join(tempfile.gettempdir(), f"nmflow-matplotlib-{getattr(os, 'getuid', lambda: 0)()}")
-    os.makedirs(fallback, mode=0o700, exist_ok=True)
+    try:
+        os.makedirs(fallback, mode=0o700, exist_ok=True)
+    except OSError:  # no writable temporary folder either: matplotlib makes do (and warns)
+        return
     os.environ["MPLCONFIGDIR"] = fallback
 
 
