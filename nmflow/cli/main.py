@@ -12,11 +12,37 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import tempfile
 import traceback
 
 from nmflow.errors import NmflowInputError
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
+
+
+def _writable_matplotlib_dir() -> None:
+    """Point MPLCONFIGDIR to a folder in /tmp when $HOME has no writable one (read-only containers).
+
+    Matplotlib would otherwise warn in every process and rebuild its font cache each time.
+    """
+    if os.environ.get("MPLCONFIGDIR"):
+        return
+    config = os.path.join(os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config"), "matplotlib")
+    try:
+        os.makedirs(config, exist_ok=True)
+        if os.access(config, os.W_OK):
+            return
+    except OSError:
+        pass
+    fallback = os.path.join(tempfile.gettempdir(), f"nmflow-matplotlib-{getattr(os, 'getuid', lambda: 0)()}")
+    try:
+        os.makedirs(fallback, mode=0o700, exist_ok=True)
+    except OSError:  # no writable temporary folder either: matplotlib makes do (and warns)
+        return
+    os.environ["MPLCONFIGDIR"] = fallback
+
+
+_writable_matplotlib_dir()
 
 SUBCOMMANDS = {
     "simulate": "nmflow.cli.simulate",
