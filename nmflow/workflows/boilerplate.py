@@ -113,7 +113,7 @@ def _measure(metric: str) -> str:
     description, _, detail = METRICS[metric].description.partition(" (")
     notes = [detail.rstrip(")")] if detail else []
     notes.append(f"`meas-{metric}`")
-    if metric in ("ledoitwolf", "partial"):
+    if metric in ("ledoitwolf", "lwcorrelation", "partial"):
         notes.append("Ledoit & Wolf, 2004")
     return f"{description} ({'; '.join(notes)})"
 
