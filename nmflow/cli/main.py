@@ -20,6 +20,7 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 
 SUBCOMMANDS = {
     "simulate": "nmflow.cli.simulate",
+    "simulate-prepost": "nmflow.cli.simulate_prepost",
     "dicom": "nmflow.cli.dicom",
     "fmriprep": "nmflow.cli.fmriprep",
 }
