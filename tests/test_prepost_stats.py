@@ -46,6 +46,11 @@ def test_interval_limits_are_the_non_central_t_quantiles():
     np.testing.assert_allclose(stats.nct.ppf(0.025, n - 1, result.z_cc_ci[1] * np.sqrt(n)), c, atol=1e-6)
     assert np.all(result.z_cc_ci[0] < z) and np.all(z < result.z_cc_ci[1])
     assert result.z_cc_ci[0][2] == pytest.approx(-result.z_cc_ci[1][2])  # symmetric at 0
+    # three controls and an extreme case: SciPy's non-central t gives NaN far in its tails, the limits exist
+    extreme = crawford_howell_summary(np.array([11.7, -30.0]), 0.0, 1.0, 3)
+    c = np.array([11.7, -30.0]) * np.sqrt(3)
+    np.testing.assert_allclose(stats.nct.cdf(c, 2, extreme.z_cc_ci[0] * np.sqrt(3)), 0.975, atol=1e-8)
+    np.testing.assert_allclose(stats.nct.cdf(c, 2, extreme.z_cc_ci[1] * np.sqrt(3)), 0.025, atol=1e-8)
 
 
 def test_connections_and_cases_broadcast_and_match_one_at_a_time():

@@ -62,7 +62,7 @@ def _participant(args: argparse.Namespace) -> int:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
           f"-> {args.out_dir}")
-    for key, message in failures.items():
+    for key, message in sorted(failures.items()):
         print(f"nmflow: error: {key}: {message}", file=sys.stderr)
     return 1 if failures or problems else 0
 
@@ -78,6 +78,8 @@ def _group(args: argparse.Namespace) -> int:
         control_label=args.control_label, case_label=tuple(args.case_label or ()), alpha=args.alpha,
         work_dir=args.work_dir.absolute() if args.work_dir else None, plugin=args.plugin,
         plugin_args=read_plugin_args(args.plugin_args), nprocs=args.nprocs, verbose=args.verbose)
+    if not s.out_dir.is_dir():
+        raise NmflowInputError(s.out_dir, "no participant-level outputs: run 'participant --analysis prepost' first")
     if not s.participants.is_file():
         raise NmflowInputError(s.participants, "participants file not found (give --participants FILE)")
     print(run_prepost_group(s))

@@ -295,7 +295,8 @@ def _z_cc_interval(z_cc: np.ndarray, n: int, confidence: float) -> tuple[np.ndar
         limit = np.full(c.shape, np.nan)
         if finite.any():
             def gap(delta, x, q=quantile):  # x: the elements still searched (the finder passes a subset)
-                return sps.nct.cdf(x, n - 1, delta) - q
+                cdf = sps.nct.cdf(x, n - 1, delta)  # NaN far in the tails (few df): its limit, 1 below x, 0 above
+                return np.where(np.isnan(cdf), (delta < x).astype(float), cdf) - q
 
             x = c[finite]
             bracket = elementwise.bracket_root(gap, x, args=(x,))

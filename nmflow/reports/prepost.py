@@ -11,6 +11,7 @@ FDR-significant cells marked, and the table of significant connections.
 
 from __future__ import annotations
 
+import functools
 import html
 from pathlib import Path
 
@@ -36,24 +37,36 @@ def _save(fig, path: Path) -> Path:
 
 
 def design_figure(path: Path, design: pd.DataFrame) -> Path:
-    """The GLM design matrix ``(n_volumes, n_regressors)`` (nilearn's ``plot_design_matrix``)."""
-    from nilearn.plotting import plot_design_matrix
-
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.18 * design.shape[1] + 2), 4.5))
-    plot_design_matrix(design, axes=ax)
-    fig.subplots_adjust(bottom=0.3)
+    """The GLM design matrix ``(n_volumes, n_regressors)``, each column centred and scaled to [-1, 1]
+    (the constant stays 1)."""
+    values = design.to_numpy(float)
+    varying = values.std(axis=0) > 0
+    values[:, varying] -= values[:, varying].mean(axis=0)
+    scale = np.abs(values).max(axis=0)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.16 * design.shape[1] + 1.5), 4.5))
+    ax.imshow(values / np.where(scale > 0, scale, 1), aspect="auto", cmap="gray", vmin=-1, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=6)
+    ax.set_ylabel("volume")
+    fig.tight_layout()
     return _save(fig, path)
 
 
 def r_square_figure(path: Path, r_square) -> Path:
-    """Axial slices of the variance explained by the design (0-1) over the MNI template."""
-    from nilearn.plotting import plot_stat_map
-
-    display = plot_stat_map(r_square, display_mode="z", cut_coords=6, cmap="hot", vmin=0, vmax=1,
-                            colorbar=True, title="R² of the GLM", draw_cross=False)
-    display.savefig(str(path), dpi=DPI)
-    display.close()
-    return path
+    """Axial slices (every other slice) of the variance explained by the design, 0 (black) to 1 (white)."""
+    volume = np.asarray(r_square.dataobj, dtype=float)
+    brain = volume > 0
+    slices = [z for z in range(volume.shape[2]) if brain[:, :, z].any()][::2] or [volume.shape[2] // 2]
+    columns = min(len(slices), 8)
+    rows = int(np.ceil(len(slices) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + 0.8, 1.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, z in zip(axes.ravel(), slices):
+        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="hot", vmin=0, vmax=1)
+        ax.set_title(f"slice {z}", fontsize=6)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="R²")
+    return _save(fig, path)
 
 
 def segments_figure(path: Path, segments: pd.DataFrame, stimulus) -> Path:
@@ -61,9 +74,10 @@ def segments_figure(path: Path, segments: pd.DataFrame, stimulus) -> Path:
     fig, ax = plt.subplots(figsize=(8, 2.6))
     time = segments["time"].to_numpy()
     step = np.median(np.diff(time)) if len(time) > 1 else 1.0
-    for label, colour in SEGMENT_COLOURS.items():
-        for t in time[segments["segment"].to_numpy() == label]:
-            ax.axvspan(t, t + step, color=colour, alpha=0.25, lw=0)
+    labels = segments["segment"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    for first, last in zip(starts, np.r_[starts[1:], len(labels)]):
+        ax.axvspan(time[first], time[last - 1] + step, color=SEGMENT_COLOURS[labels[first]], alpha=0.25, lw=0)
     ax.plot(time, segments["framewise_displacement"].to_numpy(), color="k", lw=0.8)
     ax.axvspan(stimulus.onset, stimulus.onset + max(stimulus.duration, step / 4), color="red", alpha=0.8)
     handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.4) for c in SEGMENT_COLOURS.values()]
@@ -77,16 +91,20 @@ def segments_figure(path: Path, segments: pd.DataFrame, stimulus) -> Path:
 def change_figure(path: Path, relmats: dict[str, np.ndarray], regions: list[str]) -> Path:
     """Rows: metrics; columns: FC PRE, FC POST, ΔFC (``relmats['segment|metric']``, ``(n, n)``)."""
     metrics = list(dict.fromkeys(k.split("|")[1] for k in relmats))
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(8, 2.5 * len(metrics)), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(7.5, 2.3 * len(metrics) + 0.6), squeeze=False)
+    lim = max(max(float(np.nanmax(np.abs(relmats[f"delta|{m}"]))) for m in metrics), 1e-6)
+    images = {}
     for row, metric in zip(axes, metrics):
         for ax, segment in zip(row, ("pre", "post", "delta")):
             shown = relmats[f"{segment}|{metric}"].copy()
             np.fill_diagonal(shown, np.nan)
-            lim = 1.0 if segment != "delta" else max(float(np.nanmax(np.abs(shown))), 1e-6)
-            im = ax.imshow(shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
+            scale = 1.0 if segment != "delta" else lim
+            images[segment] = ax.imshow(shown, cmap="RdBu_r", vmin=-scale, vmax=scale)
             ax.set_title(f"{metric}: {'ΔFC (z)' if segment == 'delta' else segment.upper()}", fontsize=9)
             ax.set_xticks([]), ax.set_yticks([])
-            fig.colorbar(im, ax=ax, fraction=0.046)
+    for column, segment in enumerate(("pre", "post", "delta")):
+        fig.colorbar(images[segment], ax=axes[:, column].tolist(), orientation="horizontal", fraction=0.03,
+                     pad=0.02, label="ΔFC (Fisher z)" if segment == "delta" else "FC")
     fig.suptitle(f"{len(regions)} networks", fontsize=9)
     return _save(fig, path)
 
@@ -127,10 +145,17 @@ def seed_view(path: Path, image, title: str, background) -> Path:
 
 def template_on(grid_image):
     """nilearn's MNI152 template resampled once to ``grid_image``'s grid (the views' background)."""
-    from nilearn.datasets import load_mni152_template
     from nilearn.image import resample_to_img
 
-    return resample_to_img(load_mni152_template(resolution=2), grid_image, force_resample=True, copy_header=True)
+    return resample_to_img(_template(), grid_image, force_resample=True, copy_header=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _template():
+    """nilearn's 2 mm MNI152 template, loaded once per process."""
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=2)
 
 
 def _table(frame: pd.DataFrame) -> str:
