@@ -86,15 +86,18 @@ def test_participant_outputs_and_values(participant):
         assert json.loads(path.with_suffix(".json").read_text())["StimulusSource"] == source
     func = participant / "sub-04" / "func"
     segments = read_tsv(func / "sub-04_task-rest_desc-prepost_segments.tsv")
-    # PRE: t < 120 - 20 s (volumes 2-99 after the 2 non-steady-state volumes); POST: t >= 120 + 10 + 20 s
-    assert (segments.segment == "pre").sum() == 98 and (segments.segment == "post").sum() == 90
-    assert list(segments.segment[:2]) == ["censored", "censored"]
+    # PRE: t < 120 - 20 s; POST: t >= 120 + 10 + 20 s; censored: non-steady-state and (gsr scrubs) high motion
+    censored = segments.censored.to_numpy() == 1
+    expected = np.where(segments.time < 100, "pre", np.where(segments.time >= 150, "post", "transition"))
+    np.testing.assert_array_equal(segments.segment, np.where(censored, "censored", expected))
+    assert censored[:2].all() and 5 < censored.sum() < 60  # 2 non-steady-state volumes, a few high-FD ones
+    n_pre, n_post = int((segments.segment == "pre").sum()), int((segments.segment == "post").sum())
     design = read_tsv(func / "sub-04_task-rest_desc-glm_design.tsv")
     assert design.columns[0] == "stimulus" and "constant" in design.columns and len(design) == 240
     # ΔFC = Fisher z of POST's Pearson minus PRE's, from the written network time series
     pre = read_tsv(func / f"sub-04_task-rest_{ATLAS}_desc-pre_timeseries.tsv").to_numpy(float)
     post = read_tsv(func / f"sub-04_task-rest_{ATLAS}_desc-post_timeseries.tsv").to_numpy(float)
-    assert pre.shape == (98, 17) and post.shape == (90, 17)
+    assert pre.shape == (n_pre, 17) and post.shape == (n_post, 17)
     nodes, delta = read_relmat(func / f"sub-04_task-rest_{ATLAS}_desc-delta_meas-pearson_relmat.tsv")
     expected = np.arctanh(np.clip(np.corrcoef(post.T), -1 + 1e-7, 1 - 1e-7)) - \
         np.arctanh(np.clip(np.corrcoef(pre.T), -1 + 1e-7, 1 - 1e-7))

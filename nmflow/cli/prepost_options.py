@@ -18,8 +18,10 @@ def add_prepost_arguments(parser) -> None:
                              "POST starts at onset + duration + this)")
     parser.add_argument("--events-dir", type=Path,
                         help="prepost: BIDS folder holding the runs' events.tsv (default: FMRIPREP_DIR)")
-    parser.add_argument("--glm-confounds", default="simple",
-                        help="prepost: the denoising strategy (as --denoise) whose confounds enter the GLM")
+    parser.add_argument("--glm-confounds", default="gsr",
+                        help="prepost: the denoising strategy (as --denoise) whose confounds enter the GLM; default "
+                             "gsr (24 motion + white matter + CSF + global signal, high-motion volumes left out): a "
+                             "global change after the stimulus (arousal) would otherwise move every connection")
     parser.add_argument("--case-label", nargs="+",
                         help="prepost group: the case(s), with or without 'sub-' (default: every subject whose "
                              "--group-column is not --control-label)")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import html
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -138,8 +139,11 @@ def seed_view(path: Path, image, title: str, background) -> Path:
 
     data = np.asarray(image.dataobj)
     top = max(float(np.abs(data).max()), 1e-6)
-    view_img(image, bg_img=background, threshold=min(float(np.abs(data[data != 0]).min()), top) * 0.999,
-             title=title, cmap="RdBu_r", symmetric_cmap=True, vmax=top).save_as_html(str(path))
+    with warnings.catch_warnings():  # nilearn's percentiles of a masked array: the mask is not needed there
+        warnings.filterwarnings("ignore", message=".*'partition' will ignore the 'mask'")
+        view = view_img(image, bg_img=background, threshold=min(float(np.abs(data[data != 0]).min()), top) * 0.999,
+                        title=title, cmap="RdBu_r", symmetric_cmap=True, vmax=top)
+    view.save_as_html(str(path))
     return path
 
 

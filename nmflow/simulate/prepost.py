@@ -123,10 +123,10 @@ def plant_study(n_networks: int, groups: list[str], settings: PrepostSimulationS
     A change moves only ``C_s[i, j]`` of each subject who carries it (all
     subjects for ``common``, the patients for ``case``), by what makes the
     Fisher z of its observed-scale correlation move by ``effect`` SDs of the
-    controls' ΔFC (down when the correlation is above 0.25, else up);
-    connections whose change would leave a carrier's matrix not positive
-    definite (smallest eigenvalue < 0.02) are skipped, never projected, so
-    no other connection moves.
+    controls' ΔFC (down when the correlation is above 0.25, else up; the other
+    way when that would leave a carrier's matrix not positive definite, i.e.
+    smallest eigenvalue < 0.02; connections that fit neither way are skipped,
+    never projected, so no other connection moves).
     """
     control = net.control_correlation(n_networks, rng)
     model = pop.PopulationModel(control=control, group_corr={"control": control}, planted=pd.DataFrame(),
@@ -148,17 +148,20 @@ def plant_study(n_networks: int, groups: list[str], settings: PrepostSimulationS
                 break
             i, j = rows[k], cols[k]
             before = (draws.corr[carriers, i, j] + a2[carriers, 0]) / (1 + a2[carriers, 0])
-            sign = -1.0 if before.mean() > 0.25 else 1.0
-            after = np.tanh(np.arctanh(before) + sign * effect * sd[k])
-            trial = post[carriers].copy()
-            trial[:, i, j] = trial[:, j, i] = draws.corr[carriers, i, j] + (1 + a2[carriers, 0]) * (after - before)
-            if np.abs(trial[:, i, j]).max() < 0.98 and np.linalg.eigvalsh(trial)[:, 0].min() >= 0.02:
-                post[carriers] = trial
-                candidates.remove(k)
-                taken += 1
-                records.append({"connection": int(k), "i": int(i), "j": int(j), "kind": kind,
-                                "effect": float(sign * effect), "sd": round(float(sd[k]), 4),
-                                "r_before": round(float(before.mean()), 4), "r_after": round(float(after.mean()), 4)})
+            preferred = -1.0 if before.mean() > 0.25 else 1.0
+            for sign in (preferred, -preferred):
+                after = np.tanh(np.arctanh(before) + sign * effect * sd[k])
+                trial = post[carriers].copy()
+                trial[:, i, j] = trial[:, j, i] = draws.corr[carriers, i, j] + (1 + a2[carriers, 0]) * (after - before)
+                if np.abs(trial[:, i, j]).max() < 0.98 and np.linalg.eigvalsh(trial)[:, 0].min() >= 0.02:
+                    post[carriers] = trial
+                    candidates.remove(k)
+                    taken += 1
+                    records.append({"connection": int(k), "i": int(i), "j": int(j), "kind": kind,
+                                    "effect": float(sign * effect), "sd": round(float(sd[k]), 4),
+                                    "r_before": round(float(before.mean()), 4),
+                                    "r_after": round(float(after.mean()), 4)})
+                    break
         if carriers.any() and taken < count:
             raise NmflowInputError(None, f"cannot plant {count} {kind} changes of {effect:g} SD and keep every "
                                          "subject's correlation matrix positive definite: lower --n-changed/"
