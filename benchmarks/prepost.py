@@ -74,7 +74,7 @@ def glm_against_nilearn(root: Path) -> dict[str, float]:
     bold_path = next(func.glob("*desc-preproc_bold.nii.gz"))
     mask_path = next(func.glob("*desc-brain_mask.nii.gz"))
     table = read_confounds(next(func.glob("*desc-confounds_timeseries.tsv")))
-    strategy = PRESETS["simple"]
+    strategy = PRESETS["gsr"]  # the default --glm-confounds: censors high-motion volumes too (sample mask)
     fitted = np.flatnonzero(censoring(table, strategy, CleaningSettings())["censored"].to_numpy() == 0)
     bold = read_bold(bold_path, mask_path)
     tr = float(nib.load(bold_path).header.get_zooms()[3])
@@ -89,7 +89,7 @@ def glm_against_nilearn(root: Path) -> dict[str, float]:
             bold64, design_matrices=[design], sample_masks=[fitted])
     theirs = np.asarray(model.residuals_[0].dataobj)[bold.mask]  # (n_voxels, n_fitted), C order
     ours = np.asarray(bold.image(fit.residuals).dataobj)[bold.mask]
-    r2_theirs = np.asarray(model.r_square_[0].dataobj)[bold.mask]
+    r2_theirs = np.asarray(model.r_square_[0].dataobj).reshape(bold.mask.shape)[bold.mask]  # nilearn: (x, y, z, 1)
     r2_ours = np.asarray(bold.image(fit.r_square).dataobj)[bold.mask]
     full = np.zeros((fit.residuals.shape[0], bold.mask.size))  # float64 residuals in nilearn's voxel order
     full[:, bold.mask.ravel(order="F")] = fit.residuals
@@ -122,6 +122,21 @@ def score(table: pd.DataFrame, planted: pd.DataFrame) -> dict[str, float]:
             "median |Z-CC| planted": float(np.median(np.abs(table.set_index("connection").loc[sorted(case), "z_cc"])))}
 
 
+def voxel_level(out: Path, planted: pd.DataFrame) -> dict[str, str]:
+    """Seeds with FDR-significant voxels: the patient's planted networks, its other networks, the controls'."""
+    patient_networks = set(planted.loc[planted.kind == "case", ["i", "j"]].to_numpy().ravel())
+    flagged = {}
+    for path in sorted(out.glob("sub-*/func/*_desc-deltafdr_stat-z_statmap.nii.gz")):
+        maps = np.asarray(nib.load(path).dataobj)
+        flagged[path.name[:6]] = (maps.reshape(-1, maps.shape[-1]) != 0).any(axis=0)
+    patient = flagged.pop(max(flagged))  # the patient is the last subject
+    others = sorted(set(range(patient.size)) - patient_networks)
+    controls = np.mean([f.mean() for f in flagged.values()])
+    return {"seeds planted (patient)": f"{int(patient[sorted(patient_networks)].sum())}/{len(patient_networks)}",
+            "seeds other (patient)": f"{int(patient[others].sum())}/{len(others)}",
+            "seeds (controls)": f"{100 * controls:.1f} %"}
+
+
 def pipeline_study(seed: int, root: Path) -> pd.DataFrame:
     """One simulated study through both workflows; one row per metric."""
     from nmflow.simulate.prepost import PrepostSimulationSettings, simulate_prepost_dataset
@@ -136,11 +151,12 @@ def pipeline_study(seed: int, root: Path) -> pd.DataFrame:
     _cli([data, out, "group", "--analysis", "prepost"])
     done = time.perf_counter()
     planted = pd.read_csv(truth / "planted_changes.tsv", sep="\t")
+    voxels = voxel_level(out, planted)
     rows = []
     for path in sorted((out / "group").glob("*_singlecase.tsv")):
         table = pd.read_csv(path, sep="\t")
         rows.append({"seed": seed, "metric": path.name.split("meas-")[1].split("_")[0], **score(table, planted),
-                     "participant s (21 runs)": round(participant - simulated, 1),
+                     **voxels, "participant s (21 runs)": round(participant - simulated, 1),
                      "group s": round(done - participant, 1)})
     return pd.DataFrame(rows)
 

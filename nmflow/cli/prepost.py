@@ -15,6 +15,9 @@ from nmflow.errors import NmflowInputError
 
 def run_prepost(args: argparse.Namespace) -> int:
     """Run one level of the stimulus study; returns the exit code (errors are raised)."""
+    if args.slurm_array:
+        raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
+                                     "--nprocs or --plugin")
     _check_out_dir(args.out_dir)
     if args.analysis_level == "participant":
         return _participant(args)

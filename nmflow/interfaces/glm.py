@@ -247,7 +247,7 @@ class SeedMaps(SimpleInterface):
         for k in changed:
             name = f"seed{k + 1:02d}"
             figures.append(report.seed_view(cwd / f"{stem}_desc-{name}_stat-z_statmap.html", pre.image(thresholded[k]),
-                                            f"{atlas.names[k]}: ΔFC z (FDR q < {alpha})", background))
+                                            f"{atlas.names[k]}: ΔFC z, q < {alpha}", background))
             entities.append({"datatype": "figures", "suffix": "statmap", "desc": name, "stat": "z", **atlas.entities})
         self._results.update(out, figures=[str(f) for f in figures], figure_entities=entities,
                              summary=str(cwd / "seed_summary.tsv"))
