@@ -10,39 +10,45 @@ from pathlib import Path
 
 import yaml
 
+from nmflow.cli.config import save_call
 from nmflow.errors import NmflowInputError
 
 
-def run_prepost(args: argparse.Namespace) -> int:
+def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
     """Run one level of the stimulus study; returns the exit code (errors are raised)."""
+    from nmflow.cli.run import check_outputs_apart
+
     if args.slurm_array:
         raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
                                      "--nprocs or --plugin")
+    check_outputs_apart(args)
     _check_out_dir(args.out_dir)
-    if args.analysis_level == "participant":
-        return _participant(args)
-    return _group(args)
+    status = _participant(args) if args.analysis_level == "participant" else _group(args)
+    save_call(args.out_dir, args.analysis_level, args, argv)
+    return status
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    """OUT_DIR must not hold the normative analysis' outputs (its group level would read the ΔFC as variants)."""
-    config = Path(out_dir) / "nmflow_config.yml"
-    if config.exists():
-        analysis = (yaml.safe_load(config.read_text()) or {}).get("analysis", "normative")
+    """OUT_DIR must not hold the normative analysis' outputs (its group level would read the ΔFC as variants):
+    every earlier call saved in ``OUT_DIR/logs`` must be a prepost one."""
+    for call in sorted((Path(out_dir) / "logs").glob("nmflow-*.yml")):
+        analysis = (yaml.safe_load(call.read_text()) or {}).get("analysis", "normative")
         if analysis != "prepost":
-            raise NmflowInputError(out_dir, f"holds the outputs of the {analysis} analysis: give the stimulus "
-                                            "study its own OUT_DIR")
+            raise NmflowInputError(out_dir, f"holds the outputs of the {analysis} analysis ({call.name}): give the "
+                                            "stimulus study its own OUT_DIR")
 
 
 def _participant(args: argparse.Namespace) -> int:
     from nmflow.bids_io import collect_runs, write_dataset_description
-    from nmflow.cli.config import config_to_dict
     from nmflow.cli.run import _read_filters, read_plugin_args
+    from nmflow.fileio import recover_staged
     from nmflow.participant.atlas import resolve_atlas, run_resolution
     from nmflow.participant.denoise import CleaningSettings, load_strategy
     from nmflow.prepost.events import find_events
     from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant
 
+    if args.out_dir.is_dir():
+        recover_staged(args.out_dir)  # runs a killed call was moving into place
     if len(args.atlas) != 1:
         raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(args.atlas)}")
     strategy = load_strategy(args.glm_confounds)
@@ -57,7 +63,7 @@ def _participant(args: argparse.Namespace) -> int:
     options = PrepostOptions(args.stimulus_onset, args.stimulus_duration, args.transition, args.alpha,
                              args.min_coverage)
     plugin_args = read_plugin_args(args.plugin_args)
-    write_dataset_description(args.out_dir, args.bids_dir, config_to_dict(args))
+    write_dataset_description(args.out_dir, args.bids_dir)
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
     failures = run_prepost_participant(runs, events, atlas, strategy, settings, options, args.out_dir.absolute(),
                                        work_dir.absolute(), args.nprocs, args.plugin, plugin_args, args.verbose)

@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     if args.analysis == "prepost":
         from nmflow.cli.prepost import run_prepost
 
-        return run_prepost(args)
+        return run_prepost(args, argv)
     if args.analysis_level == "participant":
         return run_participant(args, argv)
     return run_group(args, argv)

@@ -1,25 +1,26 @@
-"""Nipype interfaces of the stimulus study's participant level: GLM and split, segment FC, seed maps, report.
+"""Nipype interfaces of the stimulus study's participant level: GLM and split, segment FC, seed maps, report,
+and the publication of a run's derivatives.
 
-Each science interface returns, besides its working files, the lists a
-:class:`~nmflow.interfaces.derivatives.VariantDerivativesSink` MapNode
-writes: ``out_files`` (files to publish), ``meta`` (their sidecars) and
-``entities`` (their BIDS entities beyond the run's).
+Each science interface returns, besides its working files, the lists
+:class:`PrepostDerivatives` names and publishes: ``out_files`` (files with a
+sidecar), ``meta`` (the sidecars) and ``entities`` (their BIDS entities beyond
+the run's).
 """
 
 from __future__ import annotations
 
-import json
-import os
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
+    traits,
 )
 
-from nmflow.interfaces.bids import SOFTWARE
-from nmflow.interfaces.io import atlases_from_json, load_arrays, save_arrays
+from nmflow.interfaces.io import atlases_from_records, load_arrays, save_arrays
+from nmflow.participant.tables import SOFTWARE
 
 
 class _SinkListsSpec(TraitedSpec):
@@ -43,8 +44,8 @@ class _GLMInputSpec(BaseInterfaceInputSpec):
     onset = traits.Either(None, traits.Float, default=None, usedefault=True, desc="--stimulus-onset (s)")
     duration = traits.Float(0.0, usedefault=True, desc="--stimulus-duration (s)")
     transition = traits.Float(mandatory=True, desc="seconds excluded on each side of the stimulus")
-    strategy_json = traits.Str(mandatory=True, desc="the denoising strategy whose confounds enter the design")
-    settings_json = traits.Str(mandatory=True, desc="CleaningSettings (high-pass, censoring, --min-volumes)")
+    strategy = traits.Dict(mandatory=True, desc="the denoising strategy whose confounds enter the design (a record)")
+    settings = traits.Dict(mandatory=True, desc="CleaningSettings (high-pass, censoring, --min-volumes)")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
     space = traits.Dict(desc="the run's space and res entities (for its spatial outputs)")
 
@@ -55,7 +56,7 @@ class _GLMOutputSpec(_SinkListsSpec):
     design = File(exists=True, desc="design matrix (TSV)")
     segments = File(exists=True, desc="per-volume table: time, segment, framewise displacement, censored")
     r_square = File(exists=True, desc="variance explained by the design (NIfTI)")
-    stimulus_json = traits.Str(desc="the stimulus used")
+    stimulus = traits.Dict(desc="the stimulus used (onset, duration, trial_type, source)")
 
 
 class GLMPrePostSplit(SimpleInterface):
@@ -66,15 +67,15 @@ class GLMPrePostSplit(SimpleInterface):
 
     def _run_interface(self, runtime):
         from nmflow.participant.denoise import CleaningSettings, censoring, read_confounds, select_confounds
-        from nmflow.interfaces.io import strategies_from_json
+        from nmflow.interfaces.io import strategies_from_records
         from nmflow.errors import NmflowInputError
         from nmflow.prepost.events import check_within_run, stimulus_for_run
         from nmflow.prepost.glm import design_matrix, fit_glm, read_bold, start_time
         from nmflow.prepost.split import check_segments, segment_labels
 
         i, cwd = self.inputs, Path(runtime.cwd)
-        settings = CleaningSettings(**json.loads(i.settings_json))
-        strategy = strategies_from_json(i.strategy_json)[0]
+        settings = CleaningSettings(**i.settings)
+        strategy = strategies_from_records([i.strategy])[0]
         stimulus = stimulus_for_run(i.events or None, i.onset, i.duration, Path(i.bold).name)
         table = read_confounds(i.confounds)
         bold = read_bold(i.bold, i.mask)
@@ -127,14 +128,14 @@ class GLMPrePostSplit(SimpleInterface):
                                                      "per voxel (as nilearn FirstLevelModel.r_square_)",
                                       "Sources": sources}, suffix="statmap", stat="rsquare", **i.space)
         self._results.update(out, design=str(paths["design"]), segments=str(paths["segments"]),
-                             r_square=str(paths["r_square"]), stimulus_json=stimulus.to_json())
+                             r_square=str(paths["r_square"]), stimulus=asdict(stimulus))
         return runtime
 
 
 class _SegmentFCInputSpec(BaseInterfaceInputSpec):
     signals = InputMultiObject(File(exists=True), mandatory=True,
                                desc="ExtractSignals NPZ of the PRE then the POST residuals")
-    atlases_json = traits.Str(mandatory=True, desc="the resolved atlas (one)")
+    atlases = traits.List(traits.Dict, mandatory=True, desc="the resolved atlas (one) (atlas_records)")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
     space = traits.Dict(desc="the run's space and res entities (for its spatial outputs)")
@@ -155,7 +156,7 @@ class SegmentConnectivity(SimpleInterface):
         from nmflow.participant.connectivity import METRICS
         from nmflow.prepost.change import PREPOST_METRICS, delta_fc, segment_fc
 
-        atlas = atlases_from_json(self.inputs.atlases_json)[0]
+        atlas = atlases_from_records(self.inputs.atlases)[0]
         cwd, out, arrays = Path(runtime.cwd), {"out_files": [], "meta": [], "entities": []}, {}
         fc = {}
         for segment, path in zip(("pre", "post"), self.inputs.signals):
@@ -191,7 +192,7 @@ class _SeedMapsInputSpec(BaseInterfaceInputSpec):
     post_bold = File(exists=True, mandatory=True, desc="POST residuals (4D)")
     mask = File(exists=True, mandatory=True, desc="brain mask")
     signals = InputMultiObject(File(exists=True), mandatory=True, desc="ExtractSignals NPZ of PRE then POST")
-    atlases_json = traits.Str(mandatory=True, desc="the resolved atlas (one): its networks are the seeds")
+    atlases = traits.List(traits.Dict, mandatory=True, desc="the resolved atlas (one): its networks are the seeds (atlas_records)")
     alpha = traits.Float(0.05, usedefault=True, desc="FDR level of the thresholded maps")
     run_key = traits.Str(mandatory=True, desc="run identifier (figure names)")
     space = traits.Dict(desc="the run's space and res entities (for its spatial outputs)")
@@ -214,7 +215,7 @@ class SeedMaps(SimpleInterface):
         from nmflow.prepost.seedmaps import seed_change
         from nmflow.reports import prepost as report
 
-        atlas = atlases_from_json(self.inputs.atlases_json)[0]
+        atlas = atlases_from_records(self.inputs.atlases)[0]
         cwd, alpha = Path(runtime.cwd), self.inputs.alpha
         pre, post = (read_bold(b, self.inputs.mask) for b in (self.inputs.pre_bold, self.inputs.post_bold))
         seeds = [load_arrays(p)[atlas.name] for p in self.inputs.signals]
@@ -256,16 +257,17 @@ class SeedMaps(SimpleInterface):
 
 class _PrepostReportInputSpec(BaseInterfaceInputSpec):
     run_key = traits.Str(mandatory=True, desc="run identifier, e.g. sub-01_task-rest")
-    stimulus_json = traits.Str(mandatory=True, desc="the stimulus used")
+    stimulus = traits.Dict(mandatory=True, desc="the stimulus used (GLMPrePostSplit)")
     design = File(exists=True, mandatory=True, desc="design matrix TSV")
     segments = File(exists=True, mandatory=True, desc="per-volume segment table")
     r_square = File(exists=True, mandatory=True, desc="variance explained map")
     relmats = File(exists=True, mandatory=True, desc="NPZ of the segments' FC and ΔFC")
-    atlases_json = traits.Str(mandatory=True, desc="the resolved atlas")
+    atlases = traits.List(traits.Dict, mandatory=True, desc="the resolved atlas (atlas_records)")
     seed_summary = File(exists=True, mandatory=True, desc="per-seed counts of significant voxels")
     seed_figures = InputMultiObject(File(exists=True), mandatory=True, desc="seed grid PNG then HTML views")
     strategy = traits.Str(mandatory=True, desc="name of the confound strategy")
     alpha = traits.Float(0.05, usedefault=True, desc="FDR level of the seed maps")
+    methods = traits.Str("", usedefault=True, desc="the run's methods paragraph (Markdown)")
 
 
 class _PrepostReportOutputSpec(TraitedSpec):
@@ -287,30 +289,69 @@ class PrepostRunReport(SimpleInterface):
         from nmflow.reports import prepost as report
 
         i, cwd, key = self.inputs, Path(runtime.cwd), self.inputs.run_key
-        atlas = atlases_from_json(i.atlases_json)[0]
-        stimulus = Stimulus.from_json(i.stimulus_json)
+        atlas = atlases_from_records(i.atlases)[0]
+        stimulus = Stimulus(**i.stimulus)
         segments = pd.read_csv(i.segments, sep="\t", na_values="n/a")
         design = pd.read_csv(i.design, sep="\t")
         relmats = load_arrays(i.relmats)
         atlas_part = "_".join(f"{k}-{v}" for k, v in atlas.entities.items())
         figures = {
-            "GLM design matrix": (report.design_figure(cwd / f"{key}_desc-glm_design.png", design),
-                                  {"suffix": "design", "desc": "glm"}),
-            "Variance explained by the design (R²)": (
-                report.r_square_figure(cwd / f"{key}_stat-rsquare_statmap.png", nib.load(i.r_square)),
-                {"suffix": "statmap", "stat": "rsquare"}),
-            "Framewise displacement and the split": (
-                report.segments_figure(cwd / f"{key}_desc-prepost_segments.png", segments, stimulus),
-                {"suffix": "segments", "desc": "prepost"}),
-            "FC before, after and its change (ΔFC = z POST − z PRE)": (
-                report.change_figure(cwd / f"{key}_{atlas_part}_desc-delta_relmat.png", relmats, atlas.names),
-                {"suffix": "relmat", "desc": "delta", **atlas.entities}),
+            "design": (report.design_figure(cwd / f"{key}_desc-glm_design.png", design),
+                       {"suffix": "design", "desc": "glm"}),
+            "r_square": (report.r_square_figure(cwd / f"{key}_stat-rsquare_statmap.png", nib.load(i.r_square)),
+                         {"suffix": "statmap", "stat": "rsquare"}),
+            "segments": (report.segments_figure(cwd / f"{key}_desc-prepost_segments.png", segments, stimulus),
+                         {"suffix": "segments", "desc": "prepost"}),
+            "change": (report.change_figure(cwd / f"{key}_{atlas_part}_desc-delta_relmat.png", relmats, atlas.names),
+                       {"suffix": "relmat", "desc": "delta", **atlas.entities}),
         }
         seed_grid, views = Path(i.seed_figures[0]), [Path(v) for v in i.seed_figures[1:]]
         page = report.write_run_report(cwd / f"{key}_desc-prepost.html", key, stimulus, segments, i.strategy,
                                        {t: p for t, (p, _) in figures.items()}, seed_grid,
-                                       pd.read_csv(i.seed_summary, sep="\t"), views, i.alpha)
+                                       pd.read_csv(i.seed_summary, sep="\t"), views, i.alpha, i.methods)
         self._results.update(figures=[str(p) for p, _ in figures.values()],
                              figure_entities=[{"datatype": "figures", **e} for _, e in figures.values()],
                              report=str(page))
+        return runtime
+
+
+class _DerivativesInputSpec(BaseInterfaceInputSpec):
+    entities = traits.Dict(mandatory=True, desc="the BOLD run's entities (subject, session, task, run, space, res)")
+    files = InputMultiObject(File(exists=True), mandatory=True, desc="files with a sidecar")
+    metas = traits.List(traits.Dict, mandatory=True, desc="their sidecars")
+    file_entities = traits.List(traits.Dict, mandatory=True, desc="their entities beyond the run's")
+    figures = InputMultiObject(File(exists=True), mandatory=True, desc="PNG figures and HTML views")
+    figure_entities = traits.List(traits.Dict, mandatory=True, desc="their entities")
+    report = File(exists=True, mandatory=True, desc="the run's QC page")
+    out_dir = Directory(mandatory=True, desc="derivatives root (OUT_DIR)")
+
+
+class _DerivativesOutputSpec(TraitedSpec):
+    out_files = OutputMultiObject(traits.Str, desc="published files (data and sidecars), relative to OUT_DIR")
+
+
+class PrepostDerivatives(SimpleInterface):
+    """Name every derivative of a run (:class:`~nmflow.interfaces.derivatives.DerivativesDataSink`) in a staging
+    folder of OUT_DIR and move them into place at once (a failing run publishes nothing)."""
+
+    input_spec = _DerivativesInputSpec
+    output_spec = _DerivativesOutputSpec
+
+    def _run_interface(self, runtime):
+        from nmflow.fileio import staged_folder
+        from nmflow.interfaces.derivatives import DerivativesDataSink
+
+        i = self.inputs
+        no_space = {k: v for k, v in i.entities.items() if k not in ("space", "res")}
+        written: list[str] = []
+        items = list(zip(i.files, i.metas, i.file_entities))
+        items += [(f, None, e) for f, e in zip(i.figures, i.figure_entities)] + [(i.report, None, {"desc": "prepost"})]
+        with staged_folder(i.out_dir) as stage:
+            for path, meta, entities in items:
+                extra = {"meta_dict": meta} if meta is not None else {}
+                result = DerivativesDataSink(base_directory=str(stage), in_file=str(path), check_hdr=False, **extra,
+                                             **no_space, **entities).run()
+                files = [result.outputs.out_file] + ([result.outputs.out_meta] if meta is not None else [])
+                written.extend(str(Path(f).relative_to(stage)) for f in files)
+        self._results["out_files"] = written
         return runtime

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -33,15 +32,6 @@ class Stimulus:
     duration: float
     trial_type: str = "stimulus"
     source: str = "--stimulus-onset"
-
-    def to_json(self) -> str:
-        """The stimulus as JSON (a Nipype string input)."""
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "Stimulus":
-        """Inverse of :meth:`to_json`."""
-        return cls(**json.loads(text))
 
     def table(self) -> pd.DataFrame:
         """The BIDS events table ``onset duration trial_type`` (one row)."""

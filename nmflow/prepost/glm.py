@@ -20,7 +20,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from nmflow.participant.parcellate import iter_volumes, open_bold
+from nmflow.participant.images import read_volumes
+from nmflow.participant.parcellate import open_bold
 from nmflow.prepost.events import Stimulus
 
 CHUNK = 50_000  # voxels per least-squares block
@@ -59,7 +60,7 @@ def read_bold(bold: str | Path, mask: str | Path) -> BoldMatrix:
     img, brain = open_bold(bold, mask)
     inside = np.flatnonzero(brain.ravel(order="F"))
     data = np.empty((img.shape[3], inside.size))
-    for t, volume in enumerate(iter_volumes(img, bold)):
+    for t, volume in enumerate(read_volumes(img, bold)):
         data[t] = volume[inside]
     if not np.isfinite(data).all():
         from nmflow.errors import NmflowInputError

@@ -12,7 +12,6 @@ FDR-significant cells marked, and the table of significant connections.
 from __future__ import annotations
 
 import functools
-import html
 import warnings
 from pathlib import Path
 
@@ -24,10 +23,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
+from nmflow.reports.html import Section, esc, figure, paragraph, render_page, table  # noqa: E402
 
 DPI = 80
-STYLE = ("<style>body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:collapse}"
-         "td,th{border:1px solid #ccc;padding:2px 8px;font-size:13px}</style>")
 SEGMENT_COLOURS = {"pre": "tab:blue", "post": "tab:orange", "transition": "0.85", "censored": "tab:red"}
 
 
@@ -162,33 +160,46 @@ def _template():
     return load_mni152_template(resolution=2)
 
 
-def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", border=0)
-
-
 def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, strategy: str,
                      figures: dict[str, Path], seed_grid_png: Path, seed_summary: pd.DataFrame,
-                     views: list[Path], alpha: float) -> Path:
+                     views: list[Path], alpha: float, methods: str = "") -> Path:
     """The participant QC page of the split (figures linked from ``sub-X/figures/``)."""
+    from nmflow.reports.participant import markdown_html
+
     sub = key.split("_")[0]
     counts = segments["segment"].value_counts().reindex(["pre", "transition", "post", "censored"], fill_value=0)
     volumes = pd.DataFrame({"segment": counts.index, "volumes": counts.to_numpy()})
-    links = {v.name.split("_desc-seed")[1][:2]: v.name for v in views}
-    seed_summary = seed_summary.assign(view=[
-        f"<a href='{sub}/figures/{links[f'{k + 1:02d}']}'>interactive</a>" if f"{k + 1:02d}" in links else ""
-        for k in range(len(seed_summary))])
-    parts = [f"<h1>nmflow stimulus study: {html.escape(key)}</h1>",
-             f"<p>Stimulus <b>{html.escape(stimulus.trial_type)}</b> at {stimulus.onset:g} s for "
-             f"{stimulus.duration:g} s (from {html.escape(stimulus.source)}); GLM confounds: strategy "
-             f"<b>{html.escape(strategy)}</b>.</p><h2>Volumes per segment</h2>{_table(volumes)}"]
-    for title, figure in figures.items():
-        parts.append(f"<h2>{html.escape(title)}</h2><img src='{sub}/figures/{figure.name}' style='max-width:100%'>")
-    parts.append(f"<h2>Seed maps: voxels whose correlation with the network changed (FDR q &lt; {alpha})</h2>"
-                 f"<img src='{sub}/figures/{seed_grid_png.name}' style='max-width:100%'>"
-                 + seed_summary.to_html(index=False, escape=False, float_format=lambda v: f"{v:.3g}", border=0))
-    path.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(key)} pre/post</title>"
-                    f"{STYLE}</head><body>{''.join(parts)}</body></html>")
-    return path
+    links = {int(v.name.split("_desc-seed")[1][:2]): f"{sub}/figures/{v.name}" for v in views}
+    changed = seed_summary[(seed_summary.voxels_up + seed_summary.voxels_down) > 0]
+    view_links = "".join(f'<li><a href="{esc(links[k + 1])}">{esc(seed_summary.seed[k])}</a>: '
+                         f"{seed_summary.voxels_up[k]} voxels up, {seed_summary.voxels_down[k]} down</li>"
+                         for k in changed.index if k + 1 in links)
+    source = "the run's events file" if stimulus.source.endswith(".tsv") else stimulus.source
+    sections = [
+        Section("stimulus", "Stimulus and split").add(
+            paragraph(f"{stimulus.trial_type} at {stimulus.onset:g} s for {stimulus.duration:g} s (from {source}: "
+                      f"{stimulus.source}); GLM confounds: strategy {strategy}."),
+            table(volumes), figure(f"{sub}/figures/{figures['segments'].name}",
+                                   "Framewise displacement (mm); PRE, transition, POST and censored volumes shaded, "
+                                   "the stimulus in red")),
+        Section("glm", "GLM").add(
+            figure(f"{sub}/figures/{figures['design'].name}", "Design matrix: stimulus (Glover HRF), confounds, "
+                                                               "cosine drift, constant; each column centred and scaled"),
+            figure(f"{sub}/figures/{figures['r_square'].name}", "Variance explained by the design (R²), axial slices")),
+        Section("fc", "FC change").add(
+            figure(f"{sub}/figures/{figures['change'].name}",
+                   "Network FC of PRE and POST and ΔFC = Fisher z(POST) − z(PRE), per metric")),
+        Section("seeds", "Seed maps").add(
+            paragraph(f"Voxels whose correlation with a network changed after the stimulus (Fisher z test with "
+                      f"Bartlett's effective samples, Benjamini–Hochberg q < {alpha} over each seed's voxels)."),
+            figure(f"{sub}/figures/{seed_grid_png.name}", "FDR-thresholded ΔFC z per seed, axial maximum projection"),
+            table(seed_summary, digits=3),
+            f"<h3>Interactive views</h3><ul>{view_links}</ul>" if view_links else
+            paragraph(f"No voxel passes q < {alpha}: no interactive view.", "none")),
+    ]
+    if methods:
+        sections.append(Section("methods", "Methods").add(markdown_html(methods)))
+    return render_page(path, key, sections, lead=[f"nmflow stimulus study · {key}"])
 
 
 def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) -> Path:
@@ -202,7 +213,7 @@ def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) 
     fig, axes = plt.subplots(grid, columns, figsize=(5.2 * columns + 1.2, 4.6 * grid), squeeze=False)
     n = len(regions)
     rows, cols = np.triu_indices(n, k=1)
-    lim = max(float(np.nanmax(np.abs(table["t"]))), 3.0)
+    lim = max(float(np.nanquantile(np.abs(table["t"]), 0.98)), 3.0)  # a few extreme cells saturate
     for k_ax, (ax, metric) in enumerate(zip(axes.ravel(), metrics)):
         part = table[table["meas"] == metric]
         matrix = from_upper_triangle(part["t"].to_numpy(float), n, diagonal=np.nan)
@@ -217,7 +228,8 @@ def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) 
                       else [str(k + 1) for k in ticks], fontsize=6)
     for ax in axes.ravel()[len(metrics):]:
         ax.set_axis_off()
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="Crawford-Howell t (ΔFC, case vs controls)")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, extend="both",
+                 label="Crawford-Howell t (ΔFC, case vs controls)")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
 
@@ -228,21 +240,22 @@ def write_group_report(folder: Path, tables: dict[str, pd.DataFrame], regions: l
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     everything = pd.concat([t.assign(meas=m) for m, t in tables.items()], ignore_index=True)
-    parts = [f"<h1>nmflow stimulus study: single cases vs {n_controls} controls</h1>",
-             "<p>Each case's change of connectivity after the stimulus (ΔFC = Fisher z POST − z PRE) is compared "
-             f"with the controls' ΔFC, connection by connection, by the Crawford–Howell test (df = {n_controls - 1});"
-             f" Benjamini–Hochberg FDR over a case's connections, per metric; cells boxed: q &lt; {alpha}.</p>"]
     columns = ["meas", "connection", "case_delta", "controls_mean", "controls_sd", "t", "p", "q",
                "percent_more_extreme", "z_cc", "z_cc_low", "z_cc_high"]
+    sections = [Section("method", "Method").add(paragraph(
+        "Each case's change of connectivity after the stimulus (ΔFC = Fisher z POST − z PRE) is compared with the "
+        f"{n_controls} controls' ΔFC, connection by connection, by the Crawford–Howell test (df = {n_controls - 1}); "
+        f"Benjamini–Hochberg FDR over a case's connections, per metric; boxed cells: q < {alpha}. Z-CC is the "
+        "case's standardised score with its 95 % interval; percent_more_extreme the estimated share of the control "
+        "population beyond the case (Crawford & Garthwaite 2002)."))]
     for case in cases:
         rows = everything[everything["participant_id"] == case]
         png = t_heatmaps(figures / f"prepost_{case}_t.png", rows, regions,
                          f"{case} ({rows['group'].iloc[0]}) vs controls")
         significant = rows[rows["significant"]].sort_values(["meas", "p"])
-        parts.append(f"<h2>{html.escape(case)}</h2><img src='figures/{png.name}' style='max-width:100%'>"
-                     f"<h3>Significant connections ({len(significant)})</h3>"
-                     + (_table(significant[columns]) if len(significant) else "<p>None at this FDR level.</p>"))
-    out = folder / "prepost_report.html"
-    out.write_text(f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>nmflow pre/post single cases</title>"
-                   f"{STYLE}</head><body>{''.join(parts)}</body></html>")
-    return out
+        sections.append(Section(case.replace("-", ""), case).add(
+            figure(f"figures/{png.name}", "Crawford–Howell t of the case's ΔFC per network pair and metric"),
+            f"<h3>Significant connections ({len(significant)})</h3>",
+            table(significant[columns], empty=f"None at q < {alpha}.")))
+    return render_page(folder / "prepost_report.html", "nmflow stimulus study: single cases", sections,
+                       lead=[f"{len(cases)} case(s) vs {n_controls} controls"])

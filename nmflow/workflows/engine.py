@@ -194,5 +194,5 @@ def failed_runs(crashes: list[Path], owners: dict[str, str]) -> dict[str, str]:
         node = crash_node(text)
         owner = next((key for name, key in owners.items() if node and f".{name}." in f".{node}."), None)
         if owner and owner not in failures:
-            failures[owner] = crash_message(text)
+            failures[owner] = crash_message(text, crash)
     return failures

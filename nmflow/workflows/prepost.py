@@ -15,7 +15,6 @@ inside OUT_DIR and moved into ``OUT_DIR/group`` only on success.
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 from dataclasses import asdict, dataclass
@@ -27,11 +26,10 @@ from nipype.interfaces.utility import Merge
 from nmflow.bids_io import Run
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, staged_folder
-from nmflow.interfaces.bids import PublishDerivatives, sources
 from nmflow.interfaces.derivatives import VariantDerivativesSink
-from nmflow.interfaces.glm import GLMPrePostSplit, PrepostRunReport, SeedMaps, SegmentConnectivity
+from nmflow.interfaces.glm import GLMPrePostSplit, PrepostDerivatives, PrepostRunReport, SeedMaps, SegmentConnectivity
 from nmflow.interfaces.group_report import CopyGroupReport
-from nmflow.interfaces.io import atlases_to_json, strategies_to_json
+from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.prepost import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
 from nmflow.participant.atlas import Atlas
@@ -39,7 +37,12 @@ from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import CleaningSettings, Strategy
 from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.workflows.boilerplate import participant_desc, references
-from nmflow.workflows.engine import Workflow, crash_message, failed_runs, run_workflow
+from nmflow.participant.tables import sources
+from nmflow.workflows.engine import Progress, Workflow, crash_message, failed_runs, run_workflow
+
+# imported by the nodes when they run (see run_workflow's ``preload``)
+NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
+                "nmflow.reports.prepost")
 
 
 @dataclass(frozen=True)
@@ -84,48 +87,37 @@ def prepost_desc(atlas: Atlas, strategy: Strategy, settings: CleaningSettings, o
 
 
 def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: Strategy, settings: CleaningSettings,
-                        options: PrepostOptions, out_dir: Path, staging_dir: Path) -> Workflow:
+                        options: PrepostOptions, out_dir: Path) -> Workflow:
     """The sub-workflow of one run (``events``: its ``events.tsv``, None to use ``options.onset``)."""
     wf = Workflow(name=_name(run))
     wf.__desc__ = prepost_desc(atlas, strategy, settings, options)
-    atlases_json = atlases_to_json([atlas])
+    atlases = atlas_records([atlas])
     uris = sources(run.bold, run.mask, run.confounds)
     space = {k: v for k, v in run.entities.items() if k in ("space", "res")}
-    no_space = {k: v for k, v in run.entities.items() if k not in ("space", "res")}
     glm = Node(GLMPrePostSplit(
         bold=run.bold, mask=run.mask, confounds=run.confounds, tr=run.tr, events=events or "", onset=options.onset,
-        duration=options.duration, transition=options.transition, strategy_json=strategies_to_json([strategy]),
-        settings_json=json.dumps(asdict(settings)), sources=uris, space=space), name="glm")
+        duration=options.duration, transition=options.transition, strategy=strategy_records([strategy])[0],
+        settings=asdict(settings), sources=uris, space=space), name="glm")
     segments = Node(Merge(2), name="segments", run_without_submitting=True)
-    extract = MapNode(ExtractSignals(mask=run.mask, atlases_json=atlases_json, min_coverage=options.min_coverage),
+    extract = MapNode(ExtractSignals(mask=run.mask, atlases=atlases, min_coverage=options.min_coverage),
                       iterfield=["bold"], name="extract")
-    fc = Node(SegmentConnectivity(atlases_json=atlases_json, tr=run.tr, sources=uris, space=space),
-              name="connectivity")
-    seeds = Node(SeedMaps(mask=run.mask, atlases_json=atlases_json, alpha=options.alpha, run_key=run.key,
-                          space=space), name="seedmaps")
-    report = Node(PrepostRunReport(run_key=run.key, atlases_json=atlases_json, strategy=strategy.name,
-                                   alpha=options.alpha), name="report")
+    fc = Node(SegmentConnectivity(atlases=atlases, tr=run.tr, sources=uris, space=space), name="connectivity")
+    seeds = Node(SeedMaps(mask=run.mask, atlases=atlases, alpha=options.alpha, run_key=run.key, space=space),
+                 name="seedmaps")
+    report = Node(PrepostRunReport(run_key=run.key, atlases=atlases, strategy=strategy.name, alpha=options.alpha,
+                                   methods=wf.__desc__), name="report")
     files, metas, entities, figures, figure_entities = (
-        Node(Merge(n), name=name, run_without_submitting=True)
+        Node(Merge(n, ravel_inputs=True), name=name, run_without_submitting=True)
         for n, name in ((3, "files"), (3, "metas"), (3, "entities"), (2, "figures"), (2, "figure_entities")))
-    # compress=[None]: keep each file's extension (a MapNode leaves it undefined, which would strip .nii.gz's .gz)
-    ds_files = MapNode(VariantDerivativesSink(base_directory=str(staging_dir), check_hdr=False, compress=[None],
-                                              **no_space),
-                       iterfield=["in_file", "meta_dict", "entities"], name="ds_files", run_without_submitting=True)
-    ds_figures = MapNode(VariantDerivativesSink(base_directory=str(staging_dir), **no_space),
-                         iterfield=["in_file", "entities"], name="ds_figures", run_without_submitting=True)
-    ds_report = Node(VariantDerivativesSink(base_directory=str(staging_dir), desc="prepost", **no_space),
-                     name="ds_report", run_without_submitting=True)
-    written = Node(Merge(4, ravel_inputs=True), name="written", run_without_submitting=True)
-    publish = Node(PublishDerivatives(staging_dir=str(staging_dir), out_dir=str(out_dir)), name="publish",
-                   run_without_submitting=True, overwrite=True)
+    derivatives = Node(PrepostDerivatives(entities=run.entities, out_dir=str(out_dir)), name="derivatives",
+                       overwrite=True)  # always (re)publish: OUT_DIR may have changed since the cached run
     wf.connect([
         (glm, segments, [("pre_bold", "in1"), ("post_bold", "in2")]),
         (segments, extract, [("out", "bold")]),
         (extract, fc, [("signals", "signals")]),
         (glm, seeds, [("pre_bold", "pre_bold"), ("post_bold", "post_bold")]),
         (extract, seeds, [("signals", "signals")]),
-        (glm, report, [("stimulus_json", "stimulus_json"), ("design", "design"), ("segments", "segments"),
+        (glm, report, [("stimulus", "stimulus"), ("design", "design"), ("segments", "segments"),
                        ("r_square", "r_square")]),
         (fc, report, [("relmats", "relmats")]),
         (seeds, report, [("summary", "seed_summary"), ("figures", "seed_figures")]),
@@ -133,15 +125,12 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
         (glm, metas, [("meta", "in1")]), (fc, metas, [("meta", "in2")]), (seeds, metas, [("meta", "in3")]),
         (glm, entities, [("entities", "in1")]), (fc, entities, [("entities", "in2")]),
         (seeds, entities, [("entities", "in3")]),
-        (files, ds_files, [("out", "in_file")]), (metas, ds_files, [("out", "meta_dict")]),
-        (entities, ds_files, [("out", "entities")]),
         (seeds, figures, [("figures", "in1")]), (report, figures, [("figures", "in2")]),
         (seeds, figure_entities, [("figure_entities", "in1")]), (report, figure_entities, [("figure_entities", "in2")]),
-        (figures, ds_figures, [("out", "in_file")]), (figure_entities, ds_figures, [("out", "entities")]),
-        (report, ds_report, [("report", "in_file")]),
-        (ds_files, written, [("out_file", "in1"), ("out_meta", "in2")]),
-        (ds_figures, written, [("out_file", "in3")]), (ds_report, written, [("out_file", "in4")]),
-        (written, publish, [("out", "in_files")]),
+        (files, derivatives, [("out", "files")]), (metas, derivatives, [("out", "metas")]),
+        (entities, derivatives, [("out", "file_entities")]),
+        (figures, derivatives, [("out", "figures")]), (figure_entities, derivatives, [("out", "figure_entities")]),
+        (report, derivatives, [("report", "report")]),
     ])
     return wf
 
@@ -152,17 +141,18 @@ def run_prepost_participant(runs: list[Run], events: dict[str, str | None], atla
                             verbose: bool = False) -> dict[str, str]:
     """Run every run's sub-workflow; returns ``{run_key: one-line error}`` of the runs that failed.
 
-    Writes the methods text to ``out_dir/logs/CITATION.md``.
+    Prints a progress line per run and writes the methods text to ``out_dir/logs/CITATION.md``.
     """
     wf = Workflow(name="nmflow_prepost_participant_wf", base_dir=str(work_dir))
     wf.__desc__ = participant_desc()
-    wf.add_nodes([init_prepost_run_wf(r, events.get(r.key), atlas, strategy, settings, options, out_dir,
-                                      Path(work_dir) / "staging" / _name(r)) for r in runs])
+    wf.add_nodes([init_prepost_run_wf(r, events.get(r.key), atlas, strategy, settings, options, out_dir)
+                  for r in runs])
     text = wf.visit_desc()
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", text + references(text))
+    owners = {_name(r): r.key for r in runs}
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
-                              verbose=verbose)
-    return failed_runs(crashes, {_name(r): r.key for r in runs})
+                              verbose=verbose, preload=NODE_IMPORTS, progress=Progress(owners, last_node="derivatives"))
+    return failed_runs(crashes, owners)
 
 
 @dataclass(frozen=True)
@@ -190,6 +180,11 @@ GROUP_DESC = (
     "the estimated percentage of the control population more extreme than the case and the standardised case score "
     "Z-CC with its 95 % interval (non-central t) follow Crawford & Garthwaite (2002). p-values were Benjamini-Hochberg "
     "adjusted over a case's connections (Benjamini & Hochberg, 1995).\n\n")
+
+
+GROUP_STAGES = {  # node -> the words of its progress line
+    "collect": "ΔFC collected", "split": "cases and controls", "crawford_howell": "Crawford-Howell tests",
+    "report": "single-case report written"}
 
 
 def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
@@ -231,9 +226,10 @@ def run_prepost_group(s: PrepostGroupSettings) -> str:
         text = wf.visit_desc()
         atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
         graph, crashes = run_workflow(wf, work_dir / "crashes_prepost", s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True, verbose=s.verbose)
+                                      stop_on_first_crash=True, verbose=s.verbose, preload=NODE_IMPORTS,
+                                      progress=Progress(GROUP_STAGES))
         if crashes or graph is None:
-            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace")) if crashes
+            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")
         split = next(n for n in graph.nodes() if n.name == "split").result.outputs
         significant = _count_significant(staging / "group")
