@@ -64,7 +64,8 @@ def test_single_case_table_is_crawford_howell_on_signed_z(done):
     ref = dev[dev.group == "control"].iloc[:, 9:].to_numpy()
     patient = dev[dev.group != "control"].iloc[0]
     rows = single[(single.participant_id == patient.participant_id) & (single.feature != "global")]
-    t, p, df = crawford_howell(patient.iloc[9:].to_numpy(float), ref)
+    result = crawford_howell(patient.iloc[9:].to_numpy(float), ref)
+    t, p, df = result.t, result.p_two_sided, result.df
     np.testing.assert_allclose(rows.t, t, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(rows.p, p, rtol=1e-3, atol=1e-7)
     assert df == 59 and (rows.n_controls == 60).all() and (rows.df == 59).all()

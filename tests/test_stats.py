@@ -99,7 +99,8 @@ def test_network_pairs_yeo17():
 
 def test_crawford_howell_worked_example():
     controls = np.array([[10.0], [12.0], [14.0], [16.0], [18.0]])  # mean 14, sd sqrt(10)
-    t, p, df = crawford_howell(np.array([[20.0]]), controls)
+    result = crawford_howell(np.array([[20.0]]), controls)
+    t, p, df = result.t, result.p_two_sided, result.df
     # t = 6 / (sqrt(10) * sqrt(6/5)) = sqrt(3); df = 4
     assert df == 4
     assert t[0, 0] == pytest.approx(np.sqrt(3))
@@ -126,7 +127,8 @@ def test_leave_one_out_crawford_howell_equals_explicit_loop():
     t, p, df = crawford_howell_loo(x)
     assert df == 7
     for i in range(9):
-        ti, pi, _ = crawford_howell(x[i], np.delete(x, i, axis=0))
+        single = crawford_howell(x[i], np.delete(x, i, axis=0))
+        ti, pi = single.t, single.p_two_sided
         np.testing.assert_allclose(t[i], ti, rtol=1e-10)
         np.testing.assert_allclose(p[i], pi, rtol=1e-10)
 

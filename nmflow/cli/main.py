@@ -46,6 +46,7 @@ _writable_matplotlib_dir()
 
 SUBCOMMANDS = {
     "simulate": "nmflow.cli.simulate",
+    "simulate-prepost": "nmflow.cli.simulate_prepost",
     "dicom": "nmflow.cli.dicom",
     "fmriprep": "nmflow.cli.fmriprep",
 }

@@ -13,6 +13,7 @@ import yaml
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
 from nmflow.cli.group_options import add_group_arguments
+from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
@@ -75,12 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "--slurm-args='--partition=short --time=02:00:00' (they override the scripts' #SBATCH lines)")
     s.add_argument("--slurm-submit", action="store_true", help="with --slurm-array: submit both jobs with sbatch")
     add_group_arguments(parser.add_argument_group("group level"))
+    add_prepost_arguments(parser.add_argument_group("stimulus study (--analysis prepost)"))
     return parser
 
 
 def main(argv: list[str]) -> int:
     """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
+    if args.analysis == "prepost":
+        from nmflow.cli.prepost import run_prepost
+
+        return run_prepost(args, argv)
     if args.analysis_level == "participant":
         return run_participant(args, argv)
     return run_group(args, argv)

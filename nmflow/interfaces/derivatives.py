@@ -6,10 +6,10 @@ patterns of every nmflow derivative, in this entity order:
 
 * ``sub-<s>[/ses-<x>]/func/sub-<s>[_ses-..][_task-..][_acq-..][_run-..][_space-..][_res-..]``
   ``[_atlas-..][_seg-..][_desc-..][_meas-..][_stat-..]_<suffix>.tsv|.json`` for the suffixes
-  ``timeseries relmat design outliers``;
-* ``sub-<s>/figures/<same name>_<suffix>.png|.svg`` for ``bold relmat connectome``
-  (``datatype="figures"``);
-* ``sub-<s>[_ses-..][_task-..][_acq-..][_run-..].html`` (the run's report, top level);
+  ``timeseries relmat design outliers events segments``, and ``.nii.gz|.json`` for ``statmap``;
+* ``sub-<s>/figures/<same name>_<suffix>.png|.svg|.html`` for ``bold relmat connectome design
+  segments statmap`` (``datatype="figures"``);
+* ``sub-<s>[_ses-..][_task-..][_acq-..][_run-..][_desc-..].html`` (the run's report, top level);
 * ``group/[atlas-.._][seg-.._][desc-.._][meas-.._][stat-.._]<suffix>.tsv|.json|.safetensors``
   for the suffixes ``deviations linearz stats singlecase calibration networks model
   curves subjects selection``: no ``subject`` entity.

@@ -147,6 +147,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("kendall", kendall_tau_b, True, False, "Kendall tau-b rank correlation"),
     Metric("covariance", _covariance, False, True, "sample covariance (percent signal change squared)"),
     Metric("ledoitwolf", _nilearn("covariance"), False, True, "Ledoit-Wolf shrunk covariance"),
+    Metric("lwcorrelation", _nilearn("correlation"), True, False,
+           "Ledoit-Wolf regularised correlation (the shrunk covariance scaled to a unit diagonal)"),
     Metric("partial", _nilearn("partial correlation"), True, False,
            "partial correlation (Ledoit-Wolf precision)"),
 )}
@@ -164,8 +166,9 @@ def connectivity(timeseries: np.ndarray, metric: str) -> np.ndarray:
     ----------
     timeseries : ndarray, shape (n_volumes, n_regions)
         Cleaned region signals; NaN or constant columns give NaN rows/columns.
-    metric : {"pearson", "spearman", "kendall", "covariance", "ledoitwolf", "partial"}
-        ``kendall`` is the exact tau-b; ``ledoitwolf`` (shrunk covariance) and
+    metric : {"pearson", "spearman", "kendall", "covariance", "ledoitwolf", "lwcorrelation", "partial"}
+        ``kendall`` is the exact tau-b; ``ledoitwolf`` (shrunk covariance),
+        ``lwcorrelation`` (its correlation: regularised Pearson) and
         ``partial`` (partial correlation from the Ledoit-Wolf precision) are
         nilearn's ``ConnectivityMeasure``.
     """

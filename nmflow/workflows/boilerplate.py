@@ -21,6 +21,12 @@ REFERENCES = {
     "Benjamini & Hochberg, 1995": "Benjamini Y, Hochberg Y (1995). Controlling the false discovery rate: a "
                                   "practical and powerful approach to multiple testing. J R Stat Soc B 57(1):289-300. "
                                   "doi:10.1111/j.2517-6161.1995.tb02031.x",
+    "Bartlett, 1946": "Bartlett MS (1946). On the theoretical specification and sampling properties of autocorrelated "
+                      "time-series. J R Stat Soc Suppl 8(1):27-41. doi:10.2307/2983611",
+    "Crawford & Garthwaite, 2002": "Crawford JR, Garthwaite PH (2002). Investigation of the single case in "
+                                   "neuropsychology: confidence limits on the abnormality of test scores and test "
+                                   "score differences. Neuropsychologia 40(8):1196-1208. "
+                                   "doi:10.1016/S0028-3932(01)00224-X",
     "Crawford & Howell, 1998": "Crawford JR, Howell DC (1998). Comparing an individual's test score against norms "
                                "derived from small samples. Clin Neuropsychol 12(4):482-486. "
                                "doi:10.1076/clin.12.4.482.7241",
@@ -37,6 +43,8 @@ REFERENCES = {
                             "pipeline for functional MRI. Nat Methods 16:111-116. doi:10.1038/s41592-018-0235-4",
     "Friston et al., 1996": "Friston KJ, Williams S, Howard R, Frackowiak RS, Turner R (1996). Movement-related "
                             "effects in fMRI time-series. Magn Reson Med 35(3):346-355. doi:10.1002/mrm.1910350312",
+    "Glover, 1999": "Glover GH (1999). Deconvolution of impulse response in event-related BOLD fMRI. NeuroImage "
+                    "9(4):416-429. doi:10.1006/nimg.1998.0419",
     "Gorgolewski et al., 2011": "Gorgolewski K, Burns CD, Madison C, et al. (2011). Nipype: a flexible, lightweight "
                                 "and extensible neuroimaging data processing framework in Python. Front Neuroinform "
                                 "5:13. doi:10.3389/fninf.2011.00013",
@@ -113,7 +121,7 @@ def _measure(metric: str) -> str:
     description, _, detail = METRICS[metric].description.partition(" (")
     notes = [detail.rstrip(")")] if detail else []
     notes.append(f"`meas-{metric}`")
-    if metric in ("ledoitwolf", "partial"):
+    if metric in ("ledoitwolf", "lwcorrelation", "partial"):
         notes.append("Ledoit & Wolf, 2004")
     return f"{description} ({'; '.join(notes)})"
 

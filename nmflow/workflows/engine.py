@@ -17,7 +17,7 @@ from unittest import mock
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-__all__ = ["Progress", "Workflow", "crash_message", "crash_node", "plugin_settings", "run_workflow",
+__all__ = ["Progress", "Workflow", "crash_message", "crash_node", "failed_runs", "plugin_settings", "run_workflow",
            "frozen_collector"]
 
 
@@ -180,3 +180,19 @@ def crash_node(text: str) -> str | None:
     """The node named in a Nipype text crash file."""
     node = re.search(r"Node: (\S+)", text)
     return node.group(1) if node else None
+
+
+def failed_runs(crashes: list[Path], owners: dict[str, str]) -> dict[str, str]:
+    """``{key: one-line error}`` of the crash files whose node lies in a sub-workflow of ``owners``.
+
+    ``owners`` maps a sub-workflow's name to its key (e.g. a run's); the
+    first crash of each owner is kept.
+    """
+    failures: dict[str, str] = {}
+    for crash in crashes:
+        text = crash.read_text(errors="replace")
+        node = crash_node(text)
+        owner = next((key for name, key in owners.items() if node and f".{name}." in f".{node}."), None)
+        if owner and owner not in failures:
+            failures[owner] = crash_message(text, crash)
+    return failures

@@ -1,0 +1,261 @@
+"""Figures and HTML pages of the stimulus study: the participant QC of the split and the group single-case report.
+
+Participant page (``sub-X_..._desc-prepost.html``, figures in ``sub-X/figures/``):
+the stimulus, volumes per segment, the design matrix, the variance explained,
+framewise displacement with the split marked, FC before/after and ΔFC per
+metric, the FDR-thresholded seed maps and links to their interactive views.
+Group page (``group/prepost_report.html``, figures in ``group/figures/``): per
+case, the Crawford-Howell t of every network pair per metric with the
+FDR-significant cells marked, and the table of significant connections.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
+from nmflow.reports.html import Section, esc, figure, paragraph, render_page, table  # noqa: E402
+
+DPI = 80
+SEGMENT_COLOURS = {"pre": "tab:blue", "post": "tab:orange", "transition": "0.85", "censored": "tab:red"}
+
+
+def _save(fig, path: Path) -> Path:
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def design_figure(path: Path, design: pd.DataFrame) -> Path:
+    """The GLM design matrix ``(n_volumes, n_regressors)``, each column centred and scaled to [-1, 1]
+    (the constant stays 1)."""
+    values = design.to_numpy(float)
+    varying = values.std(axis=0) > 0
+    values[:, varying] -= values[:, varying].mean(axis=0)
+    scale = np.abs(values).max(axis=0)
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.16 * design.shape[1] + 1.5), 4.5))
+    ax.imshow(values / np.where(scale > 0, scale, 1), aspect="auto", cmap="gray", vmin=-1, vmax=1,
+              interpolation="nearest")
+    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=6)
+    ax.set_ylabel("volume")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def r_square_figure(path: Path, r_square) -> Path:
+    """Axial slices (every other slice) of the variance explained by the design, 0 (black) to 1 (white)."""
+    volume = np.asarray(r_square.dataobj, dtype=float)
+    brain = volume > 0
+    slices = [z for z in range(volume.shape[2]) if brain[:, :, z].any()][::2] or [volume.shape[2] // 2]
+    columns = min(len(slices), 8)
+    rows = int(np.ceil(len(slices) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + 0.8, 1.5 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, z in zip(axes.ravel(), slices):
+        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="hot", vmin=0, vmax=1)
+        ax.set_title(f"slice {z}", fontsize=6)
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="R²")
+    return _save(fig, path)
+
+
+def segments_figure(path: Path, segments: pd.DataFrame, stimulus) -> Path:
+    """Framewise displacement (mm) against time (s), every volume coloured by its segment, the stimulus in red."""
+    fig, ax = plt.subplots(figsize=(8, 2.6))
+    time = segments["time"].to_numpy()
+    step = np.median(np.diff(time)) if len(time) > 1 else 1.0
+    labels = segments["segment"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, labels[1:] != labels[:-1]])
+    for first, last in zip(starts, np.r_[starts[1:], len(labels)]):
+        ax.axvspan(time[first], time[last - 1] + step, color=SEGMENT_COLOURS[labels[first]], alpha=0.25, lw=0)
+    ax.plot(time, segments["framewise_displacement"].to_numpy(), color="k", lw=0.8)
+    ax.axvspan(stimulus.onset, stimulus.onset + max(stimulus.duration, step / 4), color="red", alpha=0.8)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c, alpha=0.4) for c in SEGMENT_COLOURS.values()]
+    ax.legend(handles + [plt.Rectangle((0, 0), 1, 1, color="red")], [*SEGMENT_COLOURS, "stimulus"], fontsize=7,
+              loc="upper right", ncol=5)
+    ax.set_xlabel("time (s)"), ax.set_ylabel("FD (mm)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def change_figure(path: Path, relmats: dict[str, np.ndarray], regions: list[str]) -> Path:
+    """Rows: metrics; columns: FC PRE, FC POST, ΔFC (``relmats['segment|metric']``, ``(n, n)``)."""
+    metrics = list(dict.fromkeys(k.split("|")[1] for k in relmats))
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(7.5, 2.3 * len(metrics) + 0.6), squeeze=False)
+    lim = max(max(float(np.nanmax(np.abs(relmats[f"delta|{m}"]))) for m in metrics), 1e-6)
+    images = {}
+    for row, metric in zip(axes, metrics):
+        for ax, segment in zip(row, ("pre", "post", "delta")):
+            shown = relmats[f"{segment}|{metric}"].copy()
+            np.fill_diagonal(shown, np.nan)
+            scale = 1.0 if segment != "delta" else lim
+            images[segment] = ax.imshow(shown, cmap="RdBu_r", vmin=-scale, vmax=scale)
+            ax.set_title(f"{metric}: {'ΔFC (z)' if segment == 'delta' else segment.upper()}", fontsize=9)
+            ax.set_xticks([]), ax.set_yticks([])
+    for column, segment in enumerate(("pre", "post", "delta")):
+        fig.colorbar(images[segment], ax=axes[:, column].tolist(), orientation="horizontal", fraction=0.03,
+                     pad=0.02, label="ΔFC (Fisher z)" if segment == "delta" else "FC")
+    fig.suptitle(f"{len(regions)} networks", fontsize=9)
+    return _save(fig, path)
+
+
+def seed_grid(path: Path, thresholded: np.ndarray, bold, seeds: list[str]) -> Path:
+    """Per seed, the axial maximum-|z| projection of its FDR-thresholded ΔFC map over the brain outline.
+
+    ``thresholded`` ``(n_seeds, n_voxels)``, voxels of ``bold`` (a :class:`~nmflow.prepost.glm.BoldMatrix`).
+    """
+    columns = 6
+    rows = int(np.ceil(len(seeds) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows), squeeze=False)
+    brain = bold.mask.any(axis=2).T
+    lim = max(float(np.abs(thresholded).max()), 3.0)
+    for ax, name, values in zip(axes.ravel(), seeds, thresholded):
+        volume = np.asarray(bold.image(values).dataobj)
+        strongest = np.take_along_axis(volume, np.abs(volume).argmax(axis=2)[..., None], axis=2)[..., 0].T
+        ax.imshow(np.where(brain, 0.0, np.nan), cmap="gray", vmin=-1, vmax=1, origin="lower")
+        ax.imshow(np.where(strongest != 0, strongest, np.nan), cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
+        ax.set_title(f"{name}\n{int((values > 0).sum())} up, {int((values < 0).sum())} down", fontsize=6)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle("ΔFC seed maps, FDR-thresholded z (axial maximum projection; red: stronger after the stimulus)",
+                 fontsize=8)
+    return _save(fig, path)
+
+
+def seed_view(path: Path, image, title: str, background) -> Path:
+    """An interactive view (nilearn ``view_img``) of one thresholded seed map over ``background``."""
+    from nilearn.plotting import view_img
+
+    data = np.asarray(image.dataobj)
+    top = max(float(np.abs(data).max()), 1e-6)
+    with warnings.catch_warnings():  # nilearn's percentiles of a masked array: the mask is not needed there
+        warnings.filterwarnings("ignore", message=".*'partition' will ignore the 'mask'")
+        view = view_img(image, bg_img=background, threshold=min(float(np.abs(data[data != 0]).min()), top) * 0.999,
+                        title=title, cmap="RdBu_r", symmetric_cmap=True, vmax=top)
+    view.save_as_html(str(path))
+    return path
+
+
+def template_on(grid_image):
+    """nilearn's MNI152 template resampled once to ``grid_image``'s grid (the views' background)."""
+    from nilearn.image import resample_to_img
+
+    return resample_to_img(_template(), grid_image, force_resample=True, copy_header=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _template():
+    """nilearn's 2 mm MNI152 template, loaded once per process."""
+    from nilearn.datasets import load_mni152_template
+
+    return load_mni152_template(resolution=2)
+
+
+def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, strategy: str,
+                     figures: dict[str, Path], seed_grid_png: Path, seed_summary: pd.DataFrame,
+                     views: list[Path], alpha: float, methods: str = "") -> Path:
+    """The participant QC page of the split (figures linked from ``sub-X/figures/``)."""
+    from nmflow.reports.participant import markdown_html
+
+    sub = key.split("_")[0]
+    counts = segments["segment"].value_counts().reindex(["pre", "transition", "post", "censored"], fill_value=0)
+    volumes = pd.DataFrame({"segment": counts.index, "volumes": counts.to_numpy()})
+    links = {int(v.name.split("_desc-seed")[1][:2]): f"{sub}/figures/{v.name}" for v in views}
+    changed = seed_summary[(seed_summary.voxels_up + seed_summary.voxels_down) > 0]
+    view_links = "".join(f'<li><a href="{esc(links[k + 1])}">{esc(seed_summary.seed[k])}</a>: '
+                         f"{seed_summary.voxels_up[k]} voxels up, {seed_summary.voxels_down[k]} down</li>"
+                         for k in changed.index if k + 1 in links)
+    source = "the run's events file" if stimulus.source.endswith(".tsv") else stimulus.source
+    sections = [
+        Section("stimulus", "Stimulus and split").add(
+            paragraph(f"{stimulus.trial_type} at {stimulus.onset:g} s for {stimulus.duration:g} s (from {source}: "
+                      f"{stimulus.source}); GLM confounds: strategy {strategy}."),
+            table(volumes), figure(f"{sub}/figures/{figures['segments'].name}",
+                                   "Framewise displacement (mm); PRE, transition, POST and censored volumes shaded, "
+                                   "the stimulus in red")),
+        Section("glm", "GLM").add(
+            figure(f"{sub}/figures/{figures['design'].name}", "Design matrix: stimulus (Glover HRF), confounds, "
+                                                               "cosine drift, constant; each column centred and scaled"),
+            figure(f"{sub}/figures/{figures['r_square'].name}", "Variance explained by the design (R²), axial slices")),
+        Section("fc", "FC change").add(
+            figure(f"{sub}/figures/{figures['change'].name}",
+                   "Network FC of PRE and POST and ΔFC = Fisher z(POST) − z(PRE), per metric")),
+        Section("seeds", "Seed maps").add(
+            paragraph(f"Voxels whose correlation with a network changed after the stimulus (Fisher z test with "
+                      f"Bartlett's effective samples, Benjamini–Hochberg q < {alpha} over each seed's voxels)."),
+            figure(f"{sub}/figures/{seed_grid_png.name}", "FDR-thresholded ΔFC z per seed, axial maximum projection"),
+            table(seed_summary, digits=3),
+            f"<h3>Interactive views</h3><ul>{view_links}</ul>" if view_links else
+            paragraph(f"No voxel passes q < {alpha}: no interactive view.", "none")),
+    ]
+    if methods:
+        sections.append(Section("methods", "Methods").add(markdown_html(methods)))
+    return render_page(path, key, sections, lead=[f"nmflow stimulus study · {key}"])
+
+
+def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) -> Path:
+    """Crawford-Howell t per network pair, one panel per metric; FDR-significant cells boxed.
+
+    ``table``: the single-case rows of one case (``meas``, ``t``, ``significant`` in connection order).
+    """
+    metrics = list(dict.fromkeys(table["meas"]))
+    columns = min(2, len(metrics))
+    grid = int(np.ceil(len(metrics) / columns))
+    fig, axes = plt.subplots(grid, columns, figsize=(5.2 * columns + 1.2, 4.6 * grid), squeeze=False)
+    n = len(regions)
+    rows, cols = np.triu_indices(n, k=1)
+    lim = max(float(np.nanquantile(np.abs(table["t"]), 0.98)), 3.0)  # a few extreme cells saturate
+    for k_ax, (ax, metric) in enumerate(zip(axes.ravel(), metrics)):
+        part = table[table["meas"] == metric]
+        matrix = from_upper_triangle(part["t"].to_numpy(float), n, diagonal=np.nan)
+        im = ax.imshow(matrix, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        for k in np.flatnonzero(part["significant"].to_numpy(bool)):
+            for i, j in ((rows[k], cols[k]), (cols[k], rows[k])):
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, ec="k", lw=1.8))
+        ax.set_title(f"{metric}: {int(part['significant'].sum())} significant", fontsize=9)
+        ticks = np.arange(n)
+        ax.set_xticks(ticks, [str(k + 1) for k in ticks], fontsize=6)
+        ax.set_yticks(ticks, [f"{r[:22]} {k + 1}" for k, r in enumerate(regions)] if k_ax % columns == 0
+                      else [str(k + 1) for k in ticks], fontsize=6)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, extend="both",
+                 label="Crawford-Howell t (ΔFC, case vs controls)")
+    fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def write_group_report(folder: Path, tables: dict[str, pd.DataFrame], regions: list[str], cases: list[str],
+                       n_controls: int, alpha: float) -> Path:
+    """``folder/prepost_report.html`` and ``folder/figures/prepost_<case>_t.png``; ``tables`` per metric."""
+    figures = folder / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    everything = pd.concat([t.assign(meas=m) for m, t in tables.items()], ignore_index=True)
+    columns = ["meas", "connection", "case_delta", "controls_mean", "controls_sd", "t", "p", "q",
+               "percent_more_extreme", "z_cc", "z_cc_low", "z_cc_high"]
+    sections = [Section("method", "Method").add(paragraph(
+        "Each case's change of connectivity after the stimulus (ΔFC = Fisher z POST − z PRE) is compared with the "
+        f"{n_controls} controls' ΔFC, connection by connection, by the Crawford–Howell test (df = {n_controls - 1}); "
+        f"Benjamini–Hochberg FDR over a case's connections, per metric; boxed cells: q < {alpha}. Z-CC is the "
+        "case's standardised score with its 95 % interval; percent_more_extreme the estimated share of the control "
+        "population beyond the case (Crawford & Garthwaite 2002)."))]
+    for case in cases:
+        rows = everything[everything["participant_id"] == case]
+        png = t_heatmaps(figures / f"prepost_{case}_t.png", rows, regions,
+                         f"{case} ({rows['group'].iloc[0]}) vs controls")
+        significant = rows[rows["significant"]].sort_values(["meas", "p"])
+        sections.append(Section(case.replace("-", ""), case).add(
+            figure(f"figures/{png.name}", "Crawford–Howell t of the case's ΔFC per network pair and metric"),
+            f"<h3>Significant connections ({len(significant)})</h3>",
+            table(significant[columns], empty=f"None at q < {alpha}.")))
+    return render_page(folder / "prepost_report.html", "nmflow stimulus study: single cases", sections,
+                       lead=[f"{len(cases)} case(s) vs {n_controls} controls"])
