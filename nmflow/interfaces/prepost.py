@@ -42,10 +42,12 @@ class CollectDeltaFC(SimpleInterface):
     output_spec = _CollectOutputSpec
 
     def _run_interface(self, runtime):
+        from nmflow.bids_io import layout
         from nmflow.errors import NmflowInputError
         from nmflow.group.features import collect_relmats
 
-        sets = [fs for v, fs in collect_relmats(self.inputs.out_dir, self.inputs.participant_label or None).items()
+        lay = layout(self.inputs.out_dir)
+        sets = [fs for v, fs in collect_relmats(lay, self.inputs.participant_label or None).items()
                 if v.desc == DESC]
         if not sets:
             raise NmflowInputError(self.inputs.out_dir, "no participant-level ΔFC (desc-delta relmat): run "
