@@ -11,6 +11,7 @@ import gc
 import importlib
 import logging
 import re
+import threading
 import time
 from pathlib import Path
 from unittest import mock
@@ -112,6 +113,46 @@ def frozen_collector():
         gc.unfreeze()
 
 
+class _Wakeup:
+    """Nipype's scheduler pause (``time.sleep`` in its plugin base) cut short when a worker finishes a node."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def __call__(self, seconds: float) -> None:
+        self.event.wait(seconds)
+        self.event.clear()
+
+
+def _multiproc_plugin(args: dict):
+    """Nipype's MultiProc plugin that schedules when a node finishes instead of polling.
+
+    Nipype's scheduler loops forever: collect finished nodes, submit ready
+    ones, sleep ``poll_sleep_duration``.  Each round costs a few ms of CPU
+    (sparse dependency sums), which on 2 cores competes with the workers, and
+    each sleep delays the next node.  Here a finished node's callback wakes
+    the loop, so it runs about once per node; the pause is only a timeout.
+    A result is stored before the wakeup is set, so none is missed.
+    """
+    from nipype.pipeline.plugins import base
+    from nipype.pipeline.plugins.multiproc import MultiProcPlugin
+
+    class WakeOnFinishMultiProcPlugin(MultiProcPlugin):
+        def __init__(self, plugin_args=None):
+            super().__init__(plugin_args=plugin_args)
+            self._wakeup = _Wakeup()
+
+        def _async_callback(self, args):
+            super()._async_callback(args)
+            self._wakeup.event.set()
+
+        def run(self, graph, config, updatehash=False):
+            with mock.patch.object(base, "sleep", self._wakeup):
+                return super().run(graph, config, updatehash=updatehash)
+
+    return WakeOnFinishMultiProcPlugin(plugin_args=args)
+
+
 def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugin_args: dict | None = None,
                  nprocs: int = 1, stop_on_first_crash: bool = False, hash_method: str = "content",
                  verbose: bool = False, preload: tuple[str, ...] = (),
@@ -142,12 +183,14 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         "crashfile_format": "txt", "crashdump_dir": str(crash_dir), "stop_on_first_crash": stop_on_first_crash,
         "remove_unnecessary_outputs": False, "hash_method": hash_method,
         # Nipype sleeps this long between scheduling rounds (2 s by default) while our nodes mostly take well
-        # under a second: local workers would sit idle; batch plugins keep 2 s between their queue queries
-        "poll_sleep_duration": 0.05 if name in ("Linear", "MultiProc") else 2,
+        # under a second: MultiProc is woken by each finished node (this is only its timeout); batch plugins
+        # keep 2 s between their queue queries
+        "poll_sleep_duration": 0.5 if name == "MultiProc" else 2,
     })
+    runner = _multiproc_plugin(args) if name == "MultiProc" else name
     try:
         with frozen_collector(), one_component_at_a_time():
-            graph = wf.run(plugin=name, plugin_args=args)
+            graph = wf.run(plugin=runner, plugin_args=args)
     except RuntimeError:
         graph = None  # failures are read from the crash files
     crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []

@@ -1,0 +1,74 @@
+"""nmflow/workflows/engine.py: the scheduler's wake-up on finished nodes, the order of runs, failures read back."""
+
+from __future__ import annotations
+
+import pytest
+from nipype.pipeline import engine as pe
+from nipype.interfaces.utility import Function
+
+from nmflow.workflows import engine
+
+
+def _wait(x: int, seconds: float) -> int:
+    import time
+
+    time.sleep(seconds)
+    return x + 1
+
+
+def _chain(tmp_path, n: int, seconds: float, fail_at: int | None = None) -> engine.Workflow:
+    """Two independent chains of ``n`` nodes, each sleeping ``seconds``."""
+    wf = engine.Workflow(name="chains", base_dir=str(tmp_path / "work"))
+    for c in range(2):
+        prev = None
+        for k in range(n):
+            node = pe.Node(Function(function=_wait, input_names=["x", "seconds"], output_names=["y"]),
+                           name=f"c{c}_n{k}")
+            node.inputs.seconds = seconds if fail_at != k else "not a number"
+            if prev is None:
+                node.inputs.x = 0
+            else:
+                wf.connect(prev, "y", node, "x")
+            prev = node
+    return wf
+
+
+class _Counting(engine._Wakeup):
+    """Counts the scheduler's pauses and those that ran to their timeout (nobody woke them)."""
+
+    calls = timeouts = 0
+
+    def __call__(self, seconds):
+        type(self).calls += 1
+        if not self.event.wait(seconds):
+            type(self).timeouts += 1
+        self.event.clear()
+
+
+def test_multiproc_is_woken_by_finished_nodes_not_by_polling(tmp_path, monkeypatch):
+    """10 short nodes on 2 workers: the loop runs about once per finished node, woken, not timed out."""
+    monkeypatch.setattr(engine, "_Wakeup", _Counting)
+    wf = _chain(tmp_path, 5, 0.05)
+    graph, crashes = engine.run_workflow(wf, tmp_path / "crashes", nprocs=2)
+    assert graph is not None and crashes == []
+    assert sorted(n.result.outputs.y for n in graph.nodes() if n.name.endswith("_n4")) == [5, 5]
+    # a plain poll would pause its whole 0.5 s timeout ~5 times (every round); polling faster, run ~100 rounds
+    assert 5 <= _Counting.calls <= 2 * 10 + 2
+    assert _Counting.timeouts <= 2
+
+
+def test_a_failing_node_is_read_back_from_its_crash_file_and_the_other_chain_finishes(tmp_path):
+    wf = _chain(tmp_path, 3, 0.0, fail_at=1)
+    wf.get_node("c1_n1").inputs.seconds = 0.0
+    graph, crashes = engine.run_workflow(wf, tmp_path / "crashes", nprocs=2)
+    assert graph is None
+    assert len(crashes) == 1 and "c0_n1" in crashes[0].name
+    assert engine.crash_node(crashes[0].read_text()) is not None
+    assert (tmp_path / "work" / "chains" / "c1_n2" / "result_c1_n2.pklz").exists()
+
+
+@pytest.mark.parametrize("nprocs, plugin", [(1, "Linear"), (2, "MultiProc")])
+def test_plugin_settings(nprocs, plugin):
+    name, args = engine.plugin_settings(None, None, nprocs)
+    assert name == plugin
+    assert args.get("n_procs", 1) == nprocs
