@@ -240,6 +240,9 @@ def clean_signals(
         low_pass=settings.low_pass if strategy.filter else None,
         high_pass=settings.high_pass if strategy.filter else None,
         standardize=settings.standardize, standardize_confounds=True,
+        # filter all columns in one call (nilearn's default filters column by column in place: same numbers,
+        # about 10x slower)
+        butterworth__copy=True,
     )
     return out
 
