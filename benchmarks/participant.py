@@ -3,7 +3,7 @@
 Usage: NMFLOW_ATLAS_DIR=<atlas folder> python benchmarks/participant.py [--keep DIR]
 
 On one simulated subject (real 2 mm Yeo grid, 200 volumes), 4 Yeo variants x
-3 strategies x 6 metrics, measured in one run and printed as ratios:
+3 strategies x 7 metrics (all of the registry), measured in one run and printed as ratios:
   1. full participant pipeline time / time to only load the BOLD with nibabel  (target <= 2.0);
      in-process with the imports done, and also as a new `nmflow` process
   2. naive nilearn path (NiftiLabelsMasker per atlas x strategy, then FC) / ours (target >= 5)
