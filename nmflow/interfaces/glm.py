@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
-    traits,
+    isdefined, traits,
 )
 
 from nmflow.interfaces.io import atlases_from_records, load_arrays, save_arrays
@@ -38,9 +38,9 @@ def _add(out: dict, path: Path, meta: dict, **entities) -> None:
 class _GLMInputSpec(BaseInterfaceInputSpec):
     bold = File(exists=True, mandatory=True, desc="fMRIPrep desc-preproc_bold image (4D)")
     mask = File(exists=True, mandatory=True, desc="its desc-brain_mask image")
-    confounds = traits.Str(mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv (checked when read)")
+    confounds = File(mandatory=True, desc="fMRIPrep desc-confounds_timeseries.tsv (checked when read)")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
-    events = traits.Str("", usedefault=True, desc="the run's events.tsv ('' = none: use onset and duration)")
+    events = File(desc="the run's events.tsv (none: use onset and duration)")
     onset = traits.Either(None, traits.Float, default=None, usedefault=True, desc="--stimulus-onset (s)")
     duration = traits.Float(0.0, usedefault=True, desc="--stimulus-duration (s)")
     transition = traits.Float(mandatory=True, desc="seconds excluded on each side of the stimulus")
@@ -76,14 +76,15 @@ class GLMPrePostSplit(SimpleInterface):
         i, cwd = self.inputs, Path(runtime.cwd)
         settings = CleaningSettings(**i.settings)
         strategy = strategies_from_records([i.strategy])[0]
-        stimulus = stimulus_for_run(i.events or None, i.onset, i.duration, Path(i.bold).name)
+        events = i.events if isdefined(i.events) else None
+        stimulus = stimulus_for_run(events, i.onset, i.duration, Path(i.bold).name)
         table = read_confounds(i.confounds)
         bold = read_bold(i.bold, i.mask)
         n_volumes = bold.data.shape[0]
         if len(table) != n_volumes:
             raise NmflowInputError(i.confounds, f"confounds file has {len(table)} rows but the BOLD has "
                                                 f"{n_volumes} volumes")
-        check_within_run(stimulus, n_volumes, i.tr, i.events or i.bold)
+        check_within_run(stimulus, n_volumes, i.tr, events or i.bold)
         outliers = censoring(table, strategy, settings)
         censored = outliers["censored"].to_numpy() == 1
         times = start_time(i.bold) + np.arange(n_volumes) * i.tr

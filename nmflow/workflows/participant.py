@@ -33,7 +33,7 @@ from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
 from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
-from nmflow.workflows.engine import Progress, Workflow, crash_message, crash_node, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
@@ -138,14 +138,7 @@ def run_participant_level(
     progress = Progress(by_node, last_node="derivatives")
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
                               verbose=verbose, preload=NODE_IMPORTS, progress=progress)
-    failures: dict[str, str] = {}
-    for crash in crashes:
-        text = crash.read_text(errors="replace")
-        node = crash_node(text)
-        owner = next((key for name, key in by_node.items() if node and f".{name}." in f".{node}."), None)
-        if owner and owner not in failures:
-            failures[owner] = crash_message(text)
-    return failures
+    return failed_runs(crashes, by_node)
 
 
 def skipped_strategies(runs: list[Run], work_dir: Path, failed: dict[str, str]) -> dict[str, list[str]]:

@@ -95,9 +95,11 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
     uris = sources(run.bold, run.mask, run.confounds)
     space = {k: v for k, v in run.entities.items() if k in ("space", "res")}
     glm = Node(GLMPrePostSplit(
-        bold=run.bold, mask=run.mask, confounds=run.confounds, tr=run.tr, events=events or "", onset=options.onset,
+        bold=run.bold, mask=run.mask, confounds=run.confounds, tr=run.tr, onset=options.onset,
         duration=options.duration, transition=options.transition, strategy=strategy_records([strategy])[0],
         settings=asdict(settings), sources=uris, space=space), name="glm")
+    if events:
+        glm.inputs.events = events
     segments = Node(Merge(2), name="segments", run_without_submitting=True)
     extract = MapNode(ExtractSignals(mask=run.mask, atlases=atlases, min_coverage=options.min_coverage),
                       iterfield=["bold"], name="extract")
