@@ -35,6 +35,7 @@ h1{font-size:1.55em;margin:.8em 0 .1em}h2{border-bottom:2px solid #24323f;paddin
 h3{margin:1.1em 0 .3em;font-size:1.05em}
 .lead{color:#555;margin:.1em 0 .8em}
 table{border-collapse:collapse;margin:.4em 0 1em;font-size:.9em}
+.table-wrap{overflow-x:auto;max-width:100%}
 td,th{border:1px solid #c9d1d9;padding:3px 9px;text-align:left}th{background:#eef2f5}td.num{text-align:right}
 figure{margin:.6em 0 1.2em}figure img{max-width:100%;border:1px solid #e1e4e8}
 figcaption{font-size:.88em;color:#444;margin-top:.25em}
@@ -132,7 +133,8 @@ def table(frame: pd.DataFrame, empty: str = "none", digits: int = 3, index: bool
     frame = frame.reset_index() if index else frame
     head = "".join(f"<th>{esc(c)}</th>" for c in frame.columns)
     rows = "".join("<tr>" + "".join(_cell(v, digits) for v in row) + "</tr>" for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    # a wide table scrolls inside the page instead of running off its right edge
+    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def _cell(value, digits: int) -> str:

@@ -52,9 +52,14 @@ def design_figure(path: Path, design: pd.DataFrame) -> Path:
 
 
 def r_square_figure(path: Path, r_square) -> Path:
-    """Axial slices (every other slice) of the variance explained by the design, 0 (black) to 1 (white)."""
+    """Axial slices (every other slice) of the variance explained by the design, on black.
+
+    The colour scale runs from 0 to the 99th percentile of R² in the brain (at least 0.05): R² is mostly
+    small in resting data, and a 0-1 scale would show it as nothing.
+    """
     volume = np.asarray(r_square.dataobj, dtype=float)
     brain = volume > 0
+    top = max(float(np.percentile(volume[brain], 99)) if brain.any() else 0.0, 0.05)
     slices = [z for z in range(volume.shape[2]) if brain[:, :, z].any()][::2] or [volume.shape[2] // 2]
     columns = min(len(slices), 8)
     rows = int(np.ceil(len(slices) / columns))
@@ -62,9 +67,11 @@ def r_square_figure(path: Path, r_square) -> Path:
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, z in zip(axes.ravel(), slices):
-        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="hot", vmin=0, vmax=1)
+        ax.imshow(np.zeros(volume[:, :, z].T.shape), origin="lower", cmap="gray", vmin=0, vmax=1)
+        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="hot", vmin=0,
+                       vmax=top)
         ax.set_title(f"slice {z}", fontsize=6)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label="R²")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=f"R² (0 to {top:.2g})")
     return _save(fig, path)
 
 
@@ -90,7 +97,8 @@ def segments_figure(path: Path, segments: pd.DataFrame, stimulus) -> Path:
 def change_figure(path: Path, relmats: dict[str, np.ndarray], regions: list[str]) -> Path:
     """Rows: metrics; columns: FC PRE, FC POST, ΔFC (``relmats['segment|metric']``, ``(n, n)``)."""
     metrics = list(dict.fromkeys(k.split("|")[1] for k in relmats))
-    fig, axes = plt.subplots(len(metrics), 3, figsize=(7.5, 2.3 * len(metrics) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(metrics), 3, figsize=(8.5, 2.5 * len(metrics) + 0.6), squeeze=False)
+    fig.subplots_adjust(left=0.2, right=0.98)  # room for the network names
     lim = max(max(float(np.nanmax(np.abs(relmats[f"delta|{m}"]))) for m in metrics), 1e-6)
     images = {}
     for row, metric in zip(axes, metrics):
@@ -100,7 +108,9 @@ def change_figure(path: Path, relmats: dict[str, np.ndarray], regions: list[str]
             scale = 1.0 if segment != "delta" else lim
             images[segment] = ax.imshow(shown, cmap="RdBu_r", vmin=-scale, vmax=scale)
             ax.set_title(f"{metric}: {'ΔFC (z)' if segment == 'delta' else segment.upper()}", fontsize=9)
-            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_xticks([])  # columns in the order of the rows, named on the first panel of each row
+            ax.set_yticks(range(len(regions)) if segment == "pre" else [],
+                          regions if segment == "pre" else [], fontsize=5)
     for column, segment in enumerate(("pre", "post", "delta")):
         fig.colorbar(images[segment], ax=axes[:, column].tolist(), orientation="horizontal", fraction=0.03,
                      pad=0.02, label="ΔFC (Fisher z)" if segment == "delta" else "FC")

@@ -186,7 +186,7 @@ GROUP_DESC = (
 
 GROUP_STAGES = {  # node -> the words of its progress line
     "collect": "ΔFC collected", "split": "cases and controls", "crawford_howell": "Crawford-Howell tests",
-    "report": "single-case report written"}
+    "report": "single-case report"}
 
 
 def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
