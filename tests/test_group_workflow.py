@@ -48,7 +48,7 @@ def test_one_training_node_per_width_and_a_changed_option_reruns_only_what_reads
     assert run_group(group_args(small / "bids", small / "out", *args)) == 0
     progress = re.findall(r"^\[(\d+)/(\d+)\] (.+) done \(\d+\.\d s\)$", capsys.readouterr().out, re.M)
     assert [int(k) for k, _, _ in progress] == list(range(1, 11)) and {n for _, n, _ in progress} == {"10"}
-    assert progress[0][2] == "features and phenotypes collected" and progress[-1][2] == "group report written"
+    assert progress[0][2] == "features and phenotypes" and progress[-1][2] == "group report"
     # 3 variants: Yeo-17 none and simple share their width (136 inputs), Yeo-7 has 21 -> 2 training nodes
     assert len(list((work / "nmflow_group_wf" / "train" / "mapflow").glob("_train*"))) == 2
     batches = pd.read_csv(small / "out" / "group" / "subjects.tsv", sep="\t")

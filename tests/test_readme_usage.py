@@ -39,7 +39,7 @@ def test_readme_usage_block_runs_as_written(tmp_path, monkeypatch, capsys):
         outputs.append(stdout)
     n_runs = len(pd.read_csv(tmp_path / "sim" / "fmriprep" / "participants.tsv", sep="\t"))
     assert re.search(rf"^\[{n_runs}/{n_runs}\] sub-\d+_task-rest done", outputs[1], re.M)
-    assert "[10/10] group report written done" in outputs[2]
+    assert "[10/10] group report done" in outputs[2]
     out = tmp_path / "out"
     assert len(list(out.glob("sub-*_task-rest.html"))) == n_runs
     assert (out / "group" / "group_report.html").is_file()

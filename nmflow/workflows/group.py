@@ -63,15 +63,15 @@ NODE_IMPORTS = ("torch", "neuroCombat", "nmflow.interfaces.derivatives", "nmflow
 
 
 def stage_labels(s: GroupSettings) -> dict[str, str]:
-    """Node name -> the words of its progress line (the sinks are not listed)."""
+    """Node name -> the words of its progress line, ``[k/N] <words> done (t s)`` (the sinks are not listed)."""
     return {
-        "collect_cohort": "features and phenotypes collected", "split": "cross-fitting split",
+        "collect_cohort": "features and phenotypes", "split": "cross-fitting split",
         "harmonize": f"site harmonisation ({s.harmonize}), scaling, covariates",
         "batch_by_width": "models batched by input width",
-        "train": f"autoencoders trained (up to {s.epochs} epochs, early stopping)",
-        "score": "deviations scored", "group_tests": "group statistics (Mann-Whitney U, FDR)",
-        "single_case": "single-case statistics (Crawford-Howell)", "select": "variants ranked",
-        "report": "group report written",
+        "train": f"autoencoder training (up to {s.epochs} epochs, early stopping)",
+        "score": "deviation scores", "group_tests": "group statistics (Mann-Whitney U, FDR)",
+        "single_case": "single-case statistics (Crawford-Howell)", "select": "variant ranking",
+        "report": "group report",
     }
 
 

@@ -185,7 +185,7 @@ GROUP_DESC = (
 
 
 GROUP_STAGES = {  # node -> the words of its progress line
-    "collect": "ΔFC collected", "split": "cases and controls", "crawford_howell": "Crawford-Howell tests",
+    "collect": "ΔFC of the cohort", "split": "cases and controls", "crawford_howell": "Crawford-Howell tests",
     "report": "single-case report"}
 
 
