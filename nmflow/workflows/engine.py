@@ -11,15 +11,20 @@ import gc
 import importlib
 import logging
 import re
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 from unittest import mock
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
 __all__ = ["Progress", "Workflow", "crash_message", "crash_node", "failed_runs", "plugin_settings", "run_workflow",
-           "frozen_collector"]
+           "frozen_collector", "run_group_workflow"]
+
+T = TypeVar("T")
 
 
 def plugin_settings(plugin: str | None, plugin_args: dict | None, nprocs: int) -> tuple[str, dict]:
@@ -195,6 +200,36 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         graph = None  # failures are read from the crash files
     crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
     return graph, crashes
+
+
+def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, finish: Callable[[object, Path], T],
+                       preload: tuple[str, ...] = (), progress: Progress | None = None) -> T:
+    """Run a group-level workflow into ``OUT_DIR/group`` all at once; returns ``finish(graph, staged_group)``.
+
+    ``init(staging)`` builds the workflow, whose sinks write into ``staging``
+    (a hidden folder of ``s.out_dir`` moved into place only when everything
+    succeeded, :func:`nmflow.fileio.staged_folder`); its methods text goes to
+    ``group/CITATION.md``.  ``s`` holds ``out_dir``, ``work_dir`` (None: a
+    temporary folder), ``plugin``, ``plugin_args``, ``nprocs`` and ``verbose``.
+    ``finish`` reads the results (e.g. a summary line) before the move.  The
+    first failure is raised as a one-line :class:`~nmflow.errors.NmflowInputError`.
+    """
+    from nmflow.errors import NmflowInputError
+    from nmflow.fileio import atomic_write_text, staged_folder
+    from nmflow.workflows.boilerplate import references
+
+    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
+        work_dir = Path(s.work_dir or scratch).absolute()
+        wf = init(staging)
+        wf.base_dir = str(work_dir)
+        text = wf.visit_desc()
+        atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
+        graph, crashes = run_workflow(wf, work_dir / crash_name, s.plugin, s.plugin_args, s.nprocs,
+                                      stop_on_first_crash=True, verbose=s.verbose, preload=preload, progress=progress)
+        if crashes or graph is None:
+            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
+                                   else "the group workflow failed (see the Nipype log with -v)")
+        return finish(graph, staging / "group")
 
 
 USER_ERRORS = re.compile(r"^(nmflow\.errors\.NmflowInputError|(\w+\.)*(\w*OSError|IOError|PermissionError|\w*NotFound"

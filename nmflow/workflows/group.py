@@ -18,12 +18,10 @@ into place only when the whole workflow succeeded.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from nipype import MapNode, Node
 
-from nmflow.errors import NmflowInputError
 from nmflow.group.fitting import n_bootstrap
 from nmflow.group.settings import GroupSettings
 from nmflow.interfaces.cohort import CollectCohort, MakeSplit
@@ -31,8 +29,8 @@ from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
-from nmflow.workflows.boilerplate import group_desc, references
-from nmflow.workflows.engine import Progress, Workflow, crash_message, run_workflow
+from nmflow.workflows.boilerplate import group_desc
+from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
 TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask_fraction", "n_bootstrap",
@@ -146,25 +144,11 @@ def _flatten(batches: list) -> list:
 
 
 def run_group(s: GroupSettings) -> int:
-    """Run the group level; returns 0, raises :class:`NmflowInputError` on bad input or a failed step."""
-    from nmflow.fileio import atomic_write_text, staged_folder
-
-    group_dir = Path(s.out_dir) / "group"
-    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
-        work_dir = Path(s.work_dir or scratch).absolute()
-        wf = init_group_wf(s, staging)
-        wf.base_dir = str(work_dir)
-        text = wf.visit_desc()
-        atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
-        progress = Progress(stage_labels(s))
-        graph, crashes = run_workflow(wf, work_dir / "crashes_group", s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True, verbose=s.verbose, preload=NODE_IMPORTS,
-                                      progress=progress)
-        if crashes or graph is None:
-            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
-                                   else "the group workflow failed (see the Nipype log with -v)")
-        summary, notes = _summary(staging / "group"), _notes(graph)
-    print(f"{summary} -> {group_dir}")
+    """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
+    summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
+                                        lambda graph, group: (_summary(group), _notes(graph)),
+                                        preload=NODE_IMPORTS, progress=Progress(stage_labels(s)))
+    print(f"{summary} -> {Path(s.out_dir) / 'group'}")
     for message in notes:
         print(f"nmflow: note: {message}")
     return 0

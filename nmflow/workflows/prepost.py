@@ -16,7 +16,6 @@ inside OUT_DIR and moved into ``OUT_DIR/group`` only on success.
 from __future__ import annotations
 
 import re
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,8 +23,7 @@ from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
 
 from nmflow.bids_io import Run
-from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text, staged_folder
+from nmflow.fileio import atomic_write_text
 from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.glm import GLMPrePostSplit, PrepostDerivatives, PrepostRunReport, SeedMaps, SegmentConnectivity
 from nmflow.interfaces.group_report import CopyGroupReport
@@ -38,7 +36,7 @@ from nmflow.participant.denoise import CleaningSettings, Strategy
 from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.workflows.boilerplate import participant_desc, references
 from nmflow.participant.tables import sources
-from nmflow.workflows.engine import Progress, Workflow, crash_message, failed_runs, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_group_workflow, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
@@ -220,21 +218,14 @@ def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
 
 
 def run_prepost_group(s: PrepostGroupSettings) -> str:
-    """Run the group level; returns its summary line; :class:`NmflowInputError` on bad input or a failed step."""
-    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
-        work_dir = Path(s.work_dir or scratch).absolute()
-        wf = init_prepost_group_wf(s, staging)
-        wf.base_dir = str(work_dir)
-        text = wf.visit_desc()
-        atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
-        graph, crashes = run_workflow(wf, work_dir / "crashes_prepost", s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True, verbose=s.verbose, preload=NODE_IMPORTS,
-                                      progress=Progress(GROUP_STAGES))
-        if crashes or graph is None:
-            raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
-                                   else "the group workflow failed (see the Nipype log with -v)")
+    """Run the group level; returns its summary line; :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
+
+    def finish(graph, group: Path):
         split = next(n for n in graph.nodes() if n.name == "split").result.outputs
-        significant = _count_significant(staging / "group")
+        return split, _count_significant(group)
+
+    split, significant = run_group_workflow(lambda staging: init_prepost_group_wf(s, staging), s, "crashes_prepost",
+                                            finish, preload=NODE_IMPORTS, progress=Progress(GROUP_STAGES))
     return (f"nmflow group (prepost): {len(split.cases)} case(s) vs {len(split.controls)} controls; "
             f"{significant} -> {Path(s.out_dir) / 'group'}")
 
