@@ -68,7 +68,7 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 55 + 3)
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 3)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
@@ -338,7 +338,8 @@ def test_resume_after_a_crash_matches_a_clean_run(tiny_copy, tmp_path, capsys):
     assert rc == 0, err
     assert tree(out) == tree(clean)
     resumed, fresh = hashes(out), hashes(clean)
-    assert len(fresh) == 2 * (2 * 2 + 2 * 2)  # per subject: design+outliers x2 strategies, ts+relmat x2
+    assert len(fresh) == 2 * (2 * 2 + 2 * 2 + 1)  # per subject: design+outliers x2 strategies, ts+relmat x2,
+    # strategies
     assert resumed == fresh
 
 
@@ -360,7 +361,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, capsys):
-    """kill -9 after 4 of a run's 12 files moved into OUT_DIR: the rest waits in a .publish- folder, which the
+    """kill -9 after 4 of a run's 14 files moved into OUT_DIR: the rest waits in a .publish- folder, which the
     next call moves in first; the rerun ends byte-identical to a run never killed (but the reports' dates)."""
     from nmflow.fileio import PUBLISHING, recover_staged
 
@@ -376,7 +377,7 @@ def test_kill_during_publication_leaves_no_partial_run(tiny_dataset, tmp_path, c
     (pending,) = [p for p in out.iterdir() if p.name.startswith(PUBLISHING)]
     published = {p for p in tree(out) if not p.startswith(".")} - TOP_LEVEL
     waiting = {p.relative_to(pending).as_posix() for p in pending.rglob("*") if p.is_file()} - {".nmflow-lock"}
-    assert len(published) == 4 and len(waiting) == 8 and not published & waiting  # killed mid-move
+    assert len(published) == 4 and len(waiting) == 10 and not published & waiting  # killed mid-move
     (subject,) = {p.split("/")[0].split("_")[0] for p in published | waiting}
     assert published | waiting == minimal_run_outputs(subject[4:])  # nothing of the run lost
     assert recover_staged(out) == [pending]  # what the next call does first

@@ -6,7 +6,7 @@ import torch
 
 from nmflow.group.features import Variant
 from nmflow.group.records import (Prepared, Split, VariantFeatures, arrays_frame, frame_arrays, load_trained,
-                                  save_trained)
+                                  record_subjects, save_trained)
 from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import Preprocessed, make_folds
 from nmflow.normative.model import TrainResult
@@ -24,16 +24,27 @@ def test_split_and_features_round_trip(tmp_path):
     for name in ("pool", "train", "val", "held_out", "reference", "patients", "label"):
         np.testing.assert_array_equal(getattr(back.folds, name), getattr(folds, name))
     vf = VariantFeatures(Variant("Yeo2011", None, "gsr", "pearson"), np.random.default_rng(0).normal(size=(20, 3)),
-                         ["a__b", "a__c", "b__c"], ["a", "b", "c"])
+                         ["a__b", "a__c", "b__c"], ["a", "b", "c"], [f"{k:02d}" for k in range(20)])
     again = VariantFeatures.load(vf.save(tmp_path / "f.npz"))
     assert again.variant == vf.variant and again.names == vf.names and again.regions == vf.regions
-    assert again.x.tobytes() == vf.x.tobytes()
+    assert again.x.tobytes() == vf.x.tobytes() and again.subjects == vf.subjects
+    assert record_subjects(tmp_path / "f.npz") == vf.subjects
+    aligned = vf.aligned(["03", "99", "00"])  # a subject without the variant gets a NaN row
+    np.testing.assert_array_equal(aligned[[0, 2]], vf.x[[3, 0]])
+    assert np.isnan(aligned[1]).all()
+    rows = np.array([0, 2, 5, 7])
+    part = split.subset(rows)
+    for name in ("pool", "train", "val"):
+        np.testing.assert_array_equal(getattr(part.folds, name), getattr(folds, name)[:, rows])
+    for name in ("held_out", "reference", "patients", "label"):
+        np.testing.assert_array_equal(getattr(part.folds, name), getattr(folds, name)[rows])
+    np.testing.assert_array_equal(part.final_train, split.final_train[rows])
 
 
 def test_prepared_and_trained_round_trip_bit_for_bit(tmp_path):
     rng = np.random.default_rng(1)
     vf = VariantFeatures(Variant("Yeo2011", "7nThick", "simple", "pearson"), rng.normal(size=(20, 3)),
-                         ["a__b", "a__c", "b__c"], ["a", "b", "c"])
+                         ["a__b", "a__c", "b__c"], ["a", "b", "c"], [f"{k:02d}" for k in range(20)])
     coder = CovariateCoder({"age": [40.0, 12.0]}, {"sex": ["F", "M"]})
     preps = [Preprocessed(rng.normal(size=(20, 3)), rng.random(20) > 0.5, rng.normal(size=3), rng.random(3) + 1,
                           coder, rng.normal(size=(20, 2)), rng.normal(size=(20, 3)), [f"note {k}"]) for k in range(3)]

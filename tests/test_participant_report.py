@@ -47,6 +47,11 @@ def test_a_failing_strategy_keeps_the_others_and_says_so(gsr_fails_for_sub01):
                    if p.startswith(f"sub-{sub}/func/") and p.endswith("_timeseries.tsv")}
         assert written == set(strategies), (sub, written)
     assert not any("sub-01" in p and "desc-gsr" in p for p in files)
+    for sub, status in (("01", ["ran", "skipped"]), ("02", ["ran", "ran"])):  # what the group level reads
+        table = pd.read_csv(r["out"] / f"sub-{sub}" / "func" / f"sub-{sub}_task-rest_strategies.tsv", sep="\t")
+        assert table.strategy.tolist() == ["simple", "gsr"] and table.status.tolist() == status
+    reason = pd.read_csv(r["out"] / "sub-01/func/sub-01_task-rest_strategies.tsv", sep="\t").reason[1]
+    assert reason.startswith(r["confounds"].name) and "'global_signal'" in reason and "'gsr'" in reason
     page = (r["out"] / "sub-01_task-rest.html").read_text()
     errors = page[page.index('id="errors"'):page.index('id="about"')]
     assert "strategy skipped" in errors and "global_signal" in html.unescape(errors)

@@ -23,7 +23,8 @@ from nmflow.group.features import FeatureSet, Variant, check_groups, collect_rel
 from nmflow.group.motion import collect_motion, participant_reports
 from nmflow.group.records import Split, VariantFeatures
 from nmflow.group.settings import GroupSettings
-from nmflow.normative.crossfit import check_covariates, final_fit, make_folds
+from nmflow.fileio import read_tsv
+from nmflow.normative.crossfit import MIN_TRAIN, check_covariates, final_fit, make_folds, too_few_controls
 
 
 def variant_keys(variant: Variant) -> dict:
@@ -58,9 +59,12 @@ def load_table(s: GroupSettings, subjects: list[str]) -> pd.DataFrame:
 class Collected:
     """What :func:`collect_cohort` found.
 
-    ``features`` one :class:`VariantFeatures` per variant (rows in the order
-    of ``subjects``, the labels with features and a participants row,
-    sorted); ``motion`` the participant level's motion per run and strategy
+    ``features`` one :class:`VariantFeatures` per variant analysed (each with
+    the subjects that have it); ``subjects`` the cohort: every labelled
+    subject with features of some variant and a participants row, sorted;
+    ``missing`` one row per subject and variant it lacks
+    (``participant_id``, ``variant``, ``reason``); ``motion`` the participant
+    level's motion per run and strategy
     (:func:`nmflow.group.motion.collect_motion`); ``reports`` the
     participant reports of these subjects (names in ``OUT_DIR``).
     """
@@ -68,15 +72,18 @@ class Collected:
     features: list[VariantFeatures]
     subjects: list[str]
     messages: list[str]
+    missing: list[dict]
     motion: pd.DataFrame
     reports: list[str]
 
 
 def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
-    """Variants' features aligned to the cohort, its subjects, notes, motion and participant reports.
+    """Variants' features, the cohort's subjects, who lacks which variant, notes, motion and participant reports.
 
-    ``card``: the card of the ``--init-model``; only variants matching its
-    atlas, seg, desc and meas are kept.
+    Each variant keeps the subjects that have it; one whose subjects leave
+    too few controls for the cross-fitting (or a group of fewer than 3) is
+    left out with a note.  ``card``: the card of the ``--init-model``; only
+    variants matching its atlas, seg, desc and meas are kept.
     """
     out_dir = Path(s.out_dir)
     lay = layout(out_dir) if out_dir.is_dir() else None
@@ -99,15 +106,56 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
         if not sets:
             raise NmflowInputError(s.init_model, "no variant of these outputs matches the model "
                                    f"({', '.join(f'{k}={card.get(k)}' for k in ('atlas', 'seg', 'desc', 'meas'))})")
-    features = []
+    split = make_split(s, table, card is not None)
+    reasons = skipped_strategies(lay, subjects) if lay is not None else {}
+    features, missing, problems = [], [], []
     for variant, fs in sets.items():
-        missing = sorted(set(subjects) - set(fs.subjects))
-        if missing:
-            raise NmflowInputError(None, f"{variant.label}: no features for subject(s) {missing[:10]}")
-        x = model_features(fs)[[fs.subjects.index(x) for x in subjects]]
-        features.append(VariantFeatures(variant, x, fs.names, fs.regions))
+        have = set(fs.subjects)
+        mine = [x for x in subjects if x in have]
+        lacking = [x for x in subjects if x not in have]
+        problem = _variant_problem(s, table.loc[mine], split.subset(table.index.get_indexer(mine)))
+        if problem:
+            problems.append(f"{variant.label}: not analysed: {problem} ({len(lacking)} subject(s) lack it)")
+            continue
+        why = {x: reasons.get((x, variant.desc), "no participant-level output of this variant") for x in lacking}
+        missing += [{"participant_id": f"sub-{x}", "variant": variant.label, "reason": why[x]} for x in lacking]
+        if lacking:
+            messages.append(f"{variant.label}: analysed without {len(lacking)} subject(s) that lack it: "
+                            + ", ".join(f"sub-{x} ({why[x]})" for x in lacking[:10])
+                            + (", ..." if len(lacking) > 10 else ""))
+        x = model_features(fs)[[fs.subjects.index(x) for x in mine]]
+        features.append(VariantFeatures(variant, x, fs.names, fs.regions, mine))
+    if not features:
+        raise NmflowInputError(s.timeseries_dir or s.out_dir, "no variant can be analysed: " + "; ".join(problems))
+    messages += problems
     reports = participant_reports(out_dir, subjects) if out_dir.is_dir() else []
-    return Collected(features, subjects, messages, collect_motion(lay, subjects), reports)
+    return Collected(features, subjects, messages, missing, collect_motion(lay, subjects), reports)
+
+
+def _variant_problem(s: GroupSettings, table: pd.DataFrame, split: Split) -> str | None:
+    """Why a variant cannot be analysed on its subjects (``table`` and the cohort's ``split`` restricted to
+    them), or None."""
+    try:
+        check_groups(table, s.control_label)
+    except NmflowInputError as exc:
+        return exc.problem
+    return too_few_controls(split.folds, 0 if s.no_fine_tune else MIN_TRAIN)
+
+
+def skipped_strategies(lay, subjects: list[str]) -> dict[tuple[str, str], str]:
+    """``{(subject, strategy): reason}`` of the strategies the participant level skipped (its
+    ``_strategies.tsv`` files in the layout of ``OUT_DIR``); one reason per subject and strategy."""
+    query = {"suffix": "strategies", "extension": ".tsv"}
+    if subjects:
+        query["subject"] = subjects
+    out: dict[tuple[str, str], str] = {}
+    for f in lay.get(**query):
+        rows = read_tsv(f.path, "strategies table", dtype=str)
+        if not {"strategy", "status", "reason"} <= set(rows.columns):
+            continue
+        for strategy, reason in rows.loc[rows["status"] == "skipped", ["strategy", "reason"]].itertuples(index=False):
+            out.setdefault((f.entities["subject"], strategy), reason)
+    return out
 
 
 def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Split:
@@ -137,10 +185,17 @@ def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Spl
     return Split(folds, pool, train, val)
 
 
-def subjects_table(table: pd.DataFrame, split: Split) -> pd.DataFrame:
-    """``subjects.tsv``: participant_id, group, site and split label of every subject."""
-    return pd.DataFrame({"participant_id": [f"sub-{x}" for x in table.index], "group": table["group"].to_numpy(),
-                         "site": table["site"].to_numpy(), "split": split.folds.label})
+def subjects_table(table: pd.DataFrame, split: Split, missing: list[dict]) -> pd.DataFrame:
+    """``subjects.tsv``: participant_id, group, site and split label of every subject, and the variants it
+    lacks with the reasons (``missing`` rows of :class:`Collected`; n/a when it has them all)."""
+    ids = [f"sub-{x}" for x in table.index]
+    lacking = pd.DataFrame(missing, columns=["participant_id", "variant", "reason"]).groupby("participant_id")
+    variants = lacking["variant"].agg(" ".join)
+    reasons = lacking["reason"].agg(lambda r: "; ".join(dict.fromkeys(r)))
+    return pd.DataFrame({"participant_id": ids, "group": table["group"].to_numpy(),
+                         "site": table["site"].to_numpy(), "split": split.folds.label,
+                         "missing_variants": variants.reindex(ids).to_numpy(),
+                         "missing_reason": reasons.reindex(ids).to_numpy()})
 
 
 def reference_groups(table: pd.DataFrame, split: Split, control_label: str) -> np.ndarray:

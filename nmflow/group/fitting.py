@@ -3,12 +3,15 @@
 :func:`prepare_variant` runs, for every cross-fitting fit and the final fit,
 the steps fitted on that fit's controls only (imputation, ComBat, scaler,
 covariate coding, linear baseline).  :func:`train_width` trains every model
-of the variants that share one input width (cross-fitting fits, the final
-fit and bootstrap models) as one stacked batch, the reason the group level
-groups variants by width rather than training them one by one.
+of the variants that share one input width and one set of subjects
+(cross-fitting fits, the final fit and bootstrap models) as one stacked
+batch, the reason the group level groups variants by :func:`batch_key`
+rather than training them one by one.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -55,8 +58,15 @@ def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: G
              for k in range(folds.n_fits)]
     final = preps[0] if folds.n_fits == 1 else preprocess(raw[:, kept], table, split.final_pool, covariates,
                                                           s.harmonize, controls, scaler, coder)
-    return Prepared(VariantFeatures(vf.variant, raw, vf.names, vf.regions), kept, inputs, names, n_unknown,
+    return Prepared(VariantFeatures(vf.variant, raw, vf.names, vf.regions, vf.subjects), kept, inputs, names, n_unknown,
                     preps, final)
+
+
+def batch_key(p: Prepared) -> str:
+    """``<n_inputs>x<n_covariate_columns>-<digest of the subjects>``: variants with one key share the input
+    width and the subjects, so their models stack into one training batch."""
+    digest = hashlib.sha1(" ".join(p.features.subjects).encode()).hexdigest()[:12]
+    return "x".join(map(str, p.width)) + f"-{digest}"
 
 
 def n_bootstrap(s: GroupSettings) -> int:

@@ -18,6 +18,7 @@ from nmflow.group.scoring import Scored
 from nmflow.group.settings import GroupSettings
 from nmflow.group.selection import rank_variants
 from nmflow.group.stats import group_statistics, network_pair_summary, single_case_table
+from nmflow.normative.deviations import calibration_summary
 
 
 def _score(z: np.ndarray, test_score: str) -> np.ndarray:
@@ -66,12 +67,26 @@ def single_cases(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
     return single
 
 
-def selection_row(sc: Scored) -> dict:
-    """What variant selection needs of one variant (controls only)."""
-    overall = sc.scores["autoencoder"].calibration.iloc[0]
-    return {"variant": sc.label, "n_features": len(sc.names), "stability": sc.stability,
-            "frac_abs_z_gt_1.96": overall["frac_abs_z_gt_1.96"], "z_excess_kurtosis": overall["z_excess_kurtosis"],
-            "explained_variance": overall["explained_variance"], "val_beats_mean": sc.val_beats_mean}
+def selection_rows(scored: list[Scored], table: pd.DataFrame, split: Split) -> list[dict]:
+    """What variant selection needs of each variant, on controls only.
+
+    Calibration and explained variance are taken over the reference controls
+    that every variant has (``n_reference``), so that variants missing
+    different subjects are compared on the same people; the bootstrap
+    stability is each variant's own.  ``table`` and ``split`` are the
+    whole cohort's.
+    """
+    common = set(table.index[split.folds.reference]).intersection(*(sc.subjects for sc in scored))
+    rows = []
+    for sc in scored:
+        ref = np.array([x in common for x in sc.subjects])
+        ae = sc.scores["autoencoder"]
+        overall = calibration_summary(ae.residuals.features[ref], ae.residuals.residual[ref], ae.z[ref])
+        rows.append({"variant": sc.label, "n_features": len(sc.names), "n_reference": int(ref.sum()),
+                     "stability": sc.stability, "frac_abs_z_gt_1.96": overall["frac_abs_z_gt_1.96"],
+                     "z_excess_kurtosis": overall["z_excess_kurtosis"],
+                     "explained_variance": overall["explained_variance"], "val_beats_mean": sc.val_beats_mean})
+    return rows
 
 
 def select_variants(rows: list[dict]) -> pd.DataFrame:

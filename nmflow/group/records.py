@@ -54,28 +54,48 @@ def arrays_frame(prefix: str, arrays: dict[str, np.ndarray], columns: list[str])
                          else arrays[f"{prefix}/{c}"] for c in columns})
 
 
+def record_subjects(path: str | Path) -> list[str]:
+    """The subjects (rows) of a variant's record (features, prepared or scored NPZ), read without the rest."""
+    with np.load(path, allow_pickle=False) as data:
+        return data["subjects"].tolist()
+
+
 @dataclass
 class VariantFeatures:
-    """One variant's model features aligned to the cohort's subjects.
+    """One variant's model features, one row per subject that has the variant.
 
     ``x`` ``(n_subjects, n_features)`` (Fisher z for correlation metrics, may
-    hold NaN), ``names`` the connections, ``regions`` the atlas regions.
+    hold NaN), ``names`` the connections, ``regions`` the atlas regions,
+    ``subjects`` the rows' labels (without ``sub-``), in the cohort's order: a
+    subject without this variant (e.g. a strategy the participant level
+    skipped for it) has no row.
     """
 
     variant: Variant
     x: np.ndarray
     names: list[str]
     regions: list[str]
+    subjects: list[str]
 
     def save(self, path: str | Path) -> str:
         v = self.variant
-        return save_npz(path, {"x": self.x, "names": np.array(self.names), "regions": np.array(self.regions)},
+        return save_npz(path, {"x": self.x, "names": np.array(self.names), "regions": np.array(self.regions),
+                               "subjects": np.array(self.subjects, dtype=str)},
                         {"atlas": v.atlas, "seg": v.seg, "desc": v.desc, "meas": v.meas})
+
+    def aligned(self, subjects: list[str]) -> np.ndarray:
+        """``x`` with one row per label of ``subjects`` ``(len(subjects), n_features)``; NaN rows for
+        subjects without this variant."""
+        out = np.full((len(subjects), self.x.shape[1]), np.nan)
+        row = {s: k for k, s in enumerate(self.subjects)}
+        have = [k for k, s in enumerate(subjects) if s in row]
+        out[have] = self.x[[row[subjects[k]] for k in have]]
+        return out
 
     @classmethod
     def load(cls, path: str | Path) -> "VariantFeatures":
         a, meta = load_npz(path)
-        return cls(Variant(**meta), a["x"], a["names"].tolist(), a["regions"].tolist())
+        return cls(Variant(**meta), a["x"], a["names"].tolist(), a["regions"].tolist(), a["subjects"].tolist())
 
 
 @dataclass
@@ -96,6 +116,14 @@ class Split:
                                "reference": f.reference, "patients": f.patients, "label": f.label,
                                "final_pool": self.final_pool, "final_train": self.final_train,
                                "final_val": self.final_val})
+
+    def subset(self, rows: np.ndarray) -> "Split":
+        """The plan restricted to the subjects at ``rows`` (indices into the cohort, in order): a variant's
+        fits keep the folds of the whole cohort, without the subjects that lack the variant."""
+        f = self.folds
+        folds = Folds(f.pool[:, rows], f.train[:, rows], f.val[:, rows], f.held_out[rows], f.reference[rows],
+                      f.patients[rows], f.label[rows])
+        return Split(folds, self.final_pool[rows], self.final_train[rows], self.final_val[rows])
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":
@@ -125,12 +153,13 @@ class Prepared:
 
     @property
     def width(self) -> tuple[int, int]:
-        """``(n_inputs, n_covariate_columns)``: models of one width train as one batch."""
+        """``(n_inputs, n_covariate_columns)`` of the variant's models."""
         return int(self.inputs.sum()), int(self.final.cond.shape[1])
 
     def save(self, path: str | Path, features_file: str) -> str:
         fits = self.preps + ([] if self.final is self.preps[0] else [self.final])
-        arrays = {"kept": self.kept, "inputs": self.inputs, "names": np.array(self.names)}
+        arrays = {"kept": self.kept, "inputs": self.inputs, "names": np.array(self.names),
+                  "subjects": np.array(self.features.subjects, dtype=str)}
         for k, p in enumerate(fits):
             arrays.update({f"{k}/{name}": getattr(p, name)
                            for name in ("features", "harmonized", "mean", "scale", "cond", "linear")})

@@ -48,9 +48,11 @@ class ModelScores:
 
 @dataclass
 class Scored:
-    """Everything scored for one variant (see :func:`score_variant`)."""
+    """Everything scored for one variant (see :func:`score_variant`); rows are ``subjects``, the subjects
+    that have the variant."""
 
     label: str
+    subjects: list[str]
     names: list[str]
     regions: list[str]
     connection: np.ndarray
@@ -61,7 +63,7 @@ class Scored:
 
     def save(self, path: str | Path) -> str:
         """Full-precision record for the statistics, selection and report nodes."""
-        arrays = {"connection": self.connection}
+        arrays = {"connection": self.connection, "subjects": np.array(self.subjects, dtype=str)}
         for m, sc in self.scores.items():
             arrays.update({f"{m}/z": sc.z, f"{m}/residual": sc.residuals.residual,
                            f"{m}/abs_error": sc.residuals.abs_error, f"{m}/features": sc.residuals.features})
@@ -82,8 +84,8 @@ class Scored:
             glob = pd.DataFrame({c: a[f"{m}/global/{c}"] for c in GLOBAL_NAMES})
             calib = arrays_frame(f"{m}/calibration", a, meta["calibration_columns"])
             scores[m] = ModelScores(res, a[f"{m}/z"], glob, calib, meta["null_rate"][m])
-        return cls(meta["label"], meta["names"], meta["regions"], a["connection"], scores, meta["val_beats_mean"],
-                   meta["stability"], meta["messages"])
+        return cls(meta["label"], a["subjects"].tolist(), meta["names"], meta["regions"], a["connection"], scores,
+                   meta["val_beats_mean"], meta["stability"], meta["messages"])
 
 
 def _slice(res: TrainResult, m: int) -> TrainResult:
@@ -165,7 +167,8 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     model.residual_sd[scored] = rms(ae.residuals.residual[folds.reference])
     if (~p.kept).any():
         messages.append(f"{label}: {int((~p.kept).sum())} connection(s) dropped as mostly missing in the controls")
-    out = Scored(label, p.names, regions, connection, scores, val_beats_mean, messages=messages)
+    out = Scored(label, p.features.subjects, p.names, regions, connection, scores, val_beats_mean,
+                 messages=messages)
     if len(boots):
         out.stability = _stability(p, result, boots.model.to_numpy(), split, s)
     return out, model, final

@@ -46,7 +46,11 @@ def read_table(path: str | Path) -> pd.DataFrame:
 def subjects_description() -> dict:
     return {"split": "fold-<k>: control scored out of sample by cross-fitting fold k (fitted on the other folds); "
                      "with --split-file train/val: fitting controls (never tested), test: reference controls; "
-                     "patient: tested, scored by every fold"}
+                     "patient: tested, scored by every fold",
+            "missing_variants": "variants (atlas-_seg-_desc-_meas-) this subject lacks: it is left out of their "
+                                "models and statistics (n/a: it has every variant analysed)",
+            "missing_reason": "why, from the participant level's _strategies.tsv (e.g. too few volumes left after "
+                              "censoring), else 'no participant-level output of this variant'"}
 
 
 def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, harmonized: np.ndarray,
@@ -122,4 +126,8 @@ def selection_description() -> dict:
                        "qualifies with stability >= 0.8, 3-8 % of controls' |z| > 1.96 and |excess "
                        "kurtosis| <= 1; qualifying variants are ranked by explained variance, then "
                        "stability. No row selected: no variant gives stable findings.",
-        "stability": "mean pairwise correlation of bootstrap models' out-of-bag residuals of controls"}
+        "stability": "mean pairwise correlation of bootstrap models' out-of-bag residuals of controls "
+                     "(each variant's own controls)",
+        "n_reference": "reference controls the calibration columns and explained_variance are computed on: "
+                       "those that every variant has, so variants lacking different subjects are compared on "
+                       "the same people"}

@@ -19,7 +19,9 @@ from nipype.interfaces.base import (
 
 from nmflow.fileio import staged_folder
 from nmflow.interfaces.io import atlases_from_records, load_arrays, strategies_from_records
-from nmflow.participant.tables import OUTLIERS_META, design_meta, relmat_tables, timeseries_tables
+from nmflow.participant.tables import (
+    OUTLIERS_META, STRATEGIES_META, design_meta, relmat_tables, strategies_table, timeseries_tables,
+)
 
 
 class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
@@ -27,6 +29,8 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
     atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (atlas_records)")
     strategies = traits.List(traits.Dict, mandatory=True, desc="denoising strategies (strategy_records)")
     done = InputMultiObject(traits.Str, mandatory=True, desc="names of the strategies that ran (Denoise)")
+    skipped = traits.List(traits.Str, mandatory=True,
+                          desc="why each strategy that did not run was skipped (Denoise)")
     metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
@@ -89,6 +93,8 @@ class RunDerivatives(SimpleInterface):
             for figure in inputs.figures:
                 sink(figure, source_file=[Path(figure).name], subject=run["subject"], datatype="figures",
                      dismiss_entities=["segmentation"])
+            sink(strategies_table(cwd, strategies_from_records(inputs.strategies), list(inputs.done),
+                                  list(inputs.skipped)), STRATEGIES_META, suffix="strategies", **no_space)
             sink(inputs.report, **no_space)
         self._results["out_files"] = written
         return runtime

@@ -36,21 +36,33 @@ def settings_of(inputs) -> GroupSettings:
     return GroupSettings(**inputs.settings)
 
 
-def cohort_of(inputs) -> tuple[GroupSettings, pd.DataFrame, Split]:
-    """Settings, participants table (rows = ``subjects``) and split of a step."""
+def cohort_of(inputs, record: str | None = None) -> tuple[GroupSettings, pd.DataFrame, Split]:
+    """Settings, participants table and split of a step.
+
+    Rows are the cohort's ``subjects``, or, with ``record`` (a variant's
+    features, prepared or scored NPZ), the subjects that have that variant.
+    """
     from nmflow.group.cohort import load_table
-    from nmflow.group.records import Split
+    from nmflow.group.records import Split, record_subjects
 
     s = settings_of(inputs)
-    return s, load_table(s, list(inputs.subjects)), Split.load(inputs.split)
+    table, split = load_table(s, list(inputs.subjects)), Split.load(inputs.split)
+    if record is None:
+        return s, table, split
+    subjects = record_subjects(record)
+    return s, table.loc[subjects], split.subset(table.index.get_indexer(subjects))
 
 
 class TableStep(SimpleInterface):
-    """A group step whose results are tables: :meth:`tables` returns ``{output: (frame, sidecar)}``.
+    """A group step of one variant whose results are tables: :meth:`tables` returns ``{output: (frame, sidecar)}``.
 
-    Each table is written as ``<output>.tsv`` (+ a full-precision ``.npz``)
-    and its sidecar becomes the output ``<output>_meta``.
+    The cohort it sees is the subjects of the variant's record (the input
+    named by ``record_input``).  Each table is written as ``<output>.tsv``
+    (+ a full-precision ``.npz``) and its sidecar becomes the output
+    ``<output>_meta``.
     """
+
+    record_input = "scored"
 
     def tables(self, s: GroupSettings, table: pd.DataFrame, split, cwd: str) -> dict:
         raise NotImplementedError
@@ -58,7 +70,7 @@ class TableStep(SimpleInterface):
     def _run_interface(self, runtime):
         from nmflow.group.tables import write_table
 
-        s, table, split = cohort_of(self.inputs)
+        s, table, split = cohort_of(self.inputs, getattr(self.inputs, self.record_input))
         for name, (frame, meta) in self.tables(s, table, split, runtime.cwd).items():
             self._results[name] = write_table(os.path.join(runtime.cwd, name), frame)[0]
             self._results[f"{name}_meta"] = meta
@@ -76,6 +88,8 @@ class _CollectCohortOutputSpec(TraitedSpec):
     features = traits.List(File(exists=True), desc="one NPZ per variant: features aligned to the subjects")
     subjects = traits.List(traits.Str, desc="subject labels of the cohort (sorted)")
     messages = traits.List(traits.Str, desc="notes for the log and the report")
+    missing = traits.List(traits.Dict, desc="one row per subject and variant it lacks (participant_id, variant, "
+                          "reason)")
     motion = File(exists=True, desc="motion per run and strategy (TSV + NPZ, nmflow.group.motion.RUN_COLUMNS)")
     reports = traits.List(traits.Str, desc="participant reports of the cohort (names in OUT_DIR)")
 
@@ -97,6 +111,7 @@ class CollectCohort(SimpleInterface):
                                      for k, vf in enumerate(found.features)]
         self._results["subjects"] = found.subjects
         self._results["messages"] = found.messages
+        self._results["missing"] = found.missing
         self._results["motion"] = write_table(os.path.join(runtime.cwd, "motion"), found.motion)[0]
         self._results["reports"] = found.reports
         return runtime
@@ -104,6 +119,7 @@ class CollectCohort(SimpleInterface):
 
 class _MakeSplitInputSpec(GroupStepInputSpec):
     subjects = InputMultiObject(traits.Str, mandatory=True, desc="subject labels of the cohort, in order")
+    missing = traits.List(traits.Dict, mandatory=True, desc="subjects and the variants they lack, with reasons")
 
 
 class _MakeSplitOutputSpec(TraitedSpec):
@@ -127,6 +143,6 @@ class MakeSplit(SimpleInterface):
         split = make_split(s, table, s.init_model is not None)
         self._results["split"] = split.save(os.path.join(runtime.cwd, "split.npz"))
         self._results["subjects_table"] = write_table(os.path.join(runtime.cwd, "subjects"),
-                                                      subjects_table(table, split))[0]
+                                                      subjects_table(table, split, self.inputs.missing))[0]
         self._results["subjects_meta"] = subjects_description()
         return runtime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
@@ -27,7 +28,8 @@ class _DenoiseOutputSpec(TraitedSpec):
     cleaned = File(exists=True, desc="NPZ: 'strategy|atlas' -> (n_kept, n_regions), 'kept|strategy', "
                    "'carpet|strategy' (the voxel sample cleaned, (n_voxels, n_kept), for the report)")
     strategies = OutputMultiObject(traits.Str, desc="strategies that ran (the others are in 'skipped')")
-    skipped = traits.List(traits.Str, desc="one line per strategy that could not run on this run")
+    skipped = traits.List(traits.Str, desc="why each strategy that could not run on this run was skipped "
+                          "(one line each, in the order of the strategies)")
     design_files = OutputMultiObject(File(exists=True), desc="confound matrix used, one TSV per strategy that ran")
     outlier_files = OutputMultiObject(File(exists=True), desc="per-volume outliers, one TSV per strategy that ran")
 
@@ -66,5 +68,5 @@ class Denoise(SimpleInterface):
         if not done:
             raise NmflowInputError(None, "no denoising strategy could run: " + "; ".join(map(str, skipped)))
         self._results.update(cleaned=save_arrays(os.path.join(runtime.cwd, "cleaned.npz"), out), strategies=done,
-                             skipped=[str(e) for e in skipped], design_files=designs, outlier_files=outliers)
+                             skipped=[f"{Path(e.path).name}: {e.problem}" if e.path else e.problem for e in skipped], design_files=designs, outlier_files=outliers)
         return runtime

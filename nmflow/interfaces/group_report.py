@@ -49,14 +49,15 @@ class GroupReport(SimpleInterface):
         from nmflow.group.scoring import Scored
         from nmflow.reports.group import ReportData, ReportVariant, write_group_report
 
-        s, table, split = cohort_of(self.inputs)
-        table["split"] = split.folds.label
         selection = _full(self.inputs.selection) if self.inputs.selection else None
         features = [VariantFeatures.load(path) for path in self.inputs.features]
         labels = [f.variant.label for f in features]
         k = labels.index(selection.iloc[0]["variant"]) if selection is not None else 0
+        s, table, split = cohort_of(self.inputs, self.inputs.scored[k])  # the subjects of the shown variant
+        table["split"] = split.folds.label
         shown = features[k].variant
-        strategies = {f.variant.desc: f.x for f in features
+        subjects = list(table.index)
+        strategies = {f.variant.desc: f.aligned(subjects) for f in features
                       if (f.variant.atlas, f.variant.seg, f.variant.meas) == (shown.atlas, shown.seg, shown.meas)}
         variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k]),
                                 _full(self.inputs.stats[k]), _full(self.inputs.singlecase[k]),

@@ -23,7 +23,7 @@ class _PrepareInputSpec(CohortStepInputSpec):
 
 class _PrepareOutputSpec(TraitedSpec):
     prepared = File(exists=True, desc="the variant preprocessed for every fit (NPZ)")
-    width = traits.Str(desc="'<n_inputs>x<n_covariate_columns>': variants of one width train together")
+    batch_key = traits.Str(desc="input width and subjects: variants with the same key train together")
 
 
 class PrepareVariant(SimpleInterface):
@@ -33,43 +33,44 @@ class PrepareVariant(SimpleInterface):
     output_spec = _PrepareOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.group.fitting import prepare_variant
+        from nmflow.group.fitting import batch_key, prepare_variant
         from nmflow.group.records import VariantFeatures
 
-        s, table, split = cohort_of(self.inputs)
+        s, table, split = cohort_of(self.inputs, self.inputs.features)
         prepared = prepare_variant(VariantFeatures.load(self.inputs.features), table, split, s, base_model(s))
         path = os.path.join(runtime.cwd, "prepared.npz")
         self._results["prepared"] = prepared.save(path, prepared.features.save(
             os.path.join(runtime.cwd, "features_mapped.npz")))
-        self._results["width"] = "x".join(map(str, prepared.width))
+        self._results["batch_key"] = batch_key(prepared)
         return runtime
 
 
 class _BatchInputSpec(BaseInterfaceInputSpec):
     prepared = InputMultiObject(File(exists=True), mandatory=True, desc="prepared variants")
-    widths = InputMultiObject(traits.Str, mandatory=True, desc="width of each prepared variant")
+    keys = InputMultiObject(traits.Str, mandatory=True, desc="batch key of each prepared variant")
 
 
 class _BatchOutputSpec(TraitedSpec):
-    batches = traits.List(traits.List(File(exists=True)), desc="prepared variants grouped by width, in order")
+    batches = traits.List(traits.List(File(exists=True)), desc="prepared variants grouped by batch key, in order")
 
 
 class BatchByWidth(SimpleInterface):
-    """Group the variants by input width, keeping their order (one training batch per width)."""
+    """Group the variants by input width and subjects, keeping their order (one training batch per group)."""
 
     input_spec = _BatchInputSpec
     output_spec = _BatchOutputSpec
 
     def _run_interface(self, runtime):
         batches: dict[str, list[str]] = {}
-        for path, width in zip(self.inputs.prepared, self.inputs.widths):
-            batches.setdefault(width, []).append(path)
+        for path, key in zip(self.inputs.prepared, self.inputs.keys):
+            batches.setdefault(key, []).append(path)
         self._results["batches"] = list(batches.values())
         return runtime
 
 
 class _TrainInputSpec(CohortStepInputSpec):
-    prepared = InputMultiObject(File(exists=True), mandatory=True, desc="prepared variants of one width")
+    prepared = InputMultiObject(File(exists=True), mandatory=True,
+                                desc="prepared variants of one width and one set of subjects")
 
 
 class _TrainOutputSpec(TraitedSpec):
@@ -87,7 +88,7 @@ class TrainModels(SimpleInterface):
         from nmflow.group.fitting import train_width
         from nmflow.group.records import Prepared, save_trained
 
-        s, _, split = cohort_of(self.inputs)
+        s, _, split = cohort_of(self.inputs, self.inputs.prepared[0])  # one batch, one set of subjects
         prepared = {}
         for path in self.inputs.prepared:
             p = Prepared.load(path)
@@ -123,6 +124,7 @@ class ScoreDeviations(TableStep):
 
     input_spec = _ScoreInputSpec
     output_spec = _ScoreOutputSpec
+    record_input = "prepared"
 
     def tables(self, s, table, split, cwd):
         import json

@@ -8,7 +8,7 @@ from nipype.interfaces.base import (
     File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.interfaces.cohort import CohortStepInputSpec, GroupStepInputSpec, TableStep
+from nmflow.interfaces.cohort import CohortStepInputSpec, TableStep, cohort_of
 
 
 class _ScoredInputSpec(CohortStepInputSpec):
@@ -57,7 +57,7 @@ class SingleCases(TableStep):
         return {"singlecase": (frame, singlecase_description(s))}
 
 
-class _SelectInputSpec(GroupStepInputSpec):
+class _SelectInputSpec(CohortStepInputSpec):
     scored = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's deviations")
 
 
@@ -74,13 +74,13 @@ class SelectVariants(SimpleInterface):
 
     def _run_interface(self, runtime):
         from nmflow.group.fitting import n_bootstrap
-        from nmflow.group.inference import select_variants, selection_row
+        from nmflow.group.inference import select_variants, selection_rows
         from nmflow.group.scoring import Scored
-        from nmflow.group.settings import GroupSettings
         from nmflow.group.tables import selection_description, write_table
 
-        if n_bootstrap(GroupSettings(**self.inputs.settings)):
-            rows = [selection_row(Scored.load(path)) for path in self.inputs.scored]
+        s, table, split = cohort_of(self.inputs)
+        if n_bootstrap(s):
+            rows = selection_rows([Scored.load(path) for path in self.inputs.scored], table, split)
             self._results["selection"] = write_table(os.path.join(runtime.cwd, "selection"),
                                                      select_variants(rows))[0]
             self._results["selection_meta"] = selection_description()

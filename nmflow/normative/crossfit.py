@@ -138,12 +138,20 @@ def make_folds(table: pd.DataFrame, control_label: str, n_folds: int = 5, val_sp
         val = np.array([inner_validation(p, sites, val_split, rng) for p in pool])
         label = np.where(patients, "patient", np.char.add("fold-", (held_out + 1).astype(str)))
         folds = Folds(pool, pool & ~val, val, held_out, controls.copy(), patients, label)
+    problem = too_few_controls(folds, min_train)
+    if problem:
+        raise NmflowInputError(split_file, problem + " (use more controls, fewer --folds, or a smaller --val-split)")
+    return folds
+
+
+def too_few_controls(folds: Folds, min_train: int = MIN_TRAIN) -> str | None:
+    """Why the plan cannot fit its models (a fit with fewer than ``min_train`` training controls, a reference
+    of fewer than 3), or None."""
     too_small = [k + 1 for k in range(folds.n_fits) if folds.train[k].sum() < min_train]
     if too_small or folds.reference.sum() < 3:
-        raise NmflowInputError(split_file, f"{int(controls.sum())} controls are too few: every fit needs >= "
-                               f"{min_train} training controls and the reference >= 3 (use more controls, fewer "
-                               f"--folds, or a smaller --val-split)")
-    return folds
+        return (f"{int(folds.controls.sum())} controls are too few: every fit needs >= {min_train} training controls "
+                "and the reference >= 3")
+    return None
 
 
 def final_fit(folds: Folds, sites: np.ndarray, val_split: float, seed: int

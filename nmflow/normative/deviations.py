@@ -111,7 +111,7 @@ def global_scores(z: np.ndarray, reference: np.ndarray, abs_error: np.ndarray) -
                          "mean_abs_error": abs_error.mean(axis=1)})
 
 
-def _summary(x: np.ndarray, r: np.ndarray, z: np.ndarray) -> dict:
+def calibration_summary(x: np.ndarray, r: np.ndarray, z: np.ndarray) -> dict:
     """Calibration figures of reference rows (arrays ``(n, k)``, pooled over columns)."""
     var_x = x.var(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -144,12 +144,12 @@ def calibration_table(features: np.ndarray, residuals: np.ndarray, z: np.ndarray
     names : list of str, length n_features
     """
     sites = np.asarray(sites, dtype=str)
-    rows = [{"scope": "all", "connection": "all", **_summary(features[reference], residuals[reference],
+    rows = [{"scope": "all", "connection": "all", **calibration_summary(features[reference], residuals[reference],
                                                              z[reference])}]
     for site in np.unique(sites[reference]):
         ref = reference & (sites == site)
         if ref.sum() >= 3:
-            rows.append({"scope": site, "connection": "all", **_summary(features[ref], residuals[ref], z[ref])})
+            rows.append({"scope": site, "connection": "all", **calibration_summary(features[ref], residuals[ref], z[ref])})
     x, r, zr = features[reference], residuals[reference], z[reference]
     var_x = x.var(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):

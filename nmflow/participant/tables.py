@@ -26,6 +26,12 @@ OUTLIERS_META = {
     "motion_outlier": {"Description": "1 = FD or std DVARS above threshold"},
     "non_steady_state": {"Description": "1 = fMRIPrep non-steady-state volume"},
 }
+STRATEGIES_META = {
+    "strategy": {"Description": "denoising strategy (desc- entity of the run's outputs)"},
+    "status": {"Description": "ran, or skipped: the strategy could not run on this run and has no outputs",
+               "Levels": {"ran": "outputs written", "skipped": "no outputs; see reason"}},
+    "reason": {"Description": "why the strategy was skipped (n/a when it ran)"},
+}
 FEATURE_ORDER = "upper triangle without diagonal, row-major (numpy.triu_indices(n, k=1))"
 
 
@@ -56,6 +62,21 @@ def design_meta(strategy: Strategy, source_uris: list[str]) -> dict:
     """Sidecar of a strategy's ``_design.tsv`` (the regressed confounds, ``(n_volumes, n_confounds)``)."""
     return {"Description": f"Confounds regressed by strategy {strategy.name!r}: {strategy.description}",
             "Patterns": list(strategy.confounds), "Sources": source_uris, "Software": SOFTWARE}
+
+
+def strategies_table(folder: Path, strategies: list[Strategy], done: list[str], skipped: list[str]) -> Path:
+    """Write ``folder/strategies.tsv``: every strategy of the call, whether it ran on this run and why not.
+
+    ``skipped`` holds the reasons of the strategies not in ``done``, in the
+    order of ``strategies``; the group level reads them to say why a subject
+    lacks a variant.
+    """
+    reasons = iter(skipped)
+    rows = [(s.name, "ran", None) if s.name in done else (s.name, "skipped", next(reasons, None))
+            for s in strategies]
+    path = Path(folder) / "strategies.tsv"
+    pd.DataFrame(rows, columns=list(STRATEGIES_META)).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    return path
 
 
 def _atlas_entities(atlas: Atlas) -> dict:

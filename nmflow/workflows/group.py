@@ -37,14 +37,15 @@ TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask
             "init_model", "no_fine_tune")
 STEP_SETTINGS = {
     "collect_cohort": COHORT + ("out_dir", "participant_label", "control_label", "timeseries_dir", "metrics",
-                                "variants", "init_model"),
+                                "variants", "init_model", "folds", "val_split", "seed", "split_file",
+                                "no_fine_tune"),
     "split": COHORT + ("control_label", "folds", "val_split", "seed", "split_file", "no_fine_tune", "init_model"),
     "harmonize": COHORT + ("harmonize", "max_missing", "init_model"),
     "train": COHORT + TRAINING,
     "score": COHORT + TRAINING + ("harmonize", "z_scale", "test_score", "alpha", "single_case_rule"),
     "group_tests": COHORT + ("control_label", "test_score", "alpha", "p_rule"),
     "single_case": COHORT + ("test_score", "alpha", "single_case_rule"),
-    "select": ("n_bootstrap", "init_model"),
+    "select": COHORT + ("control_label", "n_bootstrap", "init_model"),
     "report": COHORT + ("control_label", "harmonize", "test_score", "p_rule", "alpha", "single_case_rule",
                         "atlas_dir"),
 }
@@ -99,14 +100,15 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     single = node(SingleCases, "single_case", ["scored"])
     select = node(SelectVariants, "select")
     report = node(GroupReport, "report")
-    cohort_steps = [split, harmonize, train, score, tests, single, report]
+    cohort_steps = [split, harmonize, train, score, tests, single, select, report]
     for step in cohort_steps:
         wf.connect(collect, "subjects", step, "subjects")
     for step in cohort_steps[1:]:
         wf.connect(split, "split", step, "split")
     wf.connect([
         (collect, harmonize, [("features", "features")]),
-        (harmonize, batch, [("prepared", "prepared"), ("width", "widths")]),
+        (collect, split, [("missing", "missing")]),
+        (harmonize, batch, [("prepared", "prepared"), ("batch_key", "keys")]),
         (batch, train, [("batches", "prepared")]),
         (harmonize, score, [("prepared", "prepared")]),
         (train, score, [(("trained", _flatten), "trained")]),

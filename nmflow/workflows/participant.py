@@ -90,7 +90,8 @@ def init_run_wf(
         (fc, report, [("relmats", "relmats")]),
         (extract, derivatives, [("signals", "signals")]),
         (denoise, derivatives, [("cleaned", "cleaned"), ("design_files", "design_files"),
-                                ("outlier_files", "outlier_files"), ("strategies", "done")]),
+                                ("outlier_files", "outlier_files"), ("strategies", "done"),
+                                ("skipped", "skipped")]),
         (fc, derivatives, [("relmats", "relmats")]),
         (report, derivatives, [("figures", "figures"), ("report", "report")]),
     ])

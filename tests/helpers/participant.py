@@ -104,7 +104,7 @@ def assert_exactly_expected(out: Path, listing: Path, subjects: list[str], n_exp
 
 
 def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
-    """The 12 files of one run of ``sub-<sub>`` made with ``--atlas yeo7thin --denoise <desc> --metrics pearson``
+    """The 14 files of one run of ``sub-<sub>`` made with ``--atlas yeo7thin --denoise <desc> --metrics pearson``
     (the design figure only for a strategy that regresses confounds)."""
     s = f"sub-{sub}"
     pre = f"{s}/func/{s}_task-rest"
@@ -117,6 +117,7 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
         f"{pre}_desc-{desc}_outliers.json", f"{pre}_desc-{desc}_outliers.tsv",
         f"{atl}_meas-pearson_relmat.json", f"{atl}_meas-pearson_relmat.tsv",
         f"{atl}_timeseries.json", f"{atl}_timeseries.tsv",
+        f"{pre}_strategies.json", f"{pre}_strategies.tsv",
         f"{s}_task-rest.html",
     }
 
