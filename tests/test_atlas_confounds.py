@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nmflow.participant.atlas import resolve_atlas, run_resolution
+from nmflow.participant.atlas import region_centres, resolve_atlas, run_resolution
 from nmflow.participant.denoise import PRESETS, load_strategy, read_confounds, select_confounds
 from nmflow.errors import NmflowInputError
 
@@ -61,6 +61,27 @@ def test_user_atlas_and_its_errors(tmp_path, tiny_dataset):
         resolve_atlas(f"mine={src}:{table}")
     with pytest.raises(NmflowInputError, match="unknown atlas"):
         resolve_atlas("yeo12thick")
+
+
+def test_region_centres_are_the_voxels_centres_of_mass(tmp_path):
+    """Against a loop over labels: labels not 1..n, out of order, and one without voxels (NaN)."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(0)
+    data = rng.choice([0, 3, 7, 40, 41], size=(9, 8, 7)).astype(np.int16)
+    affine = np.diag([2.0, 3.0, 4.0, 1.0])
+    affine[:3, 3] = [-10, 5, 7]
+    image, table = tmp_path / "a.nii.gz", tmp_path / "a.tsv"
+    nib.save(nib.Nifti1Image(data, affine), image)
+    pd.DataFrame({"index": [41, 3, 7, 40], "name": list("abcd")}).to_csv(table, sep="\t", index=False)
+    atlas = resolve_atlas(f"mine={image}:{table}")
+    expected = [nib.affines.apply_affine(affine, np.argwhere(data == i).mean(axis=0)) for i in atlas.indices]
+    np.testing.assert_allclose(region_centres(atlas), expected, atol=1e-12)
+    data[data == 7] = 0
+    nib.save(nib.Nifti1Image(data, affine), image)
+    with pytest.raises(NmflowInputError):  # a named label without voxels is refused on resolving, so the
+        resolve_atlas(f"mine={image}:{table}")  # NaN centre is checked on the atlas resolved before
+    assert np.isnan(region_centres(atlas)[atlas.indices.index(7)]).all()
 
 
 def test_offline_atlas_error_says_what_to_download(tmp_path, monkeypatch):

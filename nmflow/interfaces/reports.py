@@ -98,7 +98,7 @@ class RunReport(SimpleInterface):
         png = report.connectome_figure(
             cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
             relmats[key(shown, first.name, metric)], first,
-            f"{first.name}, {shown}, {metric}: strongest 10% of connections (numbers: regions below)")
+            f"{first.name}, {shown}, {metric}")
         figures.append(png)
         connectome = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({shown}, {metric})")
         legend = pd.DataFrame({"number": range(1, len(first.names) + 1), "region": first.names})

@@ -239,11 +239,17 @@ def region_centres(atlas: Atlas) -> np.ndarray:
         return atlas.centres_mm
     img = nib.load(atlas.image)
     data = np.asarray(img.dataobj).astype(int)
-    centres = []
-    for index in atlas.indices:
-        ijk = np.argwhere(data == index)
-        centres.append(nib.affines.apply_affine(img.affine, ijk.mean(axis=0)) if ijk.size else [np.nan] * 3)
-    return np.array(centres, dtype=float)
+    indices = np.asarray(atlas.indices, dtype=int)
+    order = np.argsort(indices)
+    ijk = np.argwhere(data > 0)
+    values = data[tuple(ijk.T)]
+    slot = np.clip(np.searchsorted(indices[order], values), 0, indices.size - 1)
+    known = indices[order][slot] == values
+    region = order[slot[known]]  # position in atlas.indices of every labelled voxel
+    counts = np.bincount(region, minlength=indices.size)
+    sums = np.stack([np.bincount(region, weights=ijk[known, d], minlength=indices.size) for d in range(3)], axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return nib.affines.apply_affine(img.affine, sums / counts[:, None])  # NaN for a label without voxels
 
 
 def grid_mismatches(atlases: list[Atlas], bold_paths: list[str | Path]) -> list[str]:

@@ -157,13 +157,22 @@ def design_figure(path: Path, design: pd.DataFrame, strategy: str) -> Path:
     return path
 
 
-def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, top: float = 0.1) -> Path:
-    """The strongest ``top`` fraction of connections on three projections of the atlas, regions labelled.
+MAX_EDGES = 250  # more edges make a hairball, and each costs drawing time (400 regions: 7,980 of 79,800)
+MAX_NUMBERED = 40  # more region numbers overlap
 
-    Nodes sit at the region centres (mm, world coordinates); the grey outline is the atlas projected
-    on each plane; red edges are positive, blue negative, width proportional to |value|.
+
+def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, top: float = 0.1) -> Path:
+    """The strongest connections on three projections of the atlas, regions numbered.
+
+    The strongest ``top`` fraction of the connections by |value|, at most
+    :data:`MAX_EDGES`; nodes sit at the region centres (mm, world
+    coordinates), numbered when there are at most :data:`MAX_NUMBERED`; the
+    grey outline is the atlas projected on each plane; red edges are
+    positive, blue negative, width proportional to |value|.  The title is
+    ``title`` and what is shown.
     """
     import nibabel as nib
+    from matplotlib.collections import LineCollection
 
     centres = region_centres(atlas)
     img = nib.load(atlas.image)
@@ -171,8 +180,14 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
     xyz = nib.affines.apply_affine(img.affine, labelled)
     mat = np.where(np.isfinite(matrix), matrix, 0.0)
     rows, cols = np.triu_indices(mat.shape[0], k=1)
-    strength = np.abs(mat[rows, cols])
-    keep = strength >= np.quantile(strength, 1 - top) if strength.size else np.zeros(0, bool)
+    values = mat[rows, cols]
+    strength = np.abs(values)
+    n_edges = min(int(np.ceil(top * strength.size)), MAX_EDGES)
+    keep = np.argsort(-strength, kind="stable")[:n_edges]
+    colours = np.where(values[keep] > 0, "tab:red", "tab:blue")
+    numbered = len(atlas.names) <= MAX_NUMBERED
+    thin, thick = (0.5, 3.0) if numbered else (0.2, 1.2)  # many edges: thinner lines
+    widths = thin + (thick - thin) * strength[keep] / max(float(strength.max(initial=0)), 1e-12)
     fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.08, wspace=0.05)
     views = [((1, 2), "sagittal (from the left)", ("P", "A", "I", "S")),
@@ -180,11 +195,10 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
              ((0, 1), "axial (from above)", ("L", "R", "P", "A"))]
     for ax, ((a, b), label, (lo_x, hi_x, lo_y, hi_y)) in zip(axes, views):
         ax.scatter(xyz[::7, a], xyz[::7, b], s=1, c="0.88", rasterized=True)
-        for i, j, w in zip(rows[keep], cols[keep], mat[rows, cols][keep]):
-            ax.plot(centres[[i, j], a], centres[[i, j], b], color="tab:red" if w > 0 else "tab:blue",
-                    lw=0.5 + 2.5 * abs(w) / max(strength.max(), 1e-12), alpha=0.8)
-        ax.scatter(centres[:, a], centres[:, b], s=16, c="k", zorder=3)
-        for k, name in enumerate(atlas.names):
+        ends = np.stack([centres[rows[keep]][:, [a, b]], centres[cols[keep]][:, [a, b]]], axis=1)
+        ax.add_collection(LineCollection(ends, colors=colours, linewidths=widths, alpha=0.8))
+        ax.scatter(centres[:, a], centres[:, b], s=16 if numbered else 4, c="k", zorder=3)
+        for k in range(len(atlas.names)) if numbered else ():
             ax.annotate(str(k + 1), (centres[k, a], centres[k, b]), fontsize=6, color="0.2",
                         xytext=(2, 2), textcoords="offset points")
         ax.set_aspect("equal")
@@ -194,6 +208,9 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
         ax.set_title(label, fontsize=8)
         ax.set_xlabel(f"{lo_x}  ←→  {hi_x}", fontsize=7)
         ax.set_ylabel(f"{lo_y}  ←→  {hi_y}", fontsize=7)
+    shown = (f"strongest {top:.0%} of connections" if n_edges == int(np.ceil(top * strength.size))
+             else f"strongest {n_edges} of {strength.size} connections")
+    title = f"{title}: {shown}" + (" (numbers: regions below)" if numbered else "")
     handles = [plt.Line2D([], [], color="tab:red", label="positive"),
                plt.Line2D([], [], color="tab:blue", label="negative")]
     fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False, ncol=2)
