@@ -76,7 +76,8 @@ class FeatureSet:
         return connection_names(self.regions)
 
 
-def _average(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions: list[str]) -> FeatureSet:
+def average_runs(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions: list[str]) -> FeatureSet:
+    """The feature set of ``per_subject`` (label -> upper triangles of its runs), runs averaged (NaN-aware)."""
     subjects = sorted(per_subject)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -106,7 +107,7 @@ def collect_relmats(lay, subjects: list[str] | None = None) -> dict[Variant, Fea
             raise NmflowInputError(f.path, f"{len(names)} regions differ from the {len(first[0])} of "
                                    f"{Path(first[1]).name} (same variant {variant.label})")
         found.setdefault(variant, {}).setdefault(ents["subject"], []).append(upper_triangle(matrix))
-    return {v: _average(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
+    return {v: average_runs(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
 
 
 def read_timeseries(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -173,7 +174,7 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
                 full = pd.DataFrame(values, columns=names).reindex(columns=regions).to_numpy(float)
                 per_subject.setdefault(sub, []).append(upper_triangle(connectivity(full, metric)))
             variant = Variant(atlas, seg, desc, metric)
-            out[variant] = _average(variant, per_subject, regions)
+            out[variant] = average_runs(variant, per_subject, regions)
     return out, messages
 
 

@@ -37,7 +37,8 @@ TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask
             "init_model", "no_fine_tune")
 STEP_SETTINGS = {
     "collect_cohort": COHORT + ("out_dir", "participant_label", "control_label", "timeseries_dir", "metrics",
-                                "variants", "init_model"),
+                                "variants", "init_model", "connectivity_dir", "matrix_dir", "matrix_values",
+                                "matrix_regions"),
     "split": COHORT + ("control_label", "folds", "val_split", "seed", "split_file", "no_fine_tune", "init_model"),
     "harmonize": COHORT + ("harmonize", "max_missing", "init_model"),
     "train": COHORT + TRAINING,
