@@ -150,6 +150,11 @@ def test_matrix_folder_gives_the_matrices_written(cohort, tmp_path):
     assert variant.label == "meas-pearson" and fs.regions == list(cohort.regions)
     assert fs.subjects == [p[4:] for p in cohort.subjects.participant_id]
     np.testing.assert_allclose(model_features(fs), reference, atol=1e-6)
+    (_, some), = collect_matrix_dir(tmp_path / "m", "r", subjects=["sub-02", "01"]).items()  # --participant-label
+    assert some.subjects == ["01", "02"] and some.regions == list(cohort.regions)  # names from 01's CSV
+    np.testing.assert_allclose(model_features(some), reference[:2], atol=1e-6)
+    (_, unnamed), = collect_matrix_dir(tmp_path / "m", "r", subjects=["02", "03"]).items()
+    assert unnamed.regions == [f"R{k + 1}" for k in range(7)]
     # Fisher z in NPY, diagonal inf (arctanh(1)) allowed
     z_dir = tmp_path / "z"
     z_dir.mkdir()
@@ -168,7 +173,9 @@ def test_read_matrix_layouts(tmp_path):
     (tmp_path / "a.tsv").write_text("A\tB\tC\n1\t0.5\tn/a\n0.5\t1\t0.2\nn/a\t0.2\t1\n")
     (tmp_path / "b.csv").write_text(",A,B,C\nA,1,0.5,\nB,0.5,1,0.2\nC,,0.2,1\n")
     (tmp_path / "c.csv").write_text("1,0.5,NaN\n0.5,1,0.2\nNaN,0.2,1\n")
-    for name, names in (("a.tsv", ["A", "B", "C"]), ("b.csv", ["A", "B", "C"]), ("c.csv", None)):
+    (tmp_path / "d.tsv").write_text("11\t12\t13\n1\t0.5\t\n0.5\t1\t0.2\n\t0.2\t1\n")  # atlas indices as names
+    for name, names in (("a.tsv", ["A", "B", "C"]), ("b.csv", ["A", "B", "C"]), ("c.csv", None),
+                        ("d.tsv", ["11", "12", "13"])):
         got_names, got = read_matrix(tmp_path / name)
         assert got_names == names
         np.testing.assert_array_equal(got, m)
@@ -238,6 +245,9 @@ def test_bad_xcpd_inputs_name_the_file(cohort, tmp_path):
     with pytest.raises(NmflowInputError, match=r"sub-04_.*den-91k.*space-fsLR_den-91k differs from "
                                                r"space-MNI152NLin6Asym"):
         collect_bids_relmats(tmp_path / "two")
+    with pytest.raises(NmflowInputError, match=r"sub-04_.*den-91k_stat-mean_timeseries.tsv: space \('fsLR', "
+                                               r"'91k'\) differs"):
+        collect_timeseries(tmp_path / "two", ["pearson"])
     write_xcpd(cohort, tmp_path / "odd", subjects=range(3))
     odd = next((tmp_path / "odd").rglob("sub-02_*relmat.tsv"))
     odd.rename(odd.with_name(odd.name.replace("pearsoncorrelation", "coherence")))
@@ -247,14 +257,21 @@ def test_bad_xcpd_inputs_name_the_file(cohort, tmp_path):
 
 def test_cli_refuses_options_that_do_not_fit(tmp_path, capsys):
     (tmp_path / "m").mkdir()
+    (tmp_path / "bids").mkdir()
+    out = tmp_path / "out"
     for extra, says in (
             (["--matrix-dir", tmp_path / "m"], "--matrix-dir needs --matrix-values"),
             (["--matrix-values", "z"], "--matrix-values describe(s) the matrices of --matrix-dir"),
             (["--connectivity-dir", tmp_path / "nowhere"], "--connectivity-dir: folder not found")):
-        rc, _, err = run_cli([tmp_path, tmp_path / "out", "group", *extra], capsys)
+        rc, _, err = run_cli([tmp_path / "bids", out, "group", *extra], capsys)
         assert rc == 1
         message_line(err, "", (says,))
-        assert not (tmp_path / "out").exists()
+    inside = tmp_path / "m" / "out"
+    rc, _, err = run_cli([tmp_path / "bids", inside, "group", "--matrix-dir", tmp_path / "m", "--matrix-values", "r"],
+                         capsys)
+    assert rc == 1
+    message_line(err, str(inside), ("OUT_DIR is inside the input dataset",))
+    assert not out.exists() and not inside.exists()
 
 
 # -- end to end -----------------------------------------------------------------------------------------------------

@@ -49,7 +49,9 @@ def read_matrix(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
 
     A table may have a header row of region names, with or without a first
     column of the same names (XCP-D's ``Node`` column, nmflow's ``node``);
-    ``n/a``, ``NaN`` and empty cells are NaN.
+    a first row that is not all numbers, or one row more than columns (names
+    that are numbers, e.g. atlas indices), is the header.  ``n/a``, ``NaN``
+    and empty cells are NaN.
 
     Returns
     -------
@@ -75,7 +77,8 @@ def read_matrix(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
     numbers = cells.apply(pd.to_numeric, errors="coerce")
     blank = cells.isin(["", "n/a", "NaN", "nan", "NA"])
     names: list[str] | None = None
-    if not (numbers.notna() | blank).iloc[0].all():  # a header row of names
+    numeric_header = cells.shape[0] == cells.shape[1] + 1  # one more row than columns: names that are numbers
+    if numeric_header or not (numbers.notna() | blank).iloc[0].all():  # a header row of names
         names = [str(c) for c in cells.iloc[0]]
         cells, numbers, blank = cells.iloc[1:], numbers.iloc[1:], blank.iloc[1:]
         if cells.shape[1] == cells.shape[0] + 1:  # and a first column of the same names (its header anything)

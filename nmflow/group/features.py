@@ -142,7 +142,9 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
     Files are found with PyBIDS (no validation); confound tables
     (``desc-confounds``) are skipped.  Per variant the regions are the union
     of the files' headers (order of the first file, then new ones): a region
-    missing from a file, or constant, gives NaN connections.  Scan lengths may
+    missing from a file, or constant, gives NaN connections.  One variant's
+    files must share one ``space``/``den`` (volumetric and CIFTI-derived
+    series of one atlas are refused).  Scan lengths may
     differ; a file with fewer than 3 volumes is skipped with a message.
 
     Returns the feature sets (one per atlas/seg/desc x metric) and messages.
@@ -154,6 +156,7 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
     if subjects:
         query["subject"] = [strip_prefix(s) for s in subjects]
     tables: dict[tuple, list[tuple[str, list[str], np.ndarray]]] = {}
+    spaces: dict[tuple, tuple[tuple, str]] = {}
     messages = []
     for f in layout(ts_dir).get(**query):
         ents = f.get_entities()
@@ -164,6 +167,11 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
             messages.append(f"{f.path}: fewer than 3 volumes, skipped")
             continue
         key = (ents.get("atlas"), ents.get("segmentation"), ents.get("desc"))
+        space = (ents.get("space"), ents.get("den"))
+        first = spaces.setdefault(key, (space, f.path))
+        if space != first[0]:  # e.g. XCP-D's volumetric and CIFTI-derived series of one atlas
+            raise NmflowInputError(f.path, f"space {space} differs from {first[0]} of {Path(first[1]).name} "
+                                   "(same atlas and desc): give a folder of one space")
         tables.setdefault(key, []).append((ents["subject"], names, values))
     out = {}
     for (atlas, seg, desc), items in sorted(tables.items(), key=lambda kv: str(kv[0])):
