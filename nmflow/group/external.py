@@ -63,9 +63,9 @@ def read_matrix(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
     if path.suffix == ".npy":
         try:
             matrix = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # a corrupt .npy header raises anything from EOFError to tokenize.TokenError
             raise NmflowInputError(path, f"cannot read the matrix ({type(exc).__name__}: {exc})") from None
-        if matrix.ndim != 2 or not np.issubdtype(matrix.dtype, np.number):
+        if matrix.ndim != 2 or matrix.dtype.kind not in "iuf":  # integers or reals, not complex or records
             raise NmflowInputError(path, f"not a matrix of numbers: array of shape {matrix.shape}, {matrix.dtype}")
         return None, matrix.astype(float)
     sep = "," if path.suffix == ".csv" else "\t"
