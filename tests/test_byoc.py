@@ -25,6 +25,7 @@ import pytest
 from helpers.badinput import message_line
 from helpers.group import make_cohort
 from helpers.participant import run_cli, tree
+from helpers.realdata import ABIDE, abide_participants, write_abide_timeseries
 
 from nmflow.bids_io import write_relmat
 from nmflow.errors import NmflowInputError
@@ -104,7 +105,8 @@ def test_xcpd_26_cifti_and_exact_volume_matrices(cohort, tmp_path):
                                                     "pearsoncorrelation_desc-60volumes_relmat.tsv"
     _series(cohort, 0).iloc[:60].corr().to_csv(extra, sep="\t", na_rep="n/a", index_label="Node")
     sets = collect_bids_relmats(tmp_path / "xcpd")
-    assert sorted(v.label for v in sets) == [f"atlas-{ATLAS}_desc-60volumes_meas-pearson", f"atlas-{ATLAS}_meas-pearson"]
+    assert sorted(v.label for v in sets) == [f"atlas-{ATLAS}_desc-60volumes_meas-pearson",
+                                             f"atlas-{ATLAS}_meas-pearson"]
     full = next(fs for v, fs in sets.items() if v.desc is None)
     np.testing.assert_allclose(model_features(full), _reference(cohort), atol=1e-12, equal_nan=True)
     computed, _ = collect_timeseries(tmp_path / "xcpd", ["pearson"])  # the ptseries-derived time series
@@ -116,7 +118,8 @@ def test_nmflow_meas_relmats_and_runs_averaged(cohort, tmp_path):
     """A meas- relmat (nmflow, BEP017) is read too; a subject's two runs are averaged."""
     r = [np.corrcoef(cohort.timeseries["simple"][k], rowvar=False) for k in (0, 1)]
     for run, matrix in enumerate(r, start=1):
-        path = tmp_path / "d" / "sub-01" / "func" / f"sub-01_task-rest_run-{run}_atlas-Yeo_desc-gsr_meas-spearman_relmat.tsv"
+        path = (tmp_path / "d" / "sub-01" / "func"
+                / f"sub-01_task-rest_run-{run}_atlas-Yeo_desc-gsr_meas-spearman_relmat.tsv")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_relmat(path, matrix, list(cohort.regions))
     (variant, fs), = collect_bids_relmats(tmp_path / "d").items()
@@ -199,6 +202,9 @@ def _matrix_rows(cohort):
         "unknown subject": ("sub-99.npy", r, ("'99'", "not in participants.tsv")),
         "no subject label": ("subject 6.npy", r, ("cannot tell the subject",)),
         "not correlations": ("sub-06.npy", r * 3, ("diagonal is not 1",)),
+        "repeated region": ("sub-06.csv", pd.DataFrame(r, index=[*cohort.regions[:6], cohort.regions[0]],
+                                                       columns=[*cohort.regions[:6], cohort.regions[0]]),
+                            ("region name(s) repeated",)),
     }
 
 
@@ -217,7 +223,7 @@ def matrix_study(cohort, tmp_path_factory):
 
 
 @pytest.mark.parametrize("row", ["asymmetric", "infinite", "not square", "region order", "fewer regions",
-                                 "unknown subject", "no subject label", "not correlations"])
+                                 "unknown subject", "no subject label", "not correlations", "repeated region"])
 def test_bad_matrix_is_one_line_naming_the_file(row, cohort, matrix_study, tmp_path, capsys):
     name, content, says = _matrix_rows(cohort)[row]
     folder = tmp_path / "m"
@@ -288,3 +294,30 @@ def test_group_run_on_xcpd_relmats(cohort, tmp_path, capsys):
     assert len(dev) == len(cohort.subjects) and dev.shape[1] > 21
     assert (group / f"seg-{ATLAS}_meas-pearson_stats.tsv").is_file() and (group / "group_report.html").is_file()
     assert f"seg-{ATLAS}_meas-pearson" in out
+
+
+@pytest.mark.skipif(not ABIDE.is_dir(), reason=f"real data folder {ABIDE} not present")
+def test_real_cpac_matrices_match_their_time_series(tmp_path):
+    """ABIDE (C-PAC, Harvard-Oxford 111 regions, constant regions in some subjects) as a folder of Fisher-z NPY:
+    the features are numpy's Fisher z of the time series, and --timeseries-dir on the same subjects agrees."""
+    ids = list(abide_participants().participant_id[::10])  # 50 subjects over the sites
+    data = np.load(ABIDE / "ho_timeseries_f16.npz")
+    (tmp_path / "m").mkdir()
+    rows, cols = np.triu_indices(111, 1)
+    reference = []
+    for pid in ids:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.arctanh(np.corrcoef(data[pid].astype(float), rowvar=False))  # NaN rows for constant regions
+        np.save(tmp_path / "m" / f"{pid}_desc-cpac_fc.npy", z)
+        reference.append(z[rows, cols])
+    reference = np.array(reference)
+    assert np.isnan(reference).any()  # the real data's constant regions
+    (variant, fs), = collect_matrix_dir(tmp_path / "m", "z").items()
+    assert fs.subjects == sorted(p[4:] for p in ids) and len(fs.regions) == 111
+    order = [ids.index(f"sub-{s}") for s in fs.subjects]
+    np.testing.assert_array_equal(np.isnan(model_features(fs)), np.isnan(reference[order]))
+    np.testing.assert_allclose(model_features(fs), reference[order], atol=1e-9, equal_nan=True)
+    write_abide_timeseries(tmp_path / "ts", ids)  # 5 significant digits: agreement to 1e-3
+    computed, _ = collect_timeseries(tmp_path / "ts", ["pearson"])
+    (other,) = computed.values()
+    np.testing.assert_allclose(model_features(other), model_features(fs), atol=2e-3, equal_nan=True)

@@ -40,7 +40,7 @@ MEASURES = {"pearsoncorrelation": "pearson", "spearmancorrelation": "spearman", 
             **{m: m for m in METRICS}}
 MATRIX_VALUES = ("r", "z", "covariance")
 MATRIX_EXTENSIONS = (".tsv", ".csv", ".npy")
-SYMMETRY_TOLERANCE = 1e-6  # absolute, plus the same relative to the largest |value| of the matrix
+TOLERANCE = 1e-6  # symmetry: absolute, plus the same relative to the largest |value|; r: the diagonal's 1
 _LABEL = re.compile(r"(?:^|[_/\\.-])sub-([a-zA-Z0-9]+)")
 
 
@@ -97,11 +97,11 @@ def read_matrix(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
 def check_matrix(path: str | Path, matrix: np.ndarray, values: str, names: list[str] | None = None) -> None:
     """Refuse a matrix that cannot be connectivity of ``values`` (``r``, ``z`` or ``covariance``).
 
-    Square (as many names as rows when named), at least 2 regions; no
-    infinite value off the diagonal; symmetric within
-    :data:`SYMMETRY_TOLERANCE` (NaN on both sides or neither); the diagonal is
-    1 for r (not 1 everywhere for z), non-negative for covariances; r within
-    [-1, 1].  NaN is a missing connection (or region) and always allowed.
+    Square (as many distinct names as rows when named), at least 2 regions;
+    no infinite value off the diagonal; symmetric within :data:`TOLERANCE`
+    (NaN on both sides or neither); the diagonal is 1 for r (not 1
+    everywhere for z), non-negative for covariances; r within [-1, 1].  NaN
+    is a missing connection (or region) and always allowed.
 
     Raises
     ------
@@ -115,7 +115,12 @@ def check_matrix(path: str | Path, matrix: np.ndarray, values: str, names: list[
         raise NmflowInputError(path, f"{n_rows} region: need at least 2")
     if names is not None and len(names) != n_rows:
         raise NmflowInputError(path, f"{len(names)} region names for a {n_rows} x {n_rows} matrix")
-    label = (lambda k: repr(names[k])) if names is not None else (lambda k: f"{k + 1}")
+    if names is not None and len(set(names)) != len(names):
+        raise NmflowInputError(path, f"region name(s) repeated: {sorted({n for n in names if names.count(n) > 1})}")
+
+    def label(k: int) -> str:
+        return repr(names[k]) if names is not None else str(k + 1)
+
     off = ~np.eye(n_rows, dtype=bool)
     infinite = np.isinf(matrix) & off
     if infinite.any():
@@ -129,16 +134,17 @@ def check_matrix(path: str | Path, matrix: np.ndarray, values: str, names: list[
     with np.errstate(invalid="ignore"):
         asymmetry = np.where(off & ~np.isnan(matrix), np.abs(matrix - matrix.T), 0.0)
     scale = np.nanmax(np.abs(np.where(off, matrix, np.nan)), initial=0.0)
-    if asymmetry.max() > SYMMETRY_TOLERANCE * (1 + scale):
+    if asymmetry.max() > TOLERANCE * (1 + scale):
         i, j = np.unravel_index(np.argmax(asymmetry), asymmetry.shape)
         raise NmflowInputError(path, f"not symmetric: largest asymmetry {asymmetry[i, j]:.3g} between regions "
                                f"{label(i)} and {label(j)} ({matrix[i, j]:.6g} vs {matrix[j, i]:.6g})")
     diagonal = np.diag(matrix)[~np.isnan(np.diag(matrix))]
     if values == "r":
-        if np.any(np.abs(diagonal - 1) > SYMMETRY_TOLERANCE):
-            raise NmflowInputError(path, f"diagonal is not 1 (e.g. {diagonal[np.abs(diagonal - 1) > 1e-6][0]:.6g}): "
-                                   "not a correlation matrix (covariances? give --matrix-values covariance)")
-        outside = np.abs(np.where(off, matrix, 0.0)) > 1 + SYMMETRY_TOLERANCE
+        wrong = diagonal[np.abs(diagonal - 1) > TOLERANCE]
+        if wrong.size:
+            raise NmflowInputError(path, f"diagonal is not 1 (e.g. {wrong[0]:.6g}): not a correlation matrix "
+                                   "(covariances? give --matrix-values covariance)")
+        outside = np.abs(np.where(off, matrix, 0.0)) > 1 + TOLERANCE
         if outside.any():
             i, j = np.argwhere(outside)[0]
             raise NmflowInputError(path, f"correlation {matrix[i, j]:.6g} outside [-1, 1] (regions {label(i)}, "
