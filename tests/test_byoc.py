@@ -1,7 +1,9 @@
 """Connectivity from other pipelines (``--connectivity-dir``, ``--matrix-dir``, XCP-D's ``--timeseries-dir``).
 
 The XCP-D fixture follows XCP-D's own writers and output documentation (PennLINC/xcp_d):
-- names: docs/outputs.rst, "Functional timeseries and connectivity matrices": 0.7-0.14 write
+- names: docs/outputs.rst, "Functional timeseries and connectivity matrices": 0.5-0.6 write
+  ``<source_entities>_space-<label>_atlas-<label>_measure-pearsoncorrelation_conmat.tsv`` and
+  ``..._atlas-<label>_timeseries.tsv``; 0.7-0.14 write
   ``<source_entities>_space-<label>_seg-<label>_stat-pearsoncorrelation_relmat.tsv`` and
   ``..._stat-mean_timeseries.tsv``, CIFTI ones ``space-fsLR_seg-<label>_den-91k_...``; 26.x write
   ``atlas-<label>`` instead of ``seg-<label>`` (CIFTI: ``space-fsLR_atlas-<label>_den-91k_...``);
@@ -67,7 +69,8 @@ def write_xcpd(cohort, root: Path, version: str = "0.14", cifti: bool = False, s
     (root / "dataset_description.json").write_text(json.dumps({
         "Name": "XCP-D output", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "xcp_d", "Version": version}]}))
-    parcels = f"seg-{ATLAS}" if version.startswith("0.") else f"atlas-{ATLAS}"
+    old = version in ("0.5", "0.6")  # atlas-, measure-, _conmat and no stat-mean before 0.7
+    parcels = f"seg-{ATLAS}" if version.startswith("0.") and not old else f"atlas-{ATLAS}"
     space = f"space-fsLR_{parcels}_den-91k" if cifti else f"space-MNI152NLin6Asym_{parcels}"
     for k, pid in enumerate(cohort.subjects.participant_id):
         if subjects is not None and k not in subjects:
@@ -76,9 +79,10 @@ def write_xcpd(cohort, root: Path, version: str = "0.14", cifti: bool = False, s
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{pid}_task-rest_{space}"
         series = _series(cohort, k)
-        series.to_csv(folder / f"{stem}_stat-mean_timeseries.tsv", sep="\t", na_rep="n/a", index=False)
-        series.corr().to_csv(folder / f"{stem}_stat-pearsoncorrelation_relmat.tsv", sep="\t", na_rep="n/a",
-                             index_label="Node")
+        timeseries, relmat = ((f"{stem}_timeseries.tsv", f"{stem}_measure-pearsoncorrelation_conmat.tsv") if old
+                              else (f"{stem}_stat-mean_timeseries.tsv", f"{stem}_stat-pearsoncorrelation_relmat.tsv"))
+        series.to_csv(folder / timeseries, sep="\t", na_rep="n/a", index=False)
+        series.corr().to_csv(folder / relmat, sep="\t", na_rep="n/a", index_label="Node")
         pd.DataFrame({"coverage": series.notna().all().astype(np.float32)}, index=series.columns).to_csv(
             folder / f"{stem}_stat-coverage_bold.tsv", sep="\t", na_rep="n/a", index_label="Node")
 
@@ -112,6 +116,17 @@ def test_xcpd_26_cifti_and_exact_volume_matrices(cohort, tmp_path):
     computed, _ = collect_timeseries(tmp_path / "xcpd", ["pearson"])  # the ptseries-derived time series
     np.testing.assert_allclose(model_features(computed[full.variant]), _reference(cohort), atol=1e-12,
                                equal_nan=True)
+
+
+def test_xcpd_06_conmat(cohort, tmp_path):
+    write_xcpd(cohort, tmp_path / "xcpd", version="0.6")
+    assert sorted((tmp_path / "xcpd").rglob("*_conmat.tsv"))[0].name == \
+        f"sub-01_task-rest_space-MNI152NLin6Asym_atlas-{ATLAS}_measure-pearsoncorrelation_conmat.tsv"
+    (variant, fs), = collect_bids_relmats(tmp_path / "xcpd").items()
+    assert variant.label == f"atlas-{ATLAS}_meas-pearson"
+    np.testing.assert_allclose(model_features(fs), _reference(cohort), atol=1e-12, equal_nan=True)
+    computed, _ = collect_timeseries(tmp_path / "xcpd", ["pearson"])  # its atlas-X_timeseries.tsv
+    np.testing.assert_allclose(model_features(computed[variant]), _reference(cohort), atol=1e-12, equal_nan=True)
 
 
 def test_nmflow_meas_relmats_and_runs_averaged(cohort, tmp_path):

@@ -4,10 +4,11 @@ Two sources feed the same :class:`~nmflow.group.features.FeatureSet` as
 nmflow's own relmats:
 
 * :func:`collect_bids_relmats` (``--connectivity-dir``): a BIDS derivatives
-  folder of ``*_relmat.tsv`` named with a ``stat-`` entity (XCP-D >= 0.7:
+  folder of ``*_relmat.tsv`` named with a ``stat-`` entity (XCP-D 0.7-0.14:
   ``..._seg-4S156Parcels_stat-pearsoncorrelation_relmat.tsv``; XCP-D 26:
   ``..._atlas-4S156Parcels_stat-...``; CIFTI-derived ones carry
-  ``space-fsLR_den-91k``) or a ``meas-`` entity (nmflow, BEP017).  The
+  ``space-fsLR_den-91k``) or a ``meas-`` entity (nmflow, BEP017), or XCP-D
+  0.5-0.6's ``..._atlas-X_measure-pearsoncorrelation_conmat.tsv``.  The
   measure names are mapped to nmflow's metrics (:data:`MEASURES`).
 * :func:`collect_matrix_dir` (``--matrix-dir``): ``.tsv``/``.csv``/``.npy``
   files, one per subject, whose values are r, Fisher z or covariances as the
@@ -169,8 +170,10 @@ def _check_regions(path: Path, names: list[str] | None, n: int, first: tuple[lis
 
 
 def measure_of(path: str | Path, entities: dict) -> str:
-    """The nmflow metric of a relmat from its ``meas-`` or ``stat-`` entity (see :data:`MEASURES`)."""
-    given = entities.get("meas", entities.get("stat"))
+    """The nmflow metric of a relmat from its ``meas-`` or ``stat-`` entity, or the ``measure-`` of XCP-D < 0.7's
+    ``_conmat.tsv`` (no PyBIDS entity: read from the name), see :data:`MEASURES`."""
+    old_xcpd = re.search(r"_measure-([a-zA-Z0-9]+)", Path(path).name)
+    given = entities.get("meas", entities.get("stat", old_xcpd.group(1) if old_xcpd else None))
     if given is None:
         raise NmflowInputError(path, "no meas- or stat- entity in the name: which connectivity measure is it?")
     if str(given).lower() not in MEASURES:
@@ -181,7 +184,7 @@ def measure_of(path: str | Path, entities: dict) -> str:
 
 def collect_bids_relmats(conn_dir: str | Path,
                          subjects: list[str] | None = None) -> dict[Variant, FeatureSet]:
-    """Feature sets per variant from the ``sub-*/**/*_relmat.tsv`` of a BIDS derivatives folder (XCP-D, nmflow).
+    """Feature sets per variant from the ``sub-*/**/*_relmat.tsv`` (``_conmat.tsv``) of a BIDS derivatives folder.
 
     A variant is (atlas, seg, desc, metric); XCP-D's files without ``desc``
     have none, its ``desc-<N>volumes`` matrices are variants of their own.
@@ -199,7 +202,7 @@ def collect_bids_relmats(conn_dir: str | Path,
     conn_dir = Path(conn_dir)
     if not conn_dir.is_dir():
         raise NmflowInputError(conn_dir, "connectivity directory not found")
-    query = {"suffix": "relmat", "extension": ".tsv"}
+    query = {"suffix": ["relmat", "conmat"], "extension": ".tsv"}  # conmat: XCP-D 0.5-0.6
     if subjects:
         query["subject"] = [strip_prefix(s) for s in subjects]
     found: dict[Variant, dict[str, list[np.ndarray]]] = {}
