@@ -283,7 +283,10 @@ def test_cli_refuses_options_that_do_not_fit(tmp_path, capsys):
     for extra, says in (
             (["--matrix-dir", tmp_path / "m"], "--matrix-dir needs --matrix-values"),
             (["--matrix-values", "z"], "--matrix-values describe(s) the matrices of --matrix-dir"),
-            (["--connectivity-dir", tmp_path / "nowhere"], "--connectivity-dir: folder not found")):
+            (["--connectivity-dir", tmp_path / "nowhere"], "--connectivity-dir: folder not found"),
+            (["--matrix-dir", tmp_path / "m", "--matrix-values", "r", "--matrix-regions", tmp_path / "regions.txt"],
+             "1 repeated")):
+        (tmp_path / "regions.txt").write_text("Vis\nSomMot\nVis\n")
         rc, _, err = run_cli([tmp_path / "bids", out, "group", *extra], capsys)
         assert rc == 1
         message_line(err, "", (says,))
@@ -297,18 +300,30 @@ def test_cli_refuses_options_that_do_not_fit(tmp_path, capsys):
 
 # -- end to end -----------------------------------------------------------------------------------------------------
 
-def test_group_run_on_xcpd_relmats(cohort, tmp_path, capsys):
+def test_group_run_on_xcpd_relmats_and_on_the_same_matrices_as_npy(cohort, tmp_path, capsys):
     write_xcpd(cohort, tmp_path / "xcpd")
+    (tmp_path / "npy").mkdir()
+    for k, pid in enumerate(cohort.subjects.participant_id):
+        np.save(tmp_path / "npy" / f"{pid}.npy", _series(cohort, k).corr().to_numpy())
     (tmp_path / "bids").mkdir()
     cohort.subjects.to_csv(tmp_path / "bids" / "participants.tsv", sep="\t", index=False)
+    fast = ["--epochs", "5", "--n-bootstrap", "0", "--folds", "2"]
     rc, out, err = run_cli([tmp_path / "bids", tmp_path / "out", "group", "--connectivity-dir", tmp_path / "xcpd",
-                            "--epochs", "5", "--n-bootstrap", "0", "--folds", "2", "-w", tmp_path / "work"], capsys)
+                            *fast, "-w", tmp_path / "work"], capsys)
     assert rc == 0, err
     group = tmp_path / "out" / "group"
     dev = pd.read_csv(group / f"seg-{ATLAS}_meas-pearson_deviations.tsv", sep="\t")
     assert len(dev) == len(cohort.subjects) and dev.shape[1] > 21
     assert (group / f"seg-{ATLAS}_meas-pearson_stats.tsv").is_file() and (group / "group_report.html").is_file()
     assert f"seg-{ATLAS}_meas-pearson" in out
+    # the same matrices as a folder of NPY: the same deviations, under the variant meas-pearson
+    (tmp_path / "regions.txt").write_text("\n".join(cohort.regions))
+    rc, out, err = run_cli([tmp_path / "bids", tmp_path / "out2", "group", "--matrix-dir", tmp_path / "npy",
+                            "--matrix-values", "r", "--matrix-regions", tmp_path / "regions.txt", *fast,
+                            "-w", tmp_path / "work2"], capsys)
+    assert rc == 0, err
+    again = pd.read_csv(tmp_path / "out2" / "group" / "meas-pearson_deviations.tsv", sep="\t")
+    pd.testing.assert_frame_equal(again, dev, check_exact=False, atol=1e-9)
 
 
 @pytest.mark.skipif(not ABIDE.is_dir(), reason=f"real data folder {ABIDE} not present")

@@ -99,5 +99,7 @@ def check_group_arguments(args) -> None:
             raise NmflowInputError(None, f"{' and '.join(given)} describe(s) the matrices of --matrix-dir, not given")
     elif args.matrix_values is None:
         raise NmflowInputError(None, "--matrix-dir needs --matrix-values r|z|covariance (what the matrices hold)")
-    if args.matrix_regions is not None and not Path(args.matrix_regions).is_file():
-        raise NmflowInputError(args.matrix_regions, "--matrix-regions: file not found")
+    if args.matrix_regions is not None:
+        from nmflow.group.external import read_regions
+
+        read_regions(args.matrix_regions)
