@@ -266,8 +266,8 @@ def test_bad_xcpd_inputs_name_the_file(cohort, tmp_path):
     with pytest.raises(NmflowInputError, match=r"sub-04_.*den-91k.*space-fsLR_den-91k differs from "
                                                r"space-MNI152NLin6Asym"):
         collect_bids_relmats(tmp_path / "two")
-    with pytest.raises(NmflowInputError, match=r"sub-04_.*den-91k_stat-mean_timeseries.tsv: space \('fsLR', "
-                                               r"'91k'\) differs"):
+    with pytest.raises(NmflowInputError, match=r"sub-04_.*den-91k_stat-mean_timeseries.tsv: space space-fsLR_"
+                                               r"den-91k differs from space-MNI152NLin6Asym"):
         collect_timeseries(tmp_path / "two", ["pearson"])
     write_xcpd(cohort, tmp_path / "odd", subjects=range(3))
     odd = next((tmp_path / "odd").rglob("sub-02_*relmat.tsv"))

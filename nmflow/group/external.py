@@ -32,7 +32,7 @@ import pandas as pd
 from nmflow.bids_io import layout, strip_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_text
-from nmflow.group.features import FeatureSet, Variant, average_runs, read_participants
+from nmflow.group.features import FeatureSet, Variant, average_runs, read_participants, space_label
 from nmflow.group.settings import GroupSettings
 from nmflow.participant.connectivity import METRICS, is_correlation, upper_triangle
 
@@ -218,16 +218,12 @@ def collect_bids_relmats(conn_dir: str | Path,
         space = (ents.get("space"), ents.get("den"))
         first = firsts.setdefault(variant, (names, matrix.shape[0], path, space))
         if space != first[3]:
-            raise NmflowInputError(path, f"space {_space_label(space)} differs from {_space_label(first[3])} of "
+            raise NmflowInputError(path, f"space {space_label(space)} differs from {space_label(first[3])} of "
                                    f"{first[2].name} (variant {variant.label}): give a folder of one space")
         _check_regions(path, names, matrix.shape[0], first[:3], f"variant {variant.label}")
         found.setdefault(variant, {}).setdefault(ents["subject"], []).append(upper_triangle(matrix))
     return {v: average_runs(v, found[v], _region_names(firsts[v][0], firsts[v][1]))
             for v in sorted(found, key=lambda v: v.label)}
-
-
-def _space_label(space: tuple) -> str:
-    return "_".join(f"{k}-{v}" for k, v in zip(("space", "den"), space) if v is not None) or "(none)"
 
 
 def _region_names(names: list[str] | None, n: int) -> list[str]:

@@ -135,6 +135,11 @@ def _is_number(text) -> bool:
     return True
 
 
+def space_label(space: tuple[str | None, str | None]) -> str:
+    """``space-X_den-Y`` of a ``(space, den)`` pair (absent entities left out) for messages."""
+    return "_".join(f"{k}-{v}" for k, v in zip(("space", "den"), space) if v is not None) or "(none)"
+
+
 def collect_timeseries(ts_dir: str | Path, metrics: list[str],
                        subjects: list[str] | None = None) -> tuple[dict[Variant, FeatureSet], list[str]]:
     """FC features from a folder of BEP017 ``*_timeseries.tsv`` (XCP-D, giga_connectome, ...).
@@ -170,8 +175,8 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
         space = (ents.get("space"), ents.get("den"))
         first = spaces.setdefault(key, (space, f.path))
         if space != first[0]:  # e.g. XCP-D's volumetric and CIFTI-derived series of one atlas
-            raise NmflowInputError(f.path, f"space {space} differs from {first[0]} of {Path(first[1]).name} "
-                                   "(same atlas and desc): give a folder of one space")
+            raise NmflowInputError(f.path, f"space {space_label(space)} differs from {space_label(first[0])} of "
+                                   f"{Path(first[1]).name} (same atlas and desc): give a folder of one space")
         tables.setdefault(key, []).append((ents["subject"], names, values))
     out = {}
     for (atlas, seg, desc), items in sorted(tables.items(), key=lambda kv: str(kv[0])):
