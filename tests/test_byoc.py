@@ -316,6 +316,8 @@ def test_group_run_on_xcpd_relmats_and_on_the_same_matrices_as_npy(cohort, tmp_p
     assert len(dev) == len(cohort.subjects) and dev.shape[1] > 21
     assert (group / f"seg-{ATLAS}_meas-pearson_stats.tsv").is_file() and (group / "group_report.html").is_file()
     assert f"seg-{ATLAS}_meas-pearson" in out
+    assert "matrices computed by another pipeline were read from its BIDS derivatives" in \
+        (group / "CITATION.md").read_text()
     # the same matrices as a folder of NPY: the same deviations, under the variant meas-pearson
     (tmp_path / "regions.txt").write_text("\n".join(cohort.regions))
     rc, out, err = run_cli([tmp_path / "bids", tmp_path / "out2", "group", "--matrix-dir", tmp_path / "npy",
@@ -324,6 +326,8 @@ def test_group_run_on_xcpd_relmats_and_on_the_same_matrices_as_npy(cohort, tmp_p
     assert rc == 0, err
     again = pd.read_csv(tmp_path / "out2" / "group" / "meas-pearson_deviations.tsv", sep="\t")
     pd.testing.assert_frame_equal(again, dev, check_exact=False, atol=1e-9)
+    assert "Connectivity matrices (Pearson correlations) computed outside *nmflow* were read, one per subject." in \
+        (tmp_path / "out2" / "group" / "CITATION.md").read_text()
 
 
 @pytest.mark.skipif(not ABIDE.is_dir(), reason=f"real data folder {ABIDE} not present")
