@@ -252,6 +252,34 @@ def test_timeseries_tsv(folder, data):
     reads_or_names(read_timeseries, folder / "timeseries.tsv", data)
 
 
+def external_matrix_seeds() -> dict[str, bytes]:
+    """An XCP-D relmat (``Node`` column), an unnamed CSV and an NPY of the same matrix (``--connectivity-dir``,
+    ``--matrix-dir``)."""
+    names = ["Vis", "SomMot", "DorsAttn", "Default"]
+    matrix = np.corrcoef(np.random.default_rng(4).normal(size=(4, 30)))
+    matrix[3, :] = matrix[:, 3] = np.nan  # a parcel below XCP-D's coverage threshold
+    npy = io.BytesIO()
+    np.save(npy, matrix)
+    return {"relmat.tsv": pd.DataFrame(matrix, index=names, columns=names).to_csv(
+                sep="\t", na_rep="n/a", index_label="Node").encode(),
+            "matrix.csv": pd.DataFrame(matrix).to_csv(header=False, index=False).encode(),
+            "matrix.npy": npy.getvalue()}
+
+
+def read_external_matrix(path: Path) -> None:
+    from nmflow.group.external import check_matrix, read_matrix
+
+    names, matrix = read_matrix(path)
+    check_matrix(path, matrix, "r", names)
+
+
+@pytest.mark.parametrize("name", list(external_matrix_seeds()))
+@given(data=st.data())
+def test_external_matrix(folder, name, data):
+    seed = external_matrix_seeds()[name]
+    reads_or_names(read_external_matrix, folder / name, data.draw(mutated(seed, text=not name.endswith(".npy"))))
+
+
 PARTICIPANTS_SEED = (b"participant_id\tgroup\tsite\tage\tsex\nsub-01\tcontrol\tA\t34.5\tF\nsub-02\tcontrol\tB\t51\tM\n"
                      b"sub-03\tdisorderA\tA\t47\tF\nsub-04\tdisorderA\tB\tn/a\tM\n")
 

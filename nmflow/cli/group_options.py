@@ -21,6 +21,16 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--timeseries-dir", type=Path,
                         help="folder of BEP017 *_timeseries.tsv from another tool (XCP-D, giga_connectome ...); "
                              "FC is computed with --metrics")
+    parser.add_argument("--connectivity-dir", type=Path,
+                        help="BIDS derivatives folder of *_relmat.tsv from another pipeline: XCP-D's "
+                             "stat-pearsoncorrelation (read as pearson) or nmflow/BEP017 meas-<metric>")
+    parser.add_argument("--matrix-dir", type=Path,
+                        help="folder of .tsv/.csv/.npy matrices, one per subject: the subject is the first "
+                             "sub-<label> of the file name, else the name without extension (needs --matrix-values)")
+    parser.add_argument("--matrix-values", choices=["r", "z", "covariance"],
+                        help="what the --matrix-dir matrices hold: correlations, Fisher z or covariances")
+    parser.add_argument("--matrix-regions", type=Path,
+                        help="region names of the --matrix-dir matrices, one per line, in their order")
     parser.add_argument("--variants", nargs="+",
                         help="only variants whose label (atlas-X_seg-Y_desc-Z_meas-W) matches one of these "
                              "shell patterns, e.g. '*desc-gsr*'")
@@ -66,3 +76,30 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience")
     parser.add_argument("--max-missing", type=float, default=D.max_missing,
                         help="drop connections missing in more than this fraction of subjects")
+
+
+def check_group_arguments(args) -> None:
+    """Refuse group options that do not fit together or name no folder/file, before anything runs.
+
+    Raises
+    ------
+    NmflowInputError
+        One line naming the option (and the path) and the problem.
+    """
+    from nmflow.errors import NmflowInputError
+
+    for flag, folder in (("--timeseries-dir", args.timeseries_dir), ("--connectivity-dir", args.connectivity_dir),
+                         ("--matrix-dir", args.matrix_dir)):
+        if folder is not None and not Path(folder).is_dir():
+            raise NmflowInputError(folder, f"{flag}: folder not found")
+    if args.matrix_dir is None:
+        given = [f for f, v in (("--matrix-values", args.matrix_values), ("--matrix-regions", args.matrix_regions))
+                 if v is not None]
+        if given:
+            raise NmflowInputError(None, f"{' and '.join(given)} describe(s) the matrices of --matrix-dir, not given")
+    elif args.matrix_values is None:
+        raise NmflowInputError(None, "--matrix-dir needs --matrix-values r|z|covariance (what the matrices hold)")
+    if args.matrix_regions is not None:
+        from nmflow.group.external import read_regions
+
+        read_regions(args.matrix_regions)

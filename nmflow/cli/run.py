@@ -12,7 +12,7 @@ import yaml
 
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
-from nmflow.cli.group_options import add_group_arguments
+from nmflow.cli.group_options import add_group_arguments, check_group_arguments
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
@@ -151,7 +151,8 @@ def _summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str
 
 def check_outputs_apart(args: argparse.Namespace) -> None:
     """Refuse an OUT_DIR or work folder equal to, inside or containing an input folder (nothing is written there)."""
-    inputs = [args.bids_dir] + ([args.timeseries_dir] if getattr(args, "timeseries_dir", None) else [])
+    inputs = [args.bids_dir] + [folder for folder in (getattr(args, name, None) for name in (
+        "timeseries_dir", "connectivity_dir", "matrix_dir")) if folder]
     for source in inputs:
         check_apart(source, args.out_dir, "OUT_DIR")
         if args.work_dir:
@@ -211,6 +212,7 @@ def run_group(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.group.settings import GroupSettings
     from nmflow.workflows.group import run_group as run_group_level
 
+    check_group_arguments(args)
     check_outputs_apart(args)
     args.plugin_args = read_plugin_args(args.plugin_args)
     status = run_group_level(GroupSettings.from_namespace(args))

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nmflow.bids_io import layout
 from nmflow.errors import NmflowInputError
+from nmflow.group.external import external_sources, merge_sources
 from nmflow.group.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
     model_features, read_participants
 from nmflow.group.motion import collect_motion, participant_reports
@@ -34,18 +35,20 @@ def variant_keys(variant: Variant) -> dict:
 
 def find_feature_sets(s: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet], list[str]]:
     """Feature sets per variant (the relmats of ``lay``, a layout of ``OUT_DIR`` or None, then
-    ``--timeseries-dir``) and notes."""
+    ``--timeseries-dir``, ``--connectivity-dir`` and ``--matrix-dir``: :mod:`nmflow.group.external`) and notes."""
     labels = list(s.participant_label) or None
-    sets = collect_relmats(lay, labels) if lay is not None else {}
+    sources = [("OUT_DIR", collect_relmats(lay, labels) if lay is not None else {})]
     messages: list[str] = []
     if s.timeseries_dir:
         more, messages = collect_timeseries(s.timeseries_dir, list(s.metrics), labels)
-        sets.update(more)
+        sources.append(("--timeseries-dir", more))
+    sets = merge_sources(sources + external_sources(s))
     if s.variants:
         sets = {v: fs for v, fs in sets.items() if any(fnmatch.fnmatch(v.label, p) for p in s.variants)}
     if not sets:
-        raise NmflowInputError(s.timeseries_dir or s.out_dir, "no participant-level _relmat.tsv (or time series) "
-                               "found" + (f" matching {list(s.variants)}" if s.variants else ""))
+        raise NmflowInputError(s.connectivity_dir or s.timeseries_dir or s.out_dir, "no participant-level "
+                               "_relmat.tsv (or time series) found"
+                               + (f" matching {list(s.variants)}" if s.variants else ""))
     return sets, messages
 
 

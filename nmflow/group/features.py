@@ -76,7 +76,8 @@ class FeatureSet:
         return connection_names(self.regions)
 
 
-def _average(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions: list[str]) -> FeatureSet:
+def average_runs(variant: Variant, per_subject: dict[str, list[np.ndarray]], regions: list[str]) -> FeatureSet:
+    """The feature set of ``per_subject`` (label -> upper triangles of its runs), runs averaged (NaN-aware)."""
     subjects = sorted(per_subject)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -106,7 +107,7 @@ def collect_relmats(lay, subjects: list[str] | None = None) -> dict[Variant, Fea
             raise NmflowInputError(f.path, f"{len(names)} regions differ from the {len(first[0])} of "
                                    f"{Path(first[1]).name} (same variant {variant.label})")
         found.setdefault(variant, {}).setdefault(ents["subject"], []).append(upper_triangle(matrix))
-    return {v: _average(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
+    return {v: average_runs(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
 
 
 def read_timeseries(path: str | Path) -> tuple[list[str], np.ndarray]:
@@ -134,6 +135,11 @@ def _is_number(text) -> bool:
     return True
 
 
+def space_label(space: tuple[str | None, str | None]) -> str:
+    """``space-X_den-Y`` of a ``(space, den)`` pair (absent entities left out) for messages."""
+    return "_".join(f"{k}-{v}" for k, v in zip(("space", "den"), space) if v is not None) or "(none)"
+
+
 def collect_timeseries(ts_dir: str | Path, metrics: list[str],
                        subjects: list[str] | None = None) -> tuple[dict[Variant, FeatureSet], list[str]]:
     """FC features from a folder of BEP017 ``*_timeseries.tsv`` (XCP-D, giga_connectome, ...).
@@ -141,7 +147,9 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
     Files are found with PyBIDS (no validation); confound tables
     (``desc-confounds``) are skipped.  Per variant the regions are the union
     of the files' headers (order of the first file, then new ones): a region
-    missing from a file, or constant, gives NaN connections.  Scan lengths may
+    missing from a file, or constant, gives NaN connections.  One variant's
+    files must share one ``space``/``den`` (volumetric and CIFTI-derived
+    series of one atlas are refused).  Scan lengths may
     differ; a file with fewer than 3 volumes is skipped with a message.
 
     Returns the feature sets (one per atlas/seg/desc x metric) and messages.
@@ -153,6 +161,7 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
     if subjects:
         query["subject"] = [strip_prefix(s) for s in subjects]
     tables: dict[tuple, list[tuple[str, list[str], np.ndarray]]] = {}
+    spaces: dict[tuple, tuple[tuple, str]] = {}
     messages = []
     for f in layout(ts_dir).get(**query):
         ents = f.get_entities()
@@ -163,6 +172,11 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
             messages.append(f"{f.path}: fewer than 3 volumes, skipped")
             continue
         key = (ents.get("atlas"), ents.get("segmentation"), ents.get("desc"))
+        space = (ents.get("space"), ents.get("den"))
+        first = spaces.setdefault(key, (space, f.path))
+        if space != first[0]:  # e.g. XCP-D's volumetric and CIFTI-derived series of one atlas
+            raise NmflowInputError(f.path, f"space {space_label(space)} differs from {space_label(first[0])} of "
+                                   f"{Path(first[1]).name} (same atlas and desc): give a folder of one space")
         tables.setdefault(key, []).append((ents["subject"], names, values))
     out = {}
     for (atlas, seg, desc), items in sorted(tables.items(), key=lambda kv: str(kv[0])):
@@ -173,7 +187,7 @@ def collect_timeseries(ts_dir: str | Path, metrics: list[str],
                 full = pd.DataFrame(values, columns=names).reindex(columns=regions).to_numpy(float)
                 per_subject.setdefault(sub, []).append(upper_triangle(connectivity(full, metric)))
             variant = Variant(atlas, seg, desc, metric)
-            out[variant] = _average(variant, per_subject, regions)
+            out[variant] = average_runs(variant, per_subject, regions)
     return out, messages
 
 

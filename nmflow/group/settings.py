@@ -27,6 +27,10 @@ class GroupSettings:
     site_column: str | None = "site"
     covariates: tuple[str, ...] = ()
     timeseries_dir: Path | None = None
+    connectivity_dir: Path | None = None
+    matrix_dir: Path | None = None
+    matrix_values: str | None = None
+    matrix_regions: Path | None = None
     metrics: tuple[str, ...] = ("pearson",)
     variants: tuple[str, ...] = ()
     folds: int = 5

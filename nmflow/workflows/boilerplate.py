@@ -162,8 +162,24 @@ def run_desc(atlases: list[Atlas], strategies: list[Strategy], metrics: list[str
             f"{_join([_measure(m) for m in metrics])}.\n\n")
 
 
-def group_desc(folds: int, harmonize: str, covariates: list[str], single_case_rule: str) -> str:
-    """Methods paragraph of the group-level workflow."""
+def source_desc(timeseries: bool, connectivity: bool, matrix_values: str | None) -> str:
+    """Where the group level's connectivity came from, when not (only) from nmflow's participant level."""
+    held = {"r": "Pearson correlations", "z": "Fisher z of correlations", "covariance": "covariances"}
+    sentences = []
+    if timeseries:
+        sentences.append("Functional connectivity was computed by *nmflow* from region time series extracted by "
+                         "another pipeline.")
+    if connectivity:
+        sentences.append("Connectivity matrices computed by another pipeline were read from its BIDS derivatives "
+                         "(`_relmat.tsv`).")
+    if matrix_values:
+        sentences.append(f"Connectivity matrices ({held[matrix_values]}) computed outside *nmflow* were read, one "
+                         "per subject.")
+    return "".join(f"{sentence} " for sentence in sentences)
+
+
+def group_desc(folds: int, harmonize: str, covariates: list[str], single_case_rule: str, source: str = "") -> str:
+    """Methods paragraph of the group-level workflow (``source``: :func:`source_desc`)."""
     import torch
 
     conditioned = f" (inputs also {_join(list(covariates))})" if covariates else ""
@@ -171,7 +187,8 @@ def group_desc(folds: int, harmonize: str, covariates: list[str], single_case_ru
             "raw": "uncorrected p-values"}[single_case_rule]
     return (
         "### Normative modelling\n\n"
-        f"Connectivity features (Fisher z for correlations) were modelled as a normative model (Marquand et al., "
+        + source
+        + f"Connectivity features (Fisher z for correlations) were modelled as a normative model (Marquand et al., "
         f"2016) learnt from healthy controls only, with *nmflow* {__version__} and PyTorch {torch.__version__}: a "
         f"conditional autoencoder{conditioned}, trained by masked reconstruction, and a covariate-aware linear "
         f"baseline. The controls were cross-fitted over {folds} folds stratified by site, so every control was "

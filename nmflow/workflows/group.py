@@ -29,7 +29,7 @@ from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
-from nmflow.workflows.boilerplate import group_desc
+from nmflow.workflows.boilerplate import group_desc, source_desc
 from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
@@ -37,8 +37,8 @@ TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask
             "init_model", "no_fine_tune")
 STEP_SETTINGS = {
     "collect_cohort": COHORT + ("out_dir", "participant_label", "control_label", "timeseries_dir", "metrics",
-                                "variants", "init_model", "folds", "val_split", "seed", "split_file",
-                                "no_fine_tune"),
+                                "variants", "init_model", "connectivity_dir", "matrix_dir", "matrix_values",
+                                "matrix_regions", "folds", "val_split", "seed", "split_file", "no_fine_tune"),
     "split": COHORT + ("control_label", "folds", "val_split", "seed", "split_file", "no_fine_tune", "init_model"),
     "harmonize": COHORT + ("harmonize", "max_missing", "init_model"),
     "train": COHORT + TRAINING,
@@ -77,7 +77,9 @@ def stage_labels(s: GroupSettings) -> dict[str, str]:
 def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
-    wf.__desc__ = group_desc(s.folds, s.harmonize, list(s.covariates), s.single_case_rule)
+    wf.__desc__ = group_desc(s.folds, s.harmonize, list(s.covariates), s.single_case_rule,
+                             source_desc(bool(s.timeseries_dir), bool(s.connectivity_dir),
+                                         s.matrix_values if s.matrix_dir else None))
     nodes = {}
 
     def node(interface, name: str, iterfield: list[str] | None = None, **kwargs):
