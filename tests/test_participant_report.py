@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import json
@@ -77,9 +78,10 @@ def test_report_renders_in_chromium_with_every_section_and_matrix(gsr_fails_for_
                                        "meas-kendall_relmat.tsv")
     names, matrix = read_relmat(relmat)
     assert kendall["labels"] == names
-    shown = np.array([[np.nan if v is None else v for v in row] for row in kendall["panels"]["gsr"]], float)
+    steps = np.frombuffer(base64.b64decode(kendall["panels"]["gsr"]), "<i2").reshape(len(names), len(names))
+    shown = np.where(steps == -32768, np.nan, steps * kendall["step"])
     off = ~np.eye(len(names), dtype=bool)
-    np.testing.assert_allclose(shown[off], matrix[off], atol=5e-5)
+    np.testing.assert_allclose(shown[off], matrix[off], atol=kendall["vmax"] / 32767)
     assert kendall["vmax"] == -kendall["vmin"] >= np.nanmax(np.abs(matrix[off]))  # one scale, centred
     assert "np.float64" not in page.dom and "np.int64" not in page.dom
     png = screenshot(report, tmp_path / "report.png", height=2400)
