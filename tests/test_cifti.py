@@ -282,3 +282,27 @@ def test_atlas_of_the_wrong_kind_stops_the_call(tmp_path, space, atlas, message)
                                              "--atlas", atlas))
     assert rc == 1 and error_lines(stderr) == [f"nmflow: error: {message}"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "truncated file: the header declares"),
+    ("nan", "BOLD has NaN or Inf values (volume 2, grayordinate 7)"),
+    ("constant", "BOLD is constant over time on every grayordinate: no signal to analyse"),
+    ("one volume", "BOLD must have several volumes, got 1"),
+])
+def test_damaged_dtseries_is_one_error_naming_it(tmp_path, damage, message):
+    from nmflow.errors import NmflowInputError
+    from nmflow.participant.atlas import resolve_atlas
+    from nmflow.participant.grayordinates import extract_grayordinate_signals
+
+    data = np.full((1 if damage == "one volume" else 4, 91282), 100.0)
+    if damage in ("truncated", "nan"):
+        data += np.random.default_rng(0).normal(size=data.shape)
+    if damage == "nan":
+        data[2, 7] = np.nan
+    bold = write_dtseries(tmp_path / "x_bold.dtseries.nii", data)
+    if damage == "truncated":
+        bold.write_bytes(bold.read_bytes()[:-1000])
+    with pytest.raises(NmflowInputError) as caught:
+        extract_grayordinate_signals(bold, [resolve_atlas("yeo7")])
+    assert str(caught.value).startswith(f"{bold}: {message}")
