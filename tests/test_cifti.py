@@ -306,3 +306,14 @@ def test_damaged_dtseries_is_one_error_naming_it(tmp_path, damage, message):
     with pytest.raises(NmflowInputError) as caught:
         extract_grayordinate_signals(bold, [resolve_atlas("yeo7")])
     assert str(caught.value).startswith(f"{bold}: {message}")
+
+
+def test_stimulus_study_refuses_cifti(tmp_path):
+    fmriprep, out = tmp_path / "fmriprep", tmp_path / "out"
+    write_run(fmriprep, "01", planted_data(5))
+    rc, _, stderr = run_cli(participant_argv(fmriprep, out, tmp_path / "work", None, "--space", "fsLR",
+                                             "--atlas", "yeo7", "--analysis", "prepost", "--stimulus-onset", "20"))
+    assert rc == 1 and error_lines(stderr) == [
+        "nmflow: error: --analysis prepost reads volumes (its GLM writes NIfTI maps): --space fsLR is for the "
+        "connectivity analysis"]
+    assert not out.exists()
