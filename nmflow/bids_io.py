@@ -24,13 +24,19 @@ from nmflow.participant.images import load_header
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
-                ("run", "run"), ("space", "space"), ("res", "res"), ("atlas", "atlas"),
+                ("run", "run"), ("space", "space"), ("res", "res"), ("den", "den"), ("atlas", "atlas"),
                 ("segmentation", "seg"), ("desc", "desc"), ("meas", "meas")]
+SPACE_ENTITIES = ("space", "res", "den")  # where a run's data lie: left out of its key and of its per-run files
+CIFTI_SPACE = "fsLR"  # the --space of fMRIPrep's CIFTI dense time series
 
 
 @dataclass
 class Run:
-    """One preprocessed BOLD run and the files that go with it."""
+    """One preprocessed BOLD run and the files that go with it.
+
+    ``mask`` is None for a CIFTI dense time series (``den`` set, e.g. ``91k``): its grayordinates are
+    the brain.
+    """
 
     subject: str
     session: str | None
@@ -40,20 +46,21 @@ class Run:
     space: str | None
     res: str | None
     bold: str
-    mask: str
+    mask: str | None
     confounds: str
     tr: float
+    den: str | None = None
 
     @property
     def entities(self) -> dict:
         """Entities of the run, keyed as in :data:`ENTITY_ORDER`."""
         return {k: v for k, v in asdict(self).items()
-                if k in ("subject", "session", "task", "run", "acquisition", "space", "res") and v is not None}
+                if k in ("subject", "session", "task", "run", "acquisition", "space", "res", "den") and v is not None}
 
     @property
     def key(self) -> str:
         """Short identifier, e.g. ``sub-01_ses-1_task-rest_run-1``."""
-        return bids_name({k: v for k, v in self.entities.items() if k not in ("space", "res")}, None, None)
+        return bids_name({k: v for k, v in self.entities.items() if k not in SPACE_ENTITIES}, None, None)
 
 
 def layout(root: str | Path, derivatives_config: bool = True):
@@ -99,6 +106,8 @@ def collect_runs(
 ) -> tuple[list[Run], list[str]]:
     """Find preprocessed BOLD runs and their mask, confounds and TR.
 
+    ``space="fsLR"`` finds fMRIPrep's CIFTI outputs (``--cifti-output``) instead:
+    ``*_space-fsLR_den-<n>_bold.dtseries.nii`` (no ``desc``, no brain mask).
     Returns the runs and a list of one-line problems: a run whose companion
     file is missing or whose TR cannot be read (sidecar, header) is reported
     there and left out, and the other runs are collected.
@@ -107,7 +116,9 @@ def collect_runs(
     if not fmriprep_dir.is_dir():
         raise NmflowInputError(fmriprep_dir, "input directory not found")
     lay = layout(fmriprep_dir)
-    query = {"suffix": "bold", "desc": "preproc", "extension": [".nii.gz", ".nii"], "datatype": "func"}
+    cifti = space == CIFTI_SPACE
+    query = ({"suffix": "bold", "extension": ".dtseries.nii", "datatype": "func"} if cifti else
+             {"suffix": "bold", "desc": "preproc", "extension": [".nii.gz", ".nii"], "datatype": "func"})
     if space:
         query["space"] = space
     if participant_label:
@@ -125,7 +136,7 @@ def collect_runs(
         ents = bold.get_entities()
         mask = masks.get(_entity_key(ents, RUN_ENTITIES + ("space", "res")), [])
         confounds = all_confounds.get(_entity_key(ents, RUN_ENTITIES), [])
-        if not mask:
+        if not mask and not cifti:
             problems.append(f"{bold.path}: no matching desc-brain_mask image")
             continue
         if not confounds:
@@ -140,13 +151,29 @@ def collect_runs(
             subject=ents["subject"], session=ents.get("session"), task=ents.get("task"),
             run=str(ents["run"]) if "run" in ents else None, acquisition=ents.get("acquisition"),
             space=ents.get("space"), res=str(ents["res"]) if "res" in ents else None,
-            bold=bold.path, mask=mask[0].path, confounds=confounds[0].path, tr=tr,
+            bold=bold.path, mask=None if cifti else mask[0].path, confounds=confounds[0].path, tr=tr,
+            den=str(ents["den"]) if "den" in ents else None,
         ))
     return runs, problems
 
 
+def sidecars(bold_path: str | Path) -> list[Path]:
+    """Candidate JSON sidecars of a BOLD file, nearest first.
+
+    ``x_bold.nii.gz`` has ``x_bold.json``; fMRIPrep writes ``x_bold.dtseries.json`` beside a
+    ``x_bold.dtseries.nii`` (some versions ``x_bold.json``).
+    """
+    name = Path(bold_path).name
+    for extension in (".dtseries.nii", ".nii.gz", ".nii"):
+        if name.endswith(extension):
+            stem = Path(bold_path).with_name(name[: -len(extension)])
+            extra = [stem.with_name(stem.name + ".dtseries.json")] if extension == ".dtseries.nii" else []
+            return extra + [stem.with_name(stem.name + ".json")]
+    return [Path(bold_path).with_suffix(".json")]
+
+
 def repetition_time(bold_path: str | Path) -> float:
-    """TR in seconds from the JSON sidecar, else from the NIfTI header.
+    """TR in seconds from the JSON sidecar, else from the NIfTI header (a CIFTI file's series step).
 
     Raises
     ------
@@ -155,19 +182,36 @@ def repetition_time(bold_path: str | Path) -> float:
         positive number, or no TR in either place.
     """
     bold_path = Path(bold_path)
-    sidecar = Path(str(bold_path).replace(".nii.gz", ".json").replace(".nii", ".json"))
-    if sidecar.exists():
+    for sidecar in sidecars(bold_path):
+        if not sidecar.exists():
+            continue
         meta = read_json(sidecar, "sidecar")
         if "RepetitionTime" in meta:
             value = meta["RepetitionTime"]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise NmflowInputError(sidecar, f"RepetitionTime must be a positive number of seconds, got {value!r}")
             return float(value)
+    if str(bold_path).endswith(".dtseries.nii"):
+        return _series_step(bold_path)
     header = load_header(bold_path).header
     zooms = header.get_zooms()
     if len(zooms) < 4 or not 0 < zooms[3] < float("inf"):
         raise NmflowInputError(bold_path, "no RepetitionTime in the sidecar and none in the header")
     return float(zooms[3]) / {"msec": 1000.0, "usec": 1e6}.get(header.get_xyzt_units()[1], 1.0)
+
+
+def _series_step(path: Path) -> float:
+    """The time step (s) of a CIFTI dense time series' series axis."""
+    import nibabel as nib
+
+    try:
+        axis = nib.load(path).header.get_axis(0)
+        step = float(axis.step) * {"SECOND": 1.0}[axis.unit]
+    except Exception:  # not CIFTI-2, not a series, or not in seconds
+        step = float("nan")
+    if not 0 < step < float("inf"):
+        raise NmflowInputError(path, "no RepetitionTime in the sidecar and no time step in seconds in the CIFTI header")
+    return step
 
 
 def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:

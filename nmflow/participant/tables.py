@@ -53,9 +53,9 @@ def key(*parts: str) -> str:
     return "|".join(parts)
 
 
-def sources(bold: str, mask: str, confounds: str) -> list[str]:
-    """BIDS URIs (``bids:preprocessed:<file name>``) of a run's input files, for ``Sources``."""
-    return [f"bids:preprocessed:{Path(p).name}" for p in (bold, mask, confounds)]
+def sources(bold: str, mask: str | None, confounds: str) -> list[str]:
+    """BIDS URIs (``bids:preprocessed:<file name>``) of a run's input files, for ``Sources`` (no mask: CIFTI)."""
+    return [f"bids:preprocessed:{Path(p).name}" for p in (bold, mask, confounds) if p]
 
 
 def design_meta(strategy: Strategy, source_uris: list[str]) -> dict:

@@ -327,7 +327,7 @@ class RunPage:
     carpets: dict[str, str]
     designs: dict[str, str | None]
     matrices: dict[str, str]
-    connectome: tuple[str, str]
+    connectome: tuple[str, str] | None
     region_legend: pd.DataFrame
     methods_html: str
     errors: list[str]
@@ -335,8 +335,12 @@ class RunPage:
     notes: list[str] = field(default_factory=list)
 
 
+NO_CONNECTOME = ("No connectome drawing: the networks of a CIFTI run lie on the two cortical surfaces, where a "
+                 "network has no single centre to draw a node at; the matrices above hold every connection.")
+
+
 def write_report(path: Path, page: RunPage) -> Path:
-    """Write the participant report of one run."""
+    """Write the participant report of one run (no connectome figure: ``page.connectome`` is None)."""
     summary = pd.DataFrame({"": list(page.summary), "value": [str(v) for v in page.summary.values()]})
     qc_note = paragraph("DVARS in z units: each voxel of the report's voxel sample z-scored first, so removing "
                         "slow drifts raises it; the FD-DVARS r (Pearson's correlation of framewise displacement "
@@ -345,8 +349,9 @@ def write_report(path: Path, page: RunPage) -> Path:
         Section("summary", "Summary").add(table(summary)),
         Section("qc", "Quality control").add(table(page.qc), qc_note, *(paragraph(n, "warn") for n in page.notes)),
         Section("carpets", "Carpets").add(
-            paragraph("Raw (after fMRIPrep) and cleaned BOLD of a sample of brain voxels, sorted by network; "
-                      "one tab per denoising strategy."),
+            paragraph("Raw (after fMRIPrep) and cleaned BOLD of a sample of brain voxels (of a CIFTI run: "
+                      "grayordinates, those outside the networks first), sorted by network; one tab per denoising "
+                      "strategy."),
             tabs({s: figure(src, f"{s}: framewise displacement, DVARS, global signal, raw and cleaned carpets")
                   for s, src in page.carpets.items()})),
         Section("confounds", "Confounds").add(
@@ -356,7 +361,9 @@ def write_report(path: Path, page: RunPage) -> Path:
         Section("fc", "Functional connectivity").add(
             paragraph("One tab per atlas and FC metric; one panel per strategy, on one colour scale centred on "
                       "0. Point at a cell to read its value."), tabs(page.matrices)),
-        Section("connectome", "Connectome").add(figure(*page.connectome), table(page.region_legend)),
+        Section("connectome", "Connectome").add(
+            *((figure(*page.connectome), table(page.region_legend)) if page.connectome else
+              (paragraph(NO_CONNECTOME, "none"),))),
         Section("methods", "Methods").add(page.methods_html),
         Section("errors", "Errors").add(
             *(paragraph(e, "error") for e in page.errors) if page.errors else

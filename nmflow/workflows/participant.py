@@ -68,7 +68,8 @@ def init_run_wf(
     wf.__desc__ = run_desc(atlases, strategies, metrics, settings, min_coverage)
     atlas_list, strategy_list = atlas_records(atlases), strategy_records(strategies)
     atlas_names = [a.name for a in atlases]
-    extract = Node(ExtractSignals(bold=run.bold, mask=run.mask, atlases=atlas_list, min_coverage=min_coverage),
+    mask = {"mask": run.mask} if run.mask else {}  # a CIFTI run has none
+    extract = Node(ExtractSignals(bold=run.bold, **mask, atlases=atlas_list, min_coverage=min_coverage),
                    name="extract")
     denoise = Node(Denoise(confounds=run.confounds, tr=run.tr, atlas_names=atlas_names, strategies=strategy_list,
                            settings=asdict(settings)), name="denoise")
