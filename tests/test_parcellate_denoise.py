@@ -105,3 +105,32 @@ def test_region_the_confounds_explain_is_a_strategy_error(standardize):
         clean_run(signals, confounds, 2.0, strategy, settings, "c.tsv", {"toy": ["A", "B"]}, "bold.nii.gz")
     kept = clean_run({"toy": signals["toy"][:, :1]}, confounds, 2.0, strategy, settings, "c.tsv")
     assert np.isfinite(kept.timeseries["toy"]).all() and kept.timeseries["toy"].std() > 0
+
+
+@pytest.mark.parametrize("low_pass, high_pass", [(0.1, 0.01), (0.1, None), (None, 0.01)])
+def test_a_run_too_short_for_the_filter_is_a_strategy_error(low_pass, high_pass):
+    """The fewest volumes nilearn's filter accepts: one fewer fails inside nilearn, which is reported as a
+    one-line problem of that strategy (the strategies that do not filter go on)."""
+    from nilearn.signal import clean
+
+    from nmflow.errors import StrategyError
+    from nmflow.participant.denoise import Strategy, filter_min_volumes
+
+    settings = CleaningSettings(low_pass=low_pass, high_pass=high_pass, min_volumes=5, standardize=None)
+    shortest = filter_min_volumes(2.0, settings)
+    rng = np.random.default_rng(0)
+    for n, fails in ((shortest, False), (shortest - 1, True)):  # against nilearn itself
+        run = lambda: clean(rng.normal(size=(n, 2)), t_r=2.0, detrend=True, filter="butterworth",  # noqa: E731
+                            low_pass=low_pass, high_pass=high_pass, standardize=None)
+        if fails:
+            with pytest.raises(ValueError, match="padlen"):
+                run()
+        else:
+            run()
+    confounds = pd.DataFrame({"csf": rng.normal(size=shortest - 1)})
+    signals = {"toy": 1000 + rng.normal(size=(shortest - 1, 2))}
+    with pytest.raises(StrategyError, match=rf"c.tsv: only {shortest - 1} volumes: the Butterworth filter of "
+                                            rf"strategy 'csfonly'.* needs at least {shortest}"):
+        clean_run(signals, confounds, 2.0, Strategy("csfonly", ("csf",)), settings, "c.tsv")
+    unfiltered = clean_run(signals, confounds, 2.0, Strategy("csfonly", ("csf",), filter=False), settings, "c.tsv")
+    assert np.isfinite(unfiltered.timeseries["toy"]).all()

@@ -247,6 +247,25 @@ def clean_signals(
     return out
 
 
+def filter_min_volumes(tr: float, settings: CleaningSettings, order: int = 5) -> int:
+    """Fewest volumes nilearn's Butterworth filter (order 5, forward and backward) can filter: SciPy's
+    ``sosfiltfilt`` pads each end with ``padlen`` volumes and needs more than that; 0 without a filter.
+
+    ``tr`` in seconds; the cut-offs (Hz) of ``settings``, as :func:`clean_signals` passes them.
+    """
+    from scipy.signal import butter
+
+    nyquist = 0.5 / tr
+    low = settings.low_pass if settings.low_pass and settings.low_pass < nyquist else None
+    high = settings.high_pass if settings.high_pass and settings.high_pass < nyquist else None
+    if low is None and high is None:
+        return 0
+    cutoff, kind = ([high, low], "bandpass") if low and high else ((low, "lowpass") if low else (high, "highpass"))
+    sos = butter(order, cutoff, btype=kind, fs=1 / tr, output="sos")
+    padlen = 3 * (2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum())))
+    return padlen + 1
+
+
 def clean_run(
     signals: dict[str, np.ndarray], confounds: pd.DataFrame, tr: float, strategy: Strategy,
     settings: CleaningSettings, source: str | Path | None = None,
@@ -289,6 +308,11 @@ def clean_run(
     if kept.size < settings.min_volumes:
         raise StrategyError(source, f"only {kept.size} volumes left after censoring with strategy "
                                     f"{strategy.name!r} (--min-volumes {settings.min_volumes})")
+    shortest = filter_min_volumes(tr, settings) if strategy.filter else 0
+    if n_volumes < shortest:
+        raise StrategyError(source, f"only {n_volumes} volumes: the Butterworth filter of strategy {strategy.name!r} "
+                                    f"(--low-pass {settings.low_pass}, --high-pass {settings.high_pass}) needs at "
+                                    f"least {shortest}")
     names = names or {a: [f"#{k}" for k in range(x.shape[1])] for a, x in signals.items()}
     stacked = np.hstack([signals[a] for a in signals])
     _check_regions(_by_atlas(_constant(stacked), signals), names, bold, "are constant over time in the BOLD "
