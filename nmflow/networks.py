@@ -36,6 +36,11 @@ MAX_REGIONS_SHOWN = 30  # past this many regions the reports summarise by networ
 N_MODULES = 7
 
 
+def yeo_systems(n_networks: int) -> list[str]:
+    """Yeo-7 system of each network of Yeo's 7- or 17-network atlas, in label order 1..n."""
+    return list(YEO7_SYSTEMS) if n_networks == 7 else [YEO7_SYSTEMS[k - 1] for k in YEO17_TO_YEO7]
+
+
 def region_systems(region_names: list[str]) -> list[str]:
     """Yeo-7 system of each region from its name.
 
@@ -46,10 +51,9 @@ def region_systems(region_names: list[str]) -> list[str]:
     """
     from nmflow.participant.atlas import YEO_NAMES
 
-    if list(region_names) == YEO_NAMES[17]:
-        return [YEO7_SYSTEMS[k - 1] for k in YEO17_TO_YEO7]
-    if list(region_names) == YEO_NAMES[7]:
-        return list(YEO7_SYSTEMS)
+    for n in (7, 17):
+        if list(region_names) == YEO_NAMES[n]:
+            return yeo_systems(n)
     out = []
     for name in region_names:
         low = name.lower()
