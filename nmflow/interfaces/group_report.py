@@ -38,6 +38,28 @@ def _full(path: str):
     return read_table(Path(path).with_suffix(".npz"))
 
 
+def network_assignment(s, variant, features, reference):
+    """The network of each region of ``variant`` (:class:`nmflow.group.features.Variant`): recorded in a time
+    series sidecar of ``--timeseries-dir`` or OUT_DIR, else read from the region names, else k-means modules of
+    the ``reference`` controls' mean FC (``features``: :class:`~nmflow.group.records.VariantFeatures`)."""
+    import itertools
+
+    import numpy as np
+
+    from nmflow.networks import fc_modules, named_networks, recorded_networks
+    from nmflow.participant.connectivity import from_upper_triangle
+
+    folder = s.timeseries_dir or s.out_dir
+    stem = "".join(f"_{k}-{v}" for k, v in (("atlas", variant.atlas), ("seg", variant.seg)) if v)
+    sidecars = itertools.islice(Path(folder).glob(f"sub-*/**/*{stem}_*timeseries.json"), 10) if folder else []
+    regions = features.regions
+    found = recorded_networks(sidecars, regions) or named_networks(regions)
+    if found is None:
+        mean = np.nanmean(features.x[reference], axis=0)
+        found = fc_modules(from_upper_triangle(mean, len(regions), diagonal=0.0), seed=0)
+    return found
+
+
 class GroupReport(SimpleInterface):
     """HTML report of the selected variant (rank 1 of the selection, else the first variant)."""
 
@@ -66,8 +88,9 @@ class GroupReport(SimpleInterface):
         if folder.exists():
             shutil.rmtree(folder)  # a rerun leaves no page of a patient no longer in the cohort
         folder.mkdir()
+        networks = network_assignment(s, shown, features[k], split.folds.reference)
         data = ReportData(table, split.folds, variant, selection, list(self.inputs.messages),
-                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s)
+                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s, networks)
         write_group_report(folder, data)
         self._results["report_dir"] = str(folder)
         return runtime

@@ -4,7 +4,9 @@ For a reader who is not a statistician: the overall deviation as a
 percentile of the held-out controls, the deviation matrix on the atlas'
 networks, the most extreme connections in plain words, the single-case
 tests, and the motion of the patient's scans; with the caution that this is
-a research tool.
+a research tool.  Past :data:`~nmflow.networks.MAX_REGIONS_SHOWN` regions the
+matrix is the mean per network pair, with the full matrix as a zoomable
+page, and the :data:`N_TOP` most extreme connections are listed in a table.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from nmflow.group import motion as qc
 from nmflow.normative.deviations import EXTREME_Z
 from nmflow.reports import group_figures as gf
 from nmflow.reports.html import Link, Section, bullet_list, figure, links, number, paragraph, render_page, table
+from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
 from nmflow.reports.words import against_controls, connection_label
 
 N_EXTREME = 5
+N_TOP = 20  # most extreme connections in a table past MAX_REGIONS_SHOWN regions
 N_TABLE = 10
 HIGH_FD = 0.5  # mm
 Z_LIMIT = 3.0  # colour scale of the deviation matrices
@@ -39,10 +43,11 @@ def write_patient_pages(folder: Path, d) -> dict[str, Path]:
     z = sc.scores["autoencoder"].z
     rows = np.flatnonzero(d.folds.patients)
     ids = [d.ids[i] for i in rows]
-    shown = [gf.network_matrix(z[i], sc.connection, sc.regions) for i in rows]
-    figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], [m for m, _ in shown],
-                                shown[0][1] if shown else [], [f"{pid}: deviation z" for pid in ids], Z_LIMIT,
-                                "deviation z")
+    if not ids:
+        return {}
+    matrices, labels = gf.network_matrix(z[rows], sc.connection, sc.regions, d.networks)
+    figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], list(matrices),
+                                labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT, "deviation z")
     return {pid: _page(folder / f"{pid}.html", d, i, fig) for pid, i, fig in zip(ids, rows, figures)}
 
 
@@ -113,10 +118,21 @@ def _overall(d, i: int) -> Section:
 
 
 def _matrix(d, i: int, png: Path) -> Section:
-    caption = ("This patient's deviation z per connection: red where connectivity is higher than the normative "
-               "model predicts from the patient's covariates and other connections, blue where lower; about 5 % "
-               f"of controls' deviations lie beyond ±2, and colours stop changing beyond ±{Z_LIMIT:g}.")
-    return Section("matrix", "Deviation matrix", figure(f"figures/{png.name}", caption))
+    meaning = ("red where connectivity is higher than the normative model predicts from the patient's covariates "
+               "and other connections, blue where lower; about 5 % of controls' deviations lie beyond ±2, and "
+               f"colours stop changing beyond ±{Z_LIMIT:g}.")
+    if not d.large:
+        return Section("matrix", "Deviation matrix", figure(f"figures/{png.name}", "This patient's deviation z per "
+                                                                                     f"connection: {meaning}"))
+    sc, pid = d.variant.scored, d.ids[i]
+    page = write_matrix_page(
+        png.with_suffix(".html"), full_matrix(sc.scores["autoencoder"].z[i], sc.connection, len(sc.regions)),
+        sc.regions, d.networks, gf.network_colours(d.networks.order), f"Deviation z of {pid}",
+        f"{pid}'s deviation z per connection, regions ordered by network: {meaning}", Z_LIMIT, "deviation z",
+        (f"../{pid}.html#matrix", f"back to {pid}'s page"))
+    return Section("matrix", "Deviation matrix", figure(
+        f"figures/{png.name}", f"This patient's deviation z averaged over the connections of each network pair "
+        f"(diagonal: within a network): {meaning}") + networks_note(d.networks) + matrix_link(f"figures/{page.name}"))
 
 
 def _extremes(d, i: int) -> Section:
@@ -125,7 +141,23 @@ def _extremes(d, i: int) -> Section:
     text = ("Percentages compare the patient's deviation with those of the held-out controls for the same "
             f"connection. Among {n} connections the most extreme are beyond most controls by chance alone: only "
             "the single-case tests below allow for the number of connections.")
-    return Section("extremes", "Most extreme connections", paragraph(text) + bullet_list(items))
+    section = Section("extremes", "Most extreme connections", paragraph(text) + bullet_list(items))
+    return section.add(_top_table(d, i)) if d.large else section
+
+
+def _top_table(d, i: int) -> str:
+    """The :data:`N_TOP` connections with the largest |z| of patient ``i``, with their networks."""
+    sc, nets = d.variant.scored, d.networks.networks
+    z = sc.scores["autoencoder"].z
+    top = _extreme_connections(d, i, N_TOP)
+    rows, cols = np.triu_indices(len(sc.regions), k=1)
+    reference = z[d.folds.reference][:, top]
+    frame = pd.DataFrame({
+        "Connection": [connection_label(sc.connection[k], sc.regions) for k in top],
+        "Networks": [f"{nets[rows[sc.connection[k]]]} – {nets[cols[sc.connection[k]]]}" for k in top],
+        "Deviation z": z[i, top], "Held-out controls beyond it (%)": 100 * np.mean(
+            np.abs(reference) >= np.abs(z[i, top]), axis=0)})
+    return f"<h3>The {len(top)} most extreme connections</h3>" + table(frame)
 
 
 def _single_case(d, i: int) -> Section:
