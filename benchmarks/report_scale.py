@@ -1,4 +1,4 @@
-"""The group report at scale (python benchmarks/report_scale.py [--regions 400] [--subjects 300] [--keep DIR]).
+"""The group report at scale (python benchmarks/report_scale.py [--regions 400] [--subjects 300] [--abide] [--keep DIR]).
 
 Writes synthetic BEP017 time series (``--regions`` regions in 7 planted modules, a few connections
 coupled more strongly in each patient group; 60 % controls, 2 patient groups, 2 sites), runs the group
@@ -7,7 +7,8 @@ step again on the same inputs and prints its time, with a cProfile summary of it
 
 The time series sidecars name each region's module (``RegionNetworks``), as the participant level
 records the network of a region; ``--no-networks`` leaves them out (the report then groups the
-regions by the controls' mean FC).
+regions by the controls' mean FC).  ``--abide`` takes the real ABIDE development subset instead
+(Harvard-Oxford 111 regions without names; the first ``--subjects`` subjects of its table).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 from helpers.group import group_args  # noqa: E402
 from helpers.modules import write_study  # noqa: E402
+from helpers.realdata import abide_participants, write_abide_timeseries  # noqa: E402
 
 from nmflow.workflows.group import run_group  # noqa: E402
 
@@ -63,6 +65,7 @@ def main(argv=None) -> None:
     parser.add_argument("--regions", type=int, default=400)
     parser.add_argument("--subjects", type=int, default=300)
     parser.add_argument("--no-networks", action="store_true")
+    parser.add_argument("--abide", action="store_true", help="real data: ABIDE, Harvard-Oxford 111 regions")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--keep", type=Path, help="folder to keep (and reuse) the study and its work folder in")
     args = parser.parse_args(argv)
@@ -71,8 +74,13 @@ def main(argv=None) -> None:
     try:
         if not (root / "participants.tsv").exists():
             start = time.perf_counter()
-            write_study(root, args.regions, args.subjects, networks=not args.no_networks)
-            print(f"[{args.subjects} subjects x {args.regions} regions written in {time.perf_counter() - start:.0f} s]")
+            if args.abide:
+                table = abide_participants().head(args.subjects)
+                write_abide_timeseries(root / "ts", table.participant_id)
+                table.to_csv(root / "participants.tsv", sep="\t", index=False)
+            else:
+                write_study(root, args.regions, args.subjects, networks=not args.no_networks)
+            print(f"[{args.subjects} subjects written in {time.perf_counter() - start:.0f} s]")
         if not (root / "out" / "group" / "group_report.html").exists():
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
@@ -81,7 +89,8 @@ def main(argv=None) -> None:
                                      "-w", str(work)))
             print(f"[group level: {time.perf_counter() - start:.0f} s]")
         seconds = report_node_time(work, args.profile)
-        print(f"report step: {seconds:.1f} s ({args.regions} regions, {args.subjects} subjects)")
+        print(f"report step: {seconds:.1f} s ({'ABIDE, 111' if args.abide else args.regions} regions, "
+              f"{args.subjects} subjects)")
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,16 @@ class ReportData:
     strategies: dict[str, np.ndarray]
     settings: object
     networks: Assignment
+
+    @cached_property
+    def single_cases(self) -> dict[str, pd.DataFrame]:
+        """Each patient's rows of the single-case table (one row per patient and connection: split once)."""
+        return dict(tuple(self.variant.single_case.groupby("participant_id", sort=False)))
+
+    @cached_property
+    def feature_index(self) -> dict[str, int]:
+        """Position of each connection name among the scored connections."""
+        return {name: k for k, name in enumerate(self.variant.scored.names)}
 
     @property
     def large(self) -> bool:

@@ -229,7 +229,7 @@ def count_figure(path: Path, counts: np.ndarray, totals: np.ndarray, labels: lis
     written as its count."""
     k = len(labels)
     share = np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
-    side = 1.6 + 0.55 * k
+    side = 1.4 + 0.45 * k
     fig, ax = plt.subplots(figsize=(side + 1.6, side))
     image = ax.imshow(100 * share, cmap="Reds", vmin=0, vmax=max(1.0, float(np.nanmax(100 * share, initial=0))))
     for i in range(k):
@@ -237,7 +237,7 @@ def count_figure(path: Path, counts: np.ndarray, totals: np.ndarray, labels: lis
             if totals[i, j]:
                 dark = share[i, j] > 0.6 * np.nanmax(share)
                 ax.text(j, i, f"{counts[i, j]}", ha="center", va="center", fontsize=8,
-                        color="white" if dark else "#222")
+                        color="white" if dark else "#222" if counts[i, j] else "#bbb")
     ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), labels, fontsize=8)
     ax.set_title(title, fontsize=9)

@@ -81,14 +81,19 @@ def _describe(d, i: int, k: int) -> str:
 def _feature_label(d, feature: str) -> str:
     """A single-case ``feature`` (connection name) in words."""
     sc = d.variant.scored
-    return connection_label(sc.connection[sc.names.index(feature)], sc.regions)
+    return connection_label(sc.connection[d.feature_index[feature]], sc.regions)
+
+
+def _single_rows(d, pid: str) -> pd.DataFrame:
+    """The patient's rows of the single-case table (none when it has no row)."""
+    return d.single_cases.get(pid, d.variant.single_case.iloc[:0])
 
 
 def patient_summary(d, pid: str) -> dict:
     """The patient's row of the group report's single-case table."""
     i = d.ids.index(pid)
     glob = d.variant.scored.scores["autoencoder"].globals.iloc[i]
-    single = d.variant.single_case[d.variant.single_case.participant_id == pid]
+    single = _single_rows(d, pid)
     overall = single[single.feature == "global"]
     flagged = single[(single.feature != "global") & single.flagged]
     return {"Patient": pid, "Group": d.table["group"].iloc[i], "Overall deviation (percentile)": glob.global_score,
@@ -100,8 +105,8 @@ def _overall(d, i: int) -> Section:
     ae = d.variant.scored.scores["autoencoder"]
     glob = ae.globals
     ref = d.folds.reference
-    single = d.variant.single_case
-    overall = single[(single.participant_id == d.ids[i]) & (single.feature == "global")]
+    single = _single_rows(d, d.ids[i])
+    overall = single[single.feature == "global"]
     text = (f"Overall deviation at percentile {number(glob.global_score.iloc[i])} of the {int(ref.sum())} held-out "
             f"controls: the mean squared deviation over all connections ({number(glob.mean_sq_z.iloc[i])}) is "
             f"{against_controls(glob.mean_sq_z.iloc[i], glob.mean_sq_z[ref].to_numpy())}.")
@@ -162,13 +167,13 @@ def _top_table(d, i: int) -> str:
 
 def _single_case(d, i: int) -> Section:
     sc, pid = d.variant.scored, d.ids[i]
-    single = d.variant.single_case
-    rows = single[(single.participant_id == pid) & (single.feature != "global")]
+    single = _single_rows(d, pid)
+    rows = single[single.feature != "global"]
     z = sc.scores["autoencoder"].z[i]
     rows = rows.sort_values("p", kind="stable")
     shown = pd.concat([rows[rows.flagged], rows[~rows.flagged].head(max(0, N_TABLE - int(rows.flagged.sum())))])
     frame = pd.DataFrame({"Connection": [_feature_label(d, f) for f in shown.feature],
-                          "Deviation z": [z[sc.names.index(f)] for f in shown.feature], "t": shown.t.to_numpy(),
+                          "Deviation z": [z[d.feature_index[f]] for f in shown.feature], "t": shown.t.to_numpy(),
                           "p": shown.p.to_numpy(),
                           "p (family-wise)": shown.p_fwe.to_numpy(), "Flagged": shown.flagged.to_numpy()})
     n_flagged = int(rows.flagged.sum())
