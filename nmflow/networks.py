@@ -190,13 +190,16 @@ def pair_means(values: np.ndarray, connection: np.ndarray, codes: np.ndarray, n_
     v = np.atleast_2d(np.asarray(values, float))
     k = int(codes.max()) + 1
     a, b = pair_index(np.asarray(connection), codes, n_regions)
-    onehot = np.zeros((a.size, k * k))
-    onehot[np.arange(a.size), a * k + b] = 1.0
-    finite = np.isfinite(v)
-    sums = np.where(finite, v, 0.0) @ onehot
-    counts = finite.astype(float) @ onehot
+    flat = a * k + b
+    order = np.argsort(flat, kind="stable")  # the connections of a pair side by side: one reduceat per sum
+    pairs, starts = np.unique(flat[order], return_index=True)
+    finite = np.isfinite(v[:, order])
+    sums = np.add.reduceat(np.where(finite, v[:, order], 0.0), starts, axis=1) if starts.size else v[:, :0]
+    counts = np.add.reduceat(finite, starts, axis=1, dtype=np.int64) if starts.size else v[:, :0]
+    means = np.full((v.shape[0], k * k), np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan).reshape(-1, k, k)
+        means[:, pairs] = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+    means = means.reshape(-1, k, k)
     upper = np.triu(np.ones((k, k), bool))
     out = np.where(upper, means, np.swapaxes(means, 1, 2))
     return out[0] if np.ndim(values) == 1 else out

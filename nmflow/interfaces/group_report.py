@@ -38,6 +38,37 @@ def _full(path: str):
     return read_table(Path(path).with_suffix(".npz"))
 
 
+SINGLE_CASE_COLUMNS = ("participant_id", "feature", "df", "t", "p", "p_fwe", "flagged")  # what the pages show
+
+
+def single_case_table(path: str):
+    """The single-case table's :data:`SINGLE_CASE_COLUMNS`, its text columns as categories.
+
+    The table holds a row per patient and connection (9.6 million at 400
+    regions and 120 patients): the patient of a row is coded from the runs of
+    equal labels, and the connection from the first patient's rows when every
+    patient lists the same ones in the same order (else by hashing), instead
+    of converting millions of strings one by one.
+    """
+    import numpy as np
+    import pandas as pd
+
+    with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as data:
+        columns = {c: data[f"table/{c}"] for c in SINGLE_CASE_COLUMNS}
+    pid, feature = columns["participant_id"], columns["feature"]
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]]) if pid.size else np.zeros(0, int)
+    runs, run_codes = pd.factorize(pid[starts])
+    columns["participant_id"] = pd.Categorical.from_codes(
+        np.repeat(runs, np.diff(np.r_[starts, pid.size])), run_codes.astype(str))
+    block = int(starts[1]) if starts.size > 1 else pid.size
+    if block and pid.size % block == 0 and (feature.reshape(-1, block) == feature[:block]).all():
+        columns["feature"] = pd.Categorical.from_codes(np.tile(np.arange(block), pid.size // block),
+                                                       feature[:block].astype(str))
+    else:
+        columns["feature"] = pd.Categorical(feature.astype(str))
+    return pd.DataFrame(columns)
+
+
 def network_assignment(s, variant, features, reference):
     """The network of each region of ``variant`` (:class:`nmflow.group.features.Variant`): recorded in a time
     series sidecar of ``--timeseries-dir`` or OUT_DIR, else read from the region names, else k-means modules of
@@ -81,7 +112,7 @@ class GroupReport(SimpleInterface):
         strategies = {f.variant.desc: f.x for f in features
                       if (f.variant.atlas, f.variant.seg, f.variant.meas) == (shown.atlas, shown.seg, shown.meas)}
         variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k]),
-                                _full(self.inputs.stats[k]), _full(self.inputs.singlecase[k]),
+                                _full(self.inputs.stats[k]), single_case_table(self.inputs.singlecase[k]),
                                 _full(self.inputs.networks[k]), _full(self.inputs.curves[k]),
                                 int(self.inputs.model_meta[k]["best_epoch"]))
         folder = Path(runtime.cwd) / "report"

@@ -89,7 +89,7 @@ class ReportData:
     @cached_property
     def single_cases(self) -> dict[str, pd.DataFrame]:
         """Each patient's rows of the single-case table (one row per patient and connection: split once)."""
-        return dict(tuple(self.variant.single_case.groupby("participant_id", sort=False)))
+        return {str(pid): rows for pid, rows in self.variant.single_case.groupby("participant_id", sort=False, observed=True)}
 
     @cached_property
     def feature_index(self) -> dict[str, int]:

@@ -64,8 +64,11 @@ def _page(path: Path, d, i: int, matrix_png: Path) -> Path:
 
 def _extreme_connections(d, i: int, count: int) -> list[int]:
     """Indices of the ``count`` scored connections with the largest |z| of subject ``i``."""
-    z = d.variant.scored.scores["autoencoder"].z[i]
-    order = np.argsort(-np.abs(np.nan_to_num(z)), kind="stable")
+    size = np.abs(np.nan_to_num(d.variant.scored.scores["autoencoder"].z[i]))
+    # the count largest (a partial sort), then in order; ties by position as a stable sort of all would give
+    candidates = np.flatnonzero(size >= np.partition(size, -count)[-count]) if count < size.size else \
+        np.arange(size.size)
+    order = candidates[np.lexsort((candidates, -size[candidates]))]
     return [int(k) for k in order[:count]]
 
 
@@ -156,7 +159,7 @@ def _top_table(d, i: int) -> str:
     z = sc.scores["autoencoder"].z
     top = _extreme_connections(d, i, N_TOP)
     rows, cols = np.triu_indices(len(sc.regions), k=1)
-    reference = z[d.folds.reference][:, top]
+    reference = z[:, top][d.folds.reference]
     frame = pd.DataFrame({
         "Connection": [connection_label(sc.connection[k], sc.regions) for k in top],
         "Networks": [f"{nets[rows[sc.connection[k]]]} – {nets[cols[sc.connection[k]]]}" for k in top],
@@ -170,13 +173,13 @@ def _single_case(d, i: int) -> Section:
     single = _single_rows(d, pid)
     rows = single[single.feature != "global"]
     z = sc.scores["autoencoder"].z[i]
-    rows = rows.sort_values("p", kind="stable")
-    shown = pd.concat([rows[rows.flagged], rows[~rows.flagged].head(max(0, N_TABLE - int(rows.flagged.sum())))])
+    n_flagged = int(rows.flagged.sum())
+    shown = pd.concat([rows[rows.flagged].sort_values("p", kind="stable"),
+                       rows[~rows.flagged].nsmallest(max(0, N_TABLE - n_flagged), "p", keep="first")])
     frame = pd.DataFrame({"Connection": [_feature_label(d, f) for f in shown.feature],
                           "Deviation z": [z[d.feature_index[f]] for f in shown.feature], "t": shown.t.to_numpy(),
                           "p": shown.p.to_numpy(),
                           "p (family-wise)": shown.p_fwe.to_numpy(), "Flagged": shown.flagged.to_numpy()})
-    n_flagged = int(rows.flagged.sum())
     rule = {"maxt": "family-wise p calibrated on the controls", "fdr": "Benjamini–Hochberg q",
             "raw": "uncorrected p"}[d.settings.single_case_rule]
     text = (f"{n_flagged} of {len(rows)} connections flagged ({rule} < {d.settings.alpha:g}); "
