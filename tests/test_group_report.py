@@ -20,7 +20,7 @@ from nmflow.participant.connectivity import fisher_z, upper_triangle
 from nmflow.reports.group import qc_fc_words
 from nmflow.reports.group_figures import draw_circle, network_matrix, spread_labels
 from nmflow.reports.html import Link, number, table
-from nmflow.reports.words import against_controls, connection_label, region_label
+from nmflow.reports.words import against_controls, connection_label, network_pair, region_label
 from nmflow.workflows.group import run_group
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
@@ -174,6 +174,7 @@ def test_words_and_tables():
     assert region_label("8_Salience+Ventral_Attention_A") == "Salience/Ventral Attention A"
     assert region_label("7_Default_Network_Area") == "Default" and region_label("LH_Vis_1") == "LH Vis 1"
     assert connection_label(0, YEO_NAMES[17]) == "Visual A – Visual B"
+    assert network_pair(Assignment(["Default", "Visual"], "test"), 0, 1) == "Visual – Default"  # summaries' order
     controls = np.arange(1, 21, dtype=float)
     assert against_controls(25.0, controls, "connectivity ") == "connectivity higher than all 20 controls"
     assert against_controls(2.5, controls) == "lower than 90 % of controls"

@@ -35,7 +35,7 @@ from nmflow.reports.html import (
     Link, Section, bullet_list, embed, figure, links, number, paragraph, render_page, table, tabs,
 )
 from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
-from nmflow.reports.words import connection_label, ranking_sentences, strategy_order, variant_entities
+from nmflow.reports.words import connection_label, network_pair, ranking_sentences, strategy_order, variant_entities
 
 TOP_K = 25  # flagged connections shown as a table and a circle past MAX_REGIONS_SHOWN regions
 
@@ -337,7 +337,7 @@ def _deviations(d: ReportData, figures: Path) -> Section:
               else int((d.folds.patients & (groups == g)).sum()) for g in means}
     titles = [f"{'held-out controls' if g == d.settings.control_label else g} (n = {counts[g]})" for g in means]
     paths = gf.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(means))], list(matrices), labels,
-                              titles, limit, "mean deviation z")
+                              titles, limit, "mean deviation z", gf.NETWORK_CELL if d.large else 0.3)
     # the full matrices' scale: their 99th percentile of |z| (a few extreme cells would wash out the rest)
     full_limit = max(0.5, float(np.ceil(10 * np.nanpercentile(np.abs(np.vstack(list(means.values()))), 99)) / 10))
     panels = {}
@@ -478,8 +478,7 @@ def _flagged_by_network(d: ReportData, figures: Path, section: Section) -> Secti
             view = figure(f"figures/{circle.name}", f"{g}: {what} on a circle of the {n} regions grouped by network "
                           "(only their regions are named); line width: effect size.")
         shown = _flagged_table(top, sc.regions).drop(columns="Group")
-        shown.insert(1, "Networks", [f"{networks.networks[rows[c]]} – {networks.networks[cols[c]]}"
-                                     for c in top.connection])
+        shown.insert(1, "Networks", [network_pair(networks, rows[c], cols[c]) for c in top.connection])
         panels[g] = (figure(f"figures/{counts.name}", f"Connections flagged in {g} per network pair (colour: share "
                             "of the pair's connections; diagonal: within a network).")
                      + f"<h3>{what.capitalize()}</h3>" + view + table(shown))
@@ -520,9 +519,9 @@ def _ranking(d: ReportData) -> Section:
 
 def _combat(d: ReportData, figures: Path) -> Section:
     p, controls = d.variant.prepared, d.folds.controls
-    before = p.features.x[:, p.kept]
+    before = p.features.x[np.ix_(controls, p.kept)]
     before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
-    path = gf.combat_figure(figures / "combat_sites.png", before[controls], p.preps[0].features[controls],
+    path = gf.combat_figure(figures / "combat_sites.png", before, p.preps[0].features[controls],
                             d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
     return Section("combat", "Site harmonisation (ComBat)", figure(
         f"figures/{path.name}", "Controls' FC projected on its first two principal components, coloured by site, "

@@ -18,15 +18,17 @@ from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
 from nmflow.reports.words import region_label  # noqa: E402
 
 DPI = 90
+NETWORK_CELL = 0.55  # inches per cell of a network-pair matrix (a few cells: larger than a region's)
 
 
 def network_colours(names: list[str]) -> dict[str, str]:
-    """A colour (hex) per network: Yeo-7 systems always the same (Set2), other names from tab20 in order,
-    ``Other`` grey."""
+    """A colour (hex) per network: Yeo-7 systems always the same (Set2), other names from tab10 in order
+    (tab20 past 10), ``Other`` grey."""
     yeo = {s: matplotlib.colors.to_hex(plt.get_cmap("Set2")(k)) for k, s in enumerate(YEO7_SYSTEMS)}
     rest = [n for n in names if n not in yeo and n != OTHER]
+    palette = plt.get_cmap("tab10" if len(rest) <= 10 else "tab20")
     colours = {n: yeo[n] for n in names if n in yeo}
-    colours.update({n: matplotlib.colors.to_hex(plt.get_cmap("tab20")(k % 20)) for k, n in enumerate(rest)})
+    colours.update({n: matplotlib.colors.to_hex(palette(k % palette.N)) for k, n in enumerate(rest)})
     if OTHER in names:
         colours[OTHER] = "#b3b3b3"
     return colours
@@ -75,18 +77,19 @@ def network_matrix(values: np.ndarray, connection: np.ndarray, regions: list[str
 
 
 def matrix_figures(paths: list[Path], matrices: list[np.ndarray], labels: list[str], titles: list[str],
-                   limit: float, colorbar_label: str) -> list[Path]:
+                   limit: float, colorbar_label: str, cell: float = 0.3) -> list[Path]:
     """Draw every ``(n, n)`` matrix with :func:`nilearn.plotting.plot_matrix`, one PNG each.
 
     The figure (labels, colour bar) is drawn once; each file re-renders only
     the matrix and its title on a copy of it (matplotlib blitting), so a page
     per patient stays cheap.  ``limit``: the colour scale runs from
-    ``-limit`` (blue) to ``limit`` (red) in every file.
+    ``-limit`` (blue) to ``limit`` (red) in every file; ``cell`` is the side
+    of a cell in inches (for at least 8 cells).
     """
     from nilearn import plotting
     from PIL import Image
 
-    side = 0.3 * max(len(labels), 8)  # inches; the canvas leaves room for any label, the files are cropped
+    side = cell * max(len(labels), 8)  # inches; the canvas leaves room for any label, the files are cropped
     fig = plt.figure(figsize=(side + 6, side + 5), dpi=DPI)
     ax = fig.add_axes((3.5 / (side + 6), 3.5 / (side + 5), (side + 1.2) / (side + 6), side / (side + 5)))
     image = plotting.plot_matrix(matrices[0], labels=labels or None, axes=ax, vmin=-limit, vmax=limit,

@@ -22,7 +22,7 @@ from nmflow.normative.deviations import EXTREME_Z
 from nmflow.reports import group_figures as gf
 from nmflow.reports.html import Link, Section, bullet_list, figure, links, number, paragraph, render_page, table
 from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
-from nmflow.reports.words import against_controls, connection_label
+from nmflow.reports.words import against_controls, connection_label, network_pair, upper_pairs
 
 N_EXTREME = 5
 N_TOP = 20  # most extreme connections in a table past MAX_REGIONS_SHOWN regions
@@ -47,7 +47,8 @@ def write_patient_pages(folder: Path, d) -> dict[str, Path]:
         return {}
     matrices, labels = gf.network_matrix(z[rows], sc.connection, sc.regions, d.networks)
     figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], list(matrices),
-                                labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT, "deviation z")
+                                labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT, "deviation z",
+                                gf.NETWORK_CELL if d.large else 0.3)
     return {pid: _page(folder / f"{pid}.html", d, i, fig) for pid, i, fig in zip(ids, rows, figures)}
 
 
@@ -155,14 +156,14 @@ def _extremes(d, i: int) -> Section:
 
 def _top_table(d, i: int) -> str:
     """The :data:`N_TOP` connections with the largest |z| of patient ``i``, with their networks."""
-    sc, nets = d.variant.scored, d.networks.networks
+    sc = d.variant.scored
     z = sc.scores["autoencoder"].z
     top = _extreme_connections(d, i, N_TOP)
-    rows, cols = np.triu_indices(len(sc.regions), k=1)
+    rows, cols = upper_pairs(len(sc.regions))
     reference = z[:, top][d.folds.reference]
     frame = pd.DataFrame({
         "Connection": [connection_label(sc.connection[k], sc.regions) for k in top],
-        "Networks": [f"{nets[rows[sc.connection[k]]]} – {nets[cols[sc.connection[k]]]}" for k in top],
+        "Networks": [network_pair(d.networks, rows[sc.connection[k]], cols[sc.connection[k]]) for k in top],
         "Deviation z": z[i, top], "Held-out controls beyond it (%)": 100 * np.mean(
             np.abs(reference) >= np.abs(z[i, top]), axis=0)})
     return f"<h3>The {len(top)} most extreme connections</h3>" + table(frame)
