@@ -89,7 +89,8 @@ class ReportData:
     @cached_property
     def single_cases(self) -> dict[str, pd.DataFrame]:
         """Each patient's rows of the single-case table (one row per patient and connection: split once)."""
-        return {str(pid): rows for pid, rows in self.variant.single_case.groupby("participant_id", sort=False, observed=True)}
+        by_patient = self.variant.single_case.groupby("participant_id", sort=False, observed=True)
+        return {str(pid): rows for pid, rows in by_patient}
 
     @cached_property
     def feature_index(self) -> dict[str, int]:

@@ -268,7 +268,7 @@ def combat_figure(path: Path, before: np.ndarray, after: np.ndarray, sites: np.n
 
     centre = before.mean(axis=0)
     # the first 2 components only: a seeded randomized SVD (a full SVD of 79,800 connections took 22 s)
-    _, _, vt = randomized_svd(before - centre, n_components=2, random_state=0)
+    _, _, vt = randomized_svd(before - centre, n_components=2, n_iter=2, random_state=0)
     fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharex=True, sharey=True)
     for ax, data, title in ((axes[0], before, "before"), (axes[1], after, "after ComBat")):
         pc = (data - centre) @ vt[:2].T

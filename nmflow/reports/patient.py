@@ -121,6 +121,7 @@ def _overall(d, i: int) -> Section:
         parts.append(paragraph(f"Single-case test of the overall deviation (Crawford–Howell, df = {int(row.df)}): "
                                f"t = {number(row.t)}, p = {number(row.p)}, {verdict} at p < {d.settings.alpha:g}."))
     chance = 2 * sps.norm.sf(EXTREME_Z) * ae.z.shape[1]
+    chance = float(np.round(chance)) if chance >= 10 else chance  # "740", not "7.4e+02"
     parts.append(paragraph(f"{int(glob.n_extreme.iloc[i])} connection(s) deviate beyond |z| = {EXTREME_Z:g}, where "
                            f"about {number(chance, 2)} are expected by chance."))
     return Section("overall", "Overall deviation", "".join(parts))
