@@ -20,6 +20,7 @@ from nmflow.participant.connectivity import fisher_z, upper_triangle
 from nmflow.reports.group import qc_fc_words
 from nmflow.reports.group_figures import draw_circle, network_matrix, spread_labels
 from nmflow.reports.html import Link, number, table
+from nmflow.reports.matrix_view import full_matrix, write_matrix_page
 from nmflow.reports.words import against_controls, connection_label, network_pair, region_label
 from nmflow.workflows.group import run_group
 
@@ -272,3 +273,20 @@ def test_network_assignment_falls_back_to_named_systems_then_modules(tmp_path):
     features = SimpleNamespace(regions=[f"R{k}" for k in range(40)], x=fc + rng.normal(0, 0.05, (5, fc.size)))
     found = network_assignment(s, Variant("X", None, None, "pearson"), features, np.ones(5, bool))
     assert found.data_driven and pd.crosstab(truth, np.array(found.networks)).astype(bool).sum(axis=1).eq(1).all()
+
+
+def test_matrix_page_holds_the_matrix_in_network_order(tmp_path):
+    import base64
+    import json
+
+    regions = ["a", "b", "c", "d"]
+    networks = Assignment(["Default", "Visual", "Default", "Visual"], "test")  # shown as b, d, a, c
+    values = np.array([0.5, -1.25, np.nan, 2.0, 0.125, -3.5])  # (a,b) (a,c) (a,d) (b,c) (b,d) (c,d)
+    matrix = full_matrix(values, np.arange(6), 4)
+    page = write_matrix_page(tmp_path / "m.html", matrix, regions, networks, {}, "t", "c", 1.0, "z", ("x", "y"))
+    data = json.loads(lxml.html.fromstring(page.read_text()).get_element_by_id("matrix-data").get("data-matrix"))
+    assert data["labels"] == ["b", "d", "a", "c"] and data["network_of"] == ["Visual", "Visual", "Default", "Default"]
+    stored = np.frombuffer(base64.b64decode(data["values"]), "<i2")
+    # upper triangle of the reordered matrix: (b,d) (b,a) (b,c) (d,a) (d,c) (a,c), in hundredths, NaN -32768
+    assert stored.tolist() == [12, 50, 200, -32768, -350, -125]
+    assert [(b["name"], b["start"], b["stop"]) for b in data["networks"]] == [("Visual", 0, 2), ("Default", 2, 4)]

@@ -407,7 +407,7 @@ def _flagged(d: ReportData, figures: Path) -> Section:
         circle = gf.circle_figure(figures / "connectome.png", edges, sc.regions, {**colours, "shared": "#000000"},
                                   d.networks)
         section.add(figure(f"figures/{circle.name}", "Flagged connections between the atlas regions (dots coloured "
-                           "by Yeo-7 system); colour: the patient group, black: flagged in several groups."))
+                           "by network); colour: the patient group, black: flagged in several groups."))
     nets = d.variant.networks
     nets = nets[(nets.model == "autoencoder") & (nets.n_flagged > 0)]
     nets = pd.DataFrame({"Systems": [f"{a} – {b}" for a, b in zip(nets.system_a, nets.system_b)],
