@@ -18,6 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+# region names of Yeo's atlases (label order 1..n), as in their label tables
+YEO_NAMES = {
+    7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
+        "5_Lymbic_Area", "6_Frontoparietal_Area", "7_Default_Network_Area"],
+    17: ["1_Visual_A", "2_Visual_B", "3_Somatomotor_A", "4_Somatomotor_B",
+         "5_Temporal_Parietal", "6_Frontoparietal_Area", "7_Dorsal_Attention_B",
+         "8_Salience+Ventral_Attention_A", "9_Salience+Ventral_Attention_B", "10_Control_A",
+         "11_Control_B", "12_Control_C", "13_Default_A", "14_Default_B", "15_Default_C",
+         "16_Limbic_A", "17_Limbic_B"],
+}
 YEO7_SYSTEMS = ["Visual", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Control", "Default"]
 # Yeo-17 network -> Yeo-7 system (1-based), in the order of the atlas labels 1..17 of
 # the shipped Yeo-17 label table.
@@ -49,8 +59,6 @@ def region_systems(region_names: list[str]) -> list[str]:
     (``Vis``, ``SomMot``, ``Default`` ... as in Schaefer labels), else
     :data:`OTHER`.
     """
-    from nmflow.participant.atlas import YEO_NAMES
-
     for n in (7, 17):
         if list(region_names) == YEO_NAMES[n]:
             return yeo_systems(n)

@@ -35,18 +35,9 @@ import pandas as pd
 
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
-from nmflow.networks import OTHER, YEO7_SYSTEMS, yeo_systems
+from nmflow.networks import OTHER, YEO7_SYSTEMS, YEO_NAMES, yeo_systems
 from nmflow.participant.images import read_image
 
-YEO_NAMES = {
-    7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
-        "5_Lymbic_Area", "6_Frontoparietal_Area", "7_Default_Network_Area"],
-    17: ["1_Visual_A", "2_Visual_B", "3_Somatomotor_A", "4_Somatomotor_B",
-         "5_Temporal_Parietal", "6_Frontoparietal_Area", "7_Dorsal_Attention_B",
-         "8_Salience+Ventral_Attention_A", "9_Salience+Ventral_Attention_B", "10_Control_A",
-         "11_Control_B", "12_Control_C", "13_Default_A", "14_Default_B", "15_Default_C",
-         "16_Limbic_A", "17_Limbic_B"],
-}
 BUILTIN = {f"yeo{n}{t}": (n, t) for n in (7, 17) for t in ("thin", "thick")}
 YEO_SOURCE = "the Yeo-7 system of each Yeo network"
 MIN_OVERLAP = 0.25  # share of a region's voxels a Yeo-7 system must cover to name its network
