@@ -23,6 +23,7 @@ import yaml
 from scipy import stats
 
 import nmflow
+from nmflow.networks import yeo_systems
 from helpers.participant import (
     DATA, MINIMAL, SPACE_RES, TOP_LEVEL, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
     hashes, minimal_run_outputs, saved_config, participant_argv, read_confounds, read_json,
@@ -88,6 +89,7 @@ def test_timeseries_headers_rows_and_sidecar(full_run, atlas):
             assert meta["RepetitionTime"] == pytest.approx(2.0)
             assert meta["DenoisingStrategy"]["Name"] == desc
             assert list(meta["RegionCoverage"]) == names
+            assert meta["RegionNetworks"] == dict(zip(names, yeo_systems(n_regions)))  # for the group report
             # kept volumes = the uncensored rows of the outliers table of that strategy
             outliers = read_tsv(path.parent / f"sub-{sub}_task-rest_desc-{desc}_outliers.tsv")
             assert len(outliers) == 100

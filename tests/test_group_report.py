@@ -9,16 +9,19 @@ import pandas as pd
 import pytest
 from helpers.browser import load_page, missing_links, require_chromium, screenshot
 from helpers.group import group_args, make_cohort, write_tree
+from helpers.modules import MODULES, write_study
 from scipy import stats as sps
 
 from nmflow.bids_io import read_relmat
 from nmflow.group.motion import qc_fc
+from nmflow.networks import Assignment, named_networks
 from nmflow.participant.atlas import YEO_NAMES
 from nmflow.participant.connectivity import fisher_z, upper_triangle
 from nmflow.reports.group import qc_fc_words
 from nmflow.reports.group_figures import draw_circle, network_matrix, spread_labels
 from nmflow.reports.html import Link, number, table
-from nmflow.reports.words import against_controls, connection_label, region_label
+from nmflow.reports.matrix_view import full_matrix, write_matrix_page
+from nmflow.reports.words import against_controls, connection_label, network_pair, region_label
 from nmflow.workflows.group import run_group
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
@@ -147,13 +150,21 @@ def test_qc_fc_equals_scipy_with_missing_values():
         assert n[k] == keep.sum()
 
 
+def _label_boxes(fig):
+    renderer = fig.canvas.get_renderer()
+    return [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+
+
 def test_circle_labels_never_overlap():
-    for n in (17, 111):
+    for n, n_edges in ((17, 1), (111, 25), (400, 25)):
         regions = [f"{k}_Default_{'long name ' * (k % 3)}{k}" for k in range(n)]
-        fig = draw_circle([(0, n // 2, "#000000")], regions, {"shared": "#000000"})
-        renderer = fig.canvas.get_renderer()
-        boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
-        assert len(boxes) == n and min(t.get_fontsize() for t in fig.axes[0].texts) >= 5.99
+        networks = Assignment([["Visual", "Default", "Control"][k % 3] for k in range(n)], "test")
+        edges = [(k, (7 * k + n // 2) % n, "#000000", 1.6) for k in range(n_edges)]
+        fig = draw_circle(edges, regions, {"shared": "#000000"}, networks)
+        boxes = _label_boxes(fig)
+        # up to 30 regions every region is named, past it only the regions of an edge
+        named = n if n <= 30 else len({k for e in edges for k in e[:2]})
+        assert len(boxes) == named and min(t.get_fontsize() for t in fig.axes[0].texts) >= 5.99
         overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
         assert overlaps == []
     heights = spread_labels(np.array([1.0, 0.99, 0.98, -1.4]), 0.1, 1.3)
@@ -164,6 +175,7 @@ def test_words_and_tables():
     assert region_label("8_Salience+Ventral_Attention_A") == "Salience/Ventral Attention A"
     assert region_label("7_Default_Network_Area") == "Default" and region_label("LH_Vis_1") == "LH Vis 1"
     assert connection_label(0, YEO_NAMES[17]) == "Visual A – Visual B"
+    assert network_pair(Assignment(["Default", "Visual"], "test"), 0, 1) == "Visual – Default"  # summaries' order
     controls = np.arange(1, 21, dtype=float)
     assert against_controls(25.0, controls, "connectivity ") == "connectivity higher than all 20 controls"
     assert against_controls(2.5, controls) == "lower than 90 % of controls"
@@ -182,11 +194,99 @@ def test_qc_fc_text_warns_when_the_shown_variant_keeps_motion():
     assert len(qc_fc_words(rows, ("desc-none", "desc-simple"), "desc-simple")) == 1  # no warning
 
 
-def test_large_atlas_matrix_is_shown_per_yeo7_system():
+def test_large_atlas_matrix_is_shown_per_network_pair():
     regions = [f"7Networks_LH_{'Vis' if k < 50 else 'Default'}_{k}" for k in range(100)]
     values = np.zeros(100 * 99 // 2)
     rows, cols = np.triu_indices(100, k=1)
     values[(rows >= 50) & (cols >= 50)] = 2.0  # within Default
-    matrix, labels = network_matrix(values, np.arange(values.size), regions)
+    matrix, labels = network_matrix(values, np.arange(values.size), regions, named_networks(regions))
     assert labels == ["Visual", "Default"]
     np.testing.assert_allclose(matrix, [[0, 0], [0, 2]])
+
+
+@pytest.fixture(scope="module")
+def large_study(tmp_path_factory):
+    """60 regions in 7 recorded modules (``RegionNetworks`` in the time series sidecars), 60 subjects."""
+    root = tmp_path_factory.mktemp("large")
+    write_study(root, 60, 60)
+    assert run_group(group_args(root, root / "out", "--timeseries-dir", str(root / "ts"), "--covariates", "age",
+                                "--epochs", "3", "--n-bootstrap", "0", "--folds", "2")) == 0
+    return root / "out" / "group"
+
+
+@pytest.mark.slow
+def test_large_atlas_report_summarises_by_network_in_chromium(large_study, tmp_path):
+    require_chromium()
+    group = large_study
+    pages = {group / "group_report.html": ["cohort", "calibration", "deviations", "flagged", "single-cases"],
+             next(group.glob("patients/sub-*.html")): ["caution", "overall", "matrix", "extremes", "single-case"],
+             group / "figures" / "deviations_1_full.html": ["matrix"]}
+    for page, sections in pages.items():
+        loaded = load_page(page)
+        assert not loaded.errors, loaded.errors
+        assert not missing_links(page, loaded.dom), missing_links(page, loaded.dom)
+        assert [s for s in sections if f'<section id="{s}">' not in loaded.dom] == []
+        assert [r for r in REPRS if r in loaded.dom] == []
+    assert "12 px per cell" in loaded.dom  # the matrix page's script drew the matrix (60 regions: 12 px cells)
+    dom = (group / "group_report.html").read_text()
+    for text in ("Networks: the network of each region recorded with the time series", "Network pairs",
+                 'src="figures/network_pairs_0.png"', 'href="figures/deviations_0_full.html"'):
+        assert text in dom
+    assert "Yeo-7 system pairs" not in dom
+    assert screenshot(group / "group_report.html", tmp_path / "large.png", height=2000).stat().st_size > 10_000
+
+
+def test_large_atlas_network_pairs_match_a_direct_count(large_study):
+    """The report's flagged counts per network pair, against a count of the stats TSV's flagged rows over the
+    planted modules (region k in module k * 7 // 60)."""
+    stats = pd.read_csv(large_study / "atlas-Synth_meas-pearson_stats.tsv", sep="\t")
+    flagged = stats[(stats.model == "autoencoder") & stats.flagged]
+    assert len(flagged) > 5
+    rows, cols = np.triu_indices(60, k=1)
+    module = np.array(MODULES)[np.arange(60) * 7 // 60]
+    expected = {}
+    for group, c in zip(flagged.group, flagged.connection):
+        a, b = sorted([module[rows[c]], module[cols[c]]], key=MODULES.index)
+        expected[(f"{a} – {b}", group)] = expected.get((f"{a} – {b}", group), 0) + 1
+    shown = _tables(large_study / "group_report.html")["flagged"][-1]
+    assert {(r.Networks, r.Group): int(r.Flagged) for r in shown.itertuples()} == expected
+    totals = {f"{a} – {a}": (module == a).sum() * ((module == a).sum() - 1) // 2 for a in MODULES}
+    for r in shown.itertuples():
+        if r.Networks in totals:
+            assert int(r.Connections) == totals[r.Networks]
+
+
+def test_network_assignment_falls_back_to_named_systems_then_modules(tmp_path):
+    from types import SimpleNamespace
+
+    from nmflow.group.features import Variant
+    from nmflow.interfaces.group_report import network_assignment
+
+    s = SimpleNamespace(timeseries_dir=None, out_dir=tmp_path)
+    names = ["7Networks_LH_Vis_1", "7Networks_RH_Default_2", "7Networks_LH_Vis_3"]
+    features = SimpleNamespace(regions=names, x=np.zeros((4, 3)))
+    assert network_assignment(s, Variant("X", None, None, "pearson"), features, np.ones(4, bool)).networks == \
+        ["Visual", "Default", "Visual"]
+    rng = np.random.default_rng(1)
+    truth = np.arange(40) % 7
+    fc = np.where(truth[:, None] == truth[None, :], 0.8, 0.0)[np.triu_indices(40, k=1)]
+    features = SimpleNamespace(regions=[f"R{k}" for k in range(40)], x=fc + rng.normal(0, 0.05, (5, fc.size)))
+    found = network_assignment(s, Variant("X", None, None, "pearson"), features, np.ones(5, bool))
+    assert found.data_driven and pd.crosstab(truth, np.array(found.networks)).astype(bool).sum(axis=1).eq(1).all()
+
+
+def test_matrix_page_holds_the_matrix_in_network_order(tmp_path):
+    import base64
+    import json
+
+    regions = ["a", "b", "c", "d"]
+    networks = Assignment(["Default", "Visual", "Default", "Visual"], "test")  # shown as b, d, a, c
+    values = np.array([0.5, -1.25, np.nan, 2.0, 0.125, -3.5])  # (a,b) (a,c) (a,d) (b,c) (b,d) (c,d)
+    matrix = full_matrix(values, np.arange(6), 4)
+    page = write_matrix_page(tmp_path / "m.html", matrix, regions, networks, {}, "t", "c", 1.0, "z", ("x", "y"))
+    data = json.loads(lxml.html.fromstring(page.read_text()).get_element_by_id("matrix-data").get("data-matrix"))
+    assert data["labels"] == ["b", "d", "a", "c"] and data["network_of"] == ["Visual", "Visual", "Default", "Default"]
+    stored = np.frombuffer(base64.b64decode(data["values"]), "<i2")
+    # upper triangle of the reordered matrix: (b,d) (b,a) (b,c) (d,a) (d,c) (a,c), in hundredths, NaN -32768
+    assert stored.tolist() == [12, 50, 200, -32768, -350, -125]
+    assert [(b["name"], b["start"], b["stop"]) for b in data["networks"]] == [("Visual", 0, 2), ("Default", 2, 4)]

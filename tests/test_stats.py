@@ -6,8 +6,9 @@ from scipy import stats
 
 from nmflow.participant.atlas import YEO_NAMES
 from nmflow.group.stats import (benjamini_hochberg, crawford_howell, crawford_howell_loo, group_statistics,
-                          mann_whitney, network_pair_summary, rank_biserial, region_systems, single_case_null_rate,
+                          mann_whitney, network_pair_summary, rank_biserial, single_case_null_rate,
                           single_case_table)
+from nmflow.networks import region_systems
 
 
 def test_benjamini_hochberg_hand_computed():

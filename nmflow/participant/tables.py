@@ -83,6 +83,13 @@ def _atlas_entities(atlas: Atlas) -> dict:
     return {k: atlas.entities[k] for k in ("atlas", "seg") if atlas.entities.get(k) is not None}
 
 
+def _networks_meta(atlas: Atlas) -> dict:
+    """``RegionNetworks`` (region -> network) and ``NetworkSource``, which the group report reads; empty when unknown."""
+    if atlas.networks is None:
+        return {}
+    return {"RegionNetworks": dict(zip(atlas.names, atlas.networks)), "NetworkSource": atlas.network_source}
+
+
 def timeseries_tables(
     folder: Path, cleaned: dict[str, np.ndarray], coverage: dict[str, np.ndarray], atlases: list[Atlas],
     strategies: list[Strategy], tr: float, source_uris: list[str],
@@ -118,7 +125,7 @@ def timeseries_tables(
                 "DenoisingStrategy": {"Name": strategy.name, "Description": strategy.description},
                 "VolumesKept": int(kept.size), "KeptVolumeIndices": [int(k) for k in kept],
                 "RegionCoverage": dict(zip(atlas.names, np.round(coverage[atlas.name], 4).tolist())),
-                "Software": SOFTWARE,
+                **_networks_meta(atlas), "Software": SOFTWARE,
             }, {"suffix": "timeseries", "desc": strategy.name, **_atlas_entities(atlas)}))
     return tables
 

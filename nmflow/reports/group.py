@@ -8,12 +8,20 @@ deviation per group on the network matrix, the flagged connections
 the single cases, the variant ranking in words, ComBat before/after, the
 notes of the run and an index of every subject with its participant
 reports and patient page.  Built with :mod:`nmflow.reports.html`.
+
+Past :data:`~nmflow.networks.MAX_REGIONS_SHOWN` regions the matrices are
+summarised per network pair (:class:`~nmflow.networks.Assignment`), each
+full region x region matrix is a zoomable page of its own
+(:mod:`nmflow.reports.matrix_view`), and the flagged connections are shown
+as counts per network pair and the :data:`TOP_K` strongest as a table and a
+circle.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +29,15 @@ import pandas as pd
 
 from nmflow.errors import NmflowInputError
 from nmflow.group import motion as qc
+from nmflow.networks import MAX_REGIONS_SHOWN, Assignment, pair_counts
 from nmflow.reports import group_figures as gf
-from nmflow.reports.html import Link, Section, bullet_list, embed, figure, number, paragraph, render_page, table, tabs
-from nmflow.reports.words import connection_label, ranking_sentences, strategy_order, variant_entities
+from nmflow.reports.html import (
+    Link, Section, bullet_list, embed, figure, links, number, paragraph, render_page, table, tabs,
+)
+from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
+from nmflow.reports.words import connection_label, network_pair, ranking_sentences, strategy_order, variant_entities
+
+TOP_K = 25  # flagged connections shown as a table and a circle past MAX_REGIONS_SHOWN regions
 
 
 @dataclass
@@ -57,7 +71,8 @@ class ReportData:
     reports (names in ``OUT_DIR``), ``strategies`` the FC features
     ``(n_subjects, n_features)`` of each denoising strategy of the shown
     variant's atlas and metric (for QC-FC), ``settings`` the
-    :class:`~nmflow.group.settings.GroupSettings`.
+    :class:`~nmflow.group.settings.GroupSettings`, ``networks`` the network
+    of each region of the shown variant.
     """
 
     table: pd.DataFrame
@@ -69,6 +84,23 @@ class ReportData:
     reports: list[str]
     strategies: dict[str, np.ndarray]
     settings: object
+    networks: Assignment
+
+    @cached_property
+    def single_cases(self) -> dict[str, pd.DataFrame]:
+        """Each patient's rows of the single-case table (one row per patient and connection: split once)."""
+        by_patient = self.variant.single_case.groupby("participant_id", sort=False, observed=True)
+        return {str(pid): rows for pid, rows in by_patient}
+
+    @cached_property
+    def feature_index(self) -> dict[str, int]:
+        """Position of each connection name among the scored connections."""
+        return {name: k for k, name in enumerate(self.variant.scored.names)}
+
+    @property
+    def large(self) -> bool:
+        """Past :data:`~nmflow.networks.MAX_REGIONS_SHOWN` regions: summaries per network pair."""
+        return len(self.variant.scored.regions) > MAX_REGIONS_SHOWN
 
     @property
     def ids(self) -> list[str]:
@@ -299,23 +331,35 @@ def group_means(d: ReportData) -> dict[str, np.ndarray]:
 def _deviations(d: ReportData, figures: Path) -> Section:
     sc = d.variant.scored
     means = group_means(d)
-    shown = {g: gf.network_matrix(m, sc.connection, sc.regions) for g, m in means.items()}
-    limit = max(0.5, float(np.ceil(10 * np.nanmax([np.nanmax(np.abs(m)) for m, _ in shown.values()])) / 10))
-    labels = next(iter(shown.values()))[1]
+    matrices, labels = gf.network_matrix(np.vstack(list(means.values())), sc.connection, sc.regions, d.networks)
+    limit = max(0.5, float(np.ceil(10 * np.nanmax(np.abs(matrices))) / 10))
     groups = d.table["group"].to_numpy(str)
     counts = {g: int(d.folds.reference.sum()) if g == d.settings.control_label
-              else int((d.folds.patients & (groups == g)).sum()) for g in shown}
-    titles = [f"{'held-out controls' if g == d.settings.control_label else g} (n = {counts[g]})" for g in shown]
-    paths = gf.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(shown))],
-                              [m for m, _ in shown.values()], labels, titles, limit, "mean deviation z")
+              else int((d.folds.patients & (groups == g)).sum()) for g in means}
+    titles = [f"{'held-out controls' if g == d.settings.control_label else g} (n = {counts[g]})" for g in means]
+    paths = gf.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(means))], list(matrices), labels,
+                              titles, limit, "mean deviation z", gf.NETWORK_CELL if d.large else 0.3)
+    # the full matrices' scale: their 99th percentile of |z| (a few extreme cells would wash out the rest)
+    full_limit = max(0.5, float(np.ceil(10 * np.nanpercentile(np.abs(np.vstack(list(means.values()))), 99)) / 10))
     panels = {}
-    for (g, _), path, title in zip(shown.items(), paths, titles):
+    for k, (g, mean), path, title in zip(range(len(means)), means.items(), paths, titles):
         what = ("each scored by a model that never saw it: values near 0 show an unbiased model"
                 if g == d.settings.control_label else "red: connectivity higher than the model expects, blue: lower")
-        panels[title] = figure(f"figures/{path.name}", f"Mean deviation z of the {title} per connection; {what}.")
+        if not d.large:
+            panels[title] = figure(f"figures/{path.name}", f"Mean deviation z of the {title} per connection; {what}.")
+            continue
+        page = write_matrix_page(
+            figures / f"deviations_{k}_full.html", full_matrix(mean, sc.connection, len(sc.regions)), sc.regions,
+            d.networks, gf.network_colours(d.networks.order), f"Mean deviation z: {title}",
+            f"Mean deviation z of the {title} per connection, regions ordered by network; {what}.", full_limit,
+            "mean deviation z", ("../group_report.html#deviations", "back to the group report"))
+        panels[title] = figure(f"figures/{path.name}", f"Mean deviation z of the {title}, averaged over the "
+                               f"connections of each network pair (diagonal: within a network); {what}.") + \
+            matrix_link(f"figures/{page.name}")
     intro = ("A subject's deviation z is how far a connection is from what the normative model predicts from the "
              "subject's covariates and other connections, in units of the held-out controls' spread.")
-    return Section("deviations", "Deviations per group", paragraph(intro) + tabs(panels))
+    note = networks_note(d.networks) if d.large else ""
+    return Section("deviations", "Deviations per group", paragraph(intro) + note + tabs(panels))
 
 
 def atlas_centres(label: str, regions: list[str], atlas_dir) -> np.ndarray | None:
@@ -343,6 +387,8 @@ def _flagged(d: ReportData, figures: Path) -> Section:
     if flagged.empty:
         return section.add(paragraph("None flagged: no connection differs between a patient group and the "
                                      "controls at the chosen threshold.", "none"))
+    if d.large:
+        return _flagged_by_network(d, figures, section)
     centres = atlas_centres(sc.label, sc.regions, d.settings.atlas_dir)
     n = len(sc.regions)
     rows, cols = np.triu_indices(n, k=1)
@@ -351,29 +397,17 @@ def _flagged(d: ReportData, figures: Path) -> Section:
         panels = {}
         for k, g in enumerate(patient_groups):
             mine = flagged[flagged.group == g]
-            if mine.empty:
-                panels[g] = paragraph(f"None flagged in {g}.", "none")
-                continue
-            weights = np.zeros((n, n))
-            weights[rows[mine.connection], cols[mine.connection]] = mine.effect_size
-            weights += weights.T
-            view = gf.connectome_view(figures / f"connectome_{k}.html", weights, centres, sc.regions,
-                                      f"{g}: {len(mine)} flagged connection(s)")
-            panels[g] = embed(f"figures/{view.name}", f"Connections flagged in {g} between the region centres "
-                              "(drag to rotate); colour: effect size, red where patients are higher.")
+            panels[g] = (_connectome(figures / f"connectome_{k}.html", mine, centres, d, f"{g}: {len(mine)} flagged "
+                                     "connection(s)") if len(mine) else paragraph(f"None flagged in {g}.", "none"))
         section.add(tabs(panels))
     else:
         colours = gf.group_colours(patient_groups)
-        edges = [(rows[c.connection], cols[c.connection], "#000000" if c.sharing == "shared" else colours[c.group])
-                 for c in flagged.itertuples(index=False)]
-        circle = gf.circle_figure(figures / "connectome.png", edges, sc.regions, {**colours, "shared": "#000000"})
+        edges = [(rows[c.connection], cols[c.connection], "#000000" if c.sharing == "shared" else colours[c.group],
+                  1.6) for c in flagged.itertuples(index=False)]
+        circle = gf.circle_figure(figures / "connectome.png", edges, sc.regions, {**colours, "shared": "#000000"},
+                                  d.networks)
         section.add(figure(f"figures/{circle.name}", "Flagged connections between the atlas regions (dots coloured "
-                           "by Yeo-7 system); colour: the patient group, black: flagged in several groups."))
-    shown = pd.DataFrame({
-        "Connection": [connection_label(c, sc.regions) for c in flagged.connection],
-        "Group": flagged.group.to_numpy(), "Patients vs controls": np.where(flagged.effect_size > 0, "higher", "lower"),
-        "Effect size (rank-biserial)": flagged.effect_size.to_numpy(), "q": flagged.q.to_numpy(),
-        "Shared or specific": flagged.sharing.to_numpy()}).sort_values(["Shared or specific", "Group", "q"])
+                           "by network); colour: the patient group, black: flagged in several groups."))
     nets = d.variant.networks
     nets = nets[(nets.model == "autoencoder") & (nets.n_flagged > 0)]
     nets = pd.DataFrame({"Systems": [f"{a} – {b}" for a, b in zip(nets.system_a, nets.system_b)],
@@ -381,7 +415,82 @@ def _flagged(d: ReportData, figures: Path) -> Section:
                          "Connections": nets.n_connections.to_numpy(), "Fraction": nets.fraction_flagged.to_numpy()})
     return section.add("<h3>Shared vs specific</h3>",
                        paragraph("Shared: flagged in two or more patient groups; specific: in one group only."),
-                       table(shown), "<h3>Yeo-7 system pairs</h3>", table(nets))
+                       table(_flagged_table(flagged, sc.regions).sort_values(["Shared or specific", "Group", "q"])),
+                       "<h3>Yeo-7 system pairs</h3>", table(nets))
+
+
+def _connectome(path: Path, rows: pd.DataFrame, centres: np.ndarray, d: ReportData, title: str) -> str:
+    """An interactive connectome of the connections ``rows`` (stats rows) in a frame, coloured by effect size."""
+    n = len(d.variant.scored.regions)
+    i, j = np.triu_indices(n, k=1)
+    weights = np.zeros((n, n))
+    weights[i[rows.connection], j[rows.connection]] = rows.effect_size
+    weights += weights.T
+    view = gf.connectome_view(path, weights, centres, d.networks, title)
+    return embed(f"figures/{view.name}", f"{title} between the region centres (drag to rotate); colour: effect "
+                 "size, red where patients are higher.")
+
+
+def _flagged_table(rows: pd.DataFrame, regions: list[str]) -> pd.DataFrame:
+    """Flagged connections (stats rows) in words."""
+    return pd.DataFrame({
+        "Connection": [connection_label(c, regions) for c in rows.connection],
+        "Group": rows.group.to_numpy(), "Patients vs controls": np.where(rows.effect_size > 0, "higher", "lower"),
+        "Effect size (rank-biserial)": rows.effect_size.to_numpy(), "q": rows.q.to_numpy(),
+        "Shared or specific": rows.sharing.to_numpy()})
+
+
+def top_connections(rows: pd.DataFrame, k: int = TOP_K) -> pd.DataFrame:
+    """The ``k`` flagged connections of ``rows`` (stats rows of one group) with the smallest q, ties broken by
+    the larger |effect size|."""
+    flagged = rows[rows.flagged]
+    order = np.lexsort((-np.abs(flagged.effect_size.to_numpy()), flagged.q.to_numpy()))
+    return flagged.iloc[order[:k]]
+
+
+def _flagged_by_network(d: ReportData, figures: Path, section: Section) -> Section:
+    """Past :data:`~nmflow.networks.MAX_REGIONS_SHOWN` regions: per patient group, flagged counts per network
+    pair, the :data:`TOP_K` strongest flagged connections as a table and a circle (or connectome)."""
+    sc, stats = d.variant.scored, d.variant.stats
+    n, networks = len(sc.regions), d.networks
+    centres = atlas_centres(sc.label, sc.regions, d.settings.atlas_dir)
+    rows, cols = np.triu_indices(n, k=1)
+    panels, pairs = {}, []
+    for k, g in enumerate(d.group_order[1:]):
+        mine = stats[(stats.model == "autoencoder") & (stats.group == g)]
+        chosen, total = pair_counts(mine.connection.to_numpy(), mine.flagged.to_numpy(), networks.codes, n)
+        n_flagged = int(mine.flagged.sum())
+        if not n_flagged:
+            panels[g] = paragraph(f"None flagged in {g}.", "none")
+            continue
+        counts = gf.count_figure(figures / f"network_pairs_{k}.png", chosen, total, networks.order,
+                                 f"{g}: {n_flagged} flagged connections per network pair")
+        top = top_connections(mine)
+        what = f"the {len(top)} flagged connection(s) with the smallest q" if n_flagged > len(top) else \
+            f"all {n_flagged} flagged connection(s)"
+        if centres is not None:
+            view = _connectome(figures / f"connectome_{k}.html", top, centres, d, f"{g}: {what}")
+        else:
+            width = 0.8 + 3 * np.abs(top.effect_size.to_numpy())
+            edges = [(rows[c], cols[c], "#b2182b" if e > 0 else "#2166ac", w)
+                     for c, e, w in zip(top.connection, top.effect_size, width)]
+            circle = gf.circle_figure(figures / f"connectome_{k}.png", edges, sc.regions,
+                                      {"higher in patients": "#b2182b", "lower in patients": "#2166ac"}, networks)
+            view = figure(f"figures/{circle.name}", f"{g}: {what} on a circle of the {n} regions grouped by network "
+                          "(only their regions are named); line width: effect size.")
+        shown = _flagged_table(top, sc.regions).drop(columns="Group")
+        shown.insert(1, "Networks", [network_pair(networks, rows[c], cols[c]) for c in top.connection])
+        panels[g] = (figure(f"figures/{counts.name}", f"Connections flagged in {g} per network pair (colour: share "
+                            "of the pair's connections; diagonal: within a network).")
+                     + f"<h3>{what.capitalize()}</h3>" + view + table(shown))
+        a, b = np.triu_indices(len(networks.order))
+        pairs += [{"Networks": f"{networks.order[i]} – {networks.order[j]}", "Group": g, "Flagged": chosen[i, j],
+                   "Connections": total[i, j], "Fraction": chosen[i, j] / total[i, j]}
+                  for i, j in zip(a, b) if chosen[i, j]]
+    table_all = pd.DataFrame(pairs).sort_values(["Group", "Flagged"], ascending=[True, False]) if pairs else None
+    return section.add(networks_note(d.networks), tabs(panels), "<h3>Network pairs</h3>", table(table_all),
+                       links("Every connection and its test:", [Link(f"{sc.label}_stats.tsv",
+                                                                     f"{sc.label}_stats.tsv")]))
 
 
 def _single_cases(d: ReportData, pages: dict[str, Path]) -> Section:
@@ -411,9 +520,9 @@ def _ranking(d: ReportData) -> Section:
 
 def _combat(d: ReportData, figures: Path) -> Section:
     p, controls = d.variant.prepared, d.folds.controls
-    before = p.features.x[:, p.kept]
+    before = p.features.x[np.ix_(controls, p.kept)]
     before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
-    path = gf.combat_figure(figures / "combat_sites.png", before[controls], p.preps[0].features[controls],
+    path = gf.combat_figure(figures / "combat_sites.png", before, p.preps[0].features[controls],
                             d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
     return Section("combat", "Site harmonisation (ComBat)", figure(
         f"figures/{path.name}", "Controls' FC projected on its first two principal components, coloured by site, "

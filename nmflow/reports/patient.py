@@ -4,7 +4,9 @@ For a reader who is not a statistician: the overall deviation as a
 percentile of the held-out controls, the deviation matrix on the atlas'
 networks, the most extreme connections in plain words, the single-case
 tests, and the motion of the patient's scans; with the caution that this is
-a research tool.
+a research tool.  Past :data:`~nmflow.networks.MAX_REGIONS_SHOWN` regions the
+matrix is the mean per network pair, with the full matrix as a zoomable
+page, and the :data:`N_TOP` most extreme connections are listed in a table.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from nmflow.group import motion as qc
 from nmflow.normative.deviations import EXTREME_Z
 from nmflow.reports import group_figures as gf
 from nmflow.reports.html import Link, Section, bullet_list, figure, links, number, paragraph, render_page, table
-from nmflow.reports.words import against_controls, connection_label
+from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
+from nmflow.reports.words import against_controls, connection_label, network_pair, upper_pairs
 
 N_EXTREME = 5
+N_TOP = 20  # most extreme connections in a table past MAX_REGIONS_SHOWN regions
 N_TABLE = 10
 HIGH_FD = 0.5  # mm
 Z_LIMIT = 3.0  # colour scale of the deviation matrices
@@ -39,10 +43,12 @@ def write_patient_pages(folder: Path, d) -> dict[str, Path]:
     z = sc.scores["autoencoder"].z
     rows = np.flatnonzero(d.folds.patients)
     ids = [d.ids[i] for i in rows]
-    shown = [gf.network_matrix(z[i], sc.connection, sc.regions) for i in rows]
-    figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], [m for m, _ in shown],
-                                shown[0][1] if shown else [], [f"{pid}: deviation z" for pid in ids], Z_LIMIT,
-                                "deviation z")
+    if not ids:
+        return {}
+    matrices, labels = gf.network_matrix(z[rows], sc.connection, sc.regions, d.networks)
+    figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], list(matrices),
+                                labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT, "deviation z",
+                                gf.NETWORK_CELL if d.large else 0.3)
     return {pid: _page(folder / f"{pid}.html", d, i, fig) for pid, i, fig in zip(ids, rows, figures)}
 
 
@@ -59,8 +65,11 @@ def _page(path: Path, d, i: int, matrix_png: Path) -> Path:
 
 def _extreme_connections(d, i: int, count: int) -> list[int]:
     """Indices of the ``count`` scored connections with the largest |z| of subject ``i``."""
-    z = d.variant.scored.scores["autoencoder"].z[i]
-    order = np.argsort(-np.abs(np.nan_to_num(z)), kind="stable")
+    size = np.abs(np.nan_to_num(d.variant.scored.scores["autoencoder"].z[i]))
+    # the count largest (a partial sort), then in order; ties by position as a stable sort of all would give
+    candidates = np.flatnonzero(size >= np.partition(size, -count)[-count]) if count < size.size else \
+        np.arange(size.size)
+    order = candidates[np.lexsort((candidates, -size[candidates]))]
     return [int(k) for k in order[:count]]
 
 
@@ -76,14 +85,19 @@ def _describe(d, i: int, k: int) -> str:
 def _feature_label(d, feature: str) -> str:
     """A single-case ``feature`` (connection name) in words."""
     sc = d.variant.scored
-    return connection_label(sc.connection[sc.names.index(feature)], sc.regions)
+    return connection_label(sc.connection[d.feature_index[feature]], sc.regions)
+
+
+def _single_rows(d, pid: str) -> pd.DataFrame:
+    """The patient's rows of the single-case table (none when it has no row)."""
+    return d.single_cases.get(pid, d.variant.single_case.iloc[:0])
 
 
 def patient_summary(d, pid: str) -> dict:
     """The patient's row of the group report's single-case table."""
     i = d.ids.index(pid)
     glob = d.variant.scored.scores["autoencoder"].globals.iloc[i]
-    single = d.variant.single_case[d.variant.single_case.participant_id == pid]
+    single = _single_rows(d, pid)
     overall = single[single.feature == "global"]
     flagged = single[(single.feature != "global") & single.flagged]
     return {"Patient": pid, "Group": d.table["group"].iloc[i], "Overall deviation (percentile)": glob.global_score,
@@ -95,8 +109,8 @@ def _overall(d, i: int) -> Section:
     ae = d.variant.scored.scores["autoencoder"]
     glob = ae.globals
     ref = d.folds.reference
-    single = d.variant.single_case
-    overall = single[(single.participant_id == d.ids[i]) & (single.feature == "global")]
+    single = _single_rows(d, d.ids[i])
+    overall = single[single.feature == "global"]
     text = (f"Overall deviation at percentile {number(glob.global_score.iloc[i])} of the {int(ref.sum())} held-out "
             f"controls: the mean squared deviation over all connections ({number(glob.mean_sq_z.iloc[i])}) is "
             f"{against_controls(glob.mean_sq_z.iloc[i], glob.mean_sq_z[ref].to_numpy())}.")
@@ -107,16 +121,28 @@ def _overall(d, i: int) -> Section:
         parts.append(paragraph(f"Single-case test of the overall deviation (Crawford–Howell, df = {int(row.df)}): "
                                f"t = {number(row.t)}, p = {number(row.p)}, {verdict} at p < {d.settings.alpha:g}."))
     chance = 2 * sps.norm.sf(EXTREME_Z) * ae.z.shape[1]
+    chance = float(np.round(chance)) if chance >= 10 else chance  # "740", not "7.4e+02"
     parts.append(paragraph(f"{int(glob.n_extreme.iloc[i])} connection(s) deviate beyond |z| = {EXTREME_Z:g}, where "
                            f"about {number(chance, 2)} are expected by chance."))
     return Section("overall", "Overall deviation", "".join(parts))
 
 
 def _matrix(d, i: int, png: Path) -> Section:
-    caption = ("This patient's deviation z per connection: red where connectivity is higher than the normative "
-               "model predicts from the patient's covariates and other connections, blue where lower; about 5 % "
-               f"of controls' deviations lie beyond ±2, and colours stop changing beyond ±{Z_LIMIT:g}.")
-    return Section("matrix", "Deviation matrix", figure(f"figures/{png.name}", caption))
+    meaning = ("red where connectivity is higher than the normative model predicts from the patient's covariates "
+               "and other connections, blue where lower; about 5 % of controls' deviations lie beyond ±2, and "
+               f"colours stop changing beyond ±{Z_LIMIT:g}.")
+    if not d.large:
+        return Section("matrix", "Deviation matrix", figure(f"figures/{png.name}", "This patient's deviation z per "
+                                                                                     f"connection: {meaning}"))
+    sc, pid = d.variant.scored, d.ids[i]
+    page = write_matrix_page(
+        png.with_suffix(".html"), full_matrix(sc.scores["autoencoder"].z[i], sc.connection, len(sc.regions)),
+        sc.regions, d.networks, gf.network_colours(d.networks.order), f"Deviation z of {pid}",
+        f"{pid}'s deviation z per connection, regions ordered by network: {meaning}", Z_LIMIT, "deviation z",
+        (f"../{pid}.html#matrix", f"back to {pid}'s page"))
+    return Section("matrix", "Deviation matrix", figure(
+        f"figures/{png.name}", f"This patient's deviation z averaged over the connections of each network pair "
+        f"(diagonal: within a network): {meaning}") + networks_note(d.networks) + matrix_link(f"figures/{page.name}"))
 
 
 def _extremes(d, i: int) -> Section:
@@ -125,21 +151,37 @@ def _extremes(d, i: int) -> Section:
     text = ("Percentages compare the patient's deviation with those of the held-out controls for the same "
             f"connection. Among {n} connections the most extreme are beyond most controls by chance alone: only "
             "the single-case tests below allow for the number of connections.")
-    return Section("extremes", "Most extreme connections", paragraph(text) + bullet_list(items))
+    section = Section("extremes", "Most extreme connections", paragraph(text) + bullet_list(items))
+    return section.add(_top_table(d, i)) if d.large else section
+
+
+def _top_table(d, i: int) -> str:
+    """The :data:`N_TOP` connections with the largest |z| of patient ``i``, with their networks."""
+    sc = d.variant.scored
+    z = sc.scores["autoencoder"].z
+    top = _extreme_connections(d, i, N_TOP)
+    rows, cols = upper_pairs(len(sc.regions))
+    reference = z[:, top][d.folds.reference]
+    frame = pd.DataFrame({
+        "Connection": [connection_label(sc.connection[k], sc.regions) for k in top],
+        "Networks": [network_pair(d.networks, rows[sc.connection[k]], cols[sc.connection[k]]) for k in top],
+        "Deviation z": z[i, top], "Held-out controls beyond it (%)": 100 * np.mean(
+            np.abs(reference) >= np.abs(z[i, top]), axis=0)})
+    return f"<h3>The {len(top)} most extreme connections</h3>" + table(frame)
 
 
 def _single_case(d, i: int) -> Section:
     sc, pid = d.variant.scored, d.ids[i]
-    single = d.variant.single_case
-    rows = single[(single.participant_id == pid) & (single.feature != "global")]
+    single = _single_rows(d, pid)
+    rows = single[single.feature != "global"]
     z = sc.scores["autoencoder"].z[i]
-    rows = rows.sort_values("p", kind="stable")
-    shown = pd.concat([rows[rows.flagged], rows[~rows.flagged].head(max(0, N_TABLE - int(rows.flagged.sum())))])
+    n_flagged = int(rows.flagged.sum())
+    shown = pd.concat([rows[rows.flagged].sort_values("p", kind="stable"),
+                       rows[~rows.flagged].nsmallest(max(0, N_TABLE - n_flagged), "p", keep="first")])
     frame = pd.DataFrame({"Connection": [_feature_label(d, f) for f in shown.feature],
-                          "Deviation z": [z[sc.names.index(f)] for f in shown.feature], "t": shown.t.to_numpy(),
+                          "Deviation z": [z[d.feature_index[f]] for f in shown.feature], "t": shown.t.to_numpy(),
                           "p": shown.p.to_numpy(),
                           "p (family-wise)": shown.p_fwe.to_numpy(), "Flagged": shown.flagged.to_numpy()})
-    n_flagged = int(rows.flagged.sum())
     rule = {"maxt": "family-wise p calibrated on the controls", "fdr": "Benjamini–Hochberg q",
             "raw": "uncorrected p"}[d.settings.single_case_rule]
     text = (f"{n_flagged} of {len(rows)} connections flagged ({rule} < {d.settings.alpha:g}); "

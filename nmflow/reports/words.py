@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 
+from nmflow.networks import Assignment
 from nmflow.participant.denoise import PRESETS
 from nmflow.reports.html import number
 
@@ -21,8 +23,22 @@ def region_label(name: str) -> str:
 
 def connection_label(connection: int, regions: list[str]) -> str:
     """``Default A – Salience/Ventral Attention A`` for index ``connection`` of the regions' upper triangle."""
-    rows, cols = np.triu_indices(len(regions), k=1)
+    rows, cols = upper_pairs(len(regions))
     return f"{region_label(regions[rows[connection]])} – {region_label(regions[cols[connection]])}"
+
+
+@lru_cache(maxsize=4)
+def upper_pairs(n_regions: int) -> tuple[np.ndarray, np.ndarray]:
+    """``numpy.triu_indices(n_regions, k=1)``, computed once per size (a page names dozens of connections)."""
+    rows, cols = np.triu_indices(n_regions, k=1)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
+def network_pair(networks: Assignment, i: int, j: int) -> str:
+    """``Visual – Default``: the networks of regions ``i`` and ``j`` in the order of the summaries."""
+    a, b = sorted((networks.codes[i], networks.codes[j]))
+    return f"{networks.order[a]} – {networks.order[b]}"
 
 
 def against_controls(value: float, controls: np.ndarray, what: str = "") -> str:

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# Yeo-17 network -> Yeo-7 system, in the order of the atlas labels 1..17 of
-# the shipped Yeo-17 label table (Visual, SomMot, DorsAttn/TempPar, SalVentAttn,
-# Control, Default, Limbic).
-YEO17_TO_YEO7 = np.array([1, 1, 2, 2, 7, 6, 3, 4, 4, 6, 6, 6, 7, 7, 7, 5, 5])
+from nmflow.networks import YEO17_TO_YEO7
+
 
 # Correlation between the 7 systems' shared signals (Visual, SomMot, DorsAttn,
 # SalVentAttn, Limbic, Control, Default); Default is anti-correlated with the

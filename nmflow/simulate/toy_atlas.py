@@ -34,7 +34,7 @@ def toy_affine() -> np.ndarray:
 
 def toy_labels() -> dict[tuple[int, str], np.ndarray]:
     """Label volumes keyed by (n_networks, thickness)."""
-    from nmflow.simulate.networks import YEO17_TO_YEO7
+    from nmflow.networks import YEO17_TO_YEO7
 
     grid = np.indices(SHAPE).astype(float)
     centre = (np.array(SHAPE) - 1) / 2

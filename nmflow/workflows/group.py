@@ -47,7 +47,7 @@ STEP_SETTINGS = {
     "single_case": COHORT + ("test_score", "alpha", "single_case_rule"),
     "select": COHORT + ("control_label", "n_bootstrap", "init_model"),
     "report": COHORT + ("control_label", "harmonize", "test_score", "p_rule", "alpha", "single_case_rule",
-                        "atlas_dir"),
+                        "atlas_dir", "out_dir", "timeseries_dir"),
 }
 VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
     ("score", "deviations", "deviations", ".tsv"), ("score", "linearz", "linearz", ".tsv"),
