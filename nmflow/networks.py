@@ -18,20 +18,21 @@ from pathlib import Path
 
 import numpy as np
 
-# region names of Yeo's atlases (label order 1..n), as in their label tables
+# region names of Yeo's atlases (label order 1..n).  The 17 networks are named as in Yeo et al. (2011) and
+# Schaefer et al. (2018) (VisCent, VisPeri, SomMotA/B, DorsAttnA/B, SalVentAttnA/B, LimbicA/B, ContC/A/B,
+# TempPar, DefaultC/A/B): the shipped label table's names for 5-17 do not match the image's labels, whose
+# overlap with the Yeo-7 atlas is that of Yeo's numbering (tests/test_networks.py checks it on the real atlas).
 YEO_NAMES = {
     7: ["1_Visual_Area", "2_Somatomotor_Area", "3_Dorsal_Area", "4_Ventral_Area",
         "5_Lymbic_Area", "6_Frontoparietal_Area", "7_Default_Network_Area"],
     17: ["1_Visual_A", "2_Visual_B", "3_Somatomotor_A", "4_Somatomotor_B",
-         "5_Temporal_Parietal", "6_Frontoparietal_Area", "7_Dorsal_Attention_B",
-         "8_Salience+Ventral_Attention_A", "9_Salience+Ventral_Attention_B", "10_Control_A",
-         "11_Control_B", "12_Control_C", "13_Default_A", "14_Default_B", "15_Default_C",
-         "16_Limbic_A", "17_Limbic_B"],
+         "5_Dorsal_Attention_A", "6_Dorsal_Attention_B", "7_Salience+Ventral_Attention_A",
+         "8_Salience+Ventral_Attention_B", "9_Limbic_A", "10_Limbic_B", "11_Control_C", "12_Control_A",
+         "13_Control_B", "14_Temporal_Parietal", "15_Default_C", "16_Default_A", "17_Default_B"],
 }
 YEO7_SYSTEMS = ["Visual", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Control", "Default"]
-# Yeo-17 network -> Yeo-7 system (1-based), in the order of the atlas labels 1..17 of
-# the shipped Yeo-17 label table.
-YEO17_TO_YEO7 = np.array([1, 1, 2, 2, 7, 6, 3, 4, 4, 6, 6, 6, 7, 7, 7, 5, 5])
+# Yeo-17 network -> Yeo-7 system (1-based), labels 1..17 (Yeo et al. 2011, Fig. 13)
+YEO17_TO_YEO7 = np.array([1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 6, 7, 7, 7, 7])
 _SYSTEM_KEYWORDS = [
     ("Visual", ("visual", "_vis")),
     ("SomMot", ("somatomotor", "sommot")),

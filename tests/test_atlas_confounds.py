@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from nmflow.networks import YEO_NAMES
 from nmflow.participant.atlas import region_centres, resolve_atlas, run_resolution
 from nmflow.participant.denoise import PRESETS, load_strategy, read_confounds, select_confounds
 from nmflow.errors import NmflowInputError
@@ -34,8 +35,9 @@ def test_real_atlas_resolution_matches_bold_resolution(real_atlas_dir):
     assert "res-4x4x4" in resolve_atlas("yeo17thin", real_atlas_dir, resolution_mm=4).image.name
     assert "res-2x2x2" in resolve_atlas("yeo17thin", real_atlas_dir, resolution_mm=2).image.name
     atlas = resolve_atlas("yeo17thick", real_atlas_dir, resolution_mm=2)
-    names = pd.read_csv(real_atlas_dir / "Yeo-17-liberal.csv", header=None).iloc[1:, 1].tolist()
-    assert atlas.names == names and atlas.centres_mm.shape == (17, 3)
+    assert atlas.names == YEO_NAMES[17] and atlas.centres_mm.shape == (17, 3)  # Yeo's names, not the folder's
+    shipped = pd.read_csv(real_atlas_dir / "Yeo-17-liberal.csv", header=None).iloc[1:, 1].tolist()
+    assert shipped[:4] == YEO_NAMES[17][:4] and shipped[4] == "5_Temporal_Parietal"  # (tests/test_networks.py)
 
 
 def test_nilearn_layout_is_found(tmp_path, tiny_dataset):

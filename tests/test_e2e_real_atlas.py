@@ -10,16 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers.participant import (
-    DATA, assert_exactly_expected, atlas_region_names, error_lines, participant_argv, read_json, read_relmat, read_tsv,
+    DATA, assert_exactly_expected, error_lines, participant_argv, read_json, read_relmat, read_tsv,
     report_figures, run_cli,
 )
+
+from nmflow.networks import YEO_NAMES
 
 pytestmark = pytest.mark.slow
 
 SUBJECTS = ["01", "02"]
-ATLASES = {"yeo17thick": ("seg-17nThick", "Yeo-17-liberal.csv", 17), "yeo7thin": ("seg-7nThin", "Yeo-7.csv", 7)}
+ATLASES = {"yeo17thick": ("seg-17nThick", 17), "yeo7thin": ("seg-7nThin", 7)}
 STRATEGIES = ["simple", "gsr"]
 METRICS = ["pearson", "spearman"]
 
@@ -47,14 +48,13 @@ def _ts(out: Path, sub: str, atlas: str, desc: str) -> Path:
 
 
 def test_outputs_are_exactly_the_expected_files(e2e):
-    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 38 + 3)
+    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 40 + 3)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
 def test_timeseries_and_relmats(e2e, atlas):
-    _, csv_name, n = ATLASES[atlas]
-    names = atlas_region_names(e2e["atlas_dir"] / csv_name)
-    assert len(names) == n
+    _, n = ATLASES[atlas]
+    names = YEO_NAMES[n]
     for sub in SUBJECTS:
         for desc in STRATEGIES:
             path = _ts(e2e["out"], sub, atlas, desc)

@@ -5,8 +5,8 @@ Built-in names are ``yeo7thin``, ``yeo7thick``, ``yeo17thin`` and
 looked up, in order, in
 
 1. an atlas directory (``--atlas-dir`` or ``NMFLOW_ATLAS_DIR``) in either
-   layout: ``Yeo-17-liberal_space-MNI152NLin6_res-2x2x2.nii.gz`` +
-   ``Yeo-17-liberal.csv`` (+ optional ``.json`` with region centres), or
+   layout: ``Yeo-17-liberal_space-MNI152NLin6_res-2x2x2.nii.gz`` (+ optional
+   ``.json`` with region centres; the region names are always Yeo's), or
    nilearn's ``yeo_2011/Yeo_JNeurophysiol11_MNI152/Yeo2011_17Networks_...``;
 2. nilearn's data directory, fetching with :func:`nilearn.datasets.fetch_atlas_yeo_2011`
    when online.
@@ -185,12 +185,9 @@ def _find_neuroparc(directory: Path, n: int, thickness: str, resolution_mm: floa
         return None
     res = min(candidates, key=lambda r: (abs(r - resolution_mm) if resolution_mm else 0, r))
     image = candidates[res]
+    # the names are Yeo's, never the folder's .csv: neuroparc's Yeo-17 table names labels 5-17 out of the
+    # image's (Yeo's) order (see nmflow.networks.YEO_NAMES)
     names = list(YEO_NAMES[n])
-    table = directory / f"{stem}.csv"
-    if table.exists():
-        lut = pd.read_csv(table, header=None)  # "index,name" rows; a header row is dropped below
-        index = pd.to_numeric(lut.iloc[:, 0], errors="coerce")
-        names = [str(v) for v in lut.iloc[:, 1][index > 0]]
     centres = None
     meta = image.with_name(image.name.replace(".nii.gz", ".json"))
     if meta.exists():

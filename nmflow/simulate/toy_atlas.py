@@ -34,7 +34,7 @@ def toy_affine() -> np.ndarray:
 
 def toy_labels() -> dict[tuple[int, str], np.ndarray]:
     """Label volumes keyed by (n_networks, thickness)."""
-    from nmflow.networks import YEO17_TO_YEO7
+    from nmflow.simulate.networks import SIMULATED_SYSTEMS
 
     grid = np.indices(SHAPE).astype(float)
     centre = (np.array(SHAPE) - 1) / 2
@@ -53,7 +53,7 @@ def toy_labels() -> dict[tuple[int, str], np.ndarray]:
     for name, vol in (("thick", thick), ("thin", thin)):
         out[(17, name)] = vol
         seven = np.zeros_like(vol)
-        seven[vol > 0] = YEO17_TO_YEO7[vol[vol > 0] - 1]
+        seven[vol > 0] = SIMULATED_SYSTEMS[vol[vol > 0] - 1]
         out[(7, name)] = seven
     return out
 
