@@ -247,8 +247,9 @@ _MATRIX_SCRIPT = """
   document.querySelectorAll('.fc').forEach(function (box) {
     var d = JSON.parse(box.getAttribute('data-fc')), n = d.labels.length;
     var longest = Math.max.apply(null, d.labels.map(function (s) { return s.length; }));
-    var cell = Math.max(6, Math.min(16, Math.floor(300 / n))), pad = Math.min(230, 10 + 6 * longest),
-        size = pad + n * cell + 4;
+    // big atlases: cells down to 2 px and no labels (pointing at a cell names its regions)
+    var cell = Math.max(2, Math.min(16, Math.floor(600 / n))), named = cell >= 6,
+        pad = named ? Math.min(230, 10 + 6 * longest) : 4, size = pad + n * cell + 4;
     Object.keys(d.panels).forEach(function (name) {
       var m = decode(d.panels[name], n, d.step), wrap = document.createElement('div'),
           c = document.createElement('canvas');
@@ -259,9 +260,11 @@ _MATRIX_SCRIPT = """
       box.appendChild(wrap);
       var g = c.getContext('2d'); g.font = Math.min(11, cell) + 'px sans-serif'; g.fillStyle = '#222';
       for (var i = 0; i < n; i++) {
-        g.textAlign = 'right'; g.fillText(d.labels[i], pad - 3, pad + i * cell + cell * 0.8);
-        g.save(); g.translate(pad + i * cell + cell * 0.8, pad - 3); g.rotate(-Math.PI / 2); g.textAlign = 'left';
-        g.fillText(d.labels[i], 0, 0); g.restore();
+        if (named) {
+          g.textAlign = 'right'; g.fillText(d.labels[i], pad - 3, pad + i * cell + cell * 0.8);
+          g.save(); g.translate(pad + i * cell + cell * 0.8, pad - 3); g.rotate(-Math.PI / 2);
+          g.textAlign = 'left'; g.fillText(d.labels[i], 0, 0); g.restore();
+        }
         for (var j = 0; j < n; j++) {
           var v = m[i][j];
           g.fillStyle = (v === null || i === j) ? '#ddd' : rdbu((v - d.vmin) / (d.vmax - d.vmin));
