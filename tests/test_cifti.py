@@ -115,7 +115,8 @@ def run_outputs(sub: str) -> set[str]:
         for seg in ("7n", "17n"):
             stem = f"{s}/func/{s}_task-rest_space-fsLR_den-91k_atlas-Yeo2011_seg-{seg}_desc-{desc}"
             files |= {f"{stem}_{k}.{e}" for k in ("timeseries", "meas-pearson_relmat") for e in ("tsv", "json")}
-    return files | {f"{s}/figures/{s}_task-rest_desc-wmcsf_design.png", f"{s}_task-rest.html"}
+    return files | {f"{s}/figures/{s}_task-rest_desc-wmcsf_design.png", f"{s}_task-rest.html",
+                    f"{s}/func/{s}_task-rest_strategies.tsv", f"{s}/func/{s}_task-rest_strategies.json"}
 
 
 # -- the label maps nmflow reads ---------------------------------------------------------------------
