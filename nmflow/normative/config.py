@@ -15,3 +15,4 @@ class TrainConfig:
     patience: int = 40
     seed: int = 0
     mask_fraction: float = 0.2
+    batch_size: int = 64
