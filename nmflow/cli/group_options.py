@@ -68,10 +68,12 @@ def add_group_arguments(parser) -> None:
                         help="subjects per mini-batch of training (an epoch is one pass over a model's "
                              "training controls)")
     parser.add_argument("--mem-gb", type=float, default=D.mem_gb,
-                        help="memory (GiB) the group level's heavy steps may use, shared by the --nprocs steps "
-                             "run at once: models train stacked while they fit in it, in sequence beyond "
-                             "(default: the memory available when a step starts); it bounds the models, the "
-                             "data in memory is on top.  Results do not depend on it")
+                        help="memory (GiB) a group run may use, shared by the --nprocs steps run at once "
+                             "(default: the memory available when a step starts): the autoencoders train "
+                             "stacked while they fit in what the data leave of it (at most 2 GiB of models: "
+                             "more stacking gains no speed) and in sequence beyond.  It bounds the models, "
+                             "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
+                             "not depend on it")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=D.device,
                         help="torch device of training and scoring (auto: cuda when torch sees a GPU)")
     parser.add_argument("--max-missing", type=float, default=D.max_missing,

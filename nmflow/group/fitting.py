@@ -7,8 +7,8 @@ of the variants that share one input width (cross-fitting fits, the final
 fit and bootstrap models) stacked, the reason the group level groups
 variants by width rather than training them one by one.  The models train
 stacked while they fit in the step's memory (``--mem-gb``, less what the
-data already take) and in consecutive chunks beyond; the numbers do not
-depend on it.
+data already take; at most ``STACK_BYTES``, beyond which stacking gains no
+speed) and in consecutive chunks beyond; the numbers do not depend on it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from nmflow.group.selection import bootstrap_weights
 
 BOOTSTRAP_SEED = 1000
 MEMORY_MARGIN = 2 ** 28  # bytes kept free for torch's and numpy's temporaries beside the models
+STACK_BYTES = 2 ** 31  # models stacked beyond this size train no faster: their batched products are big already
 
 
 def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: GroupSettings,
@@ -111,7 +112,7 @@ def train_width(prepared: dict[str, Prepared], split: Split, s: GroupSettings,
     config = s.train_config
     boot = bootstrap_plan(split, s)
     jobs = [job for label, p in prepared.items() for job in _jobs(label, p, split, config, boot)]
-    budget = s.memory_bytes - resident_bytes() - MEMORY_MARGIN
+    budget = min(s.memory_bytes - resident_bytes() - MEMORY_MARGIN, STACK_BYTES)
     result = train_stacked([j[3] for j in jobs], config, [j[4] for j in jobs],
                            init=base.stacked() if base is not None else None, device=s.torch_device,
                            mem_bytes=max(budget, 0))

@@ -145,7 +145,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     ae = scores["autoencoder"]
     m_final = int(fits.model.to_numpy()[-1])
     final = _slice(result, m_final)
-    mean_loss = [float(np.mean(((prep.features - prep.mean) / prep.scale)[folds.val[k]] ** 2))
+    mean_loss = [float(np.mean(((prep.features[folds.val[k]] - prep.mean) / prep.scale) ** 2))
                  for k, prep in enumerate(p.preps) if folds.val[k].any()]
     fold_loss = [float(result.best_loss[m]) for m in fold_models]
     if mean_loss:
