@@ -10,7 +10,7 @@ prints one row per cell: each group step's wall time read from the progress line
 small parent process of the call with ``resource.getrusage(RUSAGE_CHILDREN)``: the largest of its
 descendants, the nmflow process, in which the steps run with the default plugin).
 
-  python benchmarks/scale.py --subjects 300 --regions 400 [--mem-gb 4] [--keep DIR] [-- extra flags]
+  python benchmarks/scale.py --subjects 300 --regions 400 [--keep DIR] [--time-limit S] [-- extra flags]
 
 Time series are cached in ``--keep DIR`` (one folder per cell) when given, else written to a
 temporary folder and removed.  Extra flags after ``--`` go to the group call.
@@ -81,16 +81,26 @@ def write_cohort(root: Path, n_subjects: int, n_regions: int, seed: int = 0) -> 
     return ts, root / "participants.tsv"
 
 
-MEASURE = ("import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
-           "print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-           "sys.exit(code)")
+MEASURE = """import resource, subprocess, sys
+run = subprocess.Popen(sys.argv[2:])
+try:
+    code = run.wait(timeout=float(sys.argv[1]) or None)
+except subprocess.TimeoutExpired:
+    run.kill()
+    run.wait()
+    code = 124
+print('peak_rss_kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+sys.exit(code)
+"""  # the parent of the nmflow call: the peak RSS of its children, also after a time limit
 
 
-def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out: Path | None = None) -> dict:
+def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out: Path | None = None,
+             time_limit: float = 0) -> dict:
     """Run the group level of one cell; returns its step times (s), total (s) and peak RSS (GiB).
 
     The cohort is written in ``root`` (reused when there); the outputs go to ``out`` when given
-    (else to a temporary folder, removed).
+    (else to a temporary folder, removed).  A run longer than ``time_limit`` seconds (0: none) is
+    stopped: its row holds the steps done and ``complete`` False.
     """
     cell = root / f"n{n_subjects}_r{n_regions}"
     if not (cell / "participants.tsv").exists():
@@ -98,7 +108,7 @@ def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out:
         write_cohort(cell, n_subjects, n_regions)
     scratch = Path(tempfile.mkdtemp(prefix="nmflow_scale_"))
     try:
-        command = [sys.executable, "-c", MEASURE, sys.executable, "-m", "nmflow.cli.main", str(cell),
+        command = [sys.executable, "-c", MEASURE, str(time_limit), sys.executable, "-m", "nmflow.cli.main", str(cell),
                    str(out or scratch / "out"), "group", "--timeseries-dir", str(cell / "ts"), "--covariates",
                    "age", "sex", "-w", str(scratch / "work"), *extra]
         start = time.perf_counter()
@@ -114,7 +124,7 @@ def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out:
         total = time.perf_counter() - start
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    if proc.returncode != 0:
+    if proc.returncode not in (0, 124):
         raise RuntimeError(f"group level failed on {n_subjects} x {n_regions}:\n{''.join(stdout)}\n{stderr}")
     peak = int(stderr.strip().splitlines()[-1].split()[1])
     row = {"subjects": n_subjects, "regions": n_regions, "connections": n_regions * (n_regions - 1) // 2}
@@ -124,7 +134,7 @@ def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out:
             column = next((c for words, c in STEPS.items() if match.group(1).startswith(words)), None)
             if column:
                 row[column] = float(match.group(2))
-    row.update(total_s=total, peak_rss_gb=peak / 2 ** 20)  # ru_maxrss is in KiB on Linux
+    row.update(total_s=total, peak_rss_gb=peak / 2 ** 20, complete=proc.returncode == 0)  # ru_maxrss: KiB
     return row
 
 
@@ -136,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subjects", type=int, nargs="+", default=list(SUBJECTS))
     parser.add_argument("--regions", type=int, nargs="+", default=list(REGIONS))
     parser.add_argument("--keep", type=Path, help="folder caching the synthetic cohorts")
+    parser.add_argument("--time-limit", type=float, default=0,
+                        help="stop a cell's run after this many seconds (its row: the steps done so far)")
     args = parser.parse_args(argv)
     root = args.keep or Path(tempfile.mkdtemp(prefix="nmflow_scale_data_"))
     root.mkdir(parents=True, exist_ok=True)
@@ -143,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for n_subjects, n_regions in sorted(((s, r) for s in args.subjects for r in args.regions),
                                             key=lambda c: c[0] * c[1] ** 2):  # the quick cells first
-            rows.append(run_cell(root, n_subjects, n_regions, extra))
+            rows.append(run_cell(root, n_subjects, n_regions, extra, time_limit=args.time_limit))
             print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.1f}"), flush=True)
     finally:
         if args.keep is None:

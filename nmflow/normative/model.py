@@ -196,21 +196,24 @@ def train_models(
     seeds = list(seeds) if seeds is not None else [config.seed + m for m in range(n_models)]
     counted = np.broadcast_to(loss_mask, (n_models, xs[0].shape[1])) if loss_mask is not None else None
     shapes = param_shapes(xs[0].shape[1], cs[0].shape[1])
-    if init is None:
-        init = init_params(shapes, seeds)
     per_chunk = n_models if mem_bytes is None else max(1, int(mem_bytes // model_bytes(shapes, config.batch_size)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    best = [torch.empty(n_models, *shape) for fan_in, fan_out in shapes for shape in ((fan_in, fan_out), (1, fan_out))]
     try:
         parts = []
         for lo in range(0, n_models, per_chunk):
             ids = slice(lo, min(lo + per_chunk, n_models))
-            parts.append(_train_chunk(xs[ids], cs[ids], train_weights[ids], val_weights[ids], config,
-                                      [p[ids] for p in init], seeds[ids],
-                                      counted[ids] if counted is not None else None, torch.device(device)))
+            start = [p[ids] for p in init] if init is not None else init_params(shapes, seeds[ids])  # per chunk
+            part = _train_chunk(xs[ids], cs[ids], train_weights[ids], val_weights[ids], config, start, seeds[ids],
+                                counted[ids] if counted is not None else None, torch.device(device))
+            for b, p in zip(best, part.params):
+                b[ids] = p
+            part.params = []  # one copy of the weights: the chunks' go into ``best`` as they finish
+            parts.append(part)
     finally:
         torch.set_num_threads(threads)
-    return _concat(parts)
+    return _concat(best, parts)
 
 
 def model_bytes(shapes: list[tuple[int, int]], batch_size: int) -> int:
@@ -356,14 +359,14 @@ class _Model:
         return total / self.val_weight.sum()
 
 
-def _concat(parts: list[TrainResult]) -> TrainResult:
-    """One result from the results of consecutive chunks of models."""
+def _concat(params: list[torch.Tensor], parts: list[TrainResult]) -> TrainResult:
+    """One result: the stacked best weights of all models and the curves of consecutive chunks of models."""
     n_epochs = max(len(p.train_loss) for p in parts)
 
     def pad(curve):
         return np.vstack([curve, np.full((n_epochs - len(curve), curve.shape[1]), np.nan, np.float32)])
 
-    return TrainResult([torch.cat(ps) for ps in zip(*(p.params for p in parts))],
+    return TrainResult(params,
                        np.hstack([pad(p.train_loss) for p in parts]), np.hstack([pad(p.val_loss) for p in parts]),
                        np.concatenate([p.best_epoch for p in parts]), np.concatenate([p.best_loss for p in parts]))
 
