@@ -25,8 +25,9 @@ on all controls is trained beside the folds; it is the one saved for reuse
 (:func:`nmflow.normative.model.save_model`), carrying the cross-fitted
 residual scale.
 
-All fits of all variants with one feature count are trained as one stacked
-batch (:func:`nmflow.normative.model.train_models`).
+All fits of all variants with one feature count are trained stacked, in
+chunks of models beyond a memory budget
+(:func:`nmflow.normative.model.train_models`).
 """
 
 from __future__ import annotations
