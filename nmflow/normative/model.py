@@ -252,9 +252,9 @@ def _train_chunk(xs, cs, train_weights, val_weights, config, init, seeds, counte
     step = 0
     while active:
         batch = [models[m].batch() for m in active]
-        xb, cb, mb = (torch.stack([b[k] for b in batch]).to(device) for k in range(3))
+        xb, cb, mb, wb = (torch.stack([b[k] for b in batch]).to(device) for k in range(4))
         recon = forward(params, xb * (1 - mb) if config.mask_fraction > 0 else xb, cb)
-        loss = _weighted_loss(recon, xb, torch.ones(xb.shape[:2], device=device), mb)
+        loss = _weighted_loss(recon, xb, wb, mb)
         grads = torch.autograd.grad(loss.sum(), params)
         params = adam.step(params, grads)
         step += 1
@@ -284,8 +284,9 @@ class _Model:
 
     Its training subjects (repeated by their weight) are reshuffled every
     epoch and dealt into mini-batches of ``config.batch_size`` (an epoch is
-    ``ceil(n_training / batch_size)`` steps; a batch running past the end of
-    an epoch's order continues into the next one).  Each training subject
+    ``ceil(n_training / batch_size)`` steps; its last batch, when shorter, is
+    padded with rows of weight 0, which leave the loss and its gradient
+    unchanged).  Each training subject
     hides a fresh random ``mask_fraction`` of its features in every batch
     (set to 0, the training mean) and is scored on the hidden ones;
     validation subjects keep one fixed mask, so the validation loss is
@@ -323,12 +324,17 @@ class _Model:
             mask = torch.ones(n_rows, n_features)
         return mask * self.counted if self.counted is not None else mask
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Next mini-batch: inputs ``(b, F)``, covariates ``(b, C)``, scored-feature mask ``(b, F)``."""
-        while len(self.queue) < self.batch_size:
-            self.queue = torch.cat([self.queue, self.rows[torch.randperm(len(self.rows), generator=self.order_gen)]])
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next mini-batch: inputs ``(b, F)``, covariates ``(b, C)``, scored-feature mask ``(b, F)`` and
+        row weights ``(b,)`` (0 on the rows padding an epoch's last, shorter batch)."""
+        if not len(self.queue):
+            self.queue = self.rows[torch.randperm(len(self.rows), generator=self.order_gen)]
         rows, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
-        return self.x[rows], self.cond[rows], self._mask(len(rows))
+        weight = torch.ones(self.batch_size)
+        if len(rows) < self.batch_size:
+            weight[len(rows):] = 0
+            rows = torch.cat([rows, rows[:1].expand(self.batch_size - len(rows))])
+        return self.x[rows], self.cond[rows], self._mask(len(rows)), weight
 
     def end_epoch(self, params: list[torch.Tensor]) -> bool:
         """Record the epoch's losses and decide on stopping; True when these weights are the best so far."""
