@@ -158,3 +158,16 @@ def test_single_case_null_rate_near_alpha_for_dependent_heavy_tailed_scores():
     maxt = single_case_null_rate(scores, 0.05, "maxt")
     assert 0.03 <= maxt <= 0.07
     assert single_case_null_rate(scores, 0.05, "fdr") > 0.1
+
+
+@pytest.mark.parametrize("rule", ["maxt", "fdr", "raw"])
+def test_single_case_null_rate_in_column_blocks_equals_all_at_once(rule, monkeypatch):
+    from nmflow.group import stats
+
+    scores = np.random.default_rng(3).standard_t(4, size=(40, 300))
+    whole = single_case_null_rate(scores, 0.05, rule)
+    t, p, _ = crawford_howell_loo(scores)
+    maxima = np.abs(t).max(axis=1)
+    monkeypatch.setattr(stats, "NULL_COLUMNS", 7)  # 43 blocks, the last one of 6 columns
+    assert single_case_null_rate(scores, 0.05, rule) == whole
+    np.testing.assert_array_equal(stats.null_maxima(scores), maxima)

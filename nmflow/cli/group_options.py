@@ -73,7 +73,19 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--mask-fraction", type=float, default=D.mask_fraction,
                         help="masked training: share of features hidden from the input and predicted from the "
                              "others (0: plain autoencoder reconstructing its whole input)")
-    parser.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience")
+    parser.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience (epochs)")
+    parser.add_argument("--batch-size", type=int, default=D.batch_size,
+                        help="subjects per mini-batch of training (an epoch is one pass over a model's "
+                             "training controls)")
+    parser.add_argument("--mem-gb", type=float, default=D.mem_gb,
+                        help="memory (GiB) a group run may use, shared by the --nprocs steps run at once "
+                             "(default: the memory available when a step starts): the autoencoders train "
+                             "stacked while they fit in what the data leave of it (at most 2 GiB of models: "
+                             "more stacking gains no speed) and in sequence beyond.  It bounds the models, "
+                             "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
+                             "not depend on it")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=D.device,
+                        help="torch device of training and scoring (auto: cuda when torch sees a GPU)")
     parser.add_argument("--max-missing", type=float, default=D.max_missing,
                         help="drop connections missing in more than this fraction of subjects")
 
@@ -103,3 +115,19 @@ def check_group_arguments(args) -> None:
         from nmflow.group.external import read_regions
 
         read_regions(args.matrix_regions)
+
+
+def check_group_resources(args) -> None:
+    """Refuse ``--mem-gb``/``--batch-size`` below what they can mean and ``--device cuda`` without a GPU
+    (:class:`~nmflow.errors.NmflowInputError`, one line)."""
+    from nmflow.errors import NmflowInputError
+
+    if args.mem_gb is not None and not args.mem_gb > 0:
+        raise NmflowInputError(None, f"--mem-gb must be > 0, got {args.mem_gb}")
+    if args.batch_size < 1:
+        raise NmflowInputError(None, f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise NmflowInputError(None, "--device cuda: torch sees no CUDA GPU on this machine (use auto or cpu)")

@@ -12,7 +12,7 @@ import yaml
 
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
-from nmflow.cli.group_options import add_group_arguments, check_group_arguments
+from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
@@ -220,6 +220,7 @@ def run_group(args: argparse.Namespace, argv: list[str]) -> int:
 
     check_group_arguments(args)
     check_outputs_apart(args)
+    check_group_resources(args)
     args.plugin_args = read_plugin_args(args.plugin_args)
     status = run_group_level(GroupSettings.from_namespace(args))
     save_call(args.out_dir, "group", args, argv)

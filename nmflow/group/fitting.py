@@ -4,9 +4,12 @@
 the steps fitted on that fit's controls only (imputation, ComBat, scaler,
 covariate coding, linear baseline).  :func:`train_width` trains every model
 of the variants that share one input width and one set of subjects
-(cross-fitting fits, the final fit and bootstrap models) as one stacked
-batch, the reason the group level groups variants by :func:`batch_key`
-rather than training them one by one.
+(cross-fitting fits, the final fit and bootstrap models) stacked, the
+reason the group level groups variants by :func:`batch_key` rather than
+training them one by one.  The models train stacked while they fit in the
+step's memory (``--mem-gb``, less what the data already take; at most
+``STACK_BYTES``, beyond which stacking gains no speed) and in consecutive
+chunks beyond; the numbers do not depend on it.
 """
 
 from __future__ import annotations
@@ -23,9 +26,12 @@ from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import kept_connections, model_input, preprocess, train_stacked
 from nmflow.normative.model import NormativeModel, TrainResult
 from nmflow.normative.transfer import check_transferable, map_features
+from nmflow.group.resources import resident_bytes
 from nmflow.group.selection import bootstrap_weights
 
 BOOTSTRAP_SEED = 1000
+MEMORY_MARGIN = 2 ** 28  # bytes kept free for torch's and numpy's temporaries beside the models
+STACK_BYTES = 2 ** 31  # models stacked beyond this size train no faster: their batched products are big already
 
 
 def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: GroupSettings,
@@ -86,7 +92,7 @@ def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.n
     rows = np.flatnonzero(folds.controls)
     counted = p.kept[p.inputs]
     jobs = []
-    z_final = model_input(p.final, p.kept, p.inputs)[rows]
+    z_final = model_input(p.final, p.kept, p.inputs)[rows]  # shared by the bootstrap models, not copied
     for b in range(boot.shape[0]):
         jobs.append((label, "boot", b, (z_final, p.final.cond[rows], boot[b], (boot[b] == 0).astype(float), counted),
                      config.seed + BOOTSTRAP_SEED + b))
@@ -116,8 +122,10 @@ def train_width(prepared: dict[str, Prepared], split: Split, s: GroupSettings,
     config = s.train_config
     boot = bootstrap_plan(split, s)
     jobs = [job for label, p in prepared.items() for job in _jobs(label, p, split, config, boot)]
+    budget = min(s.memory_bytes - resident_bytes() - MEMORY_MARGIN, STACK_BYTES)
     result = train_stacked([j[3] for j in jobs], config, [j[4] for j in jobs],
-                           init=base.stacked() if base is not None else None)
+                           init=base.stacked() if base is not None else None, device=s.torch_device,
+                           mem_bytes=max(budget, 0))
     index = pd.DataFrame([(j[0], j[1], j[2], m) for m, j in enumerate(jobs)],
                          columns=["variant", "kind", "fit", "model"])
     return result, index

@@ -126,17 +126,18 @@ def fit_combat(features: np.ndarray, sites: np.ndarray, covariates: pd.DataFrame
 
 def apply_combat(fit: ComBatFit, features: np.ndarray, sites: np.ndarray,
                  covariates: pd.DataFrame) -> np.ndarray:
-    """Harmonise subjects of fitted sites ``(n_subjects, n_features)``; others unchanged."""
+    """Harmonise subjects of fitted sites ``(n_subjects, n_features)``, in the dtype of ``features``
+    (computed in float64 one site at a time); others unchanged."""
     sites = np.asarray(sites, dtype=str)
-    effect = covariate_design(covariates, fit.levels, fit.continuous) @ fit.covariate_beta
-    centre = fit.grand_mean + effect
+    design = covariate_design(covariates, fit.levels, fit.continuous)
     scale = np.sqrt(fit.var_pooled)
-    out = np.array(features, dtype=float)
+    out = np.array(features)
     for k, site in enumerate(fit.sites):
         rows = sites == site
-        s = (out[rows] - centre[rows]) / scale
+        centre = fit.grand_mean + design[rows] @ fit.covariate_beta
+        s = (out[rows] - centre) / scale
         s = (s - fit.gamma_star[k]) / np.sqrt(fit.delta_star[k])
-        out[rows] = s * scale + centre[rows]
+        out[rows] = s * scale + centre
     return out
 
 
@@ -171,7 +172,7 @@ def harmonize(features: np.ndarray, sites: np.ndarray, covariates: pd.DataFrame,
                         "its subjects are not harmonised")
     if len(fittable) < 2:
         messages.append("ComBat skipped: fewer than 2 sites with >= 2 training controls")
-        return np.array(features, dtype=float), np.zeros(len(sites), bool), messages
+        return np.array(features), np.zeros(len(sites), bool), messages
     rows = train & np.isin(sites, fittable)
     fit = fit_combat(features[rows], sites[rows], covariates.loc[rows].reset_index(drop=True))
     return apply_combat(fit, features, sites, covariates), np.isin(sites, fittable), messages

@@ -127,8 +127,10 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     model_names = list(base.card["feature_names"]) if base is not None else p.features.names
     connection = np.array([position[n] for n in model_names])[p.kept]  # scored -> index in the regions' triangle
     fold_models = fits.model.to_numpy()[:folds.n_fits]
-    ae_pred = [predict(result, int(m), model_input(prep, p.kept, p.inputs), prep.cond, s.mask_fraction)[:, scored]
-               * prep.scale + prep.mean for m, prep in zip(fold_models, p.preps)]
+    device = s.torch_device
+    ae_pred = (predict(result, int(m), model_input(prep, p.kept, p.inputs), prep.cond, s.mask_fraction,
+                       device)[:, scored] * prep.scale.astype(np.float32) + prep.mean.astype(np.float32)
+               for m, prep in zip(fold_models, p.preps))  # one fit's prediction in memory at a time
     residuals = {"autoencoder": combine(folds, p.preps, ae_pred),
                  "linear": combine(folds, p.preps, [prep.linear for prep in p.preps])}
     tested = folds.tested
@@ -145,7 +147,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     ae = scores["autoencoder"]
     m_final = int(fits.model.to_numpy()[-1])
     final = _slice(result, m_final)
-    mean_loss = [float(np.mean(((prep.features - prep.mean) / prep.scale)[folds.val[k]] ** 2))
+    mean_loss = [float(np.mean(((prep.features[folds.val[k]] - prep.mean) / prep.scale) ** 2))
                  for k, prep in enumerate(p.preps) if folds.val[k].any()]
     fold_loss = [float(result.best_loss[m]) for m in fold_models]
     if mean_loss:
@@ -211,15 +213,25 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
     return card
 
 
+STABILITY_CONNECTIONS = 8192  # at most this many connections, evenly spaced, enter the stability
+
+
 def _stability(p: Prepared, result: TrainResult, models: np.ndarray, split: Split, s: GroupSettings) -> float:
-    """Mean pairwise correlation of the bootstrap models' out-of-bag residuals of controls."""
+    """Mean pairwise correlation of the bootstrap models' out-of-bag residuals of controls.
+
+    A mean over connections: above ``STABILITY_CONNECTIONS`` it is taken over
+    that many evenly spaced ones, so the bootstrap models' residuals held
+    at once stay ``(n_bootstrap, n_controls, 8192)`` whatever the atlas.
+    """
     from nmflow.group.fitting import bootstrap_plan
 
     rows = np.flatnonzero(split.folds.controls)
     z = model_input(p.final, p.kept, p.inputs)[rows]
     cond = p.final.cond[rows]
-    scored = p.kept[p.inputs]
-    res = np.stack([(z - predict(result, int(m), z, cond, s.mask_fraction))[:, scored] for m in models])
+    scored = np.flatnonzero(p.kept[p.inputs])
+    scored = scored[np.unique(np.linspace(0, scored.size - 1, min(scored.size, STABILITY_CONNECTIONS)).astype(int))]
+    res = np.stack([(z[:, scored] - predict(result, int(m), z, cond, s.mask_fraction, s.torch_device)[:, scored])
+                    for m in models])
     return deviation_stability(res, bootstrap_plan(split, s) == 0)
 
 

@@ -51,6 +51,9 @@ class GroupSettings:
     weight_decay: float = TrainConfig.weight_decay
     patience: int = TrainConfig.patience
     mask_fraction: float = TrainConfig.mask_fraction
+    batch_size: int = TrainConfig.batch_size
+    mem_gb: float | None = None
+    device: str = "auto"
     max_missing: float = 0.2
     atlas_dir: Path | None = None
     work_dir: Path | None = None
@@ -86,7 +89,23 @@ class GroupSettings:
     def train_config(self) -> TrainConfig:
         """Optimisation settings of the autoencoder."""
         return TrainConfig(self.epochs, self.learning_rate, self.weight_decay, self.patience, self.seed,
-                           self.mask_fraction)
+                           self.mask_fraction, self.batch_size)
+
+    @property
+    def memory_bytes(self) -> float:
+        """Memory one group step may use (bytes): ``--mem-gb`` (default: the memory available when the
+        step starts) shared by the ``--nprocs`` steps that may run at once."""
+        from nmflow.group.resources import GIB, available_memory_gb
+
+        gb = self.mem_gb if self.mem_gb is not None else available_memory_gb()
+        return gb * GIB / max(1, self.nprocs)
+
+    @property
+    def torch_device(self) -> str:
+        """``--device`` with ``auto`` resolved (``cuda`` when torch sees a GPU)."""
+        from nmflow.group.resources import resolve_device
+
+        return resolve_device(self.device)
 
     def as_dict(self, fields: tuple[str, ...] | None = None) -> dict:
         """JSON-ready values (paths as strings) of ``fields`` (default: all)."""

@@ -327,10 +327,19 @@ def single_case_table(
     })
 
 
+NULL_COLUMNS = 4096  # features of the leave-one-out tests computed at once (bounds their float64 copies)
+
+
 def null_maxima(controls: np.ndarray) -> np.ndarray:
-    """Largest ``|t|`` over features of each control tested against the others ``(n_controls,)``."""
-    t, _, _ = crawford_howell_loo(controls)
-    return np.nanmax(np.abs(t), axis=1)
+    """Largest ``|t|`` over features of each control tested against the others ``(n_controls,)``
+    (computed ``NULL_COLUMNS`` features at a time)."""
+    controls = np.asarray(controls)
+    return np.nanmax(np.column_stack([np.nanmax(np.abs(crawford_howell_loo(controls[:, cols])[0]), axis=1)
+                                      for cols in _column_blocks(controls.shape[1])]), axis=1)
+
+
+def _column_blocks(n_features: int) -> list[slice]:
+    return [slice(lo, lo + NULL_COLUMNS) for lo in range(0, n_features, NULL_COLUMNS)]
 
 
 def crawford_howell_loo(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -367,11 +376,16 @@ def single_case_null_rate(reference: np.ndarray, alpha: float = 0.05, rule: str 
     The false-positive rate of the single-case table under the null (each
     control tested against the others with the table's ``rule``; for
     ``maxt`` against the other controls' maxima); nominal about ``alpha``.
+    The tests run ``NULL_COLUMNS`` features at a time (``fdr`` and ``raw``
+    keep every p-value for the per-control decision).
     """
-    t, p, _ = crawford_howell_loo(reference)
+    reference = np.asarray(reference)
     if rule == "maxt":
-        maxima = np.nanmax(np.abs(t), axis=1)
+        maxima = null_maxima(reference)
         others = (maxima[None, :] >= maxima[:, None]).sum(axis=1) - 1
         return float(((1 + others) / maxima.size < alpha).mean())
+    p = np.empty(reference.shape)
+    for cols in _column_blocks(reference.shape[1]):
+        p[:, cols] = crawford_howell_loo(reference[:, cols])[1]
     stat = np.vstack([benjamini_hochberg(row) for row in p]) if rule == "fdr" else p
     return float((stat < alpha).any(axis=1).mean())

@@ -91,7 +91,7 @@ class TrainModels(SimpleInterface):
         s, _, split = cohort_of(self.inputs, self.inputs.prepared[0])  # one batch, one set of subjects
         prepared = {}
         for path in self.inputs.prepared:
-            p = Prepared.load(path)
+            p = Prepared.load(path, linear=False)
             prepared[p.features.variant.label] = p
         result, index = train_width(prepared, split, s, base_model(s))
         self._results["trained"] = [save_trained(os.path.join(runtime.cwd, trained_name(label)), result,

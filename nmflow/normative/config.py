@@ -9,9 +9,10 @@ from dataclasses import dataclass
 class TrainConfig:
     """Optimisation settings (all stored in the model card)."""
 
-    epochs: int = 400
+    epochs: int = 150
     lr: float = 3e-3
     weight_decay: float = 1e-2
-    patience: int = 40
+    patience: int = 15
     seed: int = 0
     mask_fraction: float = 0.2
+    batch_size: int = 64

@@ -25,8 +25,9 @@ on all controls is trained beside the folds; it is the one saved for reuse
 (:func:`nmflow.normative.model.save_model`), carrying the cross-fitted
 residual scale.
 
-All fits of all variants with one feature count are trained as one stacked
-batch (:func:`nmflow.normative.model.train_models`).
+All fits of all variants with one feature count are trained stacked, in
+chunks of models beyond a memory budget
+(:func:`nmflow.normative.model.train_models`).
 """
 
 from __future__ import annotations
@@ -197,9 +198,10 @@ def kept_connections(features: np.ndarray, pools: np.ndarray, max_missing: float
 class Preprocessed:
     """One fit's view of one variant (every array over all subjects of the table).
 
-    ``features`` are imputed and harmonised ``(n, F)``, ``z`` standardised
-    with the pool's scaler, ``cond`` the coded covariates ``(n, C)``,
-    ``linear`` the baseline's prediction ``(n, F)``.
+    ``features`` are imputed and harmonised ``(n, F)``, ``cond`` the coded
+    covariates ``(n, C)``, ``linear`` the baseline's prediction ``(n, F)``
+    (both ``(n, F)`` arrays float32: they are the big ones; the scaler
+    ``mean``, ``scale`` ``(F,)`` is float64).
     """
 
     features: np.ndarray
@@ -237,10 +239,11 @@ def preprocess(features: np.ndarray, table: pd.DataFrame, pool: np.ndarray, cova
         ``(mean, scale)`` and :class:`CovariateCoder` of a model being
         fine-tuned (kept instead of refitted).
     """
-    x = np.array(features, dtype=float)
+    x = np.array(features, dtype=np.float32)
     miss = ~np.isfinite(x)
     if miss.any():
-        x[miss] = np.broadcast_to(np.nanmean(x[pool], axis=0), x.shape)[miss]
+        x[miss] = np.broadcast_to(np.nanmean(x[pool], axis=0, dtype=np.float64).astype(np.float32), x.shape)[miss]
+    del miss
     messages = []
     if harmonize_method == "combat":
         sites = table["site"].to_numpy()
@@ -256,50 +259,58 @@ def preprocess(features: np.ndarray, table: pd.DataFrame, pool: np.ndarray, cova
             coder.categorical[name] = sorted(frame.loc[controls, name].astype(str).unique())
     cond = coder.transform(frame)
     mean, scale = scaler if scaler is not None else fit_scaler(x[pool])
-    linear = predict_linear(fit_linear(x[pool], cond[pool]), cond)
+    linear = predict_linear(fit_linear(x[pool], cond[pool]), cond).astype(np.float32)
     return Preprocessed(x, harmonized, mean, scale, coder, cond, linear, messages)
 
 
 def train_stacked(jobs: list[tuple], config: TrainConfig, seeds: list[int],
-                  init: list[torch.Tensor] | None = None) -> TrainResult:
-    """Train one model per job ``(z, cond, train_weights, val_weights, loss_mask)`` in one batch.
+                  init: list[torch.Tensor] | None = None, device: str = "cpu",
+                  mem_bytes: float | None = None) -> TrainResult:
+    """Train one model per job ``(z, cond, train_weights, val_weights, loss_mask)``, stacked.
 
     ``z`` ``(n_rows, F)``, ``cond`` ``(n_rows, C)`` and the weights
-    ``(n_rows,)`` of every job cover the same rows (the controls), so the
-    jobs stack into ``(M, n_rows, ...)`` arrays; ``loss_mask`` ``(F,)``
-    marks the features that count in the loss.
+    ``(n_rows,)`` of every job cover the same rows (the controls); jobs may
+    share one ``z`` array (it is not copied); ``loss_mask`` ``(F,)`` marks
+    the features that count in the loss.  ``device`` and ``mem_bytes``: see
+    :func:`nmflow.normative.model.train_models` (they change no number).
     """
-    x = np.stack([j[0] for j in jobs])
-    cond = np.stack([j[1] for j in jobs])
     wt = np.stack([j[2] for j in jobs]).astype(float)
     wv = np.stack([j[3] for j in jobs]).astype(float)
     counted = np.stack([j[4] for j in jobs])
     if init is not None:
-        init = [p.expand(len(jobs), *p.shape[1:]).clone() for p in init]
-    return train_models(x, wt, wv, config, init=init, seeds=seeds, cond=cond,
-                        loss_mask=None if counted.all() else counted)
+        init = [p.expand(len(jobs), *p.shape[1:]) for p in init]
+    return train_models([j[0] for j in jobs], wt, wv, config, init=init, seeds=seeds, cond=[j[1] for j in jobs],
+                        loss_mask=None if counted.all() else counted, device=device, mem_bytes=mem_bytes)
 
 
 def model_input(prep: Preprocessed, kept: np.ndarray, inputs: np.ndarray) -> np.ndarray:
-    """Standardised model input ``(n_subjects, inputs.sum())``.
+    """Standardised model input ``(n_subjects, inputs.sum())`` (float32).
 
     ``kept`` marks the connections the data provide, ``inputs`` the model's
     inputs (both over one feature list); an input the data lack is held at
     the model's training mean (0).
     """
-    z = np.zeros((prep.features.shape[0], int(inputs.sum())))
-    z[:, kept[inputs]] = (prep.features - prep.mean) / prep.scale
+    z = np.zeros((prep.features.shape[0], int(inputs.sum())), np.float32)
+    z[:, kept[inputs]] = (prep.features - prep.mean.astype(np.float32)) / prep.scale.astype(np.float32)
     return z
 
 
-def predict(result: TrainResult, index: int, z: np.ndarray, cond: np.ndarray, mask_fraction: float) -> np.ndarray:
-    """Prediction ``(n_subjects, F)`` by model ``index`` of a stacked result
-    (each feature predicted with itself hidden, see :func:`masked_forward`)."""
-    params = [p[index:index + 1] for p in result.params]
+PREDICT_ROWS = 256  # subjects predicted at once (bounds the masked passes' memory)
+
+
+def predict(result: TrainResult, index: int, z: np.ndarray, cond: np.ndarray, mask_fraction: float,
+            device: str = "cpu") -> np.ndarray:
+    """Prediction ``(n_subjects, F)`` float32 by model ``index`` of a stacked result
+    (each feature predicted with itself hidden, see :func:`masked_forward`), ``PREDICT_ROWS`` subjects at a time."""
+    params = [p[index:index + 1].to(device) for p in result.params]
+    out = np.empty(z.shape, np.float32)
     with torch.no_grad():
-        out = masked_forward(params, torch.as_tensor(z, dtype=torch.float32),
-                             torch.as_tensor(cond, dtype=torch.float32), mask_fraction)
-    return out[0].numpy().astype(float)
+        for lo in range(0, len(z), PREDICT_ROWS):
+            rows = slice(lo, lo + PREDICT_ROWS)
+            out[rows] = masked_forward(params, torch.as_tensor(z[rows], dtype=torch.float32, device=device),
+                                       torch.as_tensor(cond[rows], dtype=torch.float32, device=device),
+                                       mask_fraction)[0].cpu().numpy()
+    return out
 
 
 @dataclass
@@ -316,18 +327,20 @@ class Residuals:
     features: np.ndarray
 
 
-def combine(folds: Folds, preps: list[Preprocessed], predictions: list[np.ndarray]) -> Residuals:
+def combine(folds: Folds, preps: list[Preprocessed], predictions) -> Residuals:
     """Residuals of reference controls from their own fold and of patients averaged over fits.
 
-    ``predictions[k]`` is fit ``k``'s prediction ``(n, F)`` in feature units.
+    ``predictions`` yields fit ``k``'s prediction ``(n, F)`` in feature units,
+    in the order of ``preps`` (an iterator: one prediction is held at a
+    time).  The outputs are float32.
     """
     n, f = preps[0].features.shape
-    residual, abs_error, features = (np.full((n, f), np.nan) for _ in range(3))
+    residual, abs_error, features = (np.full((n, f), np.nan, np.float32) for _ in range(3))
     patients = folds.patients
     acc = np.zeros((3, int(patients.sum()), f))
     for k, (prep, pred) in enumerate(zip(preps, predictions)):
         r = prep.features - pred
-        err = np.abs(r) / prep.scale
+        err = np.abs(r) / prep.scale.astype(np.float32)
         mine = folds.held_out == k
         residual[mine], abs_error[mine], features[mine] = r[mine], err[mine], prep.features[mine]
         acc += np.stack([r[patients], err[patients], prep.features[patients]])

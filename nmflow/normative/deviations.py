@@ -57,7 +57,7 @@ def rms(values: np.ndarray) -> np.ndarray:
 
 def residual_scale(residuals: np.ndarray, reference: np.ndarray, sites: np.ndarray | None = None,
                    per_site: bool = False, min_site: int = 8) -> np.ndarray:
-    """Scale ``(n_subjects, n_features)`` that standardises every subject's residuals.
+    """Scale ``(n_subjects, n_features)`` that standardises every subject's residuals (in their float dtype).
 
     Parameters
     ----------
@@ -71,7 +71,7 @@ def residual_scale(residuals: np.ndarray, reference: np.ndarray, sites: np.ndarr
         else the pooled one.
     """
     pooled = rms(residuals[reference])
-    scale = np.broadcast_to(pooled, residuals.shape).copy()
+    scale = np.broadcast_to(pooled, residuals.shape).astype(np.result_type(residuals.dtype, np.float32))
     if per_site and sites is not None:
         sites = np.asarray(sites, dtype=str)
         for site in np.unique(sites):

@@ -23,14 +23,18 @@ conditional normative autoencoder).  With ``C = 0`` this is the plain
 
 Many models are trained at once: the weights of ``M`` models are stacked
 ``(M, in, out)`` and applied with one batched matrix product, each model with
-its own per-subject weights (bootstrap counts).  The loss is the sum of the
-models' losses, so each model's gradient - and, Adam being elementwise, each
-model's trajectory - is that of training it alone.  A model whose early
-stopping has triggered leaves the batch, so the batch shrinks as models
-converge.  Training is full-batch
-Adam with early stopping on the validation loss (the weights of the best
-epoch are kept); training uses one CPU thread; initial weights come from one seeded generator per model, so
-the same inputs give the same weights bit for bit on one machine.
+its own mini-batches (its training controls, repeated by their bootstrap
+counts, reshuffled every epoch).  The loss is the sum of the models' losses,
+so each model's gradient - and, Adam being elementwise, each model's
+trajectory - is that of training it alone.  A model whose early stopping has
+triggered leaves the batch, so the batch shrinks as models converge.  Beyond
+a memory budget the models train in consecutive chunks of as many as fit.
+Training is mini-batch Adam with early stopping on the validation loss (once
+per epoch, the weights of the best epoch are kept); training uses one CPU
+thread; initial weights, mini-batch order and masks come from generators
+seeded by each model's seed only, so the same inputs give the same weights
+bit for bit on one machine, whatever the stack, the chunking or the device
+given for the CPU.
 """
 
 from __future__ import annotations
@@ -138,128 +142,239 @@ def _weighted_loss(recon: torch.Tensor, x: torch.Tensor, weights: torch.Tensor,
 
 
 def train_models(
-    x: np.ndarray,
+    x,
     train_weights: np.ndarray,
     val_weights: np.ndarray,
     config: TrainConfig,
     init: list[torch.Tensor] | None = None,
     seeds: list[int] | None = None,
-    cond: np.ndarray | None = None,
+    cond=None,
     loss_mask: np.ndarray | None = None,
+    device: str = "cpu",
+    mem_bytes: float | None = None,
 ) -> TrainResult:
-    """Train ``M`` autoencoders at once on standardised features.
+    """Train ``M`` autoencoders on standardised features, stacked while they fit in ``mem_bytes``.
 
     Parameters
     ----------
-    x : ndarray, shape (n_subjects, n_features) or (n_models, n_subjects, n_features)
+    x : ndarray, shape (n_subjects, n_features) or (n_models, n_subjects, n_features), or list of arrays
         Standardised features of every subject the models may use (shared by
-        all models, or one array per model, e.g. one per variant).
+        all models, or one array per model; a list may repeat one array for
+        several models without copying it).
     train_weights, val_weights : ndarray, shape (n_models, n_subjects)
         Multiplicity of each subject in each model's training / validation set
-        (bootstrap counts; 0 = not used).  A model without validation subjects
-        stops on its training loss.
+        (bootstrap counts; 0 = not used).  Training weights are whole numbers
+        (a subject counted twice appears twice in the model's epochs).  A
+        model without validation subjects stops on its training loss.
     config : TrainConfig
     init : list of Tensor, optional
         Stacked starting weights (fine-tuning); otherwise :func:`init_params`.
     seeds : list of int, optional
         One seed per model; default ``config.seed + m``.
-    cond : ndarray, shape (n_subjects, n_covariates) or (n_models, n_subjects, n_covariates), optional
+    cond : ndarray, shape (n_subjects, n_covariates) or (n_models, n_subjects, n_covariates), or list, optional
         Covariates of the conditional model (coded, see
         :mod:`nmflow.normative.covariates`).
     loss_mask : ndarray of bool, shape (n_features,) or (n_models, n_features), optional
         Features that count in the loss (a model fine-tuned on data that lack
         some of its features: those inputs are held at the training mean and
         their errors ignored).
+    device : str
+        Torch device of the weights and mini-batches (``cpu``, ``cuda``).
+        Random draws are made on the CPU, so a device changes the arithmetic,
+        never the masks or the order of the subjects.
+    mem_bytes : float, optional
+        Memory the stacked models may use (:func:`model_bytes` each); the
+        models train in consecutive chunks of as many as fit (at least one).
+        ``None``: all at once.  The chunking does not change any number.
 
-    Training runs on one thread: the stacked matrices are small, extra
-    threads gain little and stall when the cores are shared, and results then
-    do not depend on the core count.
+    Training runs on one thread: extra threads stall when the cores are
+    shared, and results then do not depend on the core count.
     """
+    n_models = train_weights.shape[0]
+    xs = _per_model(x, n_models)
+    cs = _per_model(cond, n_models) if cond is not None else [np.zeros((xs[0].shape[0], 0), np.float32)] * n_models
+    seeds = list(seeds) if seeds is not None else [config.seed + m for m in range(n_models)]
+    counted = np.broadcast_to(loss_mask, (n_models, xs[0].shape[1])) if loss_mask is not None else None
+    shapes = param_shapes(xs[0].shape[1], cs[0].shape[1])
+    per_chunk = n_models if mem_bytes is None else max(1, int(mem_bytes // model_bytes(shapes, config.batch_size)))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    best = [torch.empty(n_models, *shape) for fan_in, fan_out in shapes for shape in ((fan_in, fan_out), (1, fan_out))]
     try:
-        return _train(x, train_weights, val_weights, config, init, seeds, cond, loss_mask)
+        parts = []
+        for lo in range(0, n_models, per_chunk):
+            ids = slice(lo, min(lo + per_chunk, n_models))
+            start = [p[ids] for p in init] if init is not None else init_params(shapes, seeds[ids])  # per chunk
+            part = _train_chunk(xs[ids], cs[ids], train_weights[ids], val_weights[ids], config, start, seeds[ids],
+                                counted[ids] if counted is not None else None, torch.device(device))
+            for b, p in zip(best, part.params):
+                b[ids] = p
+            part.params = []  # one copy of the weights: the chunks' go into ``best`` as they finish
+            parts.append(part)
     finally:
         torch.set_num_threads(threads)
+    return _concat(best, parts)
 
 
-def _train(x, train_weights, val_weights, config, init, seeds, cond, loss_mask) -> TrainResult:
+def model_bytes(shapes: list[tuple[int, int]], batch_size: int) -> int:
+    """Memory one model takes while training (bytes): its weights held six times (weights,
+    gradients, Adam's two moments, the best epoch's weights, Adam's scratch) and a mini-batch's
+    activations and masks (float32)."""
+    n_params = sum((fan_in + 1) * fan_out for fan_in, fan_out in shapes)
+    width = sum(fan_in + fan_out for fan_in, fan_out in shapes)
+    return 4 * (6 * n_params + 6 * max(batch_size, VAL_ROWS) * width)
+
+
+VAL_ROWS = 256  # validation subjects forwarded at once
+
+
+def _per_model(values, n_models: int) -> list[np.ndarray]:
+    """One float32 array ``(n_subjects, k)`` per model (shared arrays are not copied)."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        values = [values] * n_models
+    out = [np.asarray(v, dtype=np.float32) for v in values]
+    if len(out) != n_models:
+        raise ValueError(f"{len(out)} data arrays for {n_models} models")
+    return out
+
+
+def _train_chunk(xs, cs, train_weights, val_weights, config, init, seeds, counted, device) -> TrainResult:
+    """Train the models of one chunk together (see :func:`train_models`)."""
     torch.use_deterministic_algorithms(True)
-    n_models = train_weights.shape[0]
-    xt = torch.as_tensor(np.asarray(x), dtype=torch.float32)
-    ct = (torch.as_tensor(np.asarray(cond), dtype=torch.float32) if cond is not None
-          else torch.zeros(xt.shape[-2], 0))
-    wt = torch.as_tensor(train_weights, dtype=torch.float32)
-    wv = torch.as_tensor(val_weights, dtype=torch.float32)
-    no_val = wv.sum(dim=1) == 0
-    seeds = seeds if seeds is not None else [config.seed + m for m in range(n_models)]
-    if init is None:
-        init = init_params(param_shapes(x.shape[-1], ct.shape[-1]), seeds)
-    masks = _Masks(config.mask_fraction, seeds, xt.shape[-2:])
-    counted = (torch.as_tensor(np.broadcast_to(loss_mask, (n_models, xt.shape[-1])).copy(), dtype=torch.float32)[:, None, :]
-               if loss_mask is not None else None)
-    params = [p.detach().clone().requires_grad_(True) for p in init]
+    n_models = len(xs)
+    models = [_Model(x, c, wt, wv, config, seed, cm, device)
+              for x, c, wt, wv, seed, cm in zip(xs, cs, train_weights, val_weights, seeds,
+                                                counted if counted is not None else [None] * n_models)]
+    params = [p.detach().to(device, torch.float32).clone().requires_grad_(True) for p in init]
     best = [p.detach().clone() for p in params]
     adam = _Adam(params, config)
-    active = torch.arange(n_models)  # models still training; stopped ones leave the batch
-    best_loss = torch.full((n_models,), float("inf"))
-    best_epoch = torch.zeros(n_models, dtype=torch.long)
-    train_curve, val_curve = [], []
-    for epoch in range(config.epochs):
-        xa = xt if xt.dim() == 2 else xt[active]
-        ca = ct if ct.dim() == 2 else ct[active]
-        mask = masks.draw(active, wv[active] > 0)
-        recon = forward(params, _stack(xa, len(active)) * (1 - mask) if mask is not None else xa, ca)
-        scored = mask
-        if counted is not None:
-            scored = counted[active] if mask is None else mask * counted[active]
-        loss = _weighted_loss(recon, xa, wt[active], scored)
-        with torch.no_grad():
-            val = torch.where(no_val[active], loss, _weighted_loss(recon, xa, wv[active], scored))
-            improved = val < best_loss[active]
-            ids = active[improved]
-            best_loss[ids] = val[improved]
-            best_epoch[ids] = epoch
-            for b, p in zip(best, params):
-                b[ids] = p[improved]
-            val_curve.append(_full_row(val, active, n_models))
-        going = (epoch - best_epoch[active]) < config.patience
-        if not bool(going.any()):
-            break
+    active = list(range(n_models))  # models still training; stopped ones leave the batch
+    step = 0
+    while active:
+        batch = [models[m].batch() for m in active]
+        xb, cb, mb, wb = (torch.stack([b[k] for b in batch]).to(device) for k in range(4))
+        recon = forward(params, xb * (1 - mb) if config.mask_fraction > 0 else xb, cb)
+        loss = _weighted_loss(recon, xb, wb, mb)
         grads = torch.autograd.grad(loss.sum(), params)
-        train_curve.append(_full_row(loss.detach(), active, n_models))
-        params = adam.step(params, grads, keep=None if bool(going.all()) else going)
-        active = active[going]
-    n = len(train_curve)
-    return TrainResult(best, np.array(train_curve), np.array(val_curve[:n]), best_epoch.numpy(),
-                       best_loss.numpy())
+        params = adam.step(params, grads)
+        step += 1
+        going = []
+        for j, m in enumerate(active):
+            model = models[m]
+            model.train_sum += float(loss[j].detach())
+            if step % model.steps_per_epoch == 0 and model.end_epoch([p[j:j + 1].detach() for p in params]):
+                for b, p in zip(best, params):
+                    b[m] = p[j].detach()
+            going.append(not model.stopped)
+        keep = torch.tensor(going)
+        if not keep.all():
+            params = adam.keep(params, keep)
+            active = [m for m, g in zip(active, going) if g]
+    n_epochs = max(len(m.train_curve) for m in models)
+    curve = np.full((2, n_epochs, n_models), np.nan, np.float32)
+    for m, model in enumerate(models):
+        curve[0, :len(model.train_curve), m] = model.train_curve
+        curve[1, :len(model.val_curve), m] = model.val_curve
+    return TrainResult([b.cpu() for b in best], curve[0], curve[1], np.array([m.best_epoch for m in models]),
+                       np.array([m.best_loss for m in models], np.float32))
 
 
-class _Masks:
-    """Random input masks of masked training, one seeded generator per model.
+class _Model:
+    """One model's data, random draws and early stopping inside a stacked chunk.
 
-    Each epoch every model hides a fresh random ``fraction`` of each training
-    subject's features (set to 0, the training mean) and is scored on the
-    hidden ones; validation subjects keep one fixed mask per model, so the
-    validation loss is comparable across epochs and comes from the same
-    forward pass.  A model's masks depend on its own seed only, so stacked
-    training still equals training alone.
+    Its training subjects (repeated by their weight) are reshuffled every
+    epoch and dealt into mini-batches of ``config.batch_size`` (an epoch is
+    ``ceil(n_training / batch_size)`` steps; its last batch, when shorter, is
+    padded with rows of weight 0, which leave the loss and its gradient
+    unchanged).  Each training subject
+    hides a fresh random ``mask_fraction`` of its features in every batch
+    (set to 0, the training mean) and is scored on the hidden ones;
+    validation subjects keep one fixed mask, so the validation loss is
+    comparable across epochs.  Order and masks come from generators seeded by
+    the model's own seed only, so a model trained in a stack equals the model
+    trained alone.  Batches hold ``min(batch_size, n_subjects)`` rows, so
+    every model of a stack has the same batch shape.
     """
 
-    def __init__(self, fraction: float, seeds: list[int], shape: tuple[int, int]):
-        self.fraction, self.shape = fraction, tuple(shape)
-        self.gens = [torch.Generator().manual_seed(int(s) + 7919) for s in seeds]
-        self.fixed = torch.stack([self._one(g) for g in self.gens]) if fraction > 0 else None
+    def __init__(self, x, cond, train_weight, val_weight, config, seed, counted, device):
+        counts = np.asarray(train_weight)
+        if not np.array_equal(counts, np.round(counts)) or (counts < 0).any():
+            raise ValueError("training weights must be whole numbers >= 0")
+        self.x, self.cond, self.config, self.device = torch.from_numpy(x), torch.from_numpy(cond), config, device
+        self.rows = torch.from_numpy(np.repeat(np.arange(len(counts)), counts.astype(int)))
+        self.batch_size = min(config.batch_size, len(counts))  # the same for every model of a stack
+        self.steps_per_epoch = max(1, math.ceil(len(self.rows) / self.batch_size))
+        self.order_gen = torch.Generator().manual_seed(int(seed) + 104729)
+        self.mask_gen = torch.Generator().manual_seed(int(seed) + 7919)
+        self.counted = torch.as_tensor(np.asarray(counted), dtype=torch.float32) if counted is not None else None
+        self.val_rows = np.flatnonzero(np.asarray(val_weight) > 0)
+        self.val_weight = np.asarray(val_weight, float)[self.val_rows]
+        self.val_mask = self._mask(len(self.val_rows))
+        self.queue = self.rows[:0]
+        self.train_sum = 0.0
+        self.train_curve, self.val_curve = [], []
+        self.best_loss, self.best_epoch, self.stopped = float("inf"), 0, False
 
-    def _one(self, gen: torch.Generator) -> torch.Tensor:
-        return (torch.rand(self.shape, generator=gen) < self.fraction).float()
+    def _mask(self, n_rows: int) -> torch.Tensor:
+        """Features scored ``(n_rows, F)``: the hidden ones when masking, the counted ones always."""
+        n_features = self.x.shape[1]
+        if self.config.mask_fraction > 0:
+            mask = (torch.rand((n_rows, n_features), generator=self.mask_gen) < self.config.mask_fraction).float()
+        else:
+            mask = torch.ones(n_rows, n_features)
+        return mask * self.counted if self.counted is not None else mask
 
-    def draw(self, active: torch.Tensor, validation: torch.Tensor) -> torch.Tensor | None:
-        """Masks ``(n_active, n, F)``: fresh ones, the fixed ones on ``validation`` rows ``(n_active, n)``."""
-        if self.fraction <= 0:
-            return None
-        fresh = torch.stack([self._one(self.gens[int(m)]) for m in active])
-        return torch.where(validation[..., None], self.fixed[active], fresh)
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Next mini-batch: inputs ``(b, F)``, covariates ``(b, C)``, scored-feature mask ``(b, F)`` and
+        row weights ``(b,)`` (0 on the rows padding an epoch's last, shorter batch)."""
+        if not len(self.queue):
+            self.queue = self.rows[torch.randperm(len(self.rows), generator=self.order_gen)]
+        rows, self.queue = self.queue[:self.batch_size], self.queue[self.batch_size:]
+        weight = torch.ones(self.batch_size)
+        if len(rows) < self.batch_size:
+            weight[len(rows):] = 0
+            rows = torch.cat([rows, rows[:1].expand(self.batch_size - len(rows))])
+        return self.x[rows], self.cond[rows], self._mask(len(rows)), weight
+
+    def end_epoch(self, params: list[torch.Tensor]) -> bool:
+        """Record the epoch's losses and decide on stopping; True when these weights are the best so far."""
+        epoch = len(self.train_curve)
+        train = self.train_sum / self.steps_per_epoch
+        self.train_sum = 0.0
+        self.train_curve.append(train)
+        val = self.validation_loss(params) if len(self.val_rows) else train
+        self.val_curve.append(val)
+        improved = val < self.best_loss
+        if improved:
+            self.best_loss, self.best_epoch = val, epoch
+        self.stopped = epoch - self.best_epoch >= self.config.patience or epoch + 1 >= self.config.epochs
+        return improved
+
+    def validation_loss(self, params: list[torch.Tensor]) -> float:
+        """Weighted mean masked squared error of the validation subjects (forwarded ``VAL_ROWS`` at a time)."""
+        total = 0.0
+        with torch.no_grad():
+            for lo in range(0, len(self.val_rows), VAL_ROWS):
+                rows = self.val_rows[lo:lo + VAL_ROWS]
+                x = self.x[rows].to(self.device)
+                mask = self.val_mask[lo:lo + VAL_ROWS].to(self.device)
+                recon = forward(params, x * (1 - mask) if self.config.mask_fraction > 0 else x,
+                                self.cond[rows].to(self.device))[0]
+                err = (((recon - x) ** 2) * mask).sum(dim=-1) / mask.sum(dim=-1).clamp_min(1)
+                total += float(err.double().cpu() @ torch.from_numpy(self.val_weight[lo:lo + VAL_ROWS]))
+        return total / self.val_weight.sum()
+
+
+def _concat(params: list[torch.Tensor], parts: list[TrainResult]) -> TrainResult:
+    """One result: the stacked best weights of all models and the curves of consecutive chunks of models."""
+    n_epochs = max(len(p.train_loss) for p in parts)
+
+    def pad(curve):
+        return np.vstack([curve, np.full((n_epochs - len(curve), curve.shape[1]), np.nan, np.float32)])
+
+    return TrainResult(params,
+                       np.hstack([pad(p.train_loss) for p in parts]), np.hstack([pad(p.val_loss) for p in parts]),
+                       np.concatenate([p.best_epoch for p in parts]), np.concatenate([p.best_loss for p in parts]))
 
 
 def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tensor | None,
@@ -274,8 +389,8 @@ def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tens
     if fraction <= 0:
         return forward(params, x, cond)
     n_blocks = max(2, round(1 / fraction))
-    block = torch.arange(x.shape[-1]) % n_blocks
-    out = torch.zeros(params[0].shape[0], *x.shape[-2:])
+    block = torch.arange(x.shape[-1], device=x.device) % n_blocks
+    out = torch.zeros(params[0].shape[0], *x.shape[-2:], device=x.device)
     for b in range(n_blocks):
         hidden = (block == b).float()
         pred = forward(params, x * (1 - hidden), cond)
@@ -283,45 +398,49 @@ def masked_forward(params: list[torch.Tensor], x: torch.Tensor, cond: torch.Tens
     return out
 
 
-def _full_row(values: torch.Tensor, active: torch.Tensor, n_models: int) -> np.ndarray:
-    """``(n_models,)`` with ``values`` at the active models and NaN for stopped ones."""
-    row = np.full(n_models, np.nan, dtype=np.float32)
-    row[active.numpy()] = values.numpy()
-    return row
-
-
 class _Adam:
-    """Adam with L2 weight decay (as ``torch.optim.Adam(weight_decay=...)``) on stacked weights.
+    """Adam with L2 weight decay (``torch.optim.Adam(weight_decay=...)``) on stacked weights.
 
-    Its own few lines rather than ``torch.optim.Adam`` so that stopped models
-    can be dropped from the batch together with their moment estimates.
+    Torch's fused kernel (one pass over the weights and moments: 10x faster
+    than elementwise steps at 80,000 connections, where the step costs more
+    than a mini-batch's forward and backward passes) through the functional
+    :func:`torch.optim.adam.adam`, holding the moments here so that stopped
+    models can be dropped from the batch with them.
     """
 
     betas = (0.9, 0.999)
     eps = 1e-8
 
     def __init__(self, params: list[torch.Tensor], config: TrainConfig):
-        self.lr, self.weight_decay, self.t = config.lr, config.weight_decay, 0
+        self.lr, self.weight_decay = config.lr, config.weight_decay
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
+        self.t = [[torch.zeros((), dtype=torch.float32, device=p.device) for _ in range(len(p))] for p in params]
 
-    def step(self, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...],
-             keep: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """Update ``params`` in place; with ``keep`` (boolean over models) return only the kept models."""
-        self.t += 1
-        b1, b2 = self.betas
-        bias1, bias2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+    def step(self, params: list[torch.Tensor], grads: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
+        """Update ``params`` in place (and return them).
+
+        The kernel sees each model's tensors apart (a stacked tensor would be
+        vectorised differently for another number of models), so a model's
+        update does not depend on the stack.
+        """
+        from torch.optim.adam import adam
+
+        def per_model(tensors):
+            return [t[j] for t in tensors for j in range(len(t))]
+
         with torch.no_grad():
-            for p, g, m, v in zip(params, grads, self.m, self.v):
-                g = g + self.weight_decay * p
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.addcdiv_(m, (v.sqrt() / math.sqrt(bias2)).add_(self.eps), value=-self.lr / bias1)
-        if keep is None:
-            return params
-        self.m = [m[keep] for m in self.m]
-        self.v = [v[keep] for v in self.v]
-        return [p.detach()[keep].requires_grad_(True) for p in params]
+            adam(per_model([p.detach() for p in params]), per_model(grads), per_model(self.m), per_model(self.v), [],
+                 [t for ts in self.t for t in ts], fused=True, amsgrad=False, beta1=self.betas[0],
+                 beta2=self.betas[1], lr=self.lr, weight_decay=self.weight_decay, eps=self.eps, maximize=False)
+        return params
+
+    def keep(self, params: list[torch.Tensor], kept: torch.Tensor) -> list[torch.Tensor]:
+        """Only the ``kept`` models (boolean over models) of ``params`` and of the moment estimates."""
+        self.m = [m[kept] for m in self.m]
+        self.v = [v[kept] for v in self.v]
+        self.t = [[t for t, k in zip(ts, kept.tolist()) if k] for ts in self.t]
+        return [p.detach()[kept].requires_grad_(True) for p in params]
 
 
 @dataclass
@@ -360,8 +479,8 @@ class NormativeModel:
 
 def fit_scaler(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation ``(n_features,)`` of training controls; sd 0 becomes 1."""
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0, ddof=1)
+    mean = features.mean(axis=0, dtype=np.float64)
+    scale = features.std(axis=0, ddof=1, dtype=np.float64)
     return mean, np.where(scale > 0, scale, 1.0)
 
 

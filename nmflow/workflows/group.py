@@ -33,16 +33,17 @@ from nmflow.workflows.boilerplate import group_desc, source_desc
 from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
-TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask_fraction", "n_bootstrap",
-            "init_model", "no_fine_tune")
+TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask_fraction", "batch_size",
+            "n_bootstrap", "init_model", "no_fine_tune")
+RESOURCES = ("mem_gb", "device", "nprocs")  # change no number; a new value re-runs the steps reading them
 STEP_SETTINGS = {
     "collect_cohort": COHORT + ("out_dir", "participant_label", "control_label", "timeseries_dir", "metrics",
                                 "variants", "init_model", "connectivity_dir", "matrix_dir", "matrix_values",
                                 "matrix_regions", "folds", "val_split", "seed", "split_file", "no_fine_tune"),
     "split": COHORT + ("control_label", "folds", "val_split", "seed", "split_file", "no_fine_tune", "init_model"),
     "harmonize": COHORT + ("harmonize", "max_missing", "init_model"),
-    "train": COHORT + TRAINING,
-    "score": COHORT + TRAINING + ("harmonize", "z_scale", "test_score", "alpha", "single_case_rule"),
+    "train": COHORT + TRAINING + RESOURCES,
+    "score": COHORT + TRAINING + RESOURCES + ("harmonize", "z_scale", "test_score", "alpha", "single_case_rule"),
     "group_tests": COHORT + ("control_label", "test_score", "alpha", "p_rule"),
     "single_case": COHORT + ("test_score", "alpha", "single_case_rule"),
     "select": COHORT + ("control_label", "n_bootstrap", "init_model"),
