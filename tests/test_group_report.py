@@ -262,16 +262,23 @@ def test_network_assignment_falls_back_to_named_systems_then_modules(tmp_path):
     from nmflow.group.features import Variant
     from nmflow.interfaces.group_report import network_assignment
 
+    def scored(regions, features, connection):  # what network_assignment reads of a Scored record
+        residuals = SimpleNamespace(features=features)
+        return SimpleNamespace(regions=regions, connection=connection,
+                               scores={"autoencoder": SimpleNamespace(residuals=residuals)})
+
     s = SimpleNamespace(timeseries_dir=None, out_dir=tmp_path)
     names = ["7Networks_LH_Vis_1", "7Networks_RH_Default_2", "7Networks_LH_Vis_3"]
-    features = SimpleNamespace(regions=names, x=np.zeros((4, 3)))
-    assert network_assignment(s, Variant("X", None, None, "pearson"), features, np.ones(4, bool)).networks == \
-        ["Visual", "Default", "Visual"]
+    found = network_assignment(s, Variant("X", None, None, "pearson"), scored(names, np.zeros((4, 3)), np.arange(3)),
+                               np.ones(4, bool))
+    assert found.networks == ["Visual", "Default", "Visual"]
     rng = np.random.default_rng(1)
     truth = np.arange(40) % 7
     fc = np.where(truth[:, None] == truth[None, :], 0.8, 0.0)[np.triu_indices(40, k=1)]
-    features = SimpleNamespace(regions=[f"R{k}" for k in range(40)], x=fc + rng.normal(0, 0.05, (5, fc.size)))
-    found = network_assignment(s, Variant("X", None, None, "pearson"), features, np.ones(5, bool))
+    kept = np.flatnonzero(rng.random(fc.size) > 0.1)  # some connections not scored (a transferred model's)
+    features = fc[kept] + rng.normal(0, 0.05, (5, kept.size))
+    found = network_assignment(s, Variant("X", None, None, "pearson"),
+                               scored([f"R{k}" for k in range(40)], features, kept), np.ones(5, bool))
     assert found.data_driven and pd.crosstab(truth, np.array(found.networks)).astype(bool).sum(axis=1).eq(1).all()
 
 

@@ -69,10 +69,12 @@ def single_case_table(path: str):
     return pd.DataFrame(columns)
 
 
-def network_assignment(s, variant, features, reference):
-    """The network of each region of ``variant`` (:class:`nmflow.group.features.Variant`): recorded in a time
-    series sidecar of ``--timeseries-dir`` or OUT_DIR, else read from the region names, else k-means modules of
-    the ``reference`` controls' mean FC (``features``: :class:`~nmflow.group.records.VariantFeatures`)."""
+def network_assignment(s, variant, scored, reference):
+    """The network of each region the report shows (``scored.regions``, the regions of the scored
+    connections; :class:`nmflow.group.scoring.Scored`) of ``variant``
+    (:class:`nmflow.group.features.Variant`): recorded in a time series sidecar of ``--timeseries-dir`` or
+    OUT_DIR, else read from the region names, else k-means modules of the ``reference`` controls' mean
+    (harmonised) FC."""
     import itertools
 
     import numpy as np
@@ -83,11 +85,13 @@ def network_assignment(s, variant, features, reference):
     folder = s.timeseries_dir or s.out_dir
     stem = "".join(f"_{k}-{v}" for k, v in (("atlas", variant.atlas), ("seg", variant.seg)) if v)
     sidecars = itertools.islice(Path(folder).glob(f"sub-*/**/*{stem}_*timeseries.json"), 10) if folder else []
-    regions = features.regions
+    regions = scored.regions
     found = recorded_networks(sidecars, regions) or named_networks(regions)
     if found is None:
-        mean = np.nanmean(features.x[reference], axis=0)
-        found = fc_modules(from_upper_triangle(mean, len(regions), diagonal=0.0), seed=0)
+        n = len(regions)
+        mean = np.full(n * (n - 1) // 2, np.nan)  # connections not scored (e.g. a transferred model's) stay NaN
+        mean[scored.connection] = np.nanmean(scored.scores["autoencoder"].residuals.features[reference], axis=0)
+        found = fc_modules(from_upper_triangle(mean, n, diagonal=0.0), seed=0)
     return found
 
 
@@ -120,7 +124,7 @@ class GroupReport(SimpleInterface):
         if folder.exists():
             shutil.rmtree(folder)  # a rerun leaves no page of a patient no longer in the cohort
         folder.mkdir()
-        networks = network_assignment(s, shown, features[k], split.folds.reference)
+        networks = network_assignment(s, shown, variant.scored, split.folds.reference)
         data = ReportData(table, split.folds, variant, selection, list(self.inputs.messages),
                           _full(self.inputs.motion), list(self.inputs.reports), strategies, s, networks)
         write_group_report(folder, data)
