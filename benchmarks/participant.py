@@ -75,19 +75,27 @@ def run_naive(bold: Path, mask: Path, confounds: Path, atlas_dir: str) -> None:
                 connectivity(ts, metric)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def simulated_subject(description: str) -> tuple[str, Path, Path, bool]:
+    """Parse ``--keep DIR`` and ``--n-volumes N``, check ``NMFLOW_ATLAS_DIR`` and simulate one subject on the real
+    2 mm grid (once per ``--keep`` folder); returns the atlas folder, the root folder, the fMRIPrep folder and
+    whether to keep them."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="keep the simulated data and outputs here")
     parser.add_argument("--n-volumes", type=int, default=200)
     args = parser.parse_args()
     atlas_dir = os.environ.get("NMFLOW_ATLAS_DIR")
     if not atlas_dir:
-        raise SystemExit("set NMFLOW_ATLAS_DIR to the folder of the real Yeo atlases")
+        raise SystemExit("set NMFLOW_ATLAS_DIR to the folder of the real atlases")
     root = args.keep or Path(tempfile.mkdtemp(prefix="nmflow_bench_"))
     fmriprep = root / "fmriprep"
     if not fmriprep.exists():
         simulate_dataset(fmriprep, SimulationSettings(n_controls=1, patients=(), n_sites=1, grid="2",
                                                       atlas_dir=atlas_dir, n_volumes=args.n_volumes, seed=1))
+    return atlas_dir, root, fmriprep, args.keep is not None
+
+
+def main() -> None:
+    atlas_dir, root, fmriprep, keep = simulated_subject(__doc__)
     func = fmriprep / "sub-01" / "func"
     bold = next(func.glob("*preproc_bold.nii.gz"))
     mask = next(func.glob("*brain_mask.nii.gz"))
@@ -142,7 +150,7 @@ def main() -> None:
           f"{t_scipy / t_kendall:5.1f}  (target >= 20), max |diff| = {max_diff:.1e}")
     print(f"peak traced memory {peak / 2**20:.0f} MiB / float32 BOLD {bold_bytes / 2**20:.0f} MiB = "
           f"{peak / bold_bytes:4.2f}  (target <= 3)")
-    if not args.keep:
+    if not keep:
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -12,12 +12,10 @@ RSS of each process, their ratios, and the per-node times of the 400-region run.
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,10 +25,10 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from participant import simulated_subject  # noqa: E402
 from throughput import node_times  # noqa: E402
 
 from nmflow.participant.connectivity import METRICS  # noqa: E402
-from nmflow.simulate import SimulationSettings, simulate_dataset  # noqa: E402
 
 
 def split_parcels(image: Path, out_dir: Path) -> tuple[Path, Path]:
@@ -76,18 +74,7 @@ def run(argv: list[str]) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--keep", type=Path, help="keep the simulated data and outputs here")
-    parser.add_argument("--n-volumes", type=int, default=200)
-    args = parser.parse_args()
-    atlas_dir = os.environ.get("NMFLOW_ATLAS_DIR")
-    if not atlas_dir:
-        raise SystemExit("set NMFLOW_ATLAS_DIR to the folder of the real atlases")
-    root = args.keep or Path(tempfile.mkdtemp(prefix="nmflow_scale_participant_"))
-    fmriprep = root / "fmriprep"
-    if not fmriprep.exists():
-        simulate_dataset(fmriprep, SimulationSettings(n_controls=1, patients=(), n_sites=1, grid="2",
-                                                      atlas_dir=atlas_dir, n_volumes=args.n_volumes, seed=1))
+    atlas_dir, root, fmriprep, _ = simulated_subject(__doc__)
     nifti, table = split_parcels(Path(atlas_dir) / "Schaefer200_space-MNI152NLin6_res-2x2x2.nii.gz", root / "atlas")
     common = ["--denoise", "simple", "gsr", "--metrics", *METRICS]
     results, steps = {}, {}

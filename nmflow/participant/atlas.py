@@ -35,7 +35,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
