@@ -42,6 +42,20 @@ def study(tmp_path_factory):
     return root
 
 
+def _rendered(pages: dict[Path, list[str]]) -> list:
+    """``(page, loaded)`` of every page, each checked: rendered in Chromium without errors or missing links,
+    with its ``sections`` and no Python reprs."""
+    out = []
+    for page, sections in pages.items():
+        loaded = load_page(page)
+        assert not loaded.errors, loaded.errors
+        assert not missing_links(page, loaded.dom), missing_links(page, loaded.dom)
+        assert [s for s in sections if f'<section id="{s}">' not in loaded.dom] == []
+        assert [r for r in REPRS if r in loaded.dom] == []
+        out.append((page, loaded))
+    return out
+
+
 def _tables(page: Path) -> dict[str, list[pd.DataFrame]]:
     """The tables of each section of a page, as text (section id -> tables)."""
     out = {}
@@ -66,12 +80,7 @@ def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
                                            "single-cases", "ranking", "combat", "notes", "subjects"],
              group / "patients" / "sub-25.html": ["caution", "overall", "matrix", "extremes", "single-case",
                                                   "motion"]}
-    for page, sections in pages.items():
-        loaded = load_page(page)
-        assert not loaded.errors, loaded.errors
-        assert not missing_links(page, loaded.dom), missing_links(page, loaded.dom)
-        assert [s for s in sections if f'<section id="{s}">' not in loaded.dom] == []
-        assert [r for r in REPRS if r in loaded.dom] == []
+    for page, _ in _rendered(pages):
         assert screenshot(page, tmp_path / f"{page.stem}.png", height=2000).stat().st_size > 10_000
     assert len(list((group / "patients").glob("sub-*.html"))) == 16  # one page per patient
     dom = (group / "group_report.html").read_text()
@@ -221,12 +230,7 @@ def test_large_atlas_report_summarises_by_network_in_chromium(large_study, tmp_p
     pages = {group / "group_report.html": ["cohort", "calibration", "deviations", "flagged", "single-cases"],
              next(group.glob("patients/sub-*.html")): ["caution", "overall", "matrix", "extremes", "single-case"],
              group / "figures" / "deviations_1_full.html": ["matrix"]}
-    for page, sections in pages.items():
-        loaded = load_page(page)
-        assert not loaded.errors, loaded.errors
-        assert not missing_links(page, loaded.dom), missing_links(page, loaded.dom)
-        assert [s for s in sections if f'<section id="{s}">' not in loaded.dom] == []
-        assert [r for r in REPRS if r in loaded.dom] == []
+    *_, (_, loaded) = _rendered(pages)
     assert "12 px per cell" in loaded.dom  # the matrix page's script drew the matrix (60 regions: 12 px cells)
     dom = (group / "group_report.html").read_text()
     for text in ("Networks: the network of each region recorded with the time series", "Network pairs",
