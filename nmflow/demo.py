@@ -43,6 +43,35 @@ def score_against_truth(group_dir: Path, truth: Path, variant: str) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
+# What the group level finds in studies of the demo's design (60 controls over 2 sites, 2 x 20 patients,
+# 8 planted connections per disorder): `python benchmarks/group.py`, 16 simulated cohorts per median d
+# (README, Group level).  model -> median d -> (recall mean, recall min, FDP mean, FDP max)
+EXPECTED = {
+    "autoencoder": {0.5: (0.16, 0.00, 0.000, 0.000), 0.8: (0.58, 0.13, 0.028, 0.167),
+                    1.0: (0.70, 0.50, 0.026, 0.143), 1.2: (0.86, 0.63, 0.031, 0.143)},
+    "linear": {0.5: (0.09, 0.00, 0.013, 0.200), 0.8: (0.44, 0.00, 0.010, 0.167),
+               1.0: (0.63, 0.50, 0.027, 0.167), 1.2: (0.77, 0.63, 0.017, 0.143)},
+}
+
+
+def expectations(scores: pd.DataFrame, planted: pd.DataFrame) -> list[str]:
+    """One line per model and group: the recall and FDP the benchmark found at the median Cohen's d planted
+    in this study (``planted``: ``planted_connections.tsv``, column ``d``, the simulator's target as in the
+    benchmark's rows), and whether the demo's figures lie within the benchmark's range (``scores``:
+    :func:`score_against_truth`)."""
+    lines = []
+    for row in scores.itertuples():
+        d = float(planted.loc[planted.group == row.group, "d"].median())
+        nearest = min(EXPECTED[row.model], key=lambda x: abs(x - d))
+        recall, lowest, fdp, highest = EXPECTED[row.model][nearest]
+        inside = row.recall >= lowest and row.fdp <= highest
+        lines.append(f"{row.model} {row.group}: planted median d {d:.2f}; at d = {nearest} the benchmark's recall is "
+                     f"{recall:.2f} on average (lowest {lowest:.2f}), its FDP {fdp:.2f} (highest {highest:.2f}): "
+                     + ("this run is within that range" if inside else
+                        f"this run (recall {row.recall:.2f}, FDP {row.fdp:.2f}) is OUTSIDE that range"))
+    return lines
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[0] if argv else "demo_output").absolute()
     atlas_dir = os.environ.get("NMFLOW_ATLAS_DIR")
@@ -73,7 +102,11 @@ def main(argv: list[str]) -> int:
     selection = pd.read_csv(group_dir / "selection.tsv", sep="\t")
     variant = selection.variant.iloc[0]
     print(f"\nplanted truth vs flagged connections of {variant} (q < 0.05, {truth / 'planted_connections.tsv'}):")
-    print(score_against_truth(group_dir, truth, variant).to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    scores = score_against_truth(group_dir, truth, variant)
+    print(scores.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    print("\nwhat to expect (python benchmarks/group.py: 16 simulated studies of this design per effect size):")
+    for line in expectations(scores, pd.read_csv(truth / "planted_connections.tsv", sep="\t")):
+        print(f"  {line}")
     reports = sorted(out.glob("sub-*.html"))
     print(f"\nparticipant reports: {len(reports)} in {out} (e.g. {reports[0]})")
     print(f"group report: {group_dir / 'group_report.html'} (patient pages in {group_dir / 'patients'})")
