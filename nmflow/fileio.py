@@ -55,14 +55,18 @@ def atomic_write_text(path: str | Path, text: str, private: bool = False) -> Non
 
 STAGING, PUBLISHING, NEW = ".staging-", ".publish-", ".nmflow-new-"
 LOCK = ".nmflow-lock"
+REPLACED = ".nmflow-replaced"  # inside a publish folder: the folders its content replaces whole
 
 
 @contextlib.contextmanager
-def staged_folder(destination: str | Path) -> Iterator[Path]:
+def staged_folder(destination: str | Path, replace: tuple[str, ...] = ()) -> Iterator[Path]:
     """A hidden temporary folder inside ``destination`` whose content is moved into it on success.
 
     Files written into the yielded folder replace their namesakes in
     ``destination`` only when the ``with`` block ends without an exception.
+    The subfolders named in ``replace`` are replaced whole (a group run's
+    ``group/`` never mixes two calls): the old one moves into the publish
+    folder, which is removed at the end.
     On an exception the staging folder is removed, and so are the folders
     this call had to create: ``destination`` is left as it was.
 
@@ -82,6 +86,10 @@ def staged_folder(destination: str | Path) -> Iterator[Path]:
         publishing = staging.with_name(PUBLISHING + staging.name[len(STAGING):])
         os.rename(staging, publishing)
         staging = publishing
+        for name in replace:
+            if (staging / name).is_dir() and (destination / name).is_dir():
+                (staging / REPLACED).mkdir(exist_ok=True)
+                os.rename(destination / name, staging / REPLACED / name)
         _move_into(staging, destination)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -138,12 +146,14 @@ def _locked_folder(home: Path) -> tuple[Path, int]:
 
 
 def _move_into(source: Path, destination: Path) -> None:
-    """Move every file of ``source`` (but its lock) to the same relative path in ``destination``.
+    """Move every file of ``source`` (but its lock and the folders it replaced) to the same relative path
+    in ``destination``.
 
     All target folders are made before the first file moves, so a folder
     that cannot be made stops the publication before anything is replaced.
     """
-    files = sorted(p for p in source.rglob("*") if not p.is_dir() and p != source / LOCK)
+    files = sorted(p for p in source.rglob("*")
+                   if not p.is_dir() and p != source / LOCK and REPLACED not in p.relative_to(source).parts)
     for folder in sorted({destination / f.parent.relative_to(source) for f in files}):
         folder.mkdir(parents=True, exist_ok=True)
     for item in files:

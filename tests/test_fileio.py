@@ -36,6 +36,28 @@ def test_staged_files_appear_together_and_nothing_stays_behind(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["b.html", "sub-01"]  # no hidden staging folder left
 
 
+def test_a_replaced_folder_keeps_no_file_of_the_previous_call(tmp_path):
+    out = tmp_path / "out"
+    (out / "group").mkdir(parents=True)
+    (out / "group" / "stale.tsv").write_text("from the previous call")
+    (out / "sub-01.html").write_text("kept: outside the replaced folder")
+    with staged_folder(out, replace=("group",)) as stage:
+        (stage / "group").mkdir()
+        (stage / "group" / "new.tsv").write_text("new")
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == [
+        "group/new.tsv", "sub-01.html"]
+    assert sorted(p.name for p in out.iterdir()) == ["group", "sub-01.html"]
+
+
+def test_a_killed_replacement_is_finished_without_the_old_folder(tmp_path):
+    out = tmp_path / "out"
+    (out / "group").mkdir(parents=True)
+    publishing = _abandoned(out, PUBLISHING, {"group/new.tsv": "new", ".nmflow-replaced/group/stale.tsv": "old"})
+    (out / "group").rmdir()  # killed after the old group/ moved into the publish folder
+    assert recover_staged(out) == [publishing]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == ["group/new.tsv"]
+
+
 def test_a_failure_leaves_the_destination_as_it_was(tmp_path):
     out = tmp_path / "new" / "out"
     with pytest.raises(RuntimeError), staged_folder(out) as stage:

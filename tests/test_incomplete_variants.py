@@ -11,6 +11,7 @@ from helpers.group import group_args, make_cohort, write_tree
 
 from nmflow.bids_io import derivative_path
 from nmflow.group.cohort import collect_cohort
+from nmflow.group.records import load_trained
 from nmflow.workflows.group import run_group
 
 SIMPLE = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
@@ -75,9 +76,13 @@ def test_each_variant_runs_on_the_subjects_that_have_it(study, capsys):
 
 def test_a_complete_variant_is_unchanged_by_an_incomplete_one(study):
     """The ``none`` variant (everyone has it) gives the same numbers with or without the incomplete
-    ``simple`` variant beside it: one plan of folds, restricted per variant, and models trained alone."""
+    ``simple`` variant beside it: one plan of folds, restricted per variant, and models trained alone.
+    Alone it is not ranked, so its bootstrap models are not trained and no ``selection.tsv`` is written."""
     rc, out = _run(study, "out_none_only", "--variants", "*desc-none*")
     assert rc == 0
+    assert not (out / "group" / "selection.tsv").exists()
+    trained = list((study / "work_out_none_only").rglob("trained_*.npz"))
+    assert trained and all("boot" not in load_trained(path)[1]["kind"].tolist() for path in trained)
     both = study / "out" / "group" / f"{NONE}_deviations.tsv"
     alone = out / "group" / f"{NONE}_deviations.tsv"
     if not both.exists():

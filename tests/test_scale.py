@@ -31,8 +31,9 @@ def test_synthetic_cohort_has_network_structure(tmp_path):
 def test_memory_budget_bounds_training_and_keeps_the_numbers(tmp_path):
     n_subjects, n_regions = 100, 100
     one_model = model_bytes(param_shapes(n_regions * (n_regions - 1) // 2, 3), 64) / 2 ** 30
-    # 16 models per variant (5 folds, the final fit, 10 bootstrap models); 5 epochs: the peak is the same
-    quick = ["--epochs", "5"]
+    # two variants ranked: 16 models each (5 folds, the final fit, 10 bootstrap models); 5 epochs: the peak
+    # is the same
+    quick = ["--epochs", "5", "--metrics", "pearson", "spearman"]
     free = run_cell(tmp_path, n_subjects, n_regions, quick, tmp_path / "free")
     budget = 1.5 + 2 * one_model  # about 1.1 GiB is the process itself before training: 2 to 4 models at a time
     tight = run_cell(tmp_path, n_subjects, n_regions, quick + ["--mem-gb", f"{budget:.3f}"], tmp_path / "tight")
@@ -47,6 +48,7 @@ def test_memory_budget_bounds_training_and_keeps_the_numbers(tmp_path):
 @pytest.mark.parametrize("flags, says", [
     (["--mem-gb", "0"], "--mem-gb must be > 0, got 0.0"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--omp-nthreads", "0"], "--omp-nthreads must be >= 1, got 0"),
     (["--device", "cuda"], "--device cuda: torch sees no CUDA GPU"),
 ])
 def test_resource_flags_checked_before_the_run(flags, says, tmp_path, capsys):

@@ -23,6 +23,7 @@ from nmflow.group.features import FeatureSet, Variant, check_groups, collect_rel
     model_features, read_participants
 from nmflow.group.motion import collect_motion, participant_reports
 from nmflow.group.records import Split, VariantFeatures
+from nmflow.group.selection import n_bootstrap
 from nmflow.group.settings import GroupSettings
 from nmflow.fileio import read_tsv
 from nmflow.normative.crossfit import MIN_TRAIN, check_covariates, final_fit, make_folds, too_few_controls
@@ -161,12 +162,13 @@ def skipped_strategies(lay, subjects: list[str]) -> dict[tuple[str, str], str]:
     return out
 
 
-def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Split:
-    """Cross-fitting plan of the cohort (``table`` from :func:`load_table`).
+def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool, n_variants: int = 1) -> Split:
+    """Cross-fitting plan of the cohort (``table`` from :func:`load_table`) for ``n_variants`` variants.
 
     ``transferring``: an ``--init-model`` is given (a too-small cohort then
     suggests ``--no-fine-tune``).
     """
+
     if s.no_fine_tune and not transferring:
         raise NmflowInputError(None, "--no-fine-tune needs --init-model MODEL.safetensors")
     if s.no_fine_tune:  # nothing trained: the folds keep ComBat and imputation out of sample
@@ -185,7 +187,7 @@ def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool) -> Spl
                         "scores everyone as it is, with z-scores calibrated on this dataset's controls")
             raise NmflowInputError(exc.path or s.participants_file, exc.problem + hint) from None
     pool, train, val = final_fit(folds, table["site"].to_numpy(), s.val_split, s.seed)
-    return Split(folds, pool, train, val)
+    return Split(folds, pool, train, val, n_bootstrap(s.n_bootstrap, n_variants, transferring))
 
 
 def subjects_table(table: pd.DataFrame, split: Split, missing: list[dict]) -> pd.DataFrame:

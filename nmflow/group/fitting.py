@@ -75,15 +75,10 @@ def batch_key(p: Prepared) -> str:
     return "x".join(map(str, p.width)) + f"-{digest}"
 
 
-def n_bootstrap(s: GroupSettings) -> int:
-    """Bootstrap models per variant: none when a model is transferred or ``--n-bootstrap`` <= 1."""
-    return s.n_bootstrap if s.init_model is None and s.n_bootstrap > 1 else 0
-
-
 def bootstrap_plan(split: Split, s: GroupSettings) -> np.ndarray:
-    """Bootstrap weights ``(n_bootstrap, n_controls)`` over the controls (rows of ``folds.controls``)."""
+    """Bootstrap weights ``(split.n_bootstrap, n_controls)`` over the controls (rows of ``folds.controls``)."""
     n_controls = int(split.folds.controls.sum())
-    return bootstrap_weights(n_controls, n_bootstrap(s), np.random.default_rng(s.seed + BOOTSTRAP_SEED))
+    return bootstrap_weights(n_controls, split.n_bootstrap, np.random.default_rng(s.seed + BOOTSTRAP_SEED))
 
 
 def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.ndarray) -> list[tuple]:

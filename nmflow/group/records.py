@@ -101,7 +101,8 @@ class VariantFeatures:
 
 @dataclass
 class Split:
-    """The cross-fitting plan (:class:`Folds`) and the masks of the final fit on all fitting controls.
+    """The cross-fitting plan (:class:`Folds`), the masks of the final fit on all fitting controls and the
+    number of bootstrap models per variant (0 when nothing is ranked).
 
     ``final_pool``, ``final_train``, ``final_val`` are ``(n_subjects,)`` bool.
     """
@@ -110,13 +111,14 @@ class Split:
     final_pool: np.ndarray
     final_train: np.ndarray
     final_val: np.ndarray
+    n_bootstrap: int = 0
 
     def save(self, path: str | Path) -> str:
         f = self.folds
         return save_npz(path, {"pool": f.pool, "train": f.train, "val": f.val, "held_out": f.held_out,
                                "reference": f.reference, "patients": f.patients, "label": f.label,
                                "final_pool": self.final_pool, "final_train": self.final_train,
-                               "final_val": self.final_val})
+                               "final_val": self.final_val}, {"n_bootstrap": self.n_bootstrap})
 
     def subset(self, rows: np.ndarray) -> "Split":
         """The plan restricted to the subjects at ``rows`` (indices into the cohort, in order): a variant's
@@ -124,13 +126,13 @@ class Split:
         f = self.folds
         folds = Folds(f.pool[:, rows], f.train[:, rows], f.val[:, rows], f.held_out[rows], f.reference[rows],
                       f.patients[rows], f.label[rows])
-        return Split(folds, self.final_pool[rows], self.final_train[rows], self.final_val[rows])
+        return Split(folds, self.final_pool[rows], self.final_train[rows], self.final_val[rows], self.n_bootstrap)
 
     @classmethod
     def load(cls, path: str | Path) -> "Split":
-        a, _ = load_npz(path)
+        a, meta = load_npz(path)
         folds = Folds(a["pool"], a["train"], a["val"], a["held_out"], a["reference"], a["patients"], a["label"])
-        return cls(folds, a["final_pool"], a["final_train"], a["final_val"])
+        return cls(folds, a["final_pool"], a["final_train"], a["final_val"], int(meta["n_bootstrap"]))
 
 
 @dataclass

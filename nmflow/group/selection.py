@@ -38,6 +38,13 @@ CALIBRATION_BAND = (0.03, 0.08)
 KURTOSIS_MAX = 1.0
 
 
+def n_bootstrap(n_bootstrap_setting: int, n_variants: int, transferring: bool) -> int:
+    """Bootstrap models per variant: ``--n-bootstrap`` when two or more variants are ranked; none for a
+    single variant (nothing to rank: at 400 regions its 10 models would be most of the training time),
+    a transferred model (``--init-model``) or ``--n-bootstrap`` <= 1."""
+    return n_bootstrap_setting if n_variants > 1 and not transferring and n_bootstrap_setting > 1 else 0
+
+
 def bootstrap_weights(n_rows: int, n_bootstrap: int, rng: np.random.Generator) -> np.ndarray:
     """Bootstrap counts ``(n_bootstrap, n_rows)`` (resampling rows with replacement)."""
     out = np.zeros((n_bootstrap, n_rows))

@@ -52,6 +52,7 @@ class GroupSettings:
     patience: int = TrainConfig.patience
     mask_fraction: float = TrainConfig.mask_fraction
     batch_size: int = TrainConfig.batch_size
+    omp_nthreads: int = TrainConfig.threads
     mem_gb: float | None = None
     device: str = "auto"
     max_missing: float = 0.2
@@ -89,7 +90,7 @@ class GroupSettings:
     def train_config(self) -> TrainConfig:
         """Optimisation settings of the autoencoder."""
         return TrainConfig(self.epochs, self.learning_rate, self.weight_decay, self.patience, self.seed,
-                           self.mask_fraction, self.batch_size)
+                           self.mask_fraction, self.batch_size, self.omp_nthreads)
 
     @property
     def memory_bytes(self) -> float:

@@ -120,6 +120,7 @@ class CollectCohort(SimpleInterface):
 class _MakeSplitInputSpec(GroupStepInputSpec):
     subjects = InputMultiObject(traits.Str, mandatory=True, desc="subject labels of the cohort, in order")
     missing = traits.List(traits.Dict, mandatory=True, desc="subjects and the variants they lack, with reasons")
+    n_variants = traits.Int(1, usedefault=True, desc="variants of the cohort (two or more are ranked)")
 
 
 class _MakeSplitOutputSpec(TraitedSpec):
@@ -140,7 +141,7 @@ class MakeSplit(SimpleInterface):
 
         s = settings_of(self.inputs)
         table = load_table(s, list(self.inputs.subjects))
-        split = make_split(s, table, s.init_model is not None)
+        split = make_split(s, table, s.init_model is not None, self.inputs.n_variants)
         self._results["split"] = split.save(os.path.join(runtime.cwd, "split.npz"))
         self._results["subjects_table"] = write_table(os.path.join(runtime.cwd, "subjects"),
                                                       subjects_table(table, split, self.inputs.missing))[0]

@@ -75,6 +75,8 @@ _NO_SOURCE = "sub-"
 
 
 class _NmflowSinkInputSpec(_DerivativesDataSinkInputSpec):
+    in_file = InputMultiObject(File(exists=True), desc="the file(s) to save (none: an optional output that was "
+                                                       "not made, e.g. no variant ranking; nothing is written)")
     source_file = InputMultiObject(
         File(exists=False), desc="file(s) whose entities are used (optional: nmflow sets entities as inputs)")
 
@@ -89,6 +91,9 @@ class DerivativesDataSink(BaseDerivativesDataSink):
     _file_patterns = tuple(_SPEC["default_path_patterns"])
 
     def _run_interface(self, runtime):
+        if not isdefined(self.inputs.in_file) or not self.inputs.in_file:
+            self._results["out_file"] = []
+            return runtime
         if not isdefined(self.inputs.source_file):
             self.inputs.source_file = [_NO_SOURCE]
         runtime = super()._run_interface(runtime)

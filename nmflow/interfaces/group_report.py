@@ -20,7 +20,7 @@ class _GroupReportInputSpec(CohortStepInputSpec):
     networks = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's system-pair summary")
     curves = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's learning curves")
     model_meta = traits.List(traits.Dict, mandatory=True, desc="every variant's model card")
-    selection = File(desc="variant ranking (TSV + NPZ); absent without bootstrap models")
+    selection = traits.List(File(exists=True), desc="variant ranking (TSV + NPZ); empty without bootstrap models")
     messages = traits.List(traits.Str, desc="notes of the cohort collection")
     features = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's features (NPZ)")
     motion = File(exists=True, mandatory=True, desc="motion per run and strategy (TSV + NPZ)")
@@ -106,7 +106,7 @@ class GroupReport(SimpleInterface):
         from nmflow.group.scoring import Scored
         from nmflow.reports.group import ReportData, ReportVariant, write_group_report
 
-        selection = _full(self.inputs.selection) if self.inputs.selection else None
+        selection = _full(self.inputs.selection[0]) if self.inputs.selection else None
         features = [VariantFeatures.load(path) for path in self.inputs.features]
         labels = [f.variant.label for f in features]
         k = labels.index(selection.iloc[0]["variant"]) if selection is not None else 0

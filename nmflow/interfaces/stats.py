@@ -62,8 +62,9 @@ class _SelectInputSpec(CohortStepInputSpec):
 
 
 class _SelectOutputSpec(TraitedSpec):
-    selection = File(desc="variants ranked on controls only (TSV); absent without bootstrap models")
-    selection_meta = traits.Dict(desc="sidecar of the ranking")
+    selection = traits.List(File(exists=True), desc="variants ranked on controls only (TSV); none without "
+                                                    "bootstrap models")
+    selection_meta = traits.Dict(desc="sidecar of the ranking (empty without)")
 
 
 class SelectVariants(SimpleInterface):
@@ -73,15 +74,15 @@ class SelectVariants(SimpleInterface):
     output_spec = _SelectOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.group.fitting import n_bootstrap
         from nmflow.group.inference import select_variants, selection_rows
         from nmflow.group.scoring import Scored
         from nmflow.group.tables import selection_description, write_table
 
         s, table, split = cohort_of(self.inputs)
-        if n_bootstrap(s):
+        self._results["selection"], self._results["selection_meta"] = [], {}
+        if split.n_bootstrap:
             rows = selection_rows([Scored.load(path) for path in self.inputs.scored], table, split)
-            self._results["selection"] = write_table(os.path.join(runtime.cwd, "selection"),
-                                                     select_variants(rows))[0]
+            self._results["selection"] = [write_table(os.path.join(runtime.cwd, "selection"),
+                                                      select_variants(rows))[0]]
             self._results["selection_meta"] = selection_description()
         return runtime

@@ -16,3 +16,4 @@ class TrainConfig:
     seed: int = 0
     mask_fraction: float = 0.2
     batch_size: int = 64
+    threads: int = 2  # fixed, not the machine's core count: the float sums, hence the models, depend on it

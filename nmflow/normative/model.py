@@ -187,8 +187,9 @@ def train_models(
         models train in consecutive chunks of as many as fit (at least one).
         ``None``: all at once.  The chunking does not change any number.
 
-    Training runs on one thread: extra threads stall when the cores are
-    shared, and results then do not depend on the core count.
+    Training runs on ``config.threads`` threads whatever the machine: the
+    order of torch's float sums depends on the thread count, so a fixed
+    count keeps the models the same on any machine of one CPU type.
     """
     n_models = train_weights.shape[0]
     xs = _per_model(x, n_models)
@@ -198,7 +199,7 @@ def train_models(
     shapes = param_shapes(xs[0].shape[1], cs[0].shape[1])
     per_chunk = n_models if mem_bytes is None else max(1, int(mem_bytes // model_bytes(shapes, config.batch_size)))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(config.threads)
     best = [torch.empty(n_models, *shape) for fan_in, fan_out in shapes for shape in ((fan_in, fan_out), (1, fan_out))]
     try:
         parts = []

@@ -204,7 +204,8 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
 
 def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, finish: Callable[[object, Path], T],
                        preload: tuple[str, ...] = (), progress: Progress | None = None) -> T:
-    """Run a group-level workflow into ``OUT_DIR/group`` all at once; returns ``finish(graph, staged_group)``.
+    """Run a group-level workflow into ``OUT_DIR/group`` all at once (replacing the previous ``group/``
+    whole, so it never mixes two calls); returns ``finish(graph, staged_group)``.
 
     ``init(staging)`` builds the workflow, whose sinks write into ``staging``
     (a hidden folder of ``s.out_dir`` moved into place only when everything
@@ -218,7 +219,7 @@ def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, fin
     from nmflow.fileio import atomic_write_text, staged_folder
     from nmflow.workflows.boilerplate import references
 
-    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir) as staging:
+    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir, replace=("group",)) as staging:
         work_dir = Path(s.work_dir or scratch).absolute()
         wf = init(staging)
         wf.base_dir = str(work_dir)

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from nipype import MapNode, Node
 
-from nmflow.group.fitting import n_bootstrap
 from nmflow.group.settings import GroupSettings
 from nmflow.interfaces.cohort import CollectCohort, MakeSplit
 from nmflow.interfaces.derivatives import VariantDerivativesSink
@@ -34,7 +33,7 @@ from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
 TRAINING = ("epochs", "learning_rate", "weight_decay", "patience", "seed", "mask_fraction", "batch_size",
-            "n_bootstrap", "init_model", "no_fine_tune")
+            "omp_nthreads", "n_bootstrap", "init_model", "no_fine_tune")
 RESOURCES = ("mem_gb", "device", "nprocs")  # change no number; a new value re-runs the steps reading them
 STEP_SETTINGS = {
     "collect_cohort": COHORT + ("out_dir", "participant_label", "control_label", "timeseries_dir", "metrics",
@@ -110,7 +109,7 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         wf.connect(split, "split", step, "split")
     wf.connect([
         (collect, harmonize, [("features", "features")]),
-        (collect, split, [("missing", "missing")]),
+        (collect, split, [("missing", "missing"), (("features", _count), "n_variants")]),
         (harmonize, batch, [("prepared", "prepared"), ("batch_key", "keys")]),
         (batch, train, [("batches", "prepared")]),
         (harmonize, score, [("prepared", "prepared")]),
@@ -131,9 +130,8 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
                        iterfield=["in_file", "meta_dict", "entities"], name=f"ds_{suffix}")
         wf.connect([(nodes[source], sink, [(output, "in_file"), (f"{output}_meta", "meta_dict")]),
                     (score, sink, [("entities", "entities")])])
-    cohort_files = [("split", "subjects_table", "subjects_meta", "subjects")]
-    if n_bootstrap(s):
-        cohort_files.append(("select", "selection", "selection_meta", "selection"))
+    cohort_files = [("split", "subjects_table", "subjects_meta", "subjects"),
+                    ("select", "selection", "selection_meta", "selection")]  # no ranking: nothing written
     for source, output, meta, suffix in cohort_files:
         sink = Node(VariantDerivativesSink(base_directory=str(staging), suffix=suffix, extension=".tsv"),
                     name=f"ds_{suffix}")
@@ -141,6 +139,11 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     copy_report = Node(CopyGroupReport(base_directory=str(staging)), name="ds_report")
     wf.connect(report, "report_dir", copy_report, "report_dir")
     return wf
+
+
+def _count(items: list) -> int:
+    """Number of items (of variants' files)."""
+    return len(items)
 
 
 def _flatten(batches: list) -> list:
