@@ -32,7 +32,7 @@ from helpers.group import group_args, make_cohort, write_tree  # noqa: E402
 
 from nmflow.participant.connectivity import METRICS, connectivity, fisher_z, is_correlation, upper_triangle  # noqa: E402
 from nmflow.group.features import FeatureSet, Variant  # noqa: E402
-from nmflow.group.harmonize import harmonize, site_accuracy  # noqa: E402
+from nmflow.normative.harmonize import harmonize, site_accuracy  # noqa: E402
 from nmflow.normative.config import TrainConfig  # noqa: E402
 from nmflow.normative.crossfit import make_folds  # noqa: E402
 from nmflow.normative.model import train_models  # noqa: E402

@@ -142,7 +142,6 @@ def pipeline_study(seed: int, root: Path) -> pd.DataFrame:
     from nmflow.simulate.prepost import PrepostSimulationSettings, simulate_prepost_dataset
 
     data, out = root / f"study{seed}" / "fmriprep", root / f"study{seed}" / "out"
-    start = time.perf_counter()
     truth = simulate_prepost_dataset(data, PrepostSimulationSettings(seed=seed))
     simulated = time.perf_counter()
     _cli([data, out, "participant", "--analysis", "prepost", "--atlas-dir", truth / "atlases", "-w",

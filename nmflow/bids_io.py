@@ -20,7 +20,7 @@ import pandas as pd
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, read_json, read_tsv
-from nmflow.participant.images import load_header
+from nmflow.images import load_header
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),

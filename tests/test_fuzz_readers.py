@@ -373,14 +373,14 @@ def test_key_file_csv(folder, data):
 
 @given(data=mutated(b'{"bold": {"task": "rest", "run": 1}}', text=True))
 def test_bids_filter_json(folder, data):
-    from nmflow.cli.run import _read_filters
+    from nmflow.cli.common import read_filters
 
-    reads_or_names(_read_filters, folder / "filter.json", data)
+    reads_or_names(read_filters, folder / "filter.json", data)
 
 
 @given(data=mutated(b'{"n_procs": 2, "raise_insufficient": false}', text=True))
 def test_plugin_args_file(folder, data):
-    from nmflow.cli.run import read_plugin_args
+    from nmflow.cli.common import read_plugin_args
 
     reads_or_names(lambda p: read_plugin_args(str(p)), folder / "plugin_args.json", data)
 

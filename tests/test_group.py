@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers.group import group_args, make_cohort, write_tree
 
-from nmflow.group.stats import crawford_howell
+from nmflow.stats import crawford_howell
 from nmflow.workflows.group import run_group
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from helpers.group import make_cohort, planted_mask
 
-from nmflow.group.harmonize import apply_combat, fit_combat, harmonize, site_accuracy
+from nmflow.normative.harmonize import apply_combat, fit_combat, harmonize, site_accuracy
 from nmflow.group.stats import group_statistics
 
 

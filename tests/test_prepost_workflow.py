@@ -9,7 +9,6 @@ import json
 import shutil
 
 import numpy as np
-import pandas as pd
 import pytest
 from helpers.browser import load_page, missing_links, screenshot
 from helpers.participant import error_lines, read_relmat, read_tsv, run_cli, tree
@@ -160,7 +159,7 @@ def test_reports_render_in_chromium(participant, group, tmp_path):
     text = (participant / "sub-04_task-rest_desc-prepost.html").read_text()
     for figure in ("desc-glm_design.png", "stat-rsquare_statmap.png", "desc-prepost_segments.png",
                    "desc-delta_relmat.png", "desc-deltafdr_stat-z_statmap.png"):
-        assert f"sub-04/figures/sub-04_task-rest_" in text and figure in text
+        assert "sub-04/figures/sub-04_task-rest_" in text and figure in text
     assert "figures/prepost_sub-04_t.png" in (group / "prepost_report.html").read_text()
 
 

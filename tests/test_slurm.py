@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from nmflow.cli.config import parse_with_config
-from nmflow.cli.run import build_parser, read_plugin_args
+from nmflow.cli.common import read_plugin_args
+from nmflow.cli.run import build_parser
 from nmflow.errors import NmflowInputError
 from nmflow.slurm import forwarded_options, write_slurm_jobs
 from helpers.participant import MINIMAL, copy_subjects, error_lines, participant_argv, read_tsv, run_cli, tree

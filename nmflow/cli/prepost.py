@@ -10,14 +10,13 @@ from pathlib import Path
 
 import yaml
 
+from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.config import save_call
 from nmflow.errors import NmflowInputError
 
 
 def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
     """Run one level of the stimulus study; returns the exit code (errors are raised)."""
-    from nmflow.cli.run import check_outputs_apart
-
     if args.slurm_array:
         raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
                                      "--nprocs or --plugin")
@@ -40,7 +39,6 @@ def _check_out_dir(out_dir: Path) -> None:
 
 def _participant(args: argparse.Namespace) -> int:
     from nmflow.bids_io import CIFTI_SPACE, collect_runs, write_dataset_description
-    from nmflow.cli.run import _read_filters, read_plugin_args
     from nmflow.fileio import recover_staged
     from nmflow.participant.atlas import resolve_atlas, run_resolution
     from nmflow.participant.denoise import CleaningSettings, load_strategy
@@ -55,7 +53,7 @@ def _participant(args: argparse.Namespace) -> int:
     if len(args.atlas) != 1:
         raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(args.atlas)}")
     strategy = load_strategy(args.glm_confounds)
-    runs, problems = collect_runs(args.bids_dir, args.participant_label, _read_filters(args.bids_filter_file),
+    runs, problems = collect_runs(args.bids_dir, args.participant_label, read_filters(args.bids_filter_file),
                                   args.space)
     if not runs and not problems:
         raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}")
@@ -80,7 +78,6 @@ def _participant(args: argparse.Namespace) -> int:
 
 
 def _group(args: argparse.Namespace) -> int:
-    from nmflow.cli.run import read_plugin_args
     from nmflow.workflows.prepost import PrepostGroupSettings, run_prepost_group
 
     s = PrepostGroupSettings(

@@ -8,16 +8,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-import yaml
 
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
+from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import PRESETS, CleaningSettings
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import check_apart, read_json, read_text, recover_staged
+from nmflow.fileio import recover_staged
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
@@ -103,7 +103,7 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     check_outputs_apart(args)
     if args.out_dir.is_dir():
         recover_staged(args.out_dir)  # runs a killed call was moving into place
-    filters = _read_filters(args.bids_filter_file)
+    filters = read_filters(args.bids_filter_file)
     strategies = [load_strategy(s) for s in args.denoise]
     cifti = args.space == CIFTI_SPACE
     check_atlas_kind(args.atlas, cifti)
@@ -153,43 +153,6 @@ def _summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str
     for key, message in failures.items():
         print(f"nmflow: error: {key}: {message}", file=sys.stderr)
     return 1 if failures or problems or skipped else 0
-
-
-def check_outputs_apart(args: argparse.Namespace) -> None:
-    """Refuse an OUT_DIR or work folder equal to, inside or containing an input folder (nothing is written there)."""
-    inputs = [args.bids_dir] + [folder for folder in (getattr(args, name, None) for name in (
-        "timeseries_dir", "connectivity_dir", "matrix_dir")) if folder]
-    for source in inputs:
-        check_apart(source, args.out_dir, "OUT_DIR")
-        if args.work_dir:
-            check_apart(source, args.work_dir, "the work folder (-w)")
-
-
-def _read_filters(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    filters = read_json(path, "BIDS filter file")
-    if not all(isinstance(v, dict) for v in filters.values()):
-        raise NmflowInputError(path, "BIDS filter file must map each query (e.g. 'bold') to an object of entities")
-    return filters
-
-
-def read_plugin_args(value: str | dict | None) -> dict:
-    """``--plugin-args``: a JSON object, or a JSON/YAML file holding one (``None``: no arguments)."""
-    if value is None or isinstance(value, dict):
-        return dict(value or {})
-    text, source = value, f"--plugin-args {value!r}"
-    if not value.lstrip().startswith("{"):
-        source = value
-        text = read_text(value, "--plugin-args file")
-    try:
-        data = yaml.safe_load(text)  # a JSON object is a YAML flow mapping
-    except yaml.YAMLError as exc:
-        raise NmflowInputError(source, f"not valid JSON or YAML ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(data, dict):
-        raise NmflowInputError(source, f"--plugin-args must be a mapping of argument names to values, "
-                                       f"not a {type(data).__name__}")
-    return data
 
 
 def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> int:

@@ -27,7 +27,6 @@ from nmflow.participant.connectivity import connection_names, connectivity, fish
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
 
-SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,15 @@ import pandas as pd
 import torch
 
 from nmflow.errors import NmflowInputError
-from nmflow.group.features import SPLITS
 from nmflow.fileio import read_tsv
-from nmflow.group.harmonize import harmonize
 from nmflow.normative.config import TrainConfig
 from nmflow.normative.covariates import CovariateCoder, fit_coder, is_numeric
+from nmflow.normative.harmonize import harmonize
 from nmflow.normative.linear import fit_linear, predict_linear
 from nmflow.normative.model import TrainResult, fit_scaler, masked_forward, train_models
 
 MIN_TRAIN = 5
+SPLITS = ("train", "val", "test")  # the labels of --split-file
 
 
 @dataclass

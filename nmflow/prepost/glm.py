@@ -20,7 +20,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from nmflow.participant.images import read_volumes
+from nmflow.images import read_volumes
 from nmflow.participant.parcellate import open_bold
 from nmflow.prepost.events import Stimulus
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from nmflow.group.stats import benjamini_hochberg
+from nmflow.stats import benjamini_hochberg
 
 
 def _standardise(x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import pandas as pd
 from nmflow.bids_io import strip_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.group.features import FeatureSet
-from nmflow.group.stats import benjamini_hochberg, crawford_howell
+from nmflow.stats import benjamini_hochberg, crawford_howell
 
 MIN_CONTROLS = 3
 

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import PathPatch  # noqa: E402
 from matplotlib.path import Path as CurvePath  # noqa: E402
 
-from nmflow.group.harmonize import site_accuracy  # noqa: E402
+from nmflow.normative.harmonize import site_accuracy  # noqa: E402
 from nmflow.networks import MAX_REGIONS_SHOWN, OTHER, YEO7_SYSTEMS, Assignment, pair_means  # noqa: E402
 from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
 from nmflow.reports.words import region_label  # noqa: E402
