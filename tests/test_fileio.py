@@ -140,3 +140,25 @@ def test_concurrent_publications_into_one_folder(tmp_path):
         list(pool.map(publish, ["01", "02"]))
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "sub-01", "sub-01/a.tsv", "sub-02", "sub-02/a.tsv"]
+
+
+def test_tsv_text_writes_what_pandas_writes_at_any_width():
+    import numpy as np
+    import pandas as pd
+
+    from nmflow.fileio import WIDE_COLUMNS, tsv_text
+
+    rng = np.random.default_rng(0)
+    wide = rng.standard_normal((7, 300)) * 10.0 ** rng.integers(-8, 8, (7, 300))
+    wide[2, 5] = np.nan
+    wide[3, :] = np.nan
+    wide[4, 7], wide[4, 8], wide[5, 9] = np.inf, -np.inf, -0.0
+    frame = pd.DataFrame(wide, columns=[f"c{k}" for k in range(300)])
+    frame.insert(0, "participant_id", [f"sub-{k}" for k in range(7)])
+    frame.insert(1, "n_extreme", np.arange(7))
+    frame.insert(2, "group", ["a", None, "c", "d", "e", "f", "g"])
+    frame["single"] = np.float32(1 / 3)
+    frame["flag"] = [True, False] * 3 + [True]
+    expected = frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    assert frame.shape[1] > WIDE_COLUMNS and tsv_text(frame) == expected
+    assert tsv_text(frame.iloc[:0]) == frame.iloc[:0].to_csv(sep="\t", index=False, lineterminator="\n")
