@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 
@@ -15,9 +14,9 @@ from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_arg
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import PRESETS, CleaningSettings
+from nmflow.participant.denoise import PRESETS
+from nmflow.participant.settings import ParticipantSettings
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import recover_staged
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
@@ -36,18 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("selection")
     g.add_argument("--participant-label", nargs="+", help="subjects, with or without 'sub-'")
     g.add_argument("--bids-filter-file", type=Path, help="JSON: {'bold': {entity: value}} added to the BOLD query")
-    g.add_argument("--space", default="MNI152NLin6Asym",
+    defaults = ParticipantSettings()
+    g.add_argument("--space", default=defaults.space,
                    help="template space of the BOLD runs; fsLR reads fMRIPrep's CIFTI outputs "
                         "(space-fsLR_den-91k_bold.dtseries.nii, --cifti-output) with --atlas yeo7 and/or yeo17")
     p = parser.add_argument_group("participant level")
-    p.add_argument("--denoise", nargs="+", default=["simple", "scrubbing", "gsr"],
+    p.add_argument("--denoise", nargs="+", default=list(defaults.denoise),
                    help=f"strategies: {', '.join(PRESETS)} or a .yml file")
-    p.add_argument("--atlas", nargs="+", default=["yeo17thick"],
+    p.add_argument("--atlas", nargs="+", default=list(defaults.atlas),
                    help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv; "
                         "with --space fsLR: yeo7 yeo17 (networks on the 91k grayordinates)")
     p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
-    p.add_argument("--metrics", nargs="+", default=["pearson"], choices=list(METRICS), help="FC metrics")
-    defaults = CleaningSettings()
+    p.add_argument("--metrics", nargs="+", default=list(defaults.metrics), choices=list(METRICS), help="FC metrics")
     p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz")
     p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz")
     p.add_argument("--fd-threshold", type=float, default=defaults.fd_threshold, help="mm, for scrubbing")
@@ -58,10 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run with fewer volumes left fails")
     p.add_argument("--standardize", default=defaults.standardize, choices=["psc", "zscore_sample", "none"],
                    help="scaling of the cleaned time series")
-    p.add_argument("--min-coverage", type=float, default=0.5,
+    p.add_argument("--min-coverage", type=float, default=defaults.min_coverage,
                    help="regions with less of their voxels inside the brain mask become NaN")
     r = parser.add_argument_group("resources")
-    r.add_argument("--nprocs", type=int, default=1, help="parallel processes")
+    r.add_argument("--nprocs", type=int, default=defaults.nprocs, help="parallel processes")
     r.add_argument("--plugin", choices=PLUGINS,
                    help="Nipype execution plugin (default: MultiProc with --nprocs processes if --nprocs > 1, "
                         "else Linear); SLURM/SGE/PBS submit one job per node")
@@ -96,63 +95,20 @@ def main(argv: list[str]) -> int:
 
 
 def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
-    from nmflow.participant.atlas import check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
-    from nmflow.bids_io import CIFTI_SPACE, collect_runs, write_dataset_description
-    from nmflow.participant.denoise import load_strategy
+    from nmflow.participant.settings import ParticipantSettings
+    from nmflow.workflows.participant import find_participant_inputs, run_participant
 
     check_outputs_apart(args)
-    if args.out_dir.is_dir():
-        recover_staged(args.out_dir)  # runs a killed call was moving into place
-    filters = read_filters(args.bids_filter_file)
-    strategies = [load_strategy(s) for s in args.denoise]
-    cifti = args.space == CIFTI_SPACE
-    check_atlas_kind(args.atlas, cifti)
-    runs, problems = collect_runs(args.bids_dir, args.participant_label, filters, args.space)
-    if not runs and not problems:
-        kind = "bold.dtseries.nii" if cifti else "desc-preproc_bold"
-        raise NmflowInputError(args.bids_dir, f"no {kind} runs found in space {args.space}"
-                               + (f" for {' '.join(args.participant_label)}" if args.participant_label else ""))
-    if not runs:
-        return _summary(args.out_dir, 0, problems, {})
-    res = run_resolution(runs)
-    atlases = [resolve_atlas(a, args.atlas_dir, res) for a in args.atlas]
-    for line in [] if cifti else grid_mismatches(atlases, [r.bold for r in runs]):
-        print(f"nmflow: warning: {line}", file=sys.stderr)
-    settings = CleaningSettings(args.low_pass, args.high_pass, args.fd_threshold, args.dvars_threshold,
-                                args.min_segment, args.min_volumes,
-                                None if args.standardize == "none" else args.standardize)
-    plugin_args = read_plugin_args(args.plugin_args)
-    if args.slurm_array:
-        return _slurm_array(args, runs, problems)
-    from nmflow.workflows.participant import run_participant_level, skipped_strategies
-
-    write_dataset_description(args.out_dir, args.bids_dir)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
-    failures = run_participant_level(runs, atlases, strategies, list(args.metrics), settings, args.min_coverage,
-                                     args.out_dir.absolute(), work_dir.absolute(), args.nprocs, args.plugin,
-                                     plugin_args, args.verbose, command_line(argv))
-    skipped = skipped_strategies(runs, work_dir.absolute(), failures)
-    save_call(args.out_dir, "participant", args, argv)
-    return _summary(args.out_dir, len(runs) - len(failures), problems, failures, skipped)
-
-
-def _summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str, str],
-             skipped: dict[str, list[str]] | None = None) -> int:
-    """Print the problems found while collecting runs, the count of runs done, the strategies skipped and the
-    failed runs; return the exit code."""
-    skipped = skipped or {}
-    for problem in problems:
-        print(f"nmflow: error: {problem}", file=sys.stderr)
-    n_skipped = sum(len(v) for v in skipped.values())
-    print(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
-          + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
-          + f" -> {out_dir}")
-    for key, lines in skipped.items():
-        for line in lines:
-            print(f"nmflow: warning: {key}: strategy skipped: {line}", file=sys.stderr)
-    for key, message in failures.items():
-        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
-    return 1 if failures or problems or skipped else 0
+    read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
+                                 "bids_filters": read_filters(args.bids_filter_file)})
+    s = ParticipantSettings.from_namespace(read, command_line(argv))
+    found = find_participant_inputs(s)
+    if args.slurm_array and found.runs:
+        return _slurm_array(args, found.runs, found.problems)
+    status = run_participant(s, found)
+    if found.runs:
+        save_call(args.out_dir, "participant", args, argv)
+    return status
 
 
 def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> int:

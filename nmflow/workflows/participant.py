@@ -16,21 +16,25 @@ the methods boilerplate (:func:`citation_boilerplate`), written to
 from __future__ import annotations
 
 import re
-from dataclasses import asdict
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nipype import Node
 
-from nmflow.participant.atlas import Atlas
-from nmflow.bids_io import Run
-from nmflow.participant.denoise import CleaningSettings, Strategy
-from nmflow.fileio import atomic_write_text
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, write_dataset_description
+from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.bids import RunDerivatives
 from nmflow.interfaces.confounds import Denoise
 from nmflow.interfaces.connectivity import Connectivity
 from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
+from nmflow.participant.atlas import Atlas, check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
+from nmflow.participant.denoise import CleaningSettings, Strategy, load_strategy
+from nmflow.participant.settings import ParticipantSettings
 from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow
@@ -141,6 +145,72 @@ def run_participant_level(
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
                               verbose=verbose, preload=NODE_IMPORTS, progress=progress)
     return failed_runs(crashes, by_node)
+
+
+@dataclass
+class ParticipantInputs:
+    """What a participant-level call works on: the runs found, the problems found while looking for
+    them (one line each), the atlases resolved at the runs' resolution and the denoising strategies."""
+
+    runs: list[Run]
+    problems: list[str]
+    atlases: list[Atlas]
+    strategies: list[Strategy]
+
+
+def find_participant_inputs(s: ParticipantSettings) -> ParticipantInputs:
+    """Finish the publications of a killed call, check the strategies and atlases, find the runs (PyBIDS)
+    and resolve the atlases; raises :class:`~nmflow.errors.NmflowInputError` when nothing can run."""
+    if Path(s.out_dir).is_dir():
+        recover_staged(s.out_dir)  # runs a killed call was moving into place
+    strategies = [load_strategy(name) for name in s.denoise]
+    cifti = s.space == CIFTI_SPACE
+    check_atlas_kind(list(s.atlas), cifti)
+    runs, problems = collect_runs(s.bids_dir, list(s.participant_label) or None, s.bids_filters, s.space)
+    if not runs and not problems:
+        kind = "bold.dtseries.nii" if cifti else "desc-preproc_bold"
+        raise NmflowInputError(s.bids_dir, f"no {kind} runs found in space {s.space}"
+                               + (f" for {' '.join(s.participant_label)}" if s.participant_label else ""))
+    if not runs:
+        return ParticipantInputs(runs, problems, [], strategies)
+    res = run_resolution(runs)
+    atlases = [resolve_atlas(name, s.atlas_dir, res) for name in s.atlas]
+    for line in [] if cifti else grid_mismatches(atlases, [r.bold for r in runs]):
+        print(f"nmflow: warning: {line}", file=sys.stderr)
+    return ParticipantInputs(runs, problems, atlases, strategies)
+
+
+def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
+    """Run the participant level on ``found`` (:func:`find_participant_inputs`), print its summary and
+    return the exit code: 1 when a run failed, a strategy was skipped or a run could not be read."""
+    if not found.runs:
+        return print_summary(s.out_dir, 0, found.problems, {})
+    write_dataset_description(s.out_dir, s.bids_dir)
+    work_dir = Path(s.work_dir or tempfile.mkdtemp(prefix="nmflow_work_")).absolute()
+    failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics), s.cleaning,
+                                     s.min_coverage, Path(s.out_dir).absolute(), work_dir, s.nprocs, s.plugin,
+                                     s.plugin_args, s.verbose, s.command)
+    skipped = skipped_strategies(found.runs, work_dir, failures)
+    return print_summary(s.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
+
+
+def print_summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str, str],
+                  skipped: dict[str, list[str]] | None = None) -> int:
+    """Print the problems found while collecting runs, the count of runs done, the strategies skipped and the
+    failed runs; return the exit code."""
+    skipped = skipped or {}
+    for problem in problems:
+        print(f"nmflow: error: {problem}", file=sys.stderr)
+    n_skipped = sum(len(v) for v in skipped.values())
+    print(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
+          + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
+          + f" -> {out_dir}")
+    for key, lines in skipped.items():
+        for line in lines:
+            print(f"nmflow: warning: {key}: strategy skipped: {line}", file=sys.stderr)
+    for key, message in failures.items():
+        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
+    return 1 if failures or problems or skipped else 0
 
 
 def skipped_strategies(runs: list[Run], work_dir: Path, failed: dict[str, str]) -> dict[str, list[str]]:
