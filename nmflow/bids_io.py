@@ -123,6 +123,10 @@ def collect_runs(
         query["space"] = space
     if participant_label:
         query["subject"] = [strip_prefix(p) for p in participant_label]
+        absent = [f"sub-{x}" for x in query["subject"] if x not in set(lay.get_subjects())]
+        if absent:  # as fMRIPrep: a mistyped label stops the call instead of being skipped in silence
+            raise NmflowInputError(fmriprep_dir, f"--participant-label: {len(absent)} participant(s) not found: "
+                                                 f"{' '.join(absent[:10])}")
     query.update((bids_filters or {}).get("bold", {}))
     subjects = {"subject": query["subject"]} if "subject" in query else {}
     # one query per kind of file, matched by entities (a query per run costs ~25 ms each on large cohorts)

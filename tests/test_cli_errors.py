@@ -89,3 +89,49 @@ def test_demo_reports_a_failed_step_in_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120, env={**env, "NIPYPE_NO_ET": "1"})
     assert proc.returncode == 1 and proc.stderr.startswith("nmflow: error: "), proc.stderr
     assert proc.stderr.count("\n") == 1 and "Not a directory" in proc.stderr, proc.stderr
+
+
+def test_participant_label_spellings_and_a_label_not_found(tiny_dataset, tmp_path, capsys):
+    """The BIDS-Apps spelling ``--participant_label`` is accepted; a label not in the dataset stops the call
+    with one line naming it (as fMRIPrep does), before anything is written."""
+    from nmflow.cli.run import build_parser
+
+    for flag in ("--participant_label", "--participant-label"):
+        args = build_parser().parse_args(["in", "out", "participant", flag, "01", "sub-02"])
+        assert args.participant_label == ["01", "sub-02"]
+    out = tmp_path / "out"
+    code, printed, err = run_cli([str(tiny_dataset["fmriprep"]), str(out), "participant", "--participant_label",
+                                  "01", "sub-99", "98"], capsys)
+    assert code == 1 and printed == ""
+    assert err == (f"nmflow: error: {tiny_dataset['fmriprep']}: --participant-label: 2 participant(s) not found: "
+                   "sub-99 sub-98\n")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("level, flags, says", [
+    ("group", ["--alpha", "2"], "--alpha must be in (0, 1), got 2.0"),
+    ("group", ["--n-bootstrap", "-1"], "--n-bootstrap must be >= 0, got -1"),
+    ("group", ["--folds", "1"], "--folds must be >= 2, got 1"),
+    ("group", ["--val-split", "1.5"], "--val-split must be in [0, 1), got 1.5"),
+    ("group", ["--mask-fraction", "1"], "--mask-fraction must be in [0, 1), got 1.0"),
+    ("participant", ["--nprocs", "0"], "--nprocs must be >= 1, got 0"),
+    ("participant", ["--low-pass", "-1"], "--low-pass must be >= 0 Hz (0: none), got -1.0"),
+    ("participant", ["--high-pass", "0.2"], "--high-pass (0.2 Hz) must be below --low-pass (0.1 Hz)"),
+    ("participant", ["--min-coverage", "1.5"], "--min-coverage must be in [0, 1], got 1.5"),
+])
+def test_numbers_out_of_range_stop_at_parse_time(level, flags, says, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    code, out, err = run_cli([str(tmp_path / "in"), str(tmp_path / "out"), level, *flags], capsys)
+    assert code == 1 and out == ""
+    assert err == f"nmflow: error: {says}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_entity_in_the_bids_filter_file_is_named(tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    filters = tmp_path / "filter.json"
+    filters.write_text('{"bold": {"tsk": "rest", "session": "1"}}')
+    code, out, err = run_cli([str(tmp_path / "in"), str(tmp_path / "out"), "participant", "--bids-filter-file",
+                              str(filters)], capsys)
+    assert code == 1
+    assert err.startswith(f"nmflow: error: {filters}: query 'bold': unknown BIDS entity 'tsk'") and err.count("\n") == 1

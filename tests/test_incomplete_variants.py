@@ -101,3 +101,11 @@ def test_a_variant_left_with_too_few_controls_is_skipped_with_a_note(study, tmp_
     note = next(m for m in found.messages if m.startswith(SIMPLE))
     assert "not analysed" in note and "controls are too few" in note and "22 subject(s) lack it" in note
     assert len(found.subjects) == 32
+
+
+def test_a_participant_label_without_features_stops_the_group_level(study):
+    from nmflow.errors import NmflowInputError
+
+    with pytest.raises(NmflowInputError) as caught:
+        collect_cohort(group_args(study / "bids", study / "out", "--participant_label", "01", "sub-77"))
+    assert caught.value.problem == "--participant-label: 1 participant(s) without features: sub-77"

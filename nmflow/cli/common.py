@@ -11,6 +11,42 @@ from nmflow.errors import NmflowInputError
 from nmflow.fileio import check_apart, read_json, read_text
 
 
+# numeric options and the values they can take (checked at parse time, before anything runs)
+NUMBER_RULES = {
+    "alpha": ("in (0, 1)", lambda v: 0 < v < 1),
+    "n_bootstrap": (">= 0", lambda v: v >= 0),
+    "nprocs": (">= 1", lambda v: v >= 1),
+    "folds": (">= 2", lambda v: v >= 2),
+    "val_split": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "epochs": (">= 1", lambda v: v >= 1),
+    "patience": (">= 1", lambda v: v >= 1),
+    "learning_rate": ("> 0", lambda v: v > 0),
+    "weight_decay": (">= 0", lambda v: v >= 0),
+    "mask_fraction": ("in [0, 1)", lambda v: 0 <= v < 1),
+    "max_missing": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "low_pass": (">= 0 Hz (0: none)", lambda v: v >= 0),
+    "high_pass": (">= 0 Hz (0: none)", lambda v: v >= 0),
+    "fd_threshold": ("> 0 mm", lambda v: v > 0),
+    "dvars_threshold": ("> 0", lambda v: v > 0),
+    "min_segment": (">= 1", lambda v: v >= 1),
+    "min_volumes": (">= 2", lambda v: v >= 2),
+    "min_coverage": ("in [0, 1]", lambda v: 0 <= v <= 1),
+    "stimulus_duration": (">= 0 s", lambda v: v >= 0),
+    "transition": (">= 0 s", lambda v: v >= 0),
+}
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse a numeric option outside the values it can take (one line naming the flag and the value)."""
+    for name, (allowed, ok) in NUMBER_RULES.items():
+        value = getattr(args, name, None)
+        if value is not None and not ok(value):
+            raise NmflowInputError(None, f"--{name.replace('_', '-')} must be {allowed}, got {value}")
+    low, high = getattr(args, "low_pass", None), getattr(args, "high_pass", None)
+    if low and high and not high < low:
+        raise NmflowInputError(None, f"--high-pass ({high} Hz) must be below --low-pass ({low} Hz)")
+
+
 def check_outputs_apart(args: argparse.Namespace) -> None:
     """Refuse an OUT_DIR or work folder equal to, inside or containing an input folder (nothing is written there)."""
     inputs = [args.bids_dir] + [folder for folder in (getattr(args, name, None) for name in (
@@ -28,6 +64,15 @@ def read_filters(path: Path | None) -> dict:
     filters = read_json(path, "BIDS filter file")
     if not all(isinstance(v, dict) for v in filters.values()):
         raise NmflowInputError(path, "BIDS filter file must map each query (e.g. 'bold') to an object of entities")
+    from bids.layout.models import Config
+
+    known = {name for config in ("bids", "derivatives") for name in Config.load(config).entities}
+    for query, entities in filters.items():
+        unknown = sorted(set(entities) - known)
+        if unknown:
+            raise NmflowInputError(path, f"query {query!r}: unknown BIDS entit{'ies' if len(unknown) > 1 else 'y'} "
+                                         f"{', '.join(map(repr, unknown))} (entities are full names: subject, "
+                                         "session, task, run, acquisition, ...)")
     return filters
 
 

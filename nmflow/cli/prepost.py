@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import sys
-import tempfile
 from pathlib import Path
 
 import yaml
 
 from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_args
-from nmflow.cli.config import save_call
+from nmflow.cli.config import command_line, save_call
 from nmflow.errors import NmflowInputError
 
 
@@ -22,7 +19,7 @@ def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
                                      "--nprocs or --plugin")
     check_outputs_apart(args)
     _check_out_dir(args.out_dir)
-    status = _participant(args) if args.analysis_level == "participant" else _group(args)
+    status = _participant(args, argv) if args.analysis_level == "participant" else _group(args)
     save_call(args.out_dir, args.analysis_level, args, argv)
     return status
 
@@ -37,44 +34,16 @@ def _check_out_dir(out_dir: Path) -> None:
                                             "stimulus study its own OUT_DIR")
 
 
-def _participant(args: argparse.Namespace) -> int:
-    from nmflow.bids_io import CIFTI_SPACE, collect_runs, write_dataset_description
-    from nmflow.fileio import recover_staged
-    from nmflow.participant.atlas import resolve_atlas, run_resolution
-    from nmflow.participant.denoise import CleaningSettings, load_strategy
-    from nmflow.prepost.events import find_events
-    from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant
+def _participant(args: argparse.Namespace, argv: list[str]) -> int:
+    from nmflow.participant.settings import ParticipantSettings
+    from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant_level
 
-    if args.out_dir.is_dir():
-        recover_staged(args.out_dir)  # runs a killed call was moving into place
-    if args.space == CIFTI_SPACE:
-        raise NmflowInputError(None, "--analysis prepost reads volumes (its GLM writes NIfTI maps): --space "
-                                     f"{CIFTI_SPACE} is for the connectivity analysis")
-    if len(args.atlas) != 1:
-        raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(args.atlas)}")
-    strategy = load_strategy(args.glm_confounds)
-    runs, problems = collect_runs(args.bids_dir, args.participant_label, read_filters(args.bids_filter_file),
-                                  args.space)
-    if not runs and not problems:
-        raise NmflowInputError(args.bids_dir, f"no desc-preproc_bold runs found in space {args.space}")
-    atlas = resolve_atlas(args.atlas[0], args.atlas_dir, run_resolution(runs))
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(CleaningSettings)}
-    settings = CleaningSettings(**{**values, "standardize": None})  # the GLM scales to percent signal change
-    events = find_events(args.events_dir or args.bids_dir, runs)
+    read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
+                                 "bids_filters": read_filters(args.bids_filter_file)})
     options = PrepostOptions(args.stimulus_onset, args.stimulus_duration, args.transition, args.alpha,
                              args.min_coverage)
-    plugin_args = read_plugin_args(args.plugin_args)
-    write_dataset_description(args.out_dir, args.bids_dir)
-    work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="nmflow_work_"))
-    failures = run_prepost_participant(runs, events, atlas, strategy, settings, options, args.out_dir.absolute(),
-                                       work_dir.absolute(), args.nprocs, args.plugin, plugin_args, args.verbose)
-    for problem in problems:
-        print(f"nmflow: error: {problem}", file=sys.stderr)
-    print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
-          f"-> {args.out_dir}")
-    for key, message in sorted(failures.items()):
-        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
-    return 1 if failures or problems else 0
+    return run_prepost_participant_level(ParticipantSettings.from_namespace(read, command_line(argv)), options,
+                                         args.glm_confounds, args.events_dir)
 
 
 def _group(args: argparse.Namespace) -> int:

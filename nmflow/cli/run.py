@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
-from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_args
+from nmflow.cli.common import check_numbers, check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nmflow {__version__}")
     parser.add_argument("--config", help="YAML or TOML file whose keys are these flag names")
     g = parser.add_argument_group("selection")
-    g.add_argument("--participant-label", nargs="+", help="subjects, with or without 'sub-'")
+    g.add_argument("--participant-label", "--participant_label", nargs="+",
+                   help="subjects, with or without 'sub-' (a label not found stops the call)")
     g.add_argument("--bids-filter-file", type=Path, help="JSON: {'bold': {entity: value}} added to the BOLD query")
     defaults = ParticipantSettings()
     g.add_argument("--space", default=defaults.space,
@@ -47,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "with --space fsLR: yeo7 yeo17 (networks on the 91k grayordinates)")
     p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
     p.add_argument("--metrics", nargs="+", default=list(defaults.metrics), choices=list(METRICS), help="FC metrics")
-    p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz")
-    p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz")
+    p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz (0: no low-pass)")
+    p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz (0: no high-pass)")
     p.add_argument("--fd-threshold", type=float, default=defaults.fd_threshold, help="mm, for scrubbing")
     p.add_argument("--dvars-threshold", type=float, default=defaults.dvars_threshold, help="std DVARS, for scrubbing")
     p.add_argument("--min-segment", type=int, default=defaults.min_segment,
@@ -85,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
+    check_numbers(args)
     if args.analysis == "prepost":
         from nmflow.cli.prepost import run_prepost
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nmflow.bids_io import layout
+from nmflow.bids_io import layout, strip_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.group.external import external_sources, merge_sources
 from nmflow.group.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
@@ -94,6 +94,10 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
     sets, messages = find_feature_sets(s, lay)
     participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
     found = sorted(set().union(*(fs.subjects for fs in sets.values())))
+    absent = [f"sub-{x}" for x in map(strip_prefix, s.participant_label) if x not in found]
+    if absent:
+        raise NmflowInputError(s.out_dir, f"--participant-label: {len(absent)} participant(s) without features: "
+                                          f"{' '.join(absent[:10])}")
     unknown = [x for x in found if x not in participants.index]
     if unknown:
         messages.append(f"{len(unknown)} subject(s) with features but not in participants.tsv, left out: "

@@ -15,25 +15,31 @@ inside OUT_DIR and moved into ``OUT_DIR/group`` only on success.
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
 
-from nmflow.bids_io import Run
-from nmflow.fileio import atomic_write_text
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, write_dataset_description
+from nmflow.errors import NmflowInputError
+from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.glm import GLMPrePostSplit, PrepostDerivatives, PrepostRunReport, SeedMaps, SegmentConnectivity
 from nmflow.interfaces.group_report import CopyGroupReport
 from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.prepost import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
-from nmflow.participant.atlas import Atlas
+from nmflow.participant.atlas import Atlas, resolve_atlas, run_resolution
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import CleaningSettings, Strategy
+from nmflow.participant.denoise import CleaningSettings, Strategy, load_strategy
+from nmflow.participant.settings import ParticipantSettings
 from nmflow.prepost.change import PREPOST_METRICS
+from nmflow.prepost.events import find_events
 from nmflow.workflows.boilerplate import participant_desc, references
 from nmflow.participant.tables import sources
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_group_workflow, run_workflow
@@ -153,6 +159,41 @@ def run_prepost_participant(runs: list[Run], events: dict[str, str | None], atla
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
                               verbose=verbose, preload=NODE_IMPORTS, progress=Progress(owners, last_node="derivatives"))
     return failed_runs(crashes, owners)
+
+
+def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOptions, glm_confounds: str,
+                                  events_dir: Path | None) -> int:
+    """The stimulus study's participant level: find the runs and their events, run them, print the summary;
+    returns the exit code (1 when a run failed or could not be read).
+
+    ``glm_confounds`` names the strategy whose confounds enter the GLM; the
+    events come from ``events_dir`` (default: the input dataset).
+    """
+    if Path(s.out_dir).is_dir():
+        recover_staged(s.out_dir)  # runs a killed call was moving into place
+    if s.space == CIFTI_SPACE:
+        raise NmflowInputError(None, "--analysis prepost reads volumes (its GLM writes NIfTI maps): --space "
+                                     f"{CIFTI_SPACE} is for the connectivity analysis")
+    if len(s.atlas) != 1:
+        raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(s.atlas)}")
+    strategy = load_strategy(glm_confounds)
+    runs, problems = collect_runs(s.bids_dir, list(s.participant_label) or None, s.bids_filters, s.space)
+    if not runs and not problems:
+        raise NmflowInputError(s.bids_dir, f"no desc-preproc_bold runs found in space {s.space}")
+    atlas = resolve_atlas(s.atlas[0], s.atlas_dir, run_resolution(runs))
+    cleaning = dataclasses.replace(s.cleaning, standardize=None)  # the GLM scales to percent signal change
+    events = find_events(events_dir or s.bids_dir, runs)
+    write_dataset_description(s.out_dir, s.bids_dir)
+    work_dir = Path(s.work_dir or tempfile.mkdtemp(prefix="nmflow_work_")).absolute()
+    failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options, Path(s.out_dir).absolute(),
+                                       work_dir, s.nprocs, s.plugin, s.plugin_args, s.verbose)
+    for problem in problems:
+        print(f"nmflow: error: {problem}", file=sys.stderr)
+    print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
+          f"-> {s.out_dir}")
+    for key, message in sorted(failures.items()):
+        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
+    return 1 if failures or problems else 0
 
 
 @dataclass(frozen=True)
