@@ -72,3 +72,21 @@ def test_plugin_settings(nprocs, plugin):
     name, args = engine.plugin_settings(None, None, nprocs)
     assert name == plugin
     assert args.get("n_procs", 1) == nprocs
+
+
+def test_ctrl_c_in_a_node_stops_the_linear_run(tmp_path):
+    """Nipype turns a KeyboardInterrupt inside a node into that node's crash and would go on with the other
+    chain; the run stops instead, and Ctrl-C reaches the caller (the CLI's exit code 130)."""
+    import os
+    import signal
+    import threading
+
+    wf = _chain(tmp_path, 2, 1.0)
+    timer = threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        engine.run_workflow(wf, tmp_path / "crashes", nprocs=1)
+    timer.cancel()
+    ran = sorted(p.parent.name for p in (tmp_path / "work" / "chains").glob("*/result_*.pklz"))
+    assert len(ran) <= 1  # the interrupted node's (crash) result at most: none of the other three started
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -11,6 +11,7 @@ import gc
 import importlib
 import logging
 import re
+import signal
 import tempfile
 import threading
 import time
@@ -158,6 +159,35 @@ def _multiproc_plugin(args: dict):
     return WakeOnFinishMultiProcPlugin(plugin_args=args)
 
 
+def _stop_when(interrupted: threading.Event, progress: Progress | None) -> Callable:
+    """Nipype status callback: report progress, and stop the run at the next node once ``interrupted``."""
+    def callback(node, status):
+        if interrupted.is_set():
+            raise KeyboardInterrupt  # not an Exception: the plugins let it through
+        if progress is not None:
+            progress(node, status)
+    return callback
+
+
+@contextlib.contextmanager
+def _interrupt_sets(interrupted: threading.Event):
+    """Ctrl-C sets ``interrupted`` as well as interrupting: Nipype turns the KeyboardInterrupt raised inside a
+    node into that node's crash and goes on with the others (Linear plugin); the event stops it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigint(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugin_args: dict | None = None,
                  nprocs: int = 1, stop_on_first_crash: bool = False, hash_method: str = "content",
                  verbose: bool = False, preload: tuple[str, ...] = (),
@@ -180,8 +210,8 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         for old in crash_dir.glob("crash-*.txt"):
             old.unlink()
     name, args = plugin_settings(plugin, plugin_args, nprocs)
-    if progress is not None:
-        args["status_callback"] = progress
+    interrupted = threading.Event()
+    args["status_callback"] = _stop_when(interrupted, progress)
     for module in preload:
         importlib.import_module(module)
     wf.config["execution"].update({
@@ -194,9 +224,11 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     })
     runner = _multiproc_plugin(args) if name == "MultiProc" else name
     try:
-        with frozen_collector(), one_component_at_a_time():
+        with frozen_collector(), one_component_at_a_time(), _interrupt_sets(interrupted):
             graph = wf.run(plugin=runner, plugin_args=args)
     except RuntimeError:
+        if interrupted.is_set():
+            raise KeyboardInterrupt from None
         graph = None  # failures are read from the crash files
     crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
     return graph, crashes
