@@ -20,6 +20,7 @@ import pandas as pd
 from nmflow.participant.connectivity import connection_names, is_correlation
 from nmflow.group.records import Prepared, Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.settings import GroupSettings
+from nmflow.group.motion import FD_SOURCES, MEAN_FD
 from nmflow.normative.crossfit import Residuals, combine, model_input, predict
 from nmflow.normative.deviations import calibration_table, global_scores, residual_scale, rms
 from nmflow.normative.model import NormativeModel, TrainResult, model_from_result, versions
@@ -195,6 +196,7 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
                                "mean_best_val_loss": float(np.mean(fold_loss)) if mean_loss else None,
                                "mean_predictor_val_loss": float(np.mean(mean_loss)) if mean_loss else None},
                 dataset=dataset, config=vars(s.train_config), versions=versions(),
+                **({"mean_fd_source": _fd_sources(table)} if MEAN_FD in s.covariates else {}),
                 best_epoch=int(final.best_epoch[0]),
                 best_val_loss=float(final.best_loss[0]) if np.isfinite(final.best_loss[0]) else None)
     if base is not None:
@@ -211,6 +213,12 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
             card.update(training_subjects=base.card.get("training_subjects"),
                         validation_subjects=base.card.get("validation_subjects"))
     return card
+
+
+def _fd_sources(table: pd.DataFrame) -> dict:
+    """Where the subjects' mean FD came from: ``{description: number of subjects}``."""
+    counts = table["mean_fd_source"].value_counts()
+    return {FD_SOURCES[k]: int(n) for k, n in counts.items()}
 
 
 STABILITY_CONNECTIONS = 8192  # at most this many connections, evenly spaced, enter the stability

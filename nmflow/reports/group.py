@@ -112,8 +112,9 @@ class ReportData:
 
     @property
     def mean_fd(self) -> np.ndarray:
-        """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown."""
-        return qc.subject_mean_fd(self.motion, self.ids, self.desc)
+        """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown (the table's ``mean_fd``: the
+        participants file's, else the participant level's motion files; :func:`nmflow.group.motion.with_mean_fd`)."""
+        return self.table[qc.MEAN_FD].to_numpy(float)
 
     @property
     def group_order(self) -> list[str]:
@@ -261,8 +262,9 @@ def _motion(d: ReportData, figures: Path) -> Section:
     section = Section("motion", "Head motion and QC-FC")
     fd, groups = d.mean_fd, d.table["group"].to_numpy(str)
     if not np.isfinite(fd).any():
-        return section.add(paragraph("No framewise displacement found (the participant level's *_outliers.tsv): "
-                                     "motion by group and QC-FC are not shown.", "warn"))
+        return section.add(paragraph("No framewise displacement found (no mean_fd column in the participants file "
+                                     "and no participant-level *_outliers.tsv): motion by group and QC-FC are not "
+                                     "shown.", "warn"))
     by_group = qc.motion_by_group(fd, groups, d.settings.control_label)
     sentences = []
     controls = by_group.iloc[0]
@@ -275,7 +277,7 @@ def _motion(d: ReportData, figures: Path) -> Section:
     shown = shown.drop(columns="sd").rename(columns={
         "group": "Group", "n": "Subjects with FD", "mean": "Mean FD (mm, mean ± SD)", "median": "Median (mm)",
         "U": "Mann–Whitney U vs controls", "p": "p"})
-    section.add(paragraph("Mean framewise displacement (FD) per subject, averaged over its scans."),
+    section.add(paragraph(f"Mean framewise displacement (FD) per subject, from {fd_source_words(d.table)}."),
                 bullet_list(sentences, "Controls only: no group to compare."), table(shown),
                 figure(f"figures/{gf.fd_figure(figures / 'motion.png', fd, groups, d.group_order).name}",
                        "Mean framewise displacement of every subject, per group (box: quartiles)."))
@@ -287,6 +289,14 @@ def _motion(d: ReportData, figures: Path) -> Section:
     caption = "QC-FC correlations of every connection: narrow and centred on 0 means little motion left in FC."
     return section.add("<h3>QC-FC</h3>", *parts, table(rows),
                        figure(f"figures/{gf.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
+
+
+def fd_source_words(table: pd.DataFrame) -> str:
+    """Where the subjects' mean FD came from, in words (``the participants file's mean_fd column for 3
+    subjects, ...``)."""
+    counts = table["mean_fd_source"].value_counts()
+    parts = [qc.FD_SOURCES[k] + (f" for {int(n)} subjects" if len(counts) > 1 else "") for k, n in counts.items()]
+    return "; ".join(parts)
 
 
 def _calibration(d: ReportData, figures: Path) -> Section:

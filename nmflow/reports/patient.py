@@ -195,15 +195,17 @@ def _motion(d, i: int) -> Section:
     pid = d.ids[i]
     runs = qc.strategy_runs(d.motion, d.desc)
     mine = runs[runs.participant_id == pid] if len(runs) else runs
-    if mine.empty:
+    fd = d.mean_fd
+    if not np.isfinite(fd[i]):
         return Section("motion", "Motion of the scans", paragraph("No framewise displacement found for this "
                                                                    "patient.", "none"))
-    fd = d.mean_fd
     compared = against_controls(fd[i], fd[d.folds.reference])
-    frame = pd.DataFrame({"Scan": mine.scan.to_numpy(), "Strategy": mine.desc.to_numpy(),
-                          "Volumes": mine.n_volumes.to_numpy(), "Mean FD (mm)": mine.mean_fd.to_numpy(),
-                          "Max FD (mm)": mine.max_fd.to_numpy(), "Censored (%)": mine.pct_censored.to_numpy()})
     text = f"Mean framewise displacement {number(fd[i])} mm, {compared}."
     if fd[i] > HIGH_FD:
         text += f" Above {HIGH_FD:g} mm, a common exclusion threshold: this patient's deviations may reflect motion."
+    if mine.empty:  # mean FD from the participants file only
+        return Section("motion", "Motion of the scans", paragraph(text))
+    frame = pd.DataFrame({"Scan": mine.scan.to_numpy(), "Strategy": mine.desc.to_numpy(),
+                          "Volumes": mine.n_volumes.to_numpy(), "Mean FD (mm)": mine.mean_fd.to_numpy(),
+                          "Max FD (mm)": mine.max_fd.to_numpy(), "Censored (%)": mine.pct_censored.to_numpy()})
     return Section("motion", "Motion of the scans", paragraph(text) + table(frame))

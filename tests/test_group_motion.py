@@ -1,0 +1,62 @@
+"""Head motion in the normative models: mean FD as a covariate."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers.group import group_args, make_cohort, write_tree
+
+from nmflow.bids_io import layout
+from nmflow.errors import NmflowInputError
+from nmflow.group.motion import FD_SOURCES, collect_motion, with_mean_fd
+from nmflow.workflows.group import run_group
+
+VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
+SHIFT = 0.15  # added to every connection (Fisher z) of every patient: a global FC shift, nothing focal
+
+
+@pytest.fixture(scope="module")
+def shifted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("motion")
+    cohort = make_cohort(n_controls=60, patients=(("shifted", 20),), motion=1.0, seed=3, effect_d=0.0, n_specific=0,
+                         n_shared=0, estimate_d=False)
+    patients = (cohort.subjects.group != "control").to_numpy()
+    cohort.features["simple"][patients] += SHIFT
+    write_tree(cohort, root / "out", root / "bids", strategies=("simple",), qc=True)
+    assert run_group(group_args(root / "bids", root / "out", "--covariates", "age", "sex", "mean_fd",
+                                "--n-bootstrap", "0", "--epochs", "200", "--patience", "20")) == 0
+    return root
+
+
+def _fd_by_hand(root) -> pd.Series:
+    """Mean FD of each subject from its *_outliers.tsv (one scan each), indexed by participant_id."""
+    files = sorted((root / "out").glob("sub-*/func/*_desc-simple_outliers.tsv"))
+    return pd.Series({f.name.split("_")[0]: pd.read_csv(f, sep="\t", na_values="n/a").framewise_displacement.mean()
+                      for f in files})
+
+
+def test_mean_fd_covariate_read_from_the_outliers_and_recorded_in_the_card(shifted):
+    card = json.loads((shifted / "out" / "group" / f"{VARIANT}_model.json").read_text())
+    assert card["covariate_columns"] == ["age", "mean_fd", "sex=M"]
+    assert card["mean_fd_source"] == {FD_SOURCES["outliers"]: 80}
+    # the saved model is fitted on all controls: its coding centres mean FD on their mean
+    fd = _fd_by_hand(shifted)
+    controls = pd.read_csv(shifted / "bids" / "participants.tsv", sep="\t").query("group == 'control'")
+    mean, sd = card["covariate_coding"]["numeric"]["mean_fd"]
+    assert mean == pytest.approx(fd[controls.participant_id].mean(), rel=1e-9)
+    assert sd == pytest.approx(fd[controls.participant_id].std(ddof=1), rel=1e-9)
+
+
+def test_mean_fd_from_the_participants_file_first_then_the_outliers(shifted):
+    runs = collect_motion(None, [])
+    table = pd.DataFrame({"mean_fd": [0.2, np.nan, "0.3 mm"]}, index=["01", "02", "03"])
+    with pytest.raises(NmflowInputError, match=r"mean_fd is not a number for sub-03 \('0.3 mm'\)"):
+        with_mean_fd(table, runs)
+    runs = collect_motion(layout(shifted / "out"), ["01", "02", "03"])
+    fd = _fd_by_hand(shifted)
+    out = with_mean_fd(pd.DataFrame({"mean_fd": [0.2, np.nan, np.nan]}, index=["01", "02", "03"]), runs)
+    np.testing.assert_allclose(out.mean_fd, [0.2, fd["sub-02"], fd["sub-03"]])
+    assert out.mean_fd_source.tolist() == ["participants.tsv", "outliers", "outliers"]
+    alone = with_mean_fd(pd.DataFrame({"age": [30, 40]}, index=["01", "99"]), runs)
+    assert alone.mean_fd.iloc[0] == pytest.approx(fd["sub-01"]) and np.isnan(alone.mean_fd.iloc[1])
