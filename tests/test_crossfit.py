@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats as sps
 
 from nmflow.errors import NmflowInputError
 from nmflow.normative.covariates import fit_coder
 from nmflow.normative.crossfit import combine, kept_connections, make_folds, preprocess
-from nmflow.normative.deviations import global_scores, residual_scale
+from nmflow.normative.deviations import calibration_table, global_scores, residual_scale
 from nmflow.normative.linear import fit_linear, predict_linear
 from nmflow.normative.model import forward, init_params, masked_forward, param_shapes
 
@@ -129,3 +130,28 @@ def test_global_score_responds_to_focal_deviations():
     scores = global_scores(z, ref, np.abs(z))
     assert scores.global_score.iloc[200] >= 99 and scores.n_extreme.iloc[200] >= 3
     assert scores.global_score[ref].between(0, 100).all() and abs(scores.global_score[ref].mean() - 50) < 1
+
+
+def test_qc_fc_of_deviations_equals_scipy_on_planted_motion():
+    rng = np.random.default_rng(11)
+    n, k = 120, 40
+    fd = rng.gamma(2.0, 0.08, n)  # mm
+    z = rng.normal(size=(n, k))
+    z[:, :10] += 3.0 * (fd - fd.mean())[:, None] / fd.std()  # 10 connections built to follow motion
+    reference = np.arange(n) < 100
+    sites = np.where(np.arange(n) % 2, "a", "b")
+    calib = calibration_table(z, z, z, reference, sites, [f"c{j}" for j in range(k)], fd)
+    r, p = np.array([sps.pearsonr(fd[reference], z[reference, j]) for j in range(k)]).T
+    overall = calib.iloc[0]
+    assert overall.qcfc_median_abs_r == pytest.approx(np.median(np.abs(r)), rel=1e-9)
+    assert overall.qcfc_pct_p05 == pytest.approx(100 * np.mean(p < 0.05))
+    assert overall.qcfc_pct_p05 >= 25  # the 10 planted connections at least
+    site_a = reference & (sites == "a")
+    r_a = [sps.pearsonr(fd[site_a], z[site_a, j])[0] for j in range(k)]
+    assert calib.set_index("scope").loc["a"].qcfc_median_abs_r == pytest.approx(np.median(np.abs(r_a)), rel=1e-9)
+    per_connection = calib[calib.connection != "all"]
+    np.testing.assert_allclose(per_connection.qcfc_median_abs_r, np.abs(r), rtol=1e-9)
+    np.testing.assert_array_equal(per_connection.qcfc_pct_p05, 100.0 * (p < 0.05))
+    unknown = calibration_table(z, z, z, reference, sites, [f"c{j}" for j in range(k)], np.full(n, np.nan))
+    assert unknown[["qcfc_median_abs_r", "qcfc_pct_p05"]].isna().all().all()
+

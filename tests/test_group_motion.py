@@ -1,11 +1,13 @@
-"""Head motion in the normative models: mean FD as a covariate."""
+"""Head motion in the normative models: mean FD as a covariate, QC-FC of the deviations."""
 
 import json
 
+import lxml.html
 import numpy as np
 import pandas as pd
 import pytest
 from helpers.group import group_args, make_cohort, write_tree
+from scipy import stats as sps
 
 from nmflow.bids_io import layout
 from nmflow.errors import NmflowInputError
@@ -29,6 +31,10 @@ def shifted(tmp_path_factory):
     return root
 
 
+def _read(root, suffix):
+    return pd.read_csv(root / "out" / "group" / f"{VARIANT}_{suffix}.tsv", sep="\t")
+
+
 def _fd_by_hand(root) -> pd.Series:
     """Mean FD of each subject from its *_outliers.tsv (one scan each), indexed by participant_id."""
     files = sorted((root / "out").glob("sub-*/func/*_desc-simple_outliers.tsv"))
@@ -46,6 +52,22 @@ def test_mean_fd_covariate_read_from_the_outliers_and_recorded_in_the_card(shift
     mean, sd = card["covariate_coding"]["numeric"]["mean_fd"]
     assert mean == pytest.approx(fd[controls.participant_id].mean(), rel=1e-9)
     assert sd == pytest.approx(fd[controls.participant_id].std(ddof=1), rel=1e-9)
+
+
+def test_qc_fc_of_the_deviations_equals_scipy_and_is_reported(shifted):
+    calib = _read(shifted, "calibration")
+    fd = _fd_by_hand(shifted)
+    for model, suffix in (("autoencoder", "deviations"), ("linear", "linearz")):
+        dev = _read(shifted, suffix)
+        ref = dev[dev.group == "control"]
+        z = ref.filter(like="__").to_numpy()
+        r, p = np.array([sps.pearsonr(fd[ref.participant_id].to_numpy(), z[:, j]) for j in range(z.shape[1])]).T
+        row = calib[(calib.model == model) & (calib.scope == "all") & (calib.connection == "all")].iloc[0]
+        assert row.qcfc_median_abs_r == pytest.approx(np.median(np.abs(r)), rel=1e-4)  # 6 digits in the TSV
+        assert row.qcfc_pct_p05 == pytest.approx(100 * np.mean(p < 0.05), abs=1e-3)
+    text = lxml.html.fromstring((shifted / "out" / "group" / "group_report.html").read_text()).text_content()
+    assert "QC-FC of the deviations: across the 60 held-out controls, the median |r|" in text
+    assert "from the participant level's *_outliers.tsv" in text
 
 
 def test_mean_fd_from_the_participants_file_first_then_the_outliers(shifted):

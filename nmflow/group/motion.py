@@ -29,6 +29,7 @@ from nmflow.bids_io import bids_name
 from nmflow.errors import NmflowInputError
 
 MEAN_FD = "mean_fd"  # the covariate: a subject's mean framewise displacement (mm)
+QCFC_TARGET = 0.1  # median |r| of QC-FC above which motion is said to remain
 FD_SOURCES = {"participants.tsv": "the participants file's mean_fd column",
               "outliers": "the participant level's *_outliers.tsv: mean framewise_displacement over each scan's "
                           "volumes, averaged over the subject's scans"}

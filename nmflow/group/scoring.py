@@ -135,6 +135,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     residuals = {"autoencoder": combine(folds, p.preps, ae_pred),
                  "linear": combine(folds, p.preps, [prep.linear for prep in p.preps])}
     tested = folds.tested
+    fd = table[MEAN_FD].to_numpy(float)
     scores = {}
     for name, res in residuals.items():
         scale = residual_scale(np.nan_to_num(res.residual), folds.reference, sites, s.z_scale == "site")
@@ -142,7 +143,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
         glob = global_scores(np.nan_to_num(z), folds.reference, np.nan_to_num(res.abs_error))
         glob.loc[~tested] = np.nan
         score = z if s.test_score == "signed" else np.abs(z)
-        calib = calibration_table(res.features, res.residual, z, folds.reference, sites, p.names)
+        calib = calibration_table(res.features, res.residual, z, folds.reference, sites, p.names, fd)
         null = single_case_null_rate(score[folds.reference], s.alpha, s.single_case_rule)
         scores[name] = ModelScores(res, z, glob, calib, null)
     ae = scores["autoencoder"]

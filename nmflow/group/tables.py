@@ -109,6 +109,11 @@ def calibration(sc: Scored) -> tuple[pd.DataFrame, dict]:
         "explained_variance": "1 - var(residual) / var(x) (PCNtoolkit's EV)",
         "smse": "mean(residual^2) / var(x) (standardised MSE)",
         "frac_abs_z_gt_1.96": "fraction of |z| > 1.96 (nominal 0.05)",
+        "qcfc_median_abs_r": "QC-FC of the deviations: median over connections of |r|, r the Pearson correlation "
+                             "across the row's reference controls of a connection's z with mean framewise "
+                             "displacement (per connection: its |r|); target <= 0.1; n/a when mean FD is unknown",
+        "qcfc_pct_p05": "QC-FC of the deviations: % of connections whose correlation with mean FD has p < 0.05 "
+                        "(uncorrected; about 5 when the deviations carry no motion; per connection: 0 or 100)",
         "null_singlecase_rate": "fraction of controls with >= 1 flagged connection when each is tested against "
                                 "the other controls (Crawford-Howell, BH); nominal about alpha"}
 

@@ -26,6 +26,15 @@ Global scores per subject
 * ``n_extreme``: connections with ``|z| > 2.6`` (two-sided p < 0.01);
 * ``mean_abs_error``: mean ``|x - x_hat|`` in standardised units (the
   original scripts' global reconstruction error).
+
+Calibration
+-----------
+Beside PCNtoolkit's explained variance and standardised MSE and the moments
+of ``z``, :func:`calibration_table` gives the QC-FC of the deviations: the
+correlation across the reference controls of each connection's ``z`` with
+mean FD (:func:`nmflow.group.motion.qc_fc`), summarised by the median
+``|r|`` (target <= 0.1) and the % of connections with p < 0.05 (uncorrected;
+about 5 % when the deviations carry no motion).
 """
 
 from __future__ import annotations
@@ -33,6 +42,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
+
+from nmflow.group.motion import qc_fc, qc_fc_summary
 
 EXTREME_Z = 2.6
 
@@ -111,8 +122,18 @@ def global_scores(z: np.ndarray, reference: np.ndarray, abs_error: np.ndarray) -
                          "mean_abs_error": abs_error.mean(axis=1)})
 
 
-def calibration_summary(x: np.ndarray, r: np.ndarray, z: np.ndarray) -> dict:
-    """Calibration figures of reference rows (arrays ``(n, k)``, pooled over columns)."""
+def qc_fc_columns(z: np.ndarray, fd: np.ndarray | None) -> dict:
+    """QC-FC of deviations ``(n, k)`` against mean FD ``(n,)``: ``qcfc_median_abs_r`` (median over the
+    columns of ``|r|``) and ``qcfc_pct_p05`` (% of columns with p < 0.05); NaN when FD is unknown."""
+    if fd is None or not np.isfinite(fd).any():
+        return {"qcfc_median_abs_r": np.nan, "qcfc_pct_p05": np.nan}
+    summary = qc_fc_summary(*qc_fc(fd, z)[:2])
+    return {"qcfc_median_abs_r": summary["median_abs_r"], "qcfc_pct_p05": summary["pct_significant"]}
+
+
+def calibration_summary(x: np.ndarray, r: np.ndarray, z: np.ndarray, fd: np.ndarray | None = None) -> dict:
+    """Calibration figures of reference rows (arrays ``(n, k)``, pooled over columns; ``fd`` ``(n,)`` mean FD
+    in mm for the QC-FC columns)."""
     var_x = x.var(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         ev = 1 - r.var(axis=0, ddof=1) / var_x
@@ -121,18 +142,21 @@ def calibration_summary(x: np.ndarray, r: np.ndarray, z: np.ndarray) -> dict:
     return {"n_subjects": x.shape[0], "explained_variance": float(np.nanmean(ev)), "smse": float(np.nanmean(smse)),
             "z_mean": float(flat.mean()), "z_sd": float(flat.std(ddof=1)),
             "z_skewness": float(sps.skew(flat)), "z_excess_kurtosis": float(sps.kurtosis(flat)),
-            "frac_abs_z_gt_1.96": float((np.abs(flat) > 1.96).mean())}
+            "frac_abs_z_gt_1.96": float((np.abs(flat) > 1.96).mean()), **qc_fc_columns(z, fd)}
 
 
 def calibration_table(features: np.ndarray, residuals: np.ndarray, z: np.ndarray, reference: np.ndarray,
-                      sites: np.ndarray, names: list[str]) -> pd.DataFrame:
+                      sites: np.ndarray, names: list[str], fd: np.ndarray | None = None) -> pd.DataFrame:
     """Calibration of the reference controls' out-of-sample deviations.
 
     PCNtoolkit's explained variance ``EV = 1 - var(r) / var(x)`` and
-    standardised MSE ``SMSE = mean(r^2) / var(x)``, and the moments of ``z``
-    with the fraction ``|z| > 1.96`` (nominal 5 %).  Rows: ``scope="all"``
-    and ``connection="all"`` (over every connection), one row per site
-    (``scope=site``), and one row per connection (``scope="all"``).
+    standardised MSE ``SMSE = mean(r^2) / var(x)``, the moments of ``z``
+    with the fraction ``|z| > 1.96`` (nominal 5 %), and the QC-FC of ``z``
+    (:func:`qc_fc_columns`; over one connection the median ``|r|`` is its
+    ``|r|`` and the % is 0 or 100).  Rows: ``scope="all"`` and
+    ``connection="all"`` (over every connection), one row per site
+    (``scope=site``, its reference controls), and one row per connection
+    (``scope="all"``).
 
     Parameters
     ----------
@@ -142,14 +166,18 @@ def calibration_table(features: np.ndarray, residuals: np.ndarray, z: np.ndarray
     reference : ndarray of bool, shape (n_subjects,)
     sites : ndarray, shape (n_subjects,)
     names : list of str, length n_features
+    fd : ndarray, shape (n_subjects,), optional
+        Mean FD (mm); NaN or None: unknown (QC-FC columns NaN).
     """
     sites = np.asarray(sites, dtype=str)
+    fd = np.full(len(sites), np.nan) if fd is None else np.asarray(fd, float)
     rows = [{"scope": "all", "connection": "all", **calibration_summary(features[reference], residuals[reference],
-                                                             z[reference])}]
+                                                                        z[reference], fd[reference])}]
     for site in np.unique(sites[reference]):
         ref = reference & (sites == site)
         if ref.sum() >= 3:
-            rows.append({"scope": site, "connection": "all", **calibration_summary(features[ref], residuals[ref], z[ref])})
+            rows.append({"scope": site, "connection": "all",
+                         **calibration_summary(features[ref], residuals[ref], z[ref], fd[ref])})
     x, r, zr = features[reference], residuals[reference], z[reference]
     var_x = x.var(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -158,4 +186,10 @@ def calibration_table(features: np.ndarray, residuals: np.ndarray, z: np.ndarray
             "explained_variance": 1 - r.var(axis=0, ddof=1) / var_x, "smse": np.mean(r ** 2, axis=0) / var_x,
             "z_mean": zr.mean(axis=0), "z_sd": zr.std(axis=0, ddof=1), "z_skewness": sps.skew(zr, axis=0),
             "z_excess_kurtosis": sps.kurtosis(zr, axis=0), "frac_abs_z_gt_1.96": (np.abs(zr) > 1.96).mean(axis=0)})
+    if np.isfinite(fd[reference]).any():
+        r_fd, p_fd, _ = qc_fc(fd[reference], zr)
+        per_connection["qcfc_median_abs_r"] = np.abs(r_fd)
+        per_connection["qcfc_pct_p05"] = np.where(np.isfinite(p_fd), 100.0 * (p_fd < 0.05), np.nan)
+    else:
+        per_connection["qcfc_median_abs_r"] = per_connection["qcfc_pct_p05"] = np.nan
     return pd.concat([pd.DataFrame(rows), per_connection], ignore_index=True)

@@ -299,6 +299,33 @@ def fd_source_words(table: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def qc_fc_deviation_words(d: ReportData) -> list[tuple[str, str | None]]:
+    """The QC-FC of the deviations in sentences ``(text, paragraph kind)``: a warning when a model's median
+    |r| exceeds :data:`~nmflow.group.motion.QCFC_TARGET`."""
+    overall = {m: x.calibration.iloc[0] for m, x in d.variant.scored.scores.items()}
+    if not np.isfinite(overall["autoencoder"].qcfc_median_abs_r):
+        return [("QC-FC of the deviations is not computed: mean FD is unknown.", None)]
+    n = int(overall["autoencoder"].n_subjects)
+    names = {"autoencoder": "the autoencoder", "linear": "the linear baseline"}
+    text = (f"QC-FC of the deviations: across the {n} held-out controls, the median |r| between a connection's "
+            "deviation z and mean FD is " + " and ".join(f"{number(row.qcfc_median_abs_r)} for {names[m]}"
+                                                            for m, row in overall.items())
+            + f" (target at most {qc.QCFC_TARGET:g}); " + " and ".join(f"{number(row.qcfc_pct_p05)} %"
+                                                                         for row in overall.values())
+            + " of connections correlate with it at p < 0.05 (uncorrected; about 5 % by chance).")
+    out = [(text, None)]
+    high = [names[m] for m, row in overall.items() if row.qcfc_median_abs_r > qc.QCFC_TARGET]
+    if high:
+        remedy = ("choose a stricter denoising strategy (scrubbing, global signal regression; compare them in "
+                  "Head motion and QC-FC)")
+        if qc.MEAN_FD not in d.settings.covariates:
+            remedy = f"add mean_fd as a covariate (--covariates ... {qc.MEAN_FD}) or " + remedy
+        out.append((f"Head motion remains in the deviations of {' and '.join(high)} (median |r| above "
+                    f"{qc.QCFC_TARGET:g}): their deviations partly measure how much subjects moved. To remove it, "
+                    f"{remedy}.", "warn"))
+    return out
+
+
 def _calibration(d: ReportData, figures: Path) -> Section:
     sc, r = d.variant.scored, d.variant
     rows = []
@@ -308,6 +335,7 @@ def _calibration(d: ReportData, figures: Path) -> Section:
             rows.append({"Model": model, "Controls": "all" if row.scope == "all" else f"site {row.scope}",
                          "n": row.n_subjects, "Explained variance": row.explained_variance, "SMSE": row.smse,
                          "Mean z": row.z_mean, "SD of z": row.z_sd, "Beyond ±1.96 (%)": 100 * row["frac_abs_z_gt_1.96"],
+                         "QC-FC median |r|": row.qcfc_median_abs_r,
                          "Controls flagged vs others (%)": 100 * scores.null_rate if row.scope == "all" else np.nan})
     ae = sc.scores["autoencoder"].calibration.iloc[0]
     words = (f"On held-out controls the autoencoder explains {number(100 * ae.explained_variance)} % of each "
@@ -315,7 +343,8 @@ def _calibration(d: ReportData, figures: Path) -> Section:
              f"(ideal 0 and 1), and {number(100 * ae['frac_abs_z_gt_1.96'])} % lie beyond ±1.96 (nominal 5 %). "
              f"Tested against the other controls, {number(100 * sc.scores['autoencoder'].null_rate)} % of controls "
              "get a flagged connection (nominal about 5 %).")
-    section = Section("calibration", "Calibration on held-out controls", paragraph(words))
+    section = Section("calibration", "Calibration on held-out controls", paragraph(words)).add(
+        *[paragraph(text, kind) for text, kind in qc_fc_deviation_words(d)])
     if not sc.val_beats_mean:
         section.add(paragraph("The autoencoder does not predict held-out controls better than their mean: its "
                               "deviations are the features' distance from the controls' mean, not a learnt "
