@@ -132,7 +132,7 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
     ids = dev.participant_id.str[4:]
     labelled = table.set_index(table.participant_id.str[4:].to_numpy()).sort_index()  # the group level's order
     pca = pd.Series(pca_error(labelled, ts), index=labelled.index)
-    mean_abs_lin = np.abs(lin.iloc[:, 9:].to_numpy()).mean(axis=1)
+    mean_abs_lin = np.abs(lin.filter(like="__").to_numpy()).mean(axis=1)
     rows = {"global_score (autoencoder, percentile of mean z^2)": dev.global_score.to_numpy(),
             "n_extreme (autoencoder, |z| > 2.6)": dev.n_extreme.to_numpy(),
             "mean |z| (linear baseline)": mean_abs_lin,

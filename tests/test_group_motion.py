@@ -1,4 +1,5 @@
-"""Head motion in the normative models: mean FD as a covariate, QC-FC of the deviations."""
+"""Head motion in the normative models (mean FD as a covariate, QC-FC of the deviations) and the global FC
+component the autoencoder does not see (global_fc_z, combined_score)."""
 
 import json
 
@@ -42,6 +43,10 @@ def _fd_by_hand(root) -> pd.Series:
                       for f in files})
 
 
+def _auc(score: np.ndarray, positive: np.ndarray) -> float:
+    return sps.mannwhitneyu(score[positive], score[~positive]).statistic / (positive.sum() * (~positive).sum())
+
+
 def test_mean_fd_covariate_read_from_the_outliers_and_recorded_in_the_card(shifted):
     card = json.loads((shifted / "out" / "group" / f"{VARIANT}_model.json").read_text())
     assert card["covariate_columns"] == ["age", "mean_fd", "sex=M"]
@@ -68,6 +73,31 @@ def test_qc_fc_of_the_deviations_equals_scipy_and_is_reported(shifted):
     text = lxml.html.fromstring((shifted / "out" / "group" / "group_report.html").read_text()).text_content()
     assert "QC-FC of the deviations: across the 60 held-out controls, the median |r|" in text
     assert "from the participant level's *_outliers.tsv" in text
+
+
+def test_a_global_fc_shift_is_seen_by_global_fc_z_more_than_by_the_autoencoder(shifted):
+    dev, lin = _read(shifted, "deviations"), _read(shifted, "linearz")
+    patients = (dev.group == "shifted").to_numpy()
+    glob = dev.global_fc_z.to_numpy()
+    # controls, out of sample: centred, unit root mean square
+    assert abs(glob[~patients].mean()) < 0.1
+    assert np.sqrt(np.mean(glob[~patients] ** 2)) == pytest.approx(1.0, abs=1e-5)
+    assert np.median(glob[patients]) > 1 and _auc(glob, patients) > 0.8
+    assert _auc(glob, patients) > _auc(dev.focal_z.to_numpy(), patients) + 0.1
+    # the autoencoder predicts each connection from the (shifted) others: its z keep less of the shift than
+    # the linear baseline's, which sees only the covariates
+    ae_mean, linear_mean = (t.filter(like="__")[patients].to_numpy().mean() for t in (dev, lin))
+    assert ae_mean < 0.7 * linear_mean
+    np.testing.assert_allclose(lin.global_fc_z, glob)  # one global component for both models
+    # combined_score: percentile of focal_z^2 + global_fc_z^2 among the controls (a control among the others)
+    combined = (dev.focal_z ** 2 + dev.global_fc_z ** 2).to_numpy()
+    ref = combined[~patients]
+    expected = [100 * np.mean(np.delete(ref, k) < c) for k, c in enumerate(ref)]
+    expected += [100 * np.mean(ref < c) for c in combined[patients]]
+    got = np.concatenate([dev.combined_score[~patients], dev.combined_score[patients]])
+    np.testing.assert_allclose(got, expected, atol=1e-3)
+    page = lxml.html.fromstring((shifted / "out" / "group" / "patients" / "sub-61.html").read_text()).text_content()
+    assert f"(global_fc_z = {dev.global_fc_z[dev.participant_id == 'sub-61'].iloc[0]:+.2f})" in page
 
 
 def test_mean_fd_from_the_participants_file_first_then_the_outliers(shifted):

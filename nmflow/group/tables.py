@@ -22,6 +22,15 @@ GLOBAL_COLUMNS = {
     "mean_sq_z": "mean of z^2 over connections",
     "n_extreme": "connections with |z| > 2.6",
     "mean_abs_error": "mean |x - x_hat| in standardised units (the original global reconstruction error)",
+    "focal_z": "log(mean_sq_z) standardised by the reference controls' mean and SD: the focal deviation the "
+               "autoencoder sees",
+    "global_fc_z": "global FC component (signed): the subject's mean FC over connections (feature units, as the "
+                   "linear baseline sees them: imputed, harmonised, not scaled) minus what its covariates predict "
+                   "(OLS on each cross-fitting fold's controls; controls scored by the fold that never saw them, "
+                   "patients by all folds averaged), over the reference controls' out-of-sample residual root mean "
+                   "square. A shift shared by every connection, invisible to the autoencoder's per-connection z",
+    "combined_score": "percentile (0-100) of focal_z^2 + global_fc_z^2 among the reference controls (a control "
+                      "among the others): focal and global deviation in one number",
 }
 DEVIATION_MODELS = {
     "autoencoder": ("deviations", "Conditional autoencoder"),
@@ -64,12 +73,13 @@ def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, h
     scores = sc.scores[model]
     frame = pd.concat([info, scores.globals, pd.DataFrame(scores.z, columns=sc.names)], axis=1)[split.folds.tested]
     what = DEVIATION_MODELS[model][1]
+    columns = {c: GLOBAL_COLUMNS[c] for c in scores.globals.columns}
     return frame, {
         "Description": f"{what}: signed residual z (x - x_hat) / s per connection, s = the reference "
                        "controls' out-of-sample residual root mean square "
                        f"({'per site' if s.z_scale == 'site' else 'pooled over sites'}). Controls are "
                        "scored by the cross-fitting fold that never saw them, patients by all folds (averaged).",
-        **GLOBAL_COLUMNS}
+        **columns}
 
 
 def stats_description(s: GroupSettings) -> dict:

@@ -27,6 +27,23 @@ Global scores per subject
 * ``mean_abs_error``: mean ``|x - x_hat|`` in standardised units (the
   original scripts' global reconstruction error).
 
+Global and focal deviations
+---------------------------
+The autoencoder predicts each connection from the subject's others, so a
+shift shared by all connections (lower FC overall, or head motion) is
+largely predicted from the other, equally shifted connections and mostly
+missing from its z.  That *global* component is scored apart
+(:func:`focal_and_global`):
+
+* ``global_fc_z``: the subject's mean FC over connections minus what its
+  covariates predict (a cross-fitted OLS on the controls,
+  :func:`nmflow.normative.crossfit.mean_fc_residuals`), over the reference
+  controls' out-of-sample residual root mean square (signed);
+* ``focal_z``: ``log(mean_sq_z)`` standardised by the reference controls'
+  mean and SD (the focal part the autoencoder sees);
+* ``combined_score``: the percentile among the reference controls of
+  ``focal_z ** 2 + global_fc_z ** 2``, 0-100 (a control among the others).
+
 Calibration
 -----------
 Beside PCNtoolkit's explained variance and standardised MSE and the moments
@@ -92,6 +109,27 @@ def residual_scale(residuals: np.ndarray, reference: np.ndarray, sites: np.ndarr
     return scale
 
 
+def percentile_among(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Percentile (0-100) of each value among the reference rows' values ``(n_subjects,)``.
+
+    Ties count half; a reference row is ranked among the *other* reference
+    rows.  NaN stays NaN.
+
+    Parameters
+    ----------
+    values : ndarray, shape (n_subjects,)
+    reference : ndarray of bool, shape (n_subjects,)
+    """
+    values = np.asarray(values, float)
+    ref = np.sort(values[reference])
+    below = np.searchsorted(ref, values, side="left").astype(float)
+    ties = np.searchsorted(ref, values, side="right") - below
+    n = np.full(values.shape, ref.size, dtype=float)
+    ties[reference] -= 1  # a reference row is itself one of the ties: remove it
+    n[reference] -= 1
+    return np.where(np.isfinite(values), 100.0 * (below + 0.5 * ties) / np.maximum(n, 1), np.nan)
+
+
 def global_scores(z: np.ndarray, reference: np.ndarray, abs_error: np.ndarray) -> pd.DataFrame:
     """Per-subject global scores (see the module docstring).
 
@@ -108,18 +146,29 @@ def global_scores(z: np.ndarray, reference: np.ndarray, abs_error: np.ndarray) -
     DataFrame with ``global_score mean_sq_z n_extreme mean_abs_error``.
     """
     msq = np.mean(z ** 2, axis=1)
-    ref = np.sort(msq[reference])
-    below = np.searchsorted(ref, msq, side="left")
-    ties = np.searchsorted(ref, msq, side="right") - below
-    n = np.full(msq.shape, ref.size, dtype=float)
-    # a reference control is ranked among the others: remove itself (one tie)
-    below_r, ties_r = below.astype(float), ties.astype(float)
-    ties_r[reference] -= 1
-    n[reference] -= 1
-    pct = 100.0 * (below_r + 0.5 * ties_r) / np.maximum(n, 1)
-    return pd.DataFrame({"global_score": pct, "mean_sq_z": msq,
+    return pd.DataFrame({"global_score": percentile_among(msq, reference), "mean_sq_z": msq,
                          "n_extreme": (np.abs(z) > EXTREME_Z).sum(axis=1),
                          "mean_abs_error": abs_error.mean(axis=1)})
+
+
+def focal_and_global(mean_sq_z: np.ndarray, mean_fc_residual: np.ndarray, reference: np.ndarray) -> pd.DataFrame:
+    """``focal_z``, ``global_fc_z`` and ``combined_score`` per subject (see the module docstring).
+
+    Parameters
+    ----------
+    mean_sq_z : ndarray, shape (n_subjects,)
+        The autoencoder's mean ``z ** 2`` (NaN for subjects not tested).
+    mean_fc_residual : ndarray, shape (n_subjects,)
+        Out-of-sample residual of the mean FC over connections, feature units
+        (NaN for subjects not tested).
+    reference : ndarray of bool, shape (n_subjects,)
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_msq = np.log(np.asarray(mean_sq_z, float))
+    focal = z_against(log_msq, log_msq[reference])
+    glob = np.asarray(mean_fc_residual, float) / rms(mean_fc_residual[reference])
+    return pd.DataFrame({"focal_z": focal, "global_fc_z": glob,
+                         "combined_score": percentile_among(focal ** 2 + glob ** 2, reference)})
 
 
 def qc_fc_columns(z: np.ndarray, fd: np.ndarray | None) -> dict:

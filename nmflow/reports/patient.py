@@ -101,7 +101,8 @@ def patient_summary(d, pid: str) -> dict:
     overall = single[single.feature == "global"]
     flagged = single[(single.feature != "global") & single.flagged]
     return {"Patient": pid, "Group": d.table["group"].iloc[i], "Overall deviation (percentile)": glob.global_score,
-            "Overall test p": overall.p.iloc[0] if len(overall) else np.nan,
+            "Overall test p": overall.p.iloc[0] if len(overall) else np.nan, "Global FC z": glob.global_fc_z,
+            "Focal and global (percentile)": glob.combined_score,
             "Flagged connections": "; ".join(_feature_label(d, f) for f in flagged.feature) or "none"}
 
 
@@ -124,6 +125,12 @@ def _overall(d, i: int) -> Section:
     chance = float(np.round(chance)) if chance >= 10 else chance  # "740", not "7.4e+02"
     parts.append(paragraph(f"{int(glob.n_extreme.iloc[i])} connection(s) deviate beyond |z| = {EXTREME_Z:g}, where "
                            f"about {number(chance, 2)} are expected by chance."))
+    g = glob.global_fc_z.iloc[i]
+    parts.append(paragraph(f"Global FC: connectivity averaged over all connections is {'above' if g > 0 else 'below'} "
+                           f"what the covariates predict by {number(abs(g))} times the held-out controls' typical "
+                           f"spread (global_fc_z = {g:+.2f}), a shift shared by every connection that the "
+                           "per-connection deviations do not see. Focal and global deviation together: percentile "
+                           f"{number(glob.combined_score.iloc[i])} of the held-out controls."))
     return Section("overall", "Overall deviation", "".join(parts))
 
 
