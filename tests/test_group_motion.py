@@ -2,6 +2,7 @@
 component the autoencoder does not see (global_fc_z, combined_score)."""
 
 import json
+from types import SimpleNamespace
 
 import lxml.html
 import numpy as np
@@ -13,6 +14,7 @@ from scipy import stats as sps
 from nmflow.bids_io import layout
 from nmflow.errors import NmflowInputError
 from nmflow.group.motion import FD_SOURCES, collect_motion, with_mean_fd
+from nmflow.reports.group import qc_fc_deviation_words
 from nmflow.workflows.group import run_group
 
 VARIANT = "atlas-Yeo2011_seg-17nThick_desc-simple_meas-pearson"
@@ -112,3 +114,23 @@ def test_mean_fd_from_the_participants_file_first_then_the_outliers(shifted):
     assert out.mean_fd_source.tolist() == ["participants.tsv", "outliers", "outliers"]
     alone = with_mean_fd(pd.DataFrame({"age": [30, 40]}, index=["01", "99"]), runs)
     assert alone.mean_fd.iloc[0] == pytest.approx(fd["sub-01"]) and np.isnan(alone.mean_fd.iloc[1])
+
+
+def _report_data(ae: float, linear: float, covariates: tuple) -> SimpleNamespace:
+    """What :func:`qc_fc_deviation_words` reads: each model's overall calibration row and the covariates."""
+    scores = {m: SimpleNamespace(calibration=pd.DataFrame([{"n_subjects": 50, "qcfc_median_abs_r": r,
+                                                             "qcfc_pct_p05": 30.0}]))
+              for m, r in (("autoencoder", ae), ("linear", linear))}
+    return SimpleNamespace(variant=SimpleNamespace(scored=SimpleNamespace(scores=scores)),
+                           settings=SimpleNamespace(covariates=covariates))
+
+
+def test_report_warns_when_motion_remains_in_the_deviations_and_says_what_to_do():
+    assert [kind for _, kind in qc_fc_deviation_words(_report_data(0.08, 0.09, ("age",)))] == [None]
+    (text, kind), = qc_fc_deviation_words(_report_data(0.08, 0.14, ("age",)))[1:]
+    assert kind == "warn" and "deviations of the linear baseline (median |r| above 0.1)" in text
+    assert "add mean FD as a covariate (--covariates ... mean_fd)" in text and "stricter denoising" in text
+    (text, kind), = qc_fc_deviation_words(_report_data(0.12, 0.01, ("age", "mean_fd")))[1:]
+    assert kind == "warn" and "deviations of the autoencoder (" in text
+    assert "as a covariate" not in text and "stricter denoising strategy" in text
+    assert "not computed: mean FD is unknown" in qc_fc_deviation_words(_report_data(np.nan, np.nan, ()))[0][0]

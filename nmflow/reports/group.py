@@ -314,15 +314,18 @@ def qc_fc_deviation_words(d: ReportData) -> list[tuple[str, str | None]]:
                                                                          for row in overall.values())
             + " of connections correlate with it at p < 0.05 (uncorrected; about 5 % by chance).")
     out = [(text, None)]
-    high = [names[m] for m, row in overall.items() if row.qcfc_median_abs_r > qc.QCFC_TARGET]
+    high = [m for m, row in overall.items() if row.qcfc_median_abs_r > qc.QCFC_TARGET]
     if high:
-        remedy = ("choose a stricter denoising strategy (scrubbing, global signal regression; compare them in "
-                  "Head motion and QC-FC)")
-        if qc.MEAN_FD not in d.settings.covariates:
-            remedy = f"add mean_fd as a covariate (--covariates ... {qc.MEAN_FD}) or " + remedy
-        out.append((f"Head motion remains in the deviations of {' and '.join(high)} (median |r| above "
-                    f"{qc.QCFC_TARGET:g}): their deviations partly measure how much subjects moved. To remove it, "
-                    f"{remedy}.", "warn"))
+        # measured on ABIDE (README): mean FD as a covariate takes motion out of the linear baseline's deviations,
+        # not out of the autoencoder's, which need cleaner FC
+        remedies = []
+        if "linear" in high and qc.MEAN_FD not in d.settings.covariates:
+            remedies.append(f"for the linear baseline, add mean FD as a covariate (--covariates ... {qc.MEAN_FD})")
+        remedies.append("choose a stricter denoising strategy (scrubbing, global signal regression; compare the "
+                        "strategies' QC-FC in Head motion and QC-FC)")
+        out.append((f"Head motion remains in the deviations of {' and '.join(names[m] for m in high)} (median |r| "
+                    f"above {qc.QCFC_TARGET:g}): they partly measure how much subjects moved. To remove it, "
+                    f"{'; or '.join(remedies)}.", "warn"))
     return out
 
 
