@@ -13,10 +13,15 @@ exactly as a user would (5-fold cross-fitting, ComBat, age + sex, signed deviati
     (same folds, same features), the mean |z| of the covariate-aware linear baseline and the
     reconstruction error of a PCA with 50 components; beside them the AUC of head motion (mean FD)
     alone and each score's correlation with motion in controls.
+
+``--scores [--covariates age sex mean_fd]`` runs only the autism-vs-controls cohort with those
+covariates and prints :func:`subject_scores`: the QC-FC and per-site calibration of the deviations,
+and the subject-level AUC of each per-subject score with a bootstrap 95 % interval.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import sys
@@ -33,6 +38,7 @@ from helpers.group import group_args  # noqa: E402
 from helpers.realdata import abide_workspace  # noqa: E402
 
 from nmflow.group.features import collect_timeseries, model_features  # noqa: E402
+from nmflow.group.motion import qc_fc  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
 from nmflow.workflows.group import run_group  # noqa: E402
 
@@ -132,7 +138,7 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
     ids = dev.participant_id.str[4:]
     labelled = table.set_index(table.participant_id.str[4:].to_numpy()).sort_index()  # the group level's order
     pca = pd.Series(pca_error(labelled, ts), index=labelled.index)
-    mean_abs_lin = np.abs(lin.iloc[:, 9:].to_numpy()).mean(axis=1)
+    mean_abs_lin = np.abs(lin.filter(like="__").to_numpy()).mean(axis=1)
     rows = {"global_score (autoencoder, percentile of mean z^2)": dev.global_score.to_numpy(),
             "n_extreme (autoencoder, |z| > 2.6)": dev.n_extreme.to_numpy(),
             "mean |z| (linear baseline)": mean_abs_lin,
@@ -147,8 +153,46 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
         print(f"{name:60s} {auc(score, patient):.3f}  {rho:+.2f}")
 
 
+def subject_scores(group: Path, table: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> None:
+    """QC-FC and per-site calibration of the deviations, then the subject-level AUC (autism vs controls,
+    Mann-Whitney U / (n1 n2)) of each per-subject score with a 95 % interval from ``n_boot`` bootstrap
+    resamples of subjects within each group, and its Spearman correlation with mean FD in controls."""
+    calib = read(group, "calibration")
+    overall = calib[(calib.scope == "all") & (calib.connection == "all")].set_index("model")
+    sites = calib[(calib.scope != "all") & (calib.connection == "all")].groupby("model")["frac_abs_z_gt_1.96"]
+    dev = read(group, "deviations")
+    fd = table.set_index("participant_id").loc[dev.participant_id, "mean_fd"].to_numpy()
+    patient = (dev.group == "autism").to_numpy()
+    print("model        QC-FC median |r| (median r)  % p<0.05  |z|>1.96 % all (sites min-max)  explained variance")
+    for (model, row), suffix in zip(overall.loc[["autoencoder", "linear"]].iterrows(), ("deviations", "linearz")):
+        z = read(group, suffix).filter(like="__").to_numpy()[~patient]
+        signed = np.nanmedian(qc_fc(fd[~patient], z)[0])  # the direction: motion left (+) or overcorrected (-)
+        print(f"{model:12s} {row.qcfc_median_abs_r:16.3f} ({signed:+.3f})  {row.qcfc_pct_p05:8.1f}  "
+              f"{100 * row['frac_abs_z_gt_1.96']:9.1f} ({100 * sites.min()[model]:.1f}-{100 * sites.max()[model]:.1f})"
+              f"{row.explained_variance:21.3f}")
+    rows = {"global_score": dev.global_score, "n_extreme": dev.n_extreme, "|global_fc_z|": dev.global_fc_z.abs(),
+            "global_fc_z (signed)": dev.global_fc_z, "combined_score": dev.combined_score}
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(patient), np.flatnonzero(~patient)
+    draws = [(rng.choice(pos, pos.size), rng.choice(neg, neg.size)) for _ in range(n_boot)]
+    print(f"\n{'score':22s} AUC    95 % interval ({n_boot} resamples)  Spearman r with mean FD in controls")
+    for name, values in rows.items():
+        x = values.to_numpy(float)
+        boot = [mannwhitneyu(x[p], x[n]).statistic / (p.size * n.size) for p, n in draws]
+        low, high = np.percentile(boot, [2.5, 97.5])
+        rho = spearmanr(x[~patient], fd[~patient]).statistic
+        print(f"{name:22s} {auc(x, patient):.3f}  {low:.3f}-{high:.3f}{'':20s}{rho:+.2f}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scores", action="store_true", help="only the autism cohort: subject_scores()")
+    parser.add_argument("--covariates", nargs="+", default=["age", "sex"], help="with --scores")
+    args = parser.parse_args()
     with abide_workspace("nmflow_bench_real_") as (root, table):
+        if args.scores:
+            subject_scores(run(root, "scores", table, root / "ts", "--covariates", *args.covariates), table)
+            return
         null_cohorts(root, table, root / "ts")
         autism(root, table, root / "ts")
 

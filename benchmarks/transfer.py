@@ -85,7 +85,7 @@ def loo_z(r: np.ndarray) -> np.ndarray:
 def summary(name: str, group: Path, scale_a: np.ndarray | None = None) -> dict:
     dev = pd.read_csv(group / f"{VARIANT}_deviations.tsv", sep="\t")
     card = json.loads((group / f"{VARIANT}_model.json").read_text())
-    scored = [n for n in dev.columns[9:]]
+    scored = list(dev.filter(like="__").columns)
     ref = dev[dev.group == "control"]
     s_b = residual_scale(group)
     index = {n: k for k, n in enumerate(card["feature_names"])}

@@ -122,6 +122,12 @@ GROUP_ROWS = {
     "covariate value missing": Row(_participants(lambda t: t.assign(age=t.age.where(t.index != 3))),
                                    "participants", ("covariate 'age' is missing for sub-04",),
                                    args=("--covariates", "age")),
+    "mean FD unknown (no mean_fd column, no *_outliers.tsv)": Row(
+        _participants(lambda t: t), "participants",
+        ("covariate 'mean_fd' is unknown for 16 subject(s): sub-01, sub-02", "*_outliers.tsv"),
+        args=("--covariates", "age", "mean_fd")),
+    "mean FD not a number": Row(_participants(lambda t: t.assign(mean_fd=["0.1"] * 15 + ["high"])), "participants",
+                                ("column mean_fd is not a number for sub-16 ('high')",)),
     "covariate column missing": Row(_participants(lambda t: t.drop(columns="age")), "participants",
                                     ("missing column(s) ['age']",), args=("--covariates", "age")),
     "participant listed twice": Row(_participants(lambda t: pd.concat([t, t.iloc[:1]])), "participants",

@@ -4,11 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy import stats as sps
 
 from nmflow.errors import NmflowInputError
 from nmflow.normative.covariates import fit_coder
-from nmflow.normative.crossfit import combine, kept_connections, make_folds, preprocess
-from nmflow.normative.deviations import global_scores, residual_scale
+from nmflow.normative.crossfit import combine, kept_connections, make_folds, mean_fc_residuals, preprocess
+from nmflow.normative.deviations import calibration_table, focal_and_global, global_scores, residual_scale
 from nmflow.normative.linear import fit_linear, predict_linear
 from nmflow.normative.model import forward, init_params, masked_forward, param_shapes
 
@@ -129,3 +130,65 @@ def test_global_score_responds_to_focal_deviations():
     scores = global_scores(z, ref, np.abs(z))
     assert scores.global_score.iloc[200] >= 99 and scores.n_extreme.iloc[200] >= 3
     assert scores.global_score[ref].between(0, 100).all() and abs(scores.global_score[ref].mean() - 50) < 1
+
+
+def test_qc_fc_of_deviations_equals_scipy_on_planted_motion():
+    rng = np.random.default_rng(11)
+    n, k = 120, 40
+    fd = rng.gamma(2.0, 0.08, n)  # mm
+    z = rng.normal(size=(n, k))
+    z[:, :10] += 3.0 * (fd - fd.mean())[:, None] / fd.std()  # 10 connections built to follow motion
+    reference = np.arange(n) < 100
+    sites = np.where(np.arange(n) % 2, "a", "b")
+    calib = calibration_table(z, z, z, reference, sites, [f"c{j}" for j in range(k)], fd)
+    r, p = np.array([sps.pearsonr(fd[reference], z[reference, j]) for j in range(k)]).T
+    overall = calib.iloc[0]
+    assert overall.qcfc_median_abs_r == pytest.approx(np.median(np.abs(r)), rel=1e-9)
+    assert overall.qcfc_pct_p05 == pytest.approx(100 * np.mean(p < 0.05))
+    assert overall.qcfc_pct_p05 >= 25  # the 10 planted connections at least
+    site_a = reference & (sites == "a")
+    r_a = [sps.pearsonr(fd[site_a], z[site_a, j])[0] for j in range(k)]
+    assert calib.set_index("scope").loc["a"].qcfc_median_abs_r == pytest.approx(np.median(np.abs(r_a)), rel=1e-9)
+    per_connection = calib[calib.connection != "all"]
+    np.testing.assert_allclose(per_connection.qcfc_median_abs_r, np.abs(r), rtol=1e-9)
+    np.testing.assert_array_equal(per_connection.qcfc_pct_p05, 100.0 * (p < 0.05))
+    unknown = calibration_table(z, z, z, reference, sites, [f"c{j}" for j in range(k)], np.full(n, np.nan))
+    assert unknown[["qcfc_median_abs_r", "qcfc_pct_p05"]].isna().all().all()
+
+
+def test_mean_fc_residuals_are_cross_fitted_ols_by_hand():
+    table = _table(60, 15, seed=3)
+    folds = make_folds(table, "control", n_folds=3, val_split=0.2, seed=0)
+    rng = np.random.default_rng(3)
+    planted = 0.05 * rng.normal(size=75)  # each subject's own global shift
+    x = 0.3 + 0.004 * table.age.to_numpy()[:, None] + planted[:, None] + 0.02 * rng.normal(size=(75, 30))
+    controls = (table.group == "control").to_numpy()
+    preps = [preprocess(x, table, folds.pool[k], ["age", "sex"], "none", controls) for k in range(3)]
+    residual = mean_fc_residuals(folds, preps)
+    patients_sum = np.zeros(15)
+    for k, prep in enumerate(preps):
+        design = np.column_stack([np.ones(75), prep.cond])
+        y = prep.features.astype(float).mean(axis=1)
+        beta = np.linalg.lstsq(design[folds.pool[k]], y[folds.pool[k]], rcond=None)[0]
+        mine = folds.held_out == k
+        np.testing.assert_allclose(residual[mine], (y - design @ beta)[mine], atol=1e-6)
+        patients_sum += (y - design @ beta)[folds.patients]
+    np.testing.assert_allclose(residual[folds.patients], patients_sum / 3, atol=1e-6)
+    # the planted shift is what is left: age and sex explained, the connections' own noise averaged out
+    assert np.corrcoef(residual, planted)[0, 1] > 0.95
+
+
+def test_focal_global_and_combined_scores_hand_computed():
+    msq = np.array([1.0, 0.5, 2.0, 1.0, 8.0, np.nan])
+    residual = np.array([0.1, -0.1, 0.2, -0.2, 0.0, 0.4])
+    reference = np.array([True, True, True, True, False, False])
+    out = focal_and_global(msq, residual, reference)
+    log_ref = np.log(msq[:4])
+    np.testing.assert_allclose(out.focal_z[:5], (np.log(msq[:5]) - log_ref.mean()) / log_ref.std(ddof=1))
+    np.testing.assert_allclose(out.global_fc_z[:6], residual / np.sqrt(np.mean(residual[:4] ** 2)))
+    combined = out.focal_z ** 2 + out.global_fc_z ** 2
+    # a control among the 3 others; the patient among all 4
+    expected = [100 * np.mean(np.delete(combined[:4], i) < combined[i]) for i in range(4)]
+    expected.append(100 * np.mean(combined[:4] < combined[4]))
+    np.testing.assert_allclose(out.combined_score[:5], expected)
+    assert np.isnan(out.combined_score[5]) and np.isnan(out.focal_z[5])

@@ -41,9 +41,9 @@ def test_every_control_is_scored_out_of_sample_and_is_the_reference(done):
     # stratified by site: each fold holds 6 controls of each of the 2 sites
     assert (controls.groupby(["split", "site"]).size() == 6).all()
     dev = _read(done, "deviations")
-    assert len(dev) == 100 and dev.shape[1] == 9 + 136
+    assert len(dev) == 100 and dev.shape[1] == 12 + 136
     ref = dev[dev.group == "control"]
-    z = ref.iloc[:, 9:].to_numpy()
+    z = ref.filter(like="__").to_numpy()
     # z is standardised by the controls' own out-of-sample residual root mean square
     np.testing.assert_allclose(np.mean(z ** 2, axis=0), 1.0, rtol=1e-4)
     # global_score: the percentile of mean z^2 among the controls
@@ -61,10 +61,10 @@ def test_every_control_is_scored_out_of_sample_and_is_the_reference(done):
 def test_single_case_table_is_crawford_howell_on_signed_z(done):
     dev = _read(done, "deviations")
     single = _read(done, "singlecase")
-    ref = dev[dev.group == "control"].iloc[:, 9:].to_numpy()
+    ref = dev[dev.group == "control"].filter(like="__").to_numpy()
     patient = dev[dev.group != "control"].iloc[0]
     rows = single[(single.participant_id == patient.participant_id) & (single.feature != "global")]
-    result = crawford_howell(patient.iloc[9:].to_numpy(float), ref)
+    result = crawford_howell(patient.filter(like="__").to_numpy(float), ref)
     t, p, df = result.t, result.p_two_sided, result.df
     np.testing.assert_allclose(rows.t, t, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(rows.p, p, rtol=1e-3, atol=1e-7)
@@ -138,7 +138,7 @@ def test_no_patient_data_in_any_fitted_quantity(done, cohort, tmp_path):
         assert (new / name).read_bytes() == (old / name).read_bytes(), name
     a, b = (pd.read_csv(g / f"{VARIANT}_deviations.tsv", sep="\t") for g in (new, old))
     pd.testing.assert_frame_equal(a[a.group == "control"], b[b.group == "control"])
-    assert not np.allclose(a[a.group != "control"].iloc[:, 9:], b[b.group != "control"].iloc[:, 9:])
+    assert not np.allclose(a[a.group != "control"].filter(like="__"), b[b.group != "control"].filter(like="__"))
 
 
 def test_determinism(done, tmp_path):
@@ -213,4 +213,4 @@ def test_timeseries_dir_from_other_tools(tmp_path):
     assert run_group(args) == 0
     dev = pd.read_csv(tmp_path / "out" / "group" / "seg-Yeo17_desc-denoiseSimple_meas-pearson_deviations.tsv",
                       sep="\t")
-    assert dev.shape == (40, 9 + 136) and np.isfinite(dev.iloc[:, 9:].to_numpy()).all()
+    assert dev.shape == (40, 12 + 136) and np.isfinite(dev.filter(like="__").to_numpy()).all()

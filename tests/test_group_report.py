@@ -102,10 +102,10 @@ def test_patient_page_states_the_planted_extreme_in_words(study):
     text = lxml.html.fromstring((group / "patients" / "sub-25.html").read_text()).text_content()
     assert f"Overall deviation at percentile {number(patient.global_score)} of the 24 held-out controls" in text
     assert number(patient.global_score) == "100"
-    z = patient.iloc[9:].to_numpy(float)
+    z = patient.filter(like="__").to_numpy(float)
     top = int(np.argmax(np.abs(z)))
     assert top in PLANTED
-    share = (controls.iloc[:, 9 + top] < z[top]).mean()
+    share = (controls.filter(like="__").iloc[:, top] < z[top]).mean()
     expected = (f"{connection_label(top, YEO_NAMES[17])}: connectivity higher than "
                 + ("all 24 controls" if share == 1 else f"{int(100 * share)} % of controls")
                 + f" (deviation z = {z[top]:+.2f})")

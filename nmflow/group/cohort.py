@@ -21,7 +21,7 @@ from nmflow.errors import NmflowInputError
 from nmflow.group.external import external_sources, merge_sources
 from nmflow.group.features import FeatureSet, Variant, check_groups, collect_relmats, collect_timeseries, \
     model_features, read_participants
-from nmflow.group.motion import collect_motion, participant_reports
+from nmflow.group.motion import MEAN_FD, collect_motion, participant_reports, with_mean_fd
 from nmflow.group.records import Split, VariantFeatures
 from nmflow.group.selection import n_bootstrap
 from nmflow.group.settings import GroupSettings
@@ -53,10 +53,25 @@ def find_feature_sets(s: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet],
     return sets, messages
 
 
-def load_table(s: GroupSettings, subjects: list[str]) -> pd.DataFrame:
-    """``participants.tsv`` rows of ``subjects`` (labels without ``sub-``), in that order."""
+def load_table(s: GroupSettings, subjects: list[str], motion: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``participants.tsv`` rows of ``subjects`` (labels without ``sub-``), in that order, with ``mean_fd``
+    (:func:`nmflow.group.motion.with_mean_fd`; ``motion`` the runs of :func:`collect_motion`, None: from
+    the participants file only)."""
     participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
-    return participants.loc[subjects].copy()
+    try:
+        return with_mean_fd(participants.loc[subjects], motion if motion is not None else collect_motion(None, []))
+    except NmflowInputError as exc:
+        raise NmflowInputError(s.participants_file, exc.problem) from None
+
+
+def check_mean_fd(table: pd.DataFrame) -> None:
+    """Raise :class:`NmflowInputError` naming the subjects whose mean FD, a covariate, is unknown."""
+    unknown = table.index[table[MEAN_FD].isna()]
+    if len(unknown):
+        raise NmflowInputError(None, f"covariate {MEAN_FD!r} is unknown for {len(unknown)} subject(s): "
+                               + ", ".join(f"sub-{x}" for x in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+                               + f" (no number in the participants file's {MEAN_FD} column and no participant-level "
+                               "*_outliers.tsv with framewise_displacement)")
 
 
 @dataclass
@@ -103,9 +118,12 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
         messages.append(f"{len(unknown)} subject(s) with features but not in participants.tsv, left out: "
                         + " ".join(unknown[:10]))
     subjects = [x for x in found if x in participants.index]
-    table = participants.loc[subjects]
+    motion = collect_motion(lay, subjects)
     try:
+        table = with_mean_fd(participants.loc[subjects], motion)
         check_groups(table, s.control_label)
+        if MEAN_FD in s.covariates:
+            check_mean_fd(table)
         check_covariates(table, list(s.covariates))
     except NmflowInputError as exc:
         raise NmflowInputError(s.participants_file, exc.problem) from None
@@ -137,7 +155,7 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
         raise NmflowInputError(s.timeseries_dir or s.out_dir, "no variant can be analysed: " + "; ".join(problems))
     messages += problems
     reports = participant_reports(out_dir, subjects) if out_dir.is_dir() else []
-    return Collected(features, subjects, messages, missing, collect_motion(lay, subjects), reports)
+    return Collected(features, subjects, messages, missing, motion, reports)
 
 
 def _variant_problem(s: GroupSettings, table: pd.DataFrame, split: Split) -> str | None:

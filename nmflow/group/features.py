@@ -26,6 +26,7 @@ from nmflow.bids_io import layout, read_relmat, strip_prefix
 from nmflow.participant.connectivity import connection_names, connectivity, fisher_z, is_correlation, upper_triangle
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_tsv
+from nmflow.group.motion import MEAN_FD
 
 
 
@@ -197,12 +198,16 @@ def model_features(fs: FeatureSet) -> np.ndarray:
 
 def read_participants(path: str | Path, group_column: str, site_column: str | None,
                       covariates: list[str]) -> pd.DataFrame:
-    """``participants.tsv`` indexed by subject label (no ``sub-``), checked columns."""
+    """``participants.tsv`` indexed by subject label (no ``sub-``), checked columns.
+
+    A ``mean_fd`` covariate may be absent: it can come from the participant
+    level's motion files (:func:`nmflow.group.motion.with_mean_fd`).
+    """
     path = Path(path)
     if not path.is_file():
         raise NmflowInputError(path, "participants file not found (give --participants FILE)")
     table = read_tsv(path, "participants file", dtype={"participant_id": str})
-    needed = ["participant_id", group_column] + covariates
+    needed = ["participant_id", group_column] + [c for c in covariates if c != MEAN_FD]
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise NmflowInputError(path, f"missing column(s) {missing}; has {list(table.columns)}")

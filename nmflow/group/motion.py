@@ -10,6 +10,10 @@ QC-FC (Ciric et al. 2017; Parkes et al. 2018) is the correlation, across
 subjects, of mean FD with each connection's FC: with good denoising about
 the nominal 5 % of connections correlate significantly (p < 0.05,
 uncorrected) and the median ``|r|`` is small.
+
+Mean FD is also a covariate the normative models can condition on
+(``--covariates ... mean_fd``): :func:`with_mean_fd` gives every subject of
+the cohort its value, from ``participants.tsv`` or the ``*_outliers.tsv``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,13 @@ import pandas as pd
 from scipy import stats as sps
 
 from nmflow.bids_io import bids_name
+from nmflow.errors import NmflowInputError
 
+MEAN_FD = "mean_fd"  # the covariate: a subject's mean framewise displacement (mm)
+QCFC_TARGET = 0.1  # median |r| of QC-FC above which motion is said to remain
+FD_SOURCES = {"participants.tsv": "the participants file's mean_fd column",
+              "outliers": "the participant level's *_outliers.tsv: mean framewise_displacement over each scan's "
+                          "volumes, averaged over the subject's scans"}
 RUN_COLUMNS = ["participant_id", "scan", "desc", "n_volumes", "mean_fd", "max_fd", "pct_censored"]
 
 
@@ -76,10 +86,41 @@ def strategy_runs(runs: pd.DataFrame, desc: str | None) -> pd.DataFrame:
     return mine if len(mine) else runs[runs.desc == runs.desc.iloc[0]]
 
 
-def subject_mean_fd(runs: pd.DataFrame, participant_ids: list[str], desc: str | None) -> np.ndarray:
-    """Mean FD (mm) of each subject ``(n_subjects,)``, averaged over its runs; NaN without a run."""
-    per_subject = strategy_runs(runs, desc).groupby("participant_id")["mean_fd"].mean()
-    return per_subject.reindex(participant_ids).to_numpy(float)
+def scan_mean_fd(runs: pd.DataFrame, participant_ids: list[str]) -> np.ndarray:
+    """Mean FD (mm) of each subject ``(n_subjects,)`` from any strategy's rows: each scan's mean over its
+    volumes (FD does not depend on the strategy: the first strategy's value), averaged over the subject's
+    scans; NaN without a scan."""
+    if runs.empty:
+        return np.full(len(participant_ids), np.nan)
+    per_scan = runs.groupby(["participant_id", "scan"])["mean_fd"].first()
+    return per_scan.groupby(level="participant_id").mean().reindex(participant_ids).to_numpy(float)
+
+
+def with_mean_fd(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (participants rows indexed by label without ``sub-``) with ``mean_fd`` and ``mean_fd_source``.
+
+    ``mean_fd`` (mm) is the participants file's own ``mean_fd`` where it holds
+    a number, else :func:`scan_mean_fd` of ``runs`` (:func:`collect_motion`),
+    else NaN; ``mean_fd_source`` says which (a key of :data:`FD_SOURCES`, NaN
+    when unknown).
+
+    Raises
+    ------
+    NmflowInputError
+        The participants file's ``mean_fd`` holds text that is not a number.
+    """
+    out = table.copy()
+    given = out[MEAN_FD] if MEAN_FD in out else pd.Series(np.nan, index=out.index)
+    number = pd.to_numeric(given, errors="coerce")
+    bad = given.notna() & number.isna()
+    if bad.any():
+        raise NmflowInputError(None, f"column {MEAN_FD} is not a number for "
+                               + ", ".join(f"sub-{x} ({given[x]!r})" for x in out.index[bad][:5]))
+    from_runs = scan_mean_fd(runs, [f"sub-{x}" for x in out.index])
+    known = np.isfinite(number.to_numpy(float))
+    out[MEAN_FD] = np.where(known, number.to_numpy(float), from_runs)
+    out["mean_fd_source"] = np.where(known, "participants.tsv", np.where(np.isfinite(from_runs), "outliers", None))
+    return out
 
 
 def qc_fc(fd: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

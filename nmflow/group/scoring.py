@@ -4,8 +4,11 @@ Each reference control is scored by the cross-fitting fit that never saw it,
 patients by every fit (averaged) (:func:`nmflow.normative.crossfit.combine`);
 residuals become signed z by the controls' out-of-sample residual scale
 (:mod:`nmflow.normative.deviations`).  The same is done for the linear
-baseline.  The model fitted on all controls is returned for saving, with its
-card.
+baseline.  The global component (each subject's mean FC against its
+covariates, cross-fitted the same way) is the same for both models; the
+autoencoder's focal score and the combined score join it
+(:func:`nmflow.normative.deviations.focal_and_global`).  The model fitted
+on all controls is returned for saving, with its card.
 """
 
 from __future__ import annotations
@@ -20,14 +23,19 @@ import pandas as pd
 from nmflow.participant.connectivity import connection_names, is_correlation
 from nmflow.group.records import Prepared, Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.settings import GroupSettings
-from nmflow.normative.crossfit import Residuals, combine, model_input, predict
-from nmflow.normative.deviations import calibration_table, global_scores, residual_scale, rms
+from nmflow.group.motion import FD_SOURCES, MEAN_FD
+from nmflow.normative.crossfit import Residuals, combine, mean_fc_residuals, model_input, predict
+from nmflow.normative.deviations import calibration_table, focal_and_global, global_scores, residual_scale, rms
 from nmflow.normative.model import NormativeModel, TrainResult, model_from_result, versions
 from nmflow.group.selection import deviation_stability
 from nmflow.group.stats import single_case_null_rate
 
 MODELS = ("autoencoder", "linear")
 GLOBAL_NAMES = ("global_score", "mean_sq_z", "n_extreme", "mean_abs_error")
+# per-subject columns of each model: the global FC component is the same for both, the focal and combined
+# scores are the autoencoder's (the linear baseline's residuals keep the global shift)
+SUBJECT_COLUMNS = {"autoencoder": GLOBAL_NAMES + ("focal_z", "global_fc_z", "combined_score"),
+                   "linear": GLOBAL_NAMES + ("global_fc_z",)}
 
 
 @dataclass
@@ -67,7 +75,7 @@ class Scored:
         for m, sc in self.scores.items():
             arrays.update({f"{m}/z": sc.z, f"{m}/residual": sc.residuals.residual,
                            f"{m}/abs_error": sc.residuals.abs_error, f"{m}/features": sc.residuals.features})
-            arrays.update({f"{m}/global/{c}": sc.globals[c].to_numpy(float) for c in GLOBAL_NAMES})
+            arrays.update({f"{m}/global/{c}": sc.globals[c].to_numpy(float) for c in SUBJECT_COLUMNS[m]})
             arrays.update(frame_arrays(f"{m}/calibration", sc.calibration))
         meta = {"label": self.label, "names": self.names, "regions": self.regions,
                 "val_beats_mean": self.val_beats_mean, "stability": self.stability, "messages": self.messages,
@@ -81,7 +89,7 @@ class Scored:
         scores = {}
         for m in MODELS:
             res = Residuals(a[f"{m}/residual"], a[f"{m}/abs_error"], a[f"{m}/features"])
-            glob = pd.DataFrame({c: a[f"{m}/global/{c}"] for c in GLOBAL_NAMES})
+            glob = pd.DataFrame({c: a[f"{m}/global/{c}"] for c in SUBJECT_COLUMNS[m]})
             calib = arrays_frame(f"{m}/calibration", a, meta["calibration_columns"])
             scores[m] = ModelScores(res, a[f"{m}/z"], glob, calib, meta["null_rate"][m])
         return cls(meta["label"], a["subjects"].tolist(), meta["names"], meta["regions"], a["connection"], scores,
@@ -134,14 +142,18 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     residuals = {"autoencoder": combine(folds, p.preps, ae_pred),
                  "linear": combine(folds, p.preps, [prep.linear for prep in p.preps])}
     tested = folds.tested
+    mean_fc = mean_fc_residuals(folds, p.preps)
+    fd = table[MEAN_FD].to_numpy(float)
     scores = {}
     for name, res in residuals.items():
         scale = residual_scale(np.nan_to_num(res.residual), folds.reference, sites, s.z_scale == "site")
         z = res.residual / scale
         glob = global_scores(np.nan_to_num(z), folds.reference, np.nan_to_num(res.abs_error))
         glob.loc[~tested] = np.nan
+        glob = pd.concat([glob, focal_and_global(glob.mean_sq_z.to_numpy(), mean_fc, folds.reference)], axis=1)
+        glob = glob[list(SUBJECT_COLUMNS[name])]
         score = z if s.test_score == "signed" else np.abs(z)
-        calib = calibration_table(res.features, res.residual, z, folds.reference, sites, p.names)
+        calib = calibration_table(res.features, res.residual, z, folds.reference, sites, p.names, fd)
         null = single_case_null_rate(score[folds.reference], s.alpha, s.single_case_rule)
         scores[name] = ModelScores(res, z, glob, calib, null)
     ae = scores["autoencoder"]
@@ -195,6 +207,7 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
                                "mean_best_val_loss": float(np.mean(fold_loss)) if mean_loss else None,
                                "mean_predictor_val_loss": float(np.mean(mean_loss)) if mean_loss else None},
                 dataset=dataset, config=vars(s.train_config), versions=versions(),
+                **({"mean_fd_source": _fd_sources(table)} if MEAN_FD in s.covariates else {}),
                 best_epoch=int(final.best_epoch[0]),
                 best_val_loss=float(final.best_loss[0]) if np.isfinite(final.best_loss[0]) else None)
     if base is not None:
@@ -211,6 +224,12 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
             card.update(training_subjects=base.card.get("training_subjects"),
                         validation_subjects=base.card.get("validation_subjects"))
     return card
+
+
+def _fd_sources(table: pd.DataFrame) -> dict:
+    """Where the subjects' mean FD came from: ``{description: number of subjects}``."""
+    counts = table["mean_fd_source"].value_counts()
+    return {FD_SOURCES[k]: int(n) for k, n in counts.items()}
 
 
 STABILITY_CONNECTIONS = 8192  # at most this many connections, evenly spaced, enter the stability

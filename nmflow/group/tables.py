@@ -23,6 +23,15 @@ GLOBAL_COLUMNS = {
     "mean_sq_z": "mean of z^2 over connections",
     "n_extreme": "connections with |z| > 2.6",
     "mean_abs_error": "mean |x - x_hat| in standardised units (the original global reconstruction error)",
+    "focal_z": "log(mean_sq_z) standardised by the reference controls' mean and SD: the focal deviation the "
+               "autoencoder sees",
+    "global_fc_z": "global FC component (signed): the subject's mean FC over connections (feature units, as the "
+                   "linear baseline sees them: imputed, harmonised, not scaled) minus what its covariates predict "
+                   "(OLS on each cross-fitting fold's controls; controls scored by the fold that never saw them, "
+                   "patients by all folds averaged), over the reference controls' out-of-sample residual root mean "
+                   "square. A shift shared by every connection, invisible to the autoencoder's per-connection z",
+    "combined_score": "percentile (0-100) of focal_z^2 + global_fc_z^2 among the reference controls (a control "
+                      "among the others): focal and global deviation in one number",
 }
 DEVIATION_MODELS = {
     "autoencoder": ("deviations", "Conditional autoencoder"),
@@ -65,12 +74,13 @@ def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, h
     scores = sc.scores[model]
     frame = pd.concat([info, scores.globals, pd.DataFrame(scores.z, columns=sc.names)], axis=1)[split.folds.tested]
     what = DEVIATION_MODELS[model][1]
+    columns = {c: GLOBAL_COLUMNS[c] for c in scores.globals.columns}
     return frame, {
         "Description": f"{what}: signed residual z (x - x_hat) / s per connection, s = the reference "
                        "controls' out-of-sample residual root mean square "
                        f"({'per site' if s.z_scale == 'site' else 'pooled over sites'}). Controls are "
                        "scored by the cross-fitting fold that never saw them, patients by all folds (averaged).",
-        **GLOBAL_COLUMNS}
+        **columns}
 
 
 def stats_description(s: GroupSettings) -> dict:
@@ -110,6 +120,11 @@ def calibration(sc: Scored) -> tuple[pd.DataFrame, dict]:
         "explained_variance": "1 - var(residual) / var(x) (PCNtoolkit's EV)",
         "smse": "mean(residual^2) / var(x) (standardised MSE)",
         "frac_abs_z_gt_1.96": "fraction of |z| > 1.96 (nominal 0.05)",
+        "qcfc_median_abs_r": "QC-FC of the deviations: median over connections of |r|, r the Pearson correlation "
+                             "across the row's reference controls of a connection's z with mean framewise "
+                             "displacement (per connection: its |r|); target <= 0.1; n/a when mean FD is unknown",
+        "qcfc_pct_p05": "QC-FC of the deviations: % of connections whose correlation with mean FD has p < 0.05 "
+                        "(uncorrected; about 5 when the deviations carry no motion; per connection: 0 or 100)",
         "null_singlecase_rate": "fraction of controls with >= 1 flagged connection when each is tested against "
                                 "the other controls (Crawford-Howell, BH); nominal about alpha"}
 

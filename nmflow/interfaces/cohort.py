@@ -8,12 +8,12 @@ steps that read it.
 from __future__ import annotations
 
 import os
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, isdefined, traits,
 )
 
 from nmflow.group.settings import GroupSettings
@@ -29,6 +29,8 @@ class GroupStepInputSpec(BaseInterfaceInputSpec):
 class CohortStepInputSpec(GroupStepInputSpec):
     subjects = InputMultiObject(traits.Str, mandatory=True, desc="subject labels of the cohort, in order")
     split = File(exists=True, mandatory=True, desc="cross-fitting plan (NPZ)")
+    motion = File(exists=True, desc="motion per run and strategy (TSV + NPZ): the subjects' mean FD when the "
+                                    "participants file lacks it")
 
 
 def settings_of(inputs) -> GroupSettings:
@@ -37,16 +39,19 @@ def settings_of(inputs) -> GroupSettings:
 
 
 def cohort_of(inputs, record: str | None = None) -> tuple[GroupSettings, pd.DataFrame, Split]:
-    """Settings, participants table and split of a step.
+    """Settings, participants table (with ``mean_fd``: :func:`nmflow.group.cohort.load_table`) and split
+    of a step.
 
     Rows are the cohort's ``subjects``, or, with ``record`` (a variant's
     features, prepared or scored NPZ), the subjects that have that variant.
     """
     from nmflow.group.cohort import load_table
     from nmflow.group.records import Split, record_subjects
+    from nmflow.group.tables import read_table
 
     s = settings_of(inputs)
-    table, split = load_table(s, list(inputs.subjects)), Split.load(inputs.split)
+    motion = read_table(Path(inputs.motion).with_suffix(".npz")) if isdefined(inputs.motion) else None
+    table, split = load_table(s, list(inputs.subjects), motion), Split.load(inputs.split)
     if record is None:
         return s, table, split
     subjects = record_subjects(record)

@@ -349,6 +349,29 @@ def combine(folds: Folds, preps: list[Preprocessed], predictions) -> Residuals:
     return Residuals(residual, abs_error, features)
 
 
+def mean_fc_residuals(folds: Folds, preps: list[Preprocessed]) -> np.ndarray:
+    """Out-of-sample residual of each subject's mean FC over connections ``(n_subjects,)``, feature units.
+
+    The mean is over the fit's features as the linear baseline sees them
+    (imputed and harmonised, before scaling); each fit regresses it on the
+    coded covariates by OLS on its pool's controls.  Like :func:`combine`:
+    reference controls take their own fold's residual, patients the mean over
+    fits, others NaN.
+    """
+    out = np.full(preps[0].features.shape[0], np.nan)
+    patients = folds.patients
+    acc = np.zeros(int(patients.sum()))
+    for k, prep in enumerate(preps):
+        mean_fc = prep.features.mean(axis=1, dtype=np.float64)
+        pool = folds.pool[k]
+        r = mean_fc - predict_linear(fit_linear(mean_fc[pool, None], prep.cond[pool]), prep.cond)[:, 0]
+        mine = folds.held_out == k
+        out[mine] = r[mine]
+        acc += r[patients]
+    out[patients] = acc / len(preps)
+    return out
+
+
 def check_covariates(table: pd.DataFrame, covariates: list[str]) -> None:
     """Raise :class:`NmflowInputError` for a covariate with missing values among the subjects."""
     for name in covariates:

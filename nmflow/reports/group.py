@@ -112,8 +112,9 @@ class ReportData:
 
     @property
     def mean_fd(self) -> np.ndarray:
-        """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown."""
-        return qc.subject_mean_fd(self.motion, self.ids, self.desc)
+        """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown (the table's ``mean_fd``: the
+        participants file's, else the participant level's motion files; :func:`nmflow.group.motion.with_mean_fd`)."""
+        return self.table[qc.MEAN_FD].to_numpy(float)
 
     @property
     def group_order(self) -> list[str]:
@@ -261,8 +262,9 @@ def _motion(d: ReportData, figures: Path) -> Section:
     section = Section("motion", "Head motion and QC-FC")
     fd, groups = d.mean_fd, d.table["group"].to_numpy(str)
     if not np.isfinite(fd).any():
-        return section.add(paragraph("No framewise displacement found (the participant level's *_outliers.tsv): "
-                                     "motion by group and QC-FC are not shown.", "warn"))
+        return section.add(paragraph("No framewise displacement found (no mean_fd column in the participants file "
+                                     "and no participant-level *_outliers.tsv): motion by group and QC-FC are not "
+                                     "shown.", "warn"))
     by_group = qc.motion_by_group(fd, groups, d.settings.control_label)
     sentences = []
     controls = by_group.iloc[0]
@@ -275,7 +277,7 @@ def _motion(d: ReportData, figures: Path) -> Section:
     shown = shown.drop(columns="sd").rename(columns={
         "group": "Group", "n": "Subjects with FD", "mean": "Mean FD (mm, mean ± SD)", "median": "Median (mm)",
         "U": "Mann–Whitney U vs controls", "p": "p"})
-    section.add(paragraph("Mean framewise displacement (FD) per subject, averaged over its scans."),
+    section.add(paragraph(f"Mean framewise displacement (FD) per subject, from {fd_source_words(d.table)}."),
                 bullet_list(sentences, "Controls only: no group to compare."), table(shown),
                 figure(f"figures/{gf.fd_figure(figures / 'motion.png', fd, groups, d.group_order).name}",
                        "Mean framewise displacement of every subject, per group (box: quartiles)."))
@@ -289,6 +291,44 @@ def _motion(d: ReportData, figures: Path) -> Section:
                        figure(f"figures/{gf.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
 
 
+def fd_source_words(table: pd.DataFrame) -> str:
+    """Where the subjects' mean FD came from, in words (``the participants file's mean_fd column for 3
+    subjects, ...``)."""
+    counts = table["mean_fd_source"].value_counts()
+    parts = [qc.FD_SOURCES[k] + (f" for {int(n)} subjects" if len(counts) > 1 else "") for k, n in counts.items()]
+    return "; ".join(parts)
+
+
+def qc_fc_deviation_words(d: ReportData) -> list[tuple[str, str | None]]:
+    """The QC-FC of the deviations in sentences ``(text, paragraph kind)``: a warning when a model's median
+    |r| exceeds :data:`~nmflow.group.motion.QCFC_TARGET`."""
+    overall = {m: x.calibration.iloc[0] for m, x in d.variant.scored.scores.items()}
+    if not np.isfinite(overall["autoencoder"].qcfc_median_abs_r):
+        return [("QC-FC of the deviations is not computed: mean FD is unknown.", None)]
+    n = int(overall["autoencoder"].n_subjects)
+    names = {"autoencoder": "the autoencoder", "linear": "the linear baseline"}
+    text = (f"QC-FC of the deviations: across the {n} held-out controls, the median |r| between a connection's "
+            "deviation z and mean FD is " + " and ".join(f"{number(row.qcfc_median_abs_r)} for {names[m]}"
+                                                            for m, row in overall.items())
+            + f" (target at most {qc.QCFC_TARGET:g}); " + " and ".join(f"{number(row.qcfc_pct_p05)} %"
+                                                                         for row in overall.values())
+            + " of connections correlate with it at p < 0.05 (uncorrected; about 5 % by chance).")
+    out = [(text, None)]
+    high = [m for m, row in overall.items() if row.qcfc_median_abs_r > qc.QCFC_TARGET]
+    if high:
+        # measured on ABIDE (README): mean FD as a covariate takes motion out of the linear baseline's deviations,
+        # not out of the autoencoder's, which need cleaner FC
+        remedies = []
+        if "linear" in high and qc.MEAN_FD not in d.settings.covariates:
+            remedies.append(f"for the linear baseline, add mean FD as a covariate (--covariates ... {qc.MEAN_FD})")
+        remedies.append("choose a stricter denoising strategy (scrubbing, global signal regression; compare the "
+                        "strategies' QC-FC in Head motion and QC-FC)")
+        out.append((f"Head motion remains in the deviations of {' and '.join(names[m] for m in high)} (median |r| "
+                    f"above {qc.QCFC_TARGET:g}): they partly measure how much subjects moved. To remove it, "
+                    f"{'; or '.join(remedies)}.", "warn"))
+    return out
+
+
 def _calibration(d: ReportData, figures: Path) -> Section:
     sc, r = d.variant.scored, d.variant
     rows = []
@@ -298,6 +338,7 @@ def _calibration(d: ReportData, figures: Path) -> Section:
             rows.append({"Model": model, "Controls": "all" if row.scope == "all" else f"site {row.scope}",
                          "n": row.n_subjects, "Explained variance": row.explained_variance, "SMSE": row.smse,
                          "Mean z": row.z_mean, "SD of z": row.z_sd, "Beyond ±1.96 (%)": 100 * row["frac_abs_z_gt_1.96"],
+                         "QC-FC median |r|": row.qcfc_median_abs_r,
                          "Controls flagged vs others (%)": 100 * scores.null_rate if row.scope == "all" else np.nan})
     ae = sc.scores["autoencoder"].calibration.iloc[0]
     words = (f"On held-out controls the autoencoder explains {number(100 * ae.explained_variance)} % of each "
@@ -305,7 +346,8 @@ def _calibration(d: ReportData, figures: Path) -> Section:
              f"(ideal 0 and 1), and {number(100 * ae['frac_abs_z_gt_1.96'])} % lie beyond ±1.96 (nominal 5 %). "
              f"Tested against the other controls, {number(100 * sc.scores['autoencoder'].null_rate)} % of controls "
              "get a flagged connection (nominal about 5 %).")
-    section = Section("calibration", "Calibration on held-out controls", paragraph(words))
+    section = Section("calibration", "Calibration on held-out controls", paragraph(words)).add(
+        *[paragraph(text, kind) for text, kind in qc_fc_deviation_words(d)])
     if not sc.val_beats_mean:
         section.add(paragraph("The autoencoder does not predict held-out controls better than their mean: its "
                               "deviations are the features' distance from the controls' mean, not a learnt "

@@ -101,7 +101,8 @@ def patient_summary(d, pid: str) -> dict:
     overall = single[single.feature == "global"]
     flagged = single[(single.feature != "global") & single.flagged]
     return {"Patient": pid, "Group": d.table["group"].iloc[i], "Overall deviation (percentile)": glob.global_score,
-            "Overall test p": overall.p.iloc[0] if len(overall) else np.nan,
+            "Overall test p": overall.p.iloc[0] if len(overall) else np.nan, "Global FC z": glob.global_fc_z,
+            "Focal and global (percentile)": glob.combined_score,
             "Flagged connections": "; ".join(_feature_label(d, f) for f in flagged.feature) or "none"}
 
 
@@ -124,6 +125,12 @@ def _overall(d, i: int) -> Section:
     chance = float(np.round(chance)) if chance >= 10 else chance  # "740", not "7.4e+02"
     parts.append(paragraph(f"{int(glob.n_extreme.iloc[i])} connection(s) deviate beyond |z| = {EXTREME_Z:g}, where "
                            f"about {number(chance, 2)} are expected by chance."))
+    g = glob.global_fc_z.iloc[i]
+    parts.append(paragraph(f"Global FC: connectivity averaged over all connections is {'above' if g > 0 else 'below'} "
+                           f"what the covariates predict by {number(abs(g))} times the held-out controls' typical "
+                           f"spread (global_fc_z = {g:+.2f}), a shift shared by every connection that the "
+                           "per-connection deviations do not see. Focal and global deviation together: percentile "
+                           f"{number(glob.combined_score.iloc[i])} of the held-out controls."))
     return Section("overall", "Overall deviation", "".join(parts))
 
 
@@ -195,15 +202,17 @@ def _motion(d, i: int) -> Section:
     pid = d.ids[i]
     runs = qc.strategy_runs(d.motion, d.desc)
     mine = runs[runs.participant_id == pid] if len(runs) else runs
-    if mine.empty:
+    fd = d.mean_fd
+    if not np.isfinite(fd[i]):
         return Section("motion", "Motion of the scans", paragraph("No framewise displacement found for this "
                                                                    "patient.", "none"))
-    fd = d.mean_fd
     compared = against_controls(fd[i], fd[d.folds.reference])
-    frame = pd.DataFrame({"Scan": mine.scan.to_numpy(), "Strategy": mine.desc.to_numpy(),
-                          "Volumes": mine.n_volumes.to_numpy(), "Mean FD (mm)": mine.mean_fd.to_numpy(),
-                          "Max FD (mm)": mine.max_fd.to_numpy(), "Censored (%)": mine.pct_censored.to_numpy()})
     text = f"Mean framewise displacement {number(fd[i])} mm, {compared}."
     if fd[i] > HIGH_FD:
         text += f" Above {HIGH_FD:g} mm, a common exclusion threshold: this patient's deviations may reflect motion."
+    if mine.empty:  # mean FD from the participants file only
+        return Section("motion", "Motion of the scans", paragraph(text))
+    frame = pd.DataFrame({"Scan": mine.scan.to_numpy(), "Strategy": mine.desc.to_numpy(),
+                          "Volumes": mine.n_volumes.to_numpy(), "Mean FD (mm)": mine.mean_fd.to_numpy(),
+                          "Max FD (mm)": mine.max_fd.to_numpy(), "Censored (%)": mine.pct_censored.to_numpy()})
     return Section("motion", "Motion of the scans", paragraph(text) + table(frame))

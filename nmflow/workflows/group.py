@@ -105,6 +105,7 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         wf.connect(collect, "subjects", step, "subjects")
     for step in cohort_steps[1:]:
         wf.connect(split, "split", step, "split")
+        wf.connect(collect, "motion", step, "motion")  # mean FD, a covariate or QC-FC's measure
     wf.connect([
         (collect, harmonize, [("features", "features")]),
         (collect, split, [("missing", "missing"), (("features", _count), "n_variants")]),
@@ -120,8 +121,7 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
         (tests, report, [("stats", "stats"), ("networks", "networks")]),
         (single, report, [("singlecase", "singlecase")]),
         (select, report, [("selection", "selection")]),
-        (collect, report, [("messages", "messages"), ("features", "features"), ("motion", "motion"),
-                           ("reports", "reports")]),
+        (collect, report, [("messages", "messages"), ("features", "features"), ("reports", "reports")]),
     ])
     for source, output, suffix, extension in VARIANT_OUTPUTS:
         sink = MapNode(VariantDerivativesSink(base_directory=str(staging), suffix=suffix, extension=extension),
