@@ -38,7 +38,7 @@ from helpers.group import group_args  # noqa: E402
 from helpers.realdata import abide_workspace  # noqa: E402
 
 from nmflow.group.features import collect_timeseries, model_features  # noqa: E402
-from nmflow.group.motion import qc_fc  # noqa: E402
+from nmflow.stats import qc_fc  # noqa: E402
 from nmflow.normative.crossfit import make_folds, preprocess  # noqa: E402
 from nmflow.workflows.group import run_group  # noqa: E402
 

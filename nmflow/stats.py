@@ -1,7 +1,9 @@
-"""Statistics used by every analysis: Benjamini-Hochberg q and the Crawford-Howell single-case test.
+"""Statistics used by every analysis: Benjamini-Hochberg q, the Crawford-Howell single-case test and
+QC-FC (the correlation of head motion with each connection across subjects).
 
-The group level (:mod:`nmflow.group.stats`) and the stimulus study
-(:mod:`nmflow.prepost.singlecase`) test with these functions; they depend on
+The group level (:mod:`nmflow.group.stats`, :mod:`nmflow.group.motion`), the
+normative calibration (:mod:`nmflow.normative.deviations`) and the stimulus
+study (:mod:`nmflow.prepost.singlecase`) use these functions; they depend on
 NumPy and SciPy only.
 """
 
@@ -152,3 +154,44 @@ def _z_cc_interval(z_cc: np.ndarray, n: int, confidence: float) -> tuple[np.ndar
             limit[finite] = elementwise.find_root(gap, bracket.bracket, args=(x,)).x / np.sqrt(n)
         limits.append(limit)
     return limits[0], limits[1]
+
+
+def qc_fc(fd: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pearson correlation across subjects of mean FD with every connection.
+
+    Parameters
+    ----------
+    fd : ndarray, shape (n_subjects,)
+        Mean framewise displacement (mm); NaN leaves the subject out.
+    features : ndarray, shape (n_subjects, n_features)
+        FC per connection (e.g. Fisher z); NaN leaves that subject out of that connection.
+
+    Returns
+    -------
+    r, p, n : ndarray, shape (n_features,)
+        Correlation, two-sided p (t-test with ``n - 2`` df, as
+        :func:`scipy.stats.pearsonr`) and the number of subjects used; NaN
+        where fewer than 3 subjects or a constant column.
+    """
+    x = np.asarray(features, float)
+    valid = np.isfinite(x) & np.isfinite(np.asarray(fd, float))[:, None]
+    n = valid.sum(axis=0)
+    f = np.where(valid, np.asarray(fd, float)[:, None], 0.0)
+    x = np.where(valid, x, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fc, xc = f - f.sum(axis=0) / n, x - x.sum(axis=0) / n
+        fc, xc = np.where(valid, fc, 0.0), np.where(valid, xc, 0.0)
+        r = (fc * xc).sum(axis=0) / np.sqrt((fc ** 2).sum(axis=0) * (xc ** 2).sum(axis=0))
+        r = np.where(n >= 3, np.clip(r, -1, 1), np.nan)
+        t = r * np.sqrt((n - 2) / (1 - r ** 2))
+    p = 2 * sps.t.sf(np.abs(t), np.maximum(n - 2, 1))
+    return r, np.where(np.isfinite(r), p, np.nan), n
+
+
+def qc_fc_summary(r: np.ndarray, p: np.ndarray, alpha: float = 0.05) -> dict:
+    """``pct_significant`` (% of connections with p < alpha, uncorrected) and ``median_abs_r``."""
+    finite = np.isfinite(r)
+    if not finite.any():
+        return {"pct_significant": np.nan, "median_abs_r": np.nan}
+    return {"pct_significant": 100.0 * float(np.mean(p[finite] < alpha)),
+            "median_abs_r": float(np.median(np.abs(r[finite])))}

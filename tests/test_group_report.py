@@ -13,7 +13,7 @@ from helpers.modules import MODULES, write_study
 from scipy import stats as sps
 
 from nmflow.bids_io import read_relmat
-from nmflow.group.motion import qc_fc
+from nmflow.stats import qc_fc
 from nmflow.networks import Assignment, named_networks
 from nmflow.participant.atlas import YEO_NAMES
 from nmflow.participant.connectivity import fisher_z, upper_triangle

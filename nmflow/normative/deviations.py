@@ -49,7 +49,7 @@ Calibration
 Beside PCNtoolkit's explained variance and standardised MSE and the moments
 of ``z``, :func:`calibration_table` gives the QC-FC of the deviations: the
 correlation across the reference controls of each connection's ``z`` with
-mean FD (:func:`nmflow.group.motion.qc_fc`), summarised by the median
+mean FD (:func:`nmflow.stats.qc_fc`), summarised by the median
 ``|r|`` (target <= 0.1) and the % of connections with p < 0.05 (uncorrected;
 about 5 % when the deviations carry no motion).
 """
@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nmflow.group.motion import qc_fc, qc_fc_summary
+from nmflow.stats import qc_fc, qc_fc_summary
 
 EXTREME_Z = 2.6
 

@@ -36,6 +36,7 @@ from nmflow.reports.html import (
 )
 from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
 from nmflow.reports.words import connection_label, network_pair, ranking_sentences, strategy_order, variant_entities
+from nmflow.stats import qc_fc, qc_fc_summary
 
 TOP_K = 25  # flagged connections shown as a table and a circle past MAX_REGIONS_SHOWN regions
 
@@ -212,9 +213,9 @@ def qc_fc_rows(d: ReportData) -> tuple[pd.DataFrame, dict[str, np.ndarray], tupl
         sets[f"{mine} after ComBat"] = _after_combat(p)
     correlations, rows = {}, []
     for name, x in sets.items():
-        r, pval, n = qc.qc_fc(fd, x)
+        r, pval, n = qc_fc(fd, x)
         correlations[name] = r
-        summary = qc.qc_fc_summary(r, pval)
+        summary = qc_fc_summary(r, pval)
         rows.append({"FC": name, "Subjects": int(np.max(n, initial=0)),
                      "Connections with p < 0.05 (%)": summary["pct_significant"],
                      "Median |r|": summary["median_abs_r"]})
