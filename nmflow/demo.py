@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.cli.main import main as nmflow  # noqa: E402
+from nmflow.group.stats import global_shift_notes  # noqa: E402
 from nmflow.simulate import SimulationSettings, truth_dir_for  # noqa: E402
 
 
@@ -107,6 +108,8 @@ def main(argv: list[str]) -> int:
     print("\nwhat to expect (python benchmarks/group.py: 16 simulated studies of this design per effect size):")
     for line in expectations(scores, pd.read_csv(truth / "planted_connections.tsv", sep="\t")):
         print(f"  {line}")
+    for note in global_shift_notes(pd.read_csv(group_dir / f"{variant}_stats.tsv", sep="\t")):
+        print(f"  global shift, not focal findings: {note}")
     reports = sorted(out.glob("sub-*.html"))
     print(f"\nparticipant reports: {len(reports)} in {out} (e.g. {reports[0]})")
     print(f"group report: {group_dir / 'group_report.html'} (patient pages in {group_dir / 'patients'})")

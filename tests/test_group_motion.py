@@ -134,3 +134,27 @@ def test_report_warns_when_motion_remains_in_the_deviations_and_says_what_to_do(
     assert kind == "warn" and "deviations of the autoencoder (" in text
     assert "as a covariate" not in text and "stricter denoising strategy" in text
     assert "not computed: mean FD is unknown" in qc_fc_deviation_words(_report_data(np.nan, np.nan, ()))[0][0]
+
+
+def test_flags_made_by_a_global_shift_are_labelled_as_one(shifted):
+    """The linear baseline flags many connections of a group whose every connection moved by +0.15: the
+    stats table ties them to the group's global FC shift (tested by scipy on global_fc_z) and the notes say
+    that they are one shift, not focal findings."""
+    from nmflow.group.stats import GLOBAL_SHARE, global_shift_notes
+
+    stats = _read(shifted, "stats")
+    dev = _read(shifted, "linearz")
+    glob = dev.set_index("group").global_fc_z
+    u, p = sps.mannwhitneyu(glob.loc["shifted"], glob.loc["control"], alternative="two-sided")
+    linear = stats[stats.model == "linear"]
+    assert linear.global_p.iloc[0] == pytest.approx(p, rel=1e-5) and p < 0.05  # 6 digits in the TSV
+    assert linear.global_effect_size.iloc[0] == pytest.approx(2 * u / (20 * 60) - 1, rel=1e-5)
+    assert linear.global_effect_size.iloc[0] > 0
+    flagged = linear[linear.flagged]
+    assert len(flagged) >= 10 and flagged.with_global_shift.mean() >= GLOBAL_SHARE
+    notes = global_shift_notes(stats)
+    assert any(n.startswith("linear, shifted: ") and "mean FC higher" in n for n in notes)
+    page = (shifted / "out" / "group" / "group_report.html").read_text()
+    assert "Global shift, not focal findings: linear, shifted" in page
+    # no shift, no note: the same table with the global test made non-significant
+    assert global_shift_notes(stats.assign(with_global_shift=False)) == []

@@ -17,7 +17,7 @@ from nmflow.group.records import Split
 from nmflow.group.scoring import Scored
 from nmflow.group.settings import GroupSettings
 from nmflow.group.selection import rank_variants
-from nmflow.group.stats import group_statistics, network_pair_summary, single_case_table
+from nmflow.group.stats import group_statistics, network_pair_summary, single_case_table, with_global_shift
 from nmflow.normative.deviations import calibration_summary
 
 
@@ -39,6 +39,8 @@ def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
         stats = group_statistics(_score(scores.z, s.test_score)[tested], groups, s.control_label, sc.names,
                                  s.alpha, s.p_rule)
         stats["connection"] = sc.connection[stats["connection"]]
+        stats = with_global_shift(stats, scores.globals["global_fc_z"].to_numpy()[tested], groups,
+                                  s.control_label, s.alpha)
         frames.append(stats.assign(model=model))
     stats = pd.concat(frames, ignore_index=True)
     networks = pd.concat([network_pair_summary(stats[stats.model == m].drop(columns="model").reset_index(drop=True),

@@ -94,6 +94,66 @@ def group_statistics(
     return label_sharing(pd.concat(tables, ignore_index=True))
 
 
+GLOBAL_SHARE = 0.8  # flagged connections going the way of a group's global FC shift: the findings are that shift
+
+
+def with_global_shift(stats: pd.DataFrame, global_fc: np.ndarray, groups: np.ndarray, reference: str,
+                      alpha: float = 0.05) -> pd.DataFrame:
+    """Add to ``stats`` (:func:`group_statistics`, one model) each group's global FC shift and whether each
+    connection goes its way.
+
+    Parameters
+    ----------
+    stats : DataFrame
+        One model's rows of :func:`group_statistics`.
+    global_fc : ndarray, shape (n_subjects,)
+        The subjects' global FC component (``global_fc_z``), rows as ``groups``.
+    groups : ndarray of str, shape (n_subjects,)
+    reference : str
+
+    Returns
+    -------
+    DataFrame
+        ``stats`` with ``global_effect_size`` (rank-biserial correlation of
+        the group's ``global_fc_z`` against the reference controls; positive:
+        patients' mean FC higher), ``global_p`` (two-sided Mann-Whitney p) and
+        ``with_global_shift`` (``global_p < alpha`` and the connection's
+        effect has the shift's sign).
+    """
+    groups = np.asarray(groups, dtype=str)
+    global_fc = np.asarray(global_fc, float)[:, None]
+    ref = global_fc[groups == reference]
+    effect, p_value = {}, {}
+    for group in stats["group"].unique():
+        pat = global_fc[groups == group]
+        u, p = mann_whitney(pat, ref)
+        effect[group], p_value[group] = float(rank_biserial(u, len(pat), len(ref))[0]), float(p[0])
+    out = stats.assign(global_effect_size=stats["group"].map(effect), global_p=stats["group"].map(p_value))
+    out["with_global_shift"] = (out["global_p"] < alpha) & (np.sign(out["effect_size"])
+                                                           == np.sign(out["global_effect_size"]))
+    return out
+
+
+def global_shift_notes(stats: pd.DataFrame) -> list[str]:
+    """One sentence per model and group whose flagged connections (two or more) mostly
+    (``GLOBAL_SHARE``) go the way of the group's significant global FC shift: those findings are one
+    shift of the whole connectome, not focal differences.  ``stats``: :func:`with_global_shift` rows
+    with a ``model`` column."""
+    notes = []
+    for (model, group), rows in stats.groupby(["model", "group"], sort=True):
+        flagged = rows[rows["flagged"]]
+        if len(flagged) < 2 or not flagged["with_global_shift"].mean() >= GLOBAL_SHARE:
+            continue
+        first = rows.iloc[0]
+        way = "higher" if first["global_effect_size"] > 0 else "lower"
+        notes.append(f"{model}, {group}: {int(flagged['with_global_shift'].sum())} of {len(flagged)} flagged "
+                     f"connections go the way of the group's global FC shift (mean FC {way} than the controls', "
+                     f"rank-biserial r {first['global_effect_size']:.2f}, p {first['global_p']:.2g}): they are "
+                     "that one shift of the whole connectome (or of motion, or of denoising), not focal "
+                     "differences")
+    return notes
+
+
 def label_sharing(table: pd.DataFrame) -> pd.DataFrame:
     """Add ``n_groups_flagged`` and ``sharing`` ("shared", "specific" or "") per row."""
     counts = table.groupby("connection")["flagged"].sum()

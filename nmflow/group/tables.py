@@ -90,7 +90,14 @@ def stats_description(s: GroupSettings) -> dict:
         "U": "Mann-Whitney U of the patient sample", "q": "Benjamini-Hochberg q within group and model",
         "effect_size": "rank-biserial correlation 2U/(n_p n_c) - 1 (positive: patients higher)",
         "flagged": f"{'q' if s.p_rule == 'fdr' else 'p'} < {s.alpha}",
-        "sharing": "shared: flagged in >= 2 groups; specific: flagged in this group only"}
+        "sharing": "shared: flagged in >= 2 groups; specific: flagged in this group only",
+        "global_effect_size": "rank-biserial correlation of the group's global FC component (global_fc_z) vs the "
+                              "reference controls (positive: patients' mean FC higher than their covariates "
+                              "predict)",
+        "global_p": "two-sided Mann-Whitney p of that global FC shift",
+        "with_global_shift": f"global_p < {s.alpha} and this connection's effect has the shift's sign: when most "
+                             "flagged connections do, the findings are one shift of the whole connectome, not "
+                             "focal differences"}
 
 
 def singlecase_description(s: GroupSettings) -> dict:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from nmflow.errors import NmflowInputError
 from nmflow.group import motion as qc
+from nmflow.group.stats import global_shift_notes
 from nmflow.networks import MAX_REGIONS_SHOWN, Assignment, pair_counts
 from nmflow.reports import group_figures as gf
 from nmflow.reports.html import (
@@ -427,6 +428,9 @@ def _flagged(d: ReportData, figures: Path) -> Section:
                       for c in counts.columns]
     flagged = stats[(stats.model == "autoencoder") & stats.flagged]
     section = Section("flagged", "Flagged connections", table(counts))
+    if "with_global_shift" in stats:
+        section.add(*[paragraph(f"Global shift, not focal findings: {note}.", "warn")
+                      for note in global_shift_notes(stats)])
     if flagged.empty:
         return section.add(paragraph("None flagged: no connection differs between a patient group and the "
                                      "controls at the chosen threshold.", "none"))

@@ -159,26 +159,33 @@ def _multiproc_plugin(args: dict):
     return WakeOnFinishMultiProcPlugin(plugin_args=args)
 
 
-def _stop_when(interrupted: threading.Event, progress: Progress | None) -> Callable:
-    """Nipype status callback: report progress, and stop the run at the next node once ``interrupted``."""
-    def callback(node, status):
-        if interrupted.is_set():
+INTERRUPTED = threading.Event()  # set by Ctrl-C during run_workflow (module-level: Nipype pickles the callback)
+
+
+class _StopWhenInterrupted:
+    """Nipype status callback: report progress, and stop the run at the next node once Ctrl-C was pressed."""
+
+    def __init__(self, progress: Progress | None):
+        self.progress = progress
+
+    def __call__(self, node, status):
+        if INTERRUPTED.is_set():
             raise KeyboardInterrupt  # not an Exception: the plugins let it through
-        if progress is not None:
-            progress(node, status)
-    return callback
+        if self.progress is not None:
+            self.progress(node, status)
 
 
 @contextlib.contextmanager
-def _interrupt_sets(interrupted: threading.Event):
-    """Ctrl-C sets ``interrupted`` as well as interrupting: Nipype turns the KeyboardInterrupt raised inside a
-    node into that node's crash and goes on with the others (Linear plugin); the event stops it."""
+def _interrupt_sets_flag():
+    """Ctrl-C sets :data:`INTERRUPTED` as well as interrupting: Nipype turns the KeyboardInterrupt raised
+    inside a node into that node's crash and goes on with the others (Linear plugin); the flag stops it."""
+    INTERRUPTED.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def on_sigint(signum, frame):
-        interrupted.set()
+        INTERRUPTED.set()
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -210,8 +217,7 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         for old in crash_dir.glob("crash-*.txt"):
             old.unlink()
     name, args = plugin_settings(plugin, plugin_args, nprocs)
-    interrupted = threading.Event()
-    args["status_callback"] = _stop_when(interrupted, progress)
+    args["status_callback"] = _StopWhenInterrupted(progress)
     for module in preload:
         importlib.import_module(module)
     wf.config["execution"].update({
@@ -224,10 +230,10 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     })
     runner = _multiproc_plugin(args) if name == "MultiProc" else name
     try:
-        with frozen_collector(), one_component_at_a_time(), _interrupt_sets(interrupted):
+        with frozen_collector(), one_component_at_a_time(), _interrupt_sets_flag():
             graph = wf.run(plugin=runner, plugin_args=args)
     except RuntimeError:
-        if interrupted.is_set():
+        if INTERRUPTED.is_set():
             raise KeyboardInterrupt from None
         graph = None  # failures are read from the crash files
     crashes = sorted(crash_dir.glob("crash-*.txt")) if crash_dir.exists() else []
