@@ -6,7 +6,7 @@ import pytest
 from scipy import stats
 
 from nmflow.participant.connectivity import (
-    connection_names, connectivity, fisher_z, from_upper_triangle, kendall_tau_b, n_regions_from_features,
+    connection_names, connectivity, fisher_z, from_upper_triangle, kendall_tau_b,
     upper_triangle,
 )
 
@@ -77,9 +77,6 @@ def test_feature_order_is_row_major_upper_triangle():
     assert connection_names(["a", "b", "c"]) == ["a__b", "a__c", "b__c"]
     np.testing.assert_array_equal(from_upper_triangle(upper_triangle(m), 4, diagonal=0)[~np.eye(4, dtype=bool)],
                                   m[~np.eye(4, dtype=bool)])
-    assert n_regions_from_features(136) == 17 and n_regions_from_features(21) == 7
-    with pytest.raises(ValueError):
-        n_regions_from_features(135)
 
 
 def test_fisher_z_is_arctanh_and_finite_at_one():

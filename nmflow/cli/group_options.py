@@ -48,7 +48,7 @@ def add_group_arguments(parser) -> None:
                         help="bootstrap models per variant (on controls only) for variant selection (0: none)")
     parser.add_argument("--alpha", type=float, default=D.alpha, help="significance level")
     parser.add_argument("--p-rule", choices=["fdr", "raw"], default=D.p_rule,
-                        help="flag on BH q (fdr) or on uncorrected p (raw, as the original scripts)")
+                        help="flag on BH q (fdr) or on uncorrected p (raw: no correction for the number of connections)")
     parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default=D.single_case_rule,
                         help="single-case flags: family-wise p calibrated on the controls (maxt), BH q of the "
                              "Crawford-Howell p (fdr) or uncorrected p (raw)")

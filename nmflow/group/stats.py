@@ -10,7 +10,7 @@ connection by connection:
 * Rank-biserial correlation ``r = 2 U / (n_p n_c) - 1`` in [-1, 1]
   (positive: patients higher).
 * ``flagged`` = ``q < alpha`` (``p_rule="fdr"``, default) or ``p < alpha``
-  (``p_rule="raw"``, the rule of the original scripts, no correction).
+  (``p_rule="raw"``, no correction for the number of connections).
 
 A flagged connection is ``shared`` when it is flagged in two or more patient
 groups and ``specific`` when it is flagged in this group only.

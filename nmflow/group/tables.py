@@ -22,7 +22,7 @@ GLOBAL_COLUMNS = {
     "global_score": "percentile (0-100) of mean_sq_z among the reference controls (a control among the others)",
     "mean_sq_z": "mean of z^2 over connections",
     "n_extreme": "connections with |z| > 2.6",
-    "mean_abs_error": "mean |x - x_hat| in standardised units (the original global reconstruction error)",
+    "mean_abs_error": "mean |x - x_hat| in standardised units (the global reconstruction error)",
     "focal_z": "log(mean_sq_z) standardised by the reference controls' mean and SD: the focal deviation the "
                "autoencoder sees",
     "global_fc_z": "global FC component (signed): the subject's mean FC over connections (feature units, as the "

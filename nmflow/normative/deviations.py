@@ -25,7 +25,7 @@ Global scores per subject
   controls (a control against the *other* controls), 0-100;
 * ``n_extreme``: connections with ``|z| > 2.6`` (two-sided p < 0.01);
 * ``mean_abs_error``: mean ``|x - x_hat|`` in standardised units (the
-  original scripts' global reconstruction error).
+  global reconstruction error).
 
 Global and focal deviations
 ---------------------------

@@ -4,7 +4,7 @@ Size rule
 ---------
 For ``F`` features the layers are ``F -> h1 -> h2 -> h1 -> F`` with
 ``h1 = min(ceil(F / 2), 256)`` and ``h2 = min(max(ceil(F / 6), 2), 64)``:
-Yeo-17 (136 features) gives 136-68-23-68-136 as in the original scripts,
+Yeo-17 (136 features) gives 136-68-23-68-136,
 Yeo-7 (21) gives 21-11-4-11-21 and a 111-region atlas (6105) gives
 6105-256-64-256-6105.  Hidden layers use ``tanh``; the output is linear.
 Inputs are standardised with the training controls' mean and standard
@@ -551,18 +551,3 @@ def load_model(path: str | Path) -> NormativeModel:
         raise NmflowInputError(path, f"model does not match its card: arrays {found} for {len(mean)} features and "
                                f"{card['n_covariates']} covariates")
     return NormativeModel(params, mean, scale, card, tensors.get("calibration.residual_sd"))
-
-
-def check_compatible(card: dict, feature_names: list[str], variant: dict) -> None:
-    """Raise :class:`NmflowInputError` unless the model was trained on these features.
-
-    ``variant`` holds the ``atlas``, ``seg``, ``desc`` (strategy) and ``meas``
-    (metric) entities of the features.
-    """
-    for key in ("atlas", "seg", "desc", "meas"):
-        if card.get(key) != variant.get(key):
-            raise NmflowInputError(card.get("weights_file"), f"model is for {key}={card.get(key)!r}, "
-                                   f"features have {key}={variant.get(key)!r}")
-    if card.get("feature_names") != list(feature_names):
-        raise NmflowInputError(card.get("weights_file"), f"model expects {len(card.get('feature_names', []))} "
-                               f"features in its own order; got {len(feature_names)} that differ")

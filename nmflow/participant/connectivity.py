@@ -37,14 +37,6 @@ def from_upper_triangle(vector: np.ndarray, n_regions: int, diagonal: float = 1.
     return matrix
 
 
-def n_regions_from_features(n_features: int) -> int:
-    """Number of regions whose upper triangle has ``n_features`` entries."""
-    n = int(round((1 + np.sqrt(1 + 8 * n_features)) / 2))
-    if n * (n - 1) // 2 != n_features:
-        raise ValueError(f"{n_features} is not a triangular number of connections")
-    return n
-
-
 def connection_names(region_names: list[str]) -> list[str]:
     """Names ``"a__b"`` of the features, in the documented order."""
     rows, cols = np.triu_indices(len(region_names), k=1)
