@@ -26,7 +26,8 @@ from nmflow.group.records import Split, VariantFeatures
 from nmflow.group.selection import n_bootstrap
 from nmflow.group.settings import GroupSettings
 from nmflow.fileio import read_tsv
-from nmflow.normative.crossfit import MIN_TRAIN, check_covariates, final_fit, make_folds, too_few_controls
+from nmflow.normative.crossfit import (MIN_TRAIN, TooFewControls, check_covariates, final_fit, make_folds,
+                                      too_few_controls)
 
 
 def variant_keys(variant: Variant) -> dict:
@@ -200,10 +201,8 @@ def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool, n_vari
     else:
         try:
             folds = make_folds(table, s.control_label, s.folds, s.val_split, s.seed, s.split_file)
-        except NmflowInputError as exc:
-            if "too few" not in exc.problem:
-                raise
-            hint = ""  # too few controls in the participants table (or in the split file)
+        except TooFewControls as exc:  # in the participants table (or in the split file)
+            hint = ""
             if transferring:
                 hint = (f". To use {Path(s.init_model).name} without fine-tuning, rerun with --no-fine-tune: it then "
                         "scores everyone as it is, with z-scores calibrated on this dataset's controls")

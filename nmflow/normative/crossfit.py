@@ -141,8 +141,12 @@ def make_folds(table: pd.DataFrame, control_label: str, n_folds: int = 5, val_sp
         folds = Folds(pool, pool & ~val, val, held_out, controls.copy(), patients, label)
     problem = too_few_controls(folds, min_train)
     if problem:
-        raise NmflowInputError(split_file, problem + " (use more controls, fewer --folds, or a smaller --val-split)")
+        raise TooFewControls(split_file, problem + " (use more controls, fewer --folds, or a smaller --val-split)")
     return folds
+
+
+class TooFewControls(NmflowInputError):
+    """The cohort (or the split file) has too few controls for the plan of fits."""
 
 
 def too_few_controls(folds: Folds, min_train: int = MIN_TRAIN) -> str | None:
