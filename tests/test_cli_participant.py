@@ -203,6 +203,19 @@ def test_saved_config_round_trips(full_run, capsys, drop_nulls):
     assert config2 == config1
 
 
+def test_config_file_alone_reruns_the_saved_call(full_run, capsys):
+    """``nmflow --config FILE``: the saved call holds BIDS_DIR, OUT_DIR and the level (here OUT_DIR edited)."""
+    config = yaml.safe_load(saved_config(full_run["out"]).read_text())
+    assert config["analysis-level"] == "participant"
+    out3 = full_run["root"] / "out_from_config_alone"
+    config["out-dir"] = str(out3)
+    edited = full_run["root"] / "config_alone.yml"
+    edited.write_text(yaml.safe_dump(config))
+    rc, _, err = run_cli(["--config", edited, "-w", full_run["work"]], capsys)
+    assert rc == 0, err
+    assert _data_hashes(out3) == _data_hashes(full_run["out"])
+
+
 # -- selection -------------------------------------------------------------------------------------
 
 def test_participant_label_with_and_without_prefix(tiny_dataset, tmp_path, capsys):

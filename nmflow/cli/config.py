@@ -77,13 +77,24 @@ def _convert(action: argparse.Action, value, path: Path, key: str):
     return converted if many else converted[0]
 
 
+POSITIONALS = ("bids-dir", "out-dir", "analysis-level")  # the keys a saved call holds them under
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Parse ``argv``; a ``--config FILE`` among them supplies defaults first."""
+    """Parse ``argv``; a ``--config FILE`` among them supplies defaults first.
+
+    ``nmflow --config FILE`` alone reruns a saved call: when ``argv`` starts
+    with an option and the file holds the positional arguments
+    (``bids-dir``, ``out-dir``, ``analysis-level``), they are taken from it.
+    """
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
     if known.config:
         apply_config_file(parser, known.config)
+        data = read_config_file(known.config)
+        if (not argv or argv[0].startswith("-")) and all(data.get(key) is not None for key in POSITIONALS):
+            argv = [str(data[key]) for key in POSITIONALS] + list(argv)
     return parser.parse_args(argv)
 
 
