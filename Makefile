@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 DEMO   ?= demo_output
+# PyTorch's CPU wheels (PyTorch's own install instructions); a GPU build: TORCH_INDEX=https://download.pytorch.org/whl/cu126
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 export NIPYPE_NO_ET := 1
 
 .PHONY: install demo test clean
@@ -10,9 +12,9 @@ export NIPYPE_NO_ET := 1
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, from the CPU wheel, so pip does not pull a CUDA build.
+# torch first, from the CPU index, so that pip does not pull the CUDA build (gigabytes a CPU never uses)
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet torch==2.13.0 --extra-index-url $(TORCH_INDEX)
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
