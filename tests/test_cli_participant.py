@@ -572,3 +572,16 @@ def test_input_folder_named_like_a_subcommand(tiny_dataset, tmp_path, capsys, mo
         rc, err = exc.code, ""
     assert rc == 0, err
     assert tree(tmp_path / "out") == minimal_run_outputs("01") | TOP_LEVEL
+
+
+def test_without_a_work_folder_nothing_is_left_in_the_temporary_folder(tiny_dataset, tmp_path, capsys, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    rc, _, err = run_cli([tiny_dataset["fmriprep"], tmp_path / "out", "participant", "--participant-label", "01",
+                          "--atlas-dir", tiny_dataset["atlas_dir"], *MINIMAL], capsys)
+    assert rc == 0, err
+    assert list((tmp_path / "out").glob("sub-01/func/*_relmat.tsv"))
+    assert list(scratch.iterdir()) == []

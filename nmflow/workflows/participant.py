@@ -186,11 +186,12 @@ def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
     if not found.runs:
         return print_summary(s.out_dir, 0, found.problems, {})
     write_dataset_description(s.out_dir, s.bids_dir)
-    work_dir = Path(s.work_dir or tempfile.mkdtemp(prefix="nmflow_work_")).absolute()
-    failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics), s.cleaning,
-                                     s.min_coverage, Path(s.out_dir).absolute(), work_dir, s.nprocs, s.plugin,
-                                     s.plugin_args, s.verbose, s.command)
-    skipped = skipped_strategies(found.runs, work_dir, failures)
+    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
+        work_dir = Path(s.work_dir or scratch).absolute()
+        failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics), s.cleaning,
+                                         s.min_coverage, Path(s.out_dir).absolute(), work_dir, s.nprocs, s.plugin,
+                                         s.plugin_args, s.verbose, s.command)
+        skipped = skipped_strategies(found.runs, work_dir, failures)
     return print_summary(s.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
 
 

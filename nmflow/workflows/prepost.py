@@ -184,9 +184,10 @@ def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOption
     cleaning = dataclasses.replace(s.cleaning, standardize=None)  # the GLM scales to percent signal change
     events = find_events(events_dir or s.bids_dir, runs)
     write_dataset_description(s.out_dir, s.bids_dir)
-    work_dir = Path(s.work_dir or tempfile.mkdtemp(prefix="nmflow_work_")).absolute()
-    failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options, Path(s.out_dir).absolute(),
-                                       work_dir, s.nprocs, s.plugin, s.plugin_args, s.verbose)
+    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
+        failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
+                                           Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
+                                           s.nprocs, s.plugin, s.plugin_args, s.verbose)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
