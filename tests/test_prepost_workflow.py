@@ -201,3 +201,9 @@ def test_fewer_than_three_controls_is_an_error_with_nothing_written(study, parti
     (out / "logs" / "nmflow-participant-19700101T000000-abcdef.yml").write_text("denoise: [simple]\n")  # normative
     rc, _, stderr = run_cli([study["fmriprep"], out, "group", "--analysis", "prepost"])
     assert rc == 1 and "holds the outputs of the normative analysis (nmflow-participant-19700101" in stderr
+    (out / "logs" / "nmflow-participant-19700101T000000-abcdef.yml").unlink()
+    rc, _, stderr = run_cli([study["fmriprep"], out, "group"])  # --analysis prepost forgotten
+    assert rc == 1 and error_lines(stderr) == [
+        f"nmflow: error: {out}: holds the outputs of the prepost analysis ({sorted((out / 'logs').glob('*.yml'))[0].name})"
+        ": this folder holds a stimulus study: pass --analysis prepost"]
+    assert not (out / "group").exists()

@@ -47,6 +47,21 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise NmflowInputError(None, f"--high-pass ({high} Hz) must be below --low-pass ({low} Hz)")
 
 
+def check_one_analysis(out_dir: Path, analysis: str) -> None:
+    """Refuse an OUT_DIR holding the other analysis' outputs: every earlier call saved in ``OUT_DIR/logs``
+    must be of ``analysis`` (the normative group level would read a stimulus study's ΔFC as variants)."""
+    for call in sorted((Path(out_dir) / "logs").glob("nmflow-*.yml")):
+        try:
+            saved = yaml.safe_load(call.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # not a call nmflow saved
+        found = saved.get("analysis", "normative") if isinstance(saved, dict) else analysis
+        if found != analysis:
+            hint = ("this folder holds a stimulus study: pass --analysis prepost" if found == "prepost"
+                    else "give the stimulus study its own OUT_DIR")
+            raise NmflowInputError(out_dir, f"holds the outputs of the {found} analysis ({call.name}): {hint}")
+
+
 def check_outputs_apart(args: argparse.Namespace) -> None:
     """Refuse an OUT_DIR or work folder equal to, inside or containing an input folder (nothing is written there)."""
     inputs = [args.bids_dir] + [folder for folder in (getattr(args, name, None) for name in (

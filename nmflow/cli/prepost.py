@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-import yaml
 
-from nmflow.cli.common import check_outputs_apart, read_filters, read_plugin_args
+from nmflow.cli.common import check_one_analysis, check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.config import command_line, save_call
 from nmflow.errors import NmflowInputError
 
@@ -18,20 +16,10 @@ def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
         raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
                                      "--nprocs or --plugin")
     check_outputs_apart(args)
-    _check_out_dir(args.out_dir)
+    check_one_analysis(args.out_dir, "prepost")
     status = _participant(args, argv) if args.analysis_level == "participant" else _group(args)
     save_call(args.out_dir, args.analysis_level, args, argv)
     return status
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    """OUT_DIR must not hold the normative analysis' outputs (its group level would read the ΔFC as variants):
-    every earlier call saved in ``OUT_DIR/logs`` must be a prepost one."""
-    for call in sorted((Path(out_dir) / "logs").glob("nmflow-*.yml")):
-        analysis = (yaml.safe_load(call.read_text()) or {}).get("analysis", "normative")
-        if analysis != "prepost":
-            raise NmflowInputError(out_dir, f"holds the outputs of the {analysis} analysis ({call.name}): give the "
-                                            "stimulus study its own OUT_DIR")
 
 
 def _participant(args: argparse.Namespace, argv: list[str]) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nmflow import __version__
 from nmflow.cli.config import command_line, parse_with_config, save_call
-from nmflow.cli.common import check_numbers, check_outputs_apart, read_filters, read_plugin_args
+from nmflow.cli.common import check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.connectivity import METRICS
@@ -101,6 +101,7 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.workflows.participant import find_participant_inputs, run_participant
 
     check_outputs_apart(args)
+    check_one_analysis(args.out_dir, "normative")
     read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
                                  "bids_filters": read_filters(args.bids_filter_file)})
     s = ParticipantSettings.from_namespace(read, command_line(argv))
@@ -141,6 +142,7 @@ def run_group(args: argparse.Namespace, argv: list[str]) -> int:
 
     check_group_arguments(args)
     check_outputs_apart(args)
+    check_one_analysis(args.out_dir, "normative")
     check_group_resources(args)
     args.plugin_args = read_plugin_args(args.plugin_args)
     status = run_group_level(GroupSettings.from_namespace(args))
