@@ -42,3 +42,5 @@ def test_rank_variants_gates_then_explained_variance():
     assert ranked.qualifies.tolist()[:2] == [True, True] and not ranked.qualifies.iloc[2:].any()
     heavy = rank_variants(table.assign(z_excess_kurtosis=3.0))
     assert not heavy.selected.any() and not heavy.qualifies.any()  # no variant gives stable findings
+    worse = rank_variants(table.assign(explained_variance=[-0.01, 0.4, 0.5, 0.6]))
+    assert worse.set_index("variant").qualifies.to_dict() == {"a": False, "b": True, "c": False, "d": False}

@@ -13,7 +13,9 @@ normative model describes *controls* it did not see.
 * ``frac_abs_z_gt_1.96`` and ``explained_variance`` come from the
   cross-fitted calibration (:func:`nmflow.normative.deviations.calibration_table`).
 
-A variant *qualifies* when ``stability >= STABILITY_MIN``, its controls'
+A variant *qualifies* when ``stability >= STABILITY_MIN``, its model explains
+some of the controls' out-of-sample variance (``explained_variance > 0``: a
+model worse than the controls' mean describes nothing), its controls'
 fraction ``|z| > 1.96`` lies in ``CALIBRATION_BAND`` (nominal 5 %) and their
 z are close to normal (``|excess kurtosis| <= KURTOSIS_MAX``; the
 single-case test and the z thresholds assume it: heavy tails, e.g. from
@@ -92,7 +94,7 @@ def rank_variants(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     lo, hi = CALIBRATION_BAND
     out["qualifies"] = ((out["stability"] >= STABILITY_MIN) & out["frac_abs_z_gt_1.96"].between(lo, hi)
-                        & (out["z_excess_kurtosis"].abs() <= KURTOSIS_MAX))
+                        & (out["z_excess_kurtosis"].abs() <= KURTOSIS_MAX) & (out["explained_variance"] > 0))
     out = out.sort_values(["qualifies", "explained_variance", "stability"], ascending=[False, False, False],
                           ignore_index=True)
     out["rank"] = np.arange(1, len(out) + 1)
