@@ -122,6 +122,10 @@ GROUP_ROWS = {
     "covariate value missing": Row(_participants(lambda t: t.assign(age=t.age.where(t.index != 3))),
                                    "participants", ("covariate 'age' is missing for sub-04",),
                                    args=("--covariates", "age")),
+    "covariate of numbers with words in it": Row(
+        _participants(lambda t: t.assign(age=[*t.age[:2], "twenty", *t.age[3:5], "unknown", *t.age[6:]])),
+        "participants", ("covariate 'age' holds numbers but also 'twenty' (sub-03), 'unknown' (sub-06)",),
+        args=("--covariates", "age")),
     "mean FD unknown (no mean_fd column, no *_outliers.tsv)": Row(
         _participants(lambda t: t), "participants",
         ("covariate 'mean_fd' is unknown for 16 subject(s): sub-01, sub-02", "*_outliers.tsv"),

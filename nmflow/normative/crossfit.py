@@ -385,3 +385,9 @@ def check_covariates(table: pd.DataFrame, covariates: list[str]) -> None:
                                    f"{', '.join('sub-' + s for s in table.index[column.isna()][:5])}")
         if not is_numeric(column) and column.nunique() < 2:
             raise NmflowInputError(None, f"covariate {name!r} has one value only")
+        as_number = pd.to_numeric(column, errors="coerce")
+        if not is_numeric(column) and as_number.notna().mean() >= 0.5:  # a number column with a few words in it
+            words = column[as_number.isna()]
+            raise NmflowInputError(None, f"covariate {name!r} holds numbers but also " + ", ".join(
+                f"{value!r} (sub-{label})" for label, value in list(words.items())[:5])
+                + ": give a number for each subject (a category column must hold labels only)")
