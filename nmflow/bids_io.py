@@ -13,14 +13,14 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, read_json, read_tsv
-from nmflow.images import load_header
+
+if TYPE_CHECKING:  # imported where used, as PyBIDS and nibabel: `nmflow fmriprep` parses with this module loaded
+    import numpy as np
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
@@ -197,6 +197,8 @@ def repetition_time(bold_path: str | Path) -> float:
             return float(value)
     if str(bold_path).endswith(".dtseries.nii"):
         return _series_step(bold_path)
+    from nmflow.images import load_header
+
     header = load_header(bold_path).header
     zooms = header.get_zooms()
     if len(zooms) < 4 or not 0 < zooms[3] < float("inf"):
@@ -261,6 +263,8 @@ def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
 
 def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None:
     """Write a ``(n, n)`` matrix as TSV: a ``node`` column of region names, then one column per region."""
+    import pandas as pd
+
     table = pd.DataFrame(matrix, columns=names)
     table.insert(0, "node", names)
     table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
@@ -275,6 +279,9 @@ def read_relmat(path: str | Path) -> tuple[list[str], np.ndarray]:
         An unreadable file, a table without the ``node`` column and one column
         per node in the same order, or a cell that is not a number.
     """
+    import numpy as np
+    import pandas as pd
+
     table = read_tsv(path, "relmat")
     if table.shape[1] < 2 or table.columns[0] != "node" or [str(n) for n in table["node"]] != list(table.columns[1:]):
         raise NmflowInputError(path, "relmat must have a 'node' column and one column per node, same order")

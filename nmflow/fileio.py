@@ -18,11 +18,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from nmflow.errors import NmflowInputError
+
+if TYPE_CHECKING:  # imported where used: the CLI imports this module to parse its options
+    import numpy as np
+    import pandas as pd
 
 
 def atomic_write_text(path: str | Path, text: str, private: bool = False) -> None:
@@ -198,6 +200,9 @@ def tsv_text(frame: pd.DataFrame, float_format: str = "%.6g", na_rep: str = "n/a
     float columns is formatted one row at a time by one ``%`` format string,
     and the other columns by pandas.  Narrow frames go to pandas whole.
     """
+    import numpy as np
+    import pandas as pd
+
     if frame.shape[1] <= WIDE_COLUMNS:
         return frame.to_csv(sep="\t", index=False, na_rep=na_rep, float_format=float_format, lineterminator="\n")
     columns = list(frame.columns)
@@ -218,6 +223,8 @@ def tsv_text(frame: pd.DataFrame, float_format: str = "%.6g", na_rep: str = "n/a
 
 def _float_rows(values: np.ndarray, float_format: str, na_rep: str) -> list[str]:
     """One tab-joined line per row of ``values`` ``(n_rows, n_columns)``; NaN as ``na_rep``."""
+    import numpy as np
+
     line = "\t".join([float_format] * values.shape[1])
     rows = []
     for row in values:
@@ -238,6 +245,8 @@ def read_tsv(path: str | Path, what: str, **kwargs) -> pd.DataFrame:
     **kwargs
         Passed to :func:`pandas.read_csv` (``sep`` defaults to a tab).
     """
+    import pandas as pd
+
     kwargs.setdefault("sep", "\t")
     try:
         return pd.read_csv(path, na_values=["n/a"], **kwargs)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import tomllib
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,6 +21,8 @@ from nmflow.fileio import atomic_write_text, read_text
 
 def read_config_file(path: str | Path) -> dict:
     """Read a ``.yml``/``.yaml``/``.toml`` file into a flat dict."""
+    import tomllib  # here, not at the top: a TOML config is rare and importing its parser costs every start-up ~10 ms
+
     path = Path(path)
     text = read_text(path, "config file")
     try:

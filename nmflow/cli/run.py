@@ -13,9 +13,7 @@ from nmflow.cli.config import command_line, parse_with_config, save_call
 from nmflow.cli.common import check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
-from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import PRESETS
-from nmflow.participant.settings import ParticipantSettings
+from nmflow.participant.settings import METRIC_NAMES, PRESETS, ParticipantSettings
 from nmflow.errors import NmflowInputError
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
@@ -47,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="yeo7thin yeo7thick yeo17thin yeo17thick, or NAME=labels.nii.gz:labels.tsv; "
                         "with --space fsLR: yeo7 yeo17 (networks on the 91k grayordinates)")
     p.add_argument("--atlas-dir", help="folder of atlases (default: $NMFLOW_ATLAS_DIR)")
-    p.add_argument("--metrics", nargs="+", default=list(defaults.metrics), choices=list(METRICS), help="FC metrics")
+    p.add_argument("--metrics", nargs="+", default=list(defaults.metrics), choices=list(METRIC_NAMES), help="FC metrics")
     p.add_argument("--low-pass", type=float, default=defaults.low_pass, help="Hz (0: no low-pass)")
     p.add_argument("--high-pass", type=float, default=defaults.high_pass, help="Hz (0: no high-pass)")
     p.add_argument("--fd-threshold", type=float, default=defaults.fd_threshold, help="mm, for scrubbing")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nmflow.cli.config import parse_with_config
-from nmflow.simulate import SimulationSettings, simulate_dataset
+from nmflow.simulate.settings import SimulationSettings
 
 
 def _patients(text: str) -> tuple[str, int]:
@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point of ``nmflow simulate``; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
+    from nmflow.simulate.dataset import simulate_dataset  # after parsing: --help needs no NumPy
+
     settings = SimulationSettings(
         n_controls=args.n_controls, patients=tuple(tuple(p) for p in args.patients), n_sites=args.n_sites,
         n_volumes=args.n_volumes, tr=args.tr, grid=args.grid, atlas=args.atlas, atlas_dir=args.atlas_dir,

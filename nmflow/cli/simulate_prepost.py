@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from nmflow.cli.config import parse_with_config
-from nmflow.simulate.prepost import PrepostSimulationSettings, simulate_prepost_dataset
+from nmflow.simulate.settings import PrepostSimulationSettings
 
 HELP = {
     "n_controls": "controls (group 'control')", "n_patients": "patients (group 'patient'), each with the changes",
@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point of ``nmflow simulate-prepost``; returns the exit code (errors are raised)."""
     args = vars(parse_with_config(build_parser(), argv))
+    from nmflow.simulate.prepost import simulate_prepost_dataset  # after parsing: --help needs no NumPy
+
     out_dir = args.pop("out_dir")
     args.pop("config")
     truth = simulate_prepost_dataset(out_dir, PrepostSimulationSettings(**args))

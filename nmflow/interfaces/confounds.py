@@ -10,7 +10,8 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.errors import NmflowInputError, StrategyError
-from nmflow.participant.denoise import CleaningSettings, clean_run, clean_signals, read_confounds
+from nmflow.participant.denoise import clean_run, clean_signals, read_confounds
+from nmflow.participant.settings import CleaningSettings
 from nmflow.interfaces.io import load_arrays, save_arrays, strategies_from_records
 from nmflow.participant.tables import key
 

@@ -66,7 +66,8 @@ class GLMPrePostSplit(SimpleInterface):
     output_spec = _GLMOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.participant.denoise import CleaningSettings, censoring, read_confounds, select_confounds
+        from nmflow.participant.denoise import censoring, read_confounds, select_confounds
+        from nmflow.participant.settings import CleaningSettings
         from nmflow.interfaces.io import strategies_from_records
         from nmflow.errors import NmflowInputError
         from nmflow.prepost.events import check_within_run, stimulus_for_run

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from nmflow.participant.atlas import Atlas
-from nmflow.participant.denoise import Strategy
+from nmflow.participant.settings import Strategy
 
 
 def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> str:

@@ -21,6 +21,8 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from nmflow.participant.settings import METRIC_NAMES
+
 
 def upper_triangle(matrix: np.ndarray) -> np.ndarray:
     """Feature vector ``(n*(n-1)/2,)`` of a ``(n, n)`` matrix, in the documented order."""
@@ -144,6 +146,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("partial", _nilearn("partial correlation"), True, False,
            "partial correlation (Ledoit-Wolf precision)"),
 )}
+if tuple(METRICS) != METRIC_NAMES:  # the CLI's --metrics choices, read without importing NumPy
+    raise RuntimeError(f"METRICS {tuple(METRICS)} and nmflow.participant.settings.METRIC_NAMES {METRIC_NAMES} differ")
 
 
 def is_correlation(metric: str) -> bool:

@@ -1,6 +1,6 @@
 """Denoising strategies: which confounds to regress, which volumes to censor.
 
-A strategy is a named preset or a user YAML file::
+A strategy is a named preset (:data:`nmflow.participant.settings.PRESETS`) or a user YAML file::
 
     name: mystrategy            # used as desc-<name> in outputs
     confounds: ["trans_[xyz]", "rot_[xyz]", "white_matter", "csf"]  # regexes, full match
@@ -27,61 +27,7 @@ import yaml
 
 from nmflow.errors import NmflowInputError, StrategyError
 from nmflow.fileio import read_text, read_tsv
-
-MOTION_24 = [
-    rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
-]
-
-
-@dataclass(frozen=True)
-class Strategy:
-    """A denoising strategy.
-
-    Attributes
-    ----------
-    name : str
-        Label for outputs (``desc-<name>``), alphanumeric.
-    confounds : tuple of str
-        Regular expressions (full match) of confound columns to regress.
-    scrub : bool
-        Censor volumes with FD > ``fd_threshold`` mm or std DVARS > ``dvars_threshold``.
-    filter : bool
-        Detrend and band-pass; ``False`` only for the ``none`` strategy.
-    """
-
-    name: str
-    confounds: tuple[str, ...] = ()
-    scrub: bool = False
-    filter: bool = True
-    description: str = ""
-
-
-PRESETS = {
-    "none": Strategy("none", (), False, False, "no cleaning: region means only (non-steady-state volumes dropped)"),
-    "simple": Strategy("simple", (*MOTION_24, "white_matter", "csf"), False, True,
-                       "24 motion parameters + white matter + CSF"),
-    "scrubbing": Strategy("scrubbing", (*MOTION_24, "white_matter", "csf"), True, True,
-                          "simple + censoring of high-motion volumes"),
-    "compcor": Strategy("compcor", (*MOTION_24, r"a_comp_cor_0[0-4]"), False, True,
-                        "24 motion parameters + 5 anatomical CompCor components"),
-    "gsr": Strategy("gsr", (*MOTION_24, "white_matter", "csf", "global_signal"), True, True,
-                    "scrubbing + global signal"),
-    "aroma": Strategy("aroma", (r"aroma_motion_\d+", "white_matter", "csf"), False, True,
-                      "ICA-AROMA noise components + white matter + CSF (needs fMRIPrep's AROMA outputs)"),
-}
-
-
-@dataclass
-class CleaningSettings:
-    """Settings shared by all strategies (CLI flags of the same names)."""
-
-    low_pass: float | None = 0.1
-    high_pass: float | None = 0.01
-    fd_threshold: float = 0.5
-    dvars_threshold: float = 3.0
-    min_segment: int = 5
-    min_volumes: int = 50
-    standardize: str | None = "psc"
+from nmflow.participant.settings import PRESETS, CleaningSettings, Strategy
 
 
 @dataclass

@@ -1,9 +1,15 @@
-"""The participant level's settings: one dataclass instead of an ``argparse.Namespace``.
+"""The participant level's settings: one dataclass instead of an ``argparse.Namespace``, and the names its
+options choose from.
 
 Its field defaults are the one source of the participant-level defaults (the
 CLI flags of :mod:`nmflow.cli.run` read them, as the group level's flags read
 :class:`nmflow.group.settings.GroupSettings`);
-:meth:`ParticipantSettings.from_namespace` copies parsed values.
+:meth:`ParticipantSettings.from_namespace` copies parsed values.  The
+denoising presets (:data:`PRESETS`, used by :mod:`nmflow.participant.denoise`)
+and the FC metric names (:data:`METRIC_NAMES`, the keys of
+:data:`nmflow.participant.connectivity.METRICS`) live here too: the CLI builds
+its parser from this module, which imports the standard library only, so
+``nmflow --help`` loads no NumPy, pandas or SciPy.
 """
 
 from __future__ import annotations
@@ -12,7 +18,65 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nmflow.participant.denoise import CleaningSettings
+# the FC metrics, in the order of the registry :data:`nmflow.participant.connectivity.METRICS` (checked there)
+METRIC_NAMES = ("pearson", "spearman", "kendall", "covariance", "ledoitwolf", "lwcorrelation", "partial")
+
+MOTION_24 = [
+    rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
+]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A denoising strategy: a preset of :data:`PRESETS`, or a YAML file read by
+    :func:`nmflow.participant.denoise.load_strategy`.
+
+    Attributes
+    ----------
+    name : str
+        Label for outputs (``desc-<name>``), alphanumeric.
+    confounds : tuple of str
+        Regular expressions (full match) of confound columns to regress.
+    scrub : bool
+        Censor volumes with FD > ``fd_threshold`` mm or std DVARS > ``dvars_threshold``.
+    filter : bool
+        Detrend and band-pass; ``False`` only for the ``none`` strategy.
+    """
+
+    name: str
+    confounds: tuple[str, ...] = ()
+    scrub: bool = False
+    filter: bool = True
+    description: str = ""
+
+
+PRESETS = {
+    "none": Strategy("none", (), False, False, "no cleaning: region means only (non-steady-state volumes dropped)"),
+    "simple": Strategy("simple", (*MOTION_24, "white_matter", "csf"), False, True,
+                       "24 motion parameters + white matter + CSF"),
+    "scrubbing": Strategy("scrubbing", (*MOTION_24, "white_matter", "csf"), True, True,
+                          "simple + censoring of high-motion volumes"),
+    "compcor": Strategy("compcor", (*MOTION_24, r"a_comp_cor_0[0-4]"), False, True,
+                        "24 motion parameters + 5 anatomical CompCor components"),
+    "gsr": Strategy("gsr", (*MOTION_24, "white_matter", "csf", "global_signal"), True, True,
+                    "scrubbing + global signal"),
+    "aroma": Strategy("aroma", (r"aroma_motion_\d+", "white_matter", "csf"), False, True,
+                      "ICA-AROMA noise components + white matter + CSF (needs fMRIPrep's AROMA outputs)"),
+}
+
+
+@dataclass
+class CleaningSettings:
+    """Settings shared by all strategies (CLI flags of the same names)."""
+
+    low_pass: float | None = 0.1
+    high_pass: float | None = 0.01
+    fd_threshold: float = 0.5
+    dvars_threshold: float = 3.0
+    min_segment: int = 5
+    min_volumes: int = 50
+    standardize: str | None = "psc"
+
 
 _CLEANING = CleaningSettings()
 

@@ -18,7 +18,7 @@ from nmflow import __version__
 from nmflow.bids_io import write_relmat
 from nmflow.participant.atlas import Atlas
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import Strategy
+from nmflow.participant.settings import Strategy
 
 SOFTWARE = f"nmflow {__version__}"
 OUTLIERS_META = {

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from nmflow.networks import Assignment
-from nmflow.participant.denoise import PRESETS
+from nmflow.participant.settings import PRESETS
 from nmflow.reports.html import number
 
 

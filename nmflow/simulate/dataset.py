@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -32,33 +31,10 @@ from nmflow.participant.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
-from nmflow.simulate.population import PopulationParams
+from nmflow.simulate.settings import SimulationSettings
 from nmflow.simulate.toy_atlas import write_toy_atlas_dir
 
 SPACE = "MNI152NLin6Asym"
-
-
-@dataclass
-class SimulationSettings:
-    """What ``nmflow simulate`` makes; every field is a CLI flag."""
-
-    n_controls: int = 60
-    patients: tuple[tuple[str, int], ...] = (("disorderA", 20), ("disorderB", 20))
-    n_sites: int = 2
-    n_volumes: int = 120
-    tr: float = 2.0
-    grid: str = "tiny"  # "tiny" (toy atlas, 8 mm) or "2"/"4" (real Yeo grid, mm)
-    atlas: str = "yeo17thick"
-    atlas_dir: str | None = None
-    seed: int = 0
-    n_sessions: int = 1
-    effect_d: float = 1.0  # median subject-level Cohen's d of a planted connection
-    effect: float | None = None  # when given: planted change of correlation (delta mode)
-    n_specific: int = 6
-    n_shared: int = 2
-    motion: float = 1.0
-    global_signal: float = 1.5
-    site_strength: float = PopulationParams.site_strength  # SD of the site loadings
 
 
 def _fmriprep_motion(n_volumes: int, level: float, rng: np.random.Generator):

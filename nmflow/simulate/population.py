@@ -43,53 +43,13 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from nmflow.simulate.settings import PopulationParams
+
 AGE_CENTRE = 45.0  # years; the age effect is per decade around this age
 
 
 class PlantingError(ValueError):
     """A requested layout of planted effects cannot be realised; the message says what to change."""
-
-
-@dataclass(frozen=True)
-class PopulationParams:
-    """Constants of the population model (calibrated against real control FC, see the README).
-
-    Attributes
-    ----------
-    mix_weight : float
-        ``w`` in ``C_s = (1 - w) G_s + w W_s`` (unitless, 0-1).
-    mix_dof : int
-        Number of Gaussian draws behind ``W_s`` (fewer = more between-subject spread).
-    global_mean, global_sd : float
-        Mean and standard deviation of the subject's global-signal variance ``a_s**2``
-        (relative to the unit variance of a network signal); gamma distributed.
-    site_strength : float
-        Standard deviation of the site loadings ``u_site`` (unitless; 0 = no site effect).
-    min_eig : float
-        Smallest eigenvalue a group matrix may have after planting.
-    d_spread : float
-        Log-SD of the per-connection d around ``effect_d``: the planted d are the quantiles
-        ``(k + 0.5) / n`` of ``effect_d * lognormal(0, d_spread)`` (median ``effect_d`` exactly).
-    d_clip : tuple of float
-        Per-connection d is clipped to ``[d_clip[0], d_clip[1]] * effect_d``.
-    n_age, n_sex : int
-        Number of connections carrying an age / sex effect (disjoint from planted ones).
-    age_delta, sex_delta : float
-        Change of the group correlation per decade of age, and female minus male.
-    """
-
-    mix_weight: float = 0.35
-    mix_dof: int = 10
-    global_mean: float = 0.3
-    global_sd: float = 0.15
-    site_strength: float = 0.28
-    min_eig: float = 0.05
-    d_spread: float = 0.35
-    d_clip: tuple[float, float] = (0.5, 1.8)
-    n_age: int = 3
-    n_sex: int = 3
-    age_delta: float = 0.04
-    sex_delta: float = 0.10
 
 
 @dataclass

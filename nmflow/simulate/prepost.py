@@ -33,56 +33,14 @@ from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.participant.atlas import resolve_atlas
 from nmflow.participant.connectivity import connection_names
-from nmflow.prepost.events import Stimulus, check_within_run
+from nmflow.prepost.events import check_within_run
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
 from nmflow.simulate.dataset import SimulationSettings, _brain_mask, _simulate_run, _write_run, truth_dir_for
+from nmflow.simulate.settings import PrepostSimulationSettings
 from nmflow.simulate.toy_atlas import write_toy_atlas_dir
 
 PARAMS = pop.PopulationParams(global_mean=0.1, global_sd=0.05)
-
-
-@dataclass
-class PrepostSimulationSettings:
-    """What ``nmflow simulate-prepost`` makes; every field is a CLI flag.
-
-    Times in seconds; ``onset`` None puts the stimulus in the middle of the run;
-    ``transition`` is the window the analysis will exclude on each side of the
-    stimulus (the calibration of ``effect`` assumes it); ``high_hz`` is the upper
-    edge of the network signals' band (lower edge 0.01 Hz); ``evoked`` the mean
-    amplitude of the evoked response (network-signal SDs); ``events`` writes each
-    run's ``events.tsv``.
-    """
-
-    n_controls: int = 20
-    n_patients: int = 1
-    n_volumes: int = 600
-    tr: float = 1.0
-    onset: float | None = None
-    duration: float = 10.0
-    transition: float = 20.0
-    n_changed: int = 4
-    n_common: int = 3
-    effect: float = 6.0
-    common_effect: float = 3.0
-    evoked: float = 1.0
-    high_hz: float = 0.2
-    motion: float = 0.5
-    grid: str = "tiny"
-    atlas: str = "yeo17thick"
-    atlas_dir: str | None = None
-    events: bool = True
-    seed: int = 0
-
-    @property
-    def stimulus(self) -> Stimulus:
-        onset = self.onset if self.onset is not None else round(self.n_volumes * self.tr / 2, 3)
-        return Stimulus(float(onset), float(self.duration))
-
-    def segments(self) -> tuple[np.ndarray, np.ndarray]:
-        """Boolean masks ``(n_volumes,)`` of the PRE and POST volumes the analysis will use."""
-        times, s = np.arange(self.n_volumes) * self.tr, self.stimulus
-        return times < s.onset - self.transition, times >= s.onset + s.duration + self.transition
 
 
 def delta_sd(model: pop.PopulationModel, settings: PrepostSimulationSettings, rng: np.random.Generator,

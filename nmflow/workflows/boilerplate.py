@@ -14,7 +14,7 @@ from nmflow import __version__
 from nmflow.group.settings import GroupSettings
 from nmflow.participant.atlas import Atlas
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import MOTION_24, CleaningSettings, Strategy
+from nmflow.participant.settings import MOTION_24, CleaningSettings, Strategy
 
 REFERENCES = {
     "Abraham et al., 2014": "Abraham A, Pedregosa F, Eickenberg M, et al. (2014). Machine learning for neuroimaging "

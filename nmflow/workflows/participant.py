@@ -33,8 +33,8 @@ from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
 from nmflow.participant.atlas import Atlas, check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
-from nmflow.participant.denoise import CleaningSettings, Strategy, load_strategy
-from nmflow.participant.settings import ParticipantSettings
+from nmflow.participant.denoise import load_strategy
+from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
 from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow

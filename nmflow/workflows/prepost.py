@@ -36,8 +36,8 @@ from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.prepost import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
 from nmflow.participant.atlas import Atlas, resolve_atlas, run_resolution
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.denoise import CleaningSettings, Strategy, load_strategy
-from nmflow.participant.settings import ParticipantSettings
+from nmflow.participant.denoise import load_strategy
+from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
 from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.prepost.events import find_events
 from nmflow.workflows.boilerplate import participant_desc, references
