@@ -163,6 +163,31 @@ def _move_into(source: Path, destination: Path) -> None:
         os.replace(item, destination / item.relative_to(source))
 
 
+def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
+    """Write named arrays (+ ``meta`` as JSON) to an uncompressed NPZ; returns the absolute path.
+
+    The one format of the arrays passed between workflow nodes: no pickled objects, read back by
+    :func:`load_npz` with ``allow_pickle=False``."""
+    import numpy as np
+
+    payload = {k: np.asarray(v) for k, v in arrays.items()}
+    if meta is not None:
+        payload["meta"] = np.array(json.dumps(meta))
+    np.savez(path, **payload)
+    return str(Path(path).absolute())
+
+
+def load_npz(path: str | Path, skip=None) -> tuple[dict[str, np.ndarray], dict]:
+    """Arrays and meta dict of a file written by :func:`save_npz` (arrays whose name ``skip(name)``
+    holds are not read)."""
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files if k != "meta" and not (skip and skip(k))}
+        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
+    return arrays, meta
+
+
 def table_text(rows: list[dict], columns: list[str], delimiter: str = ",") -> str:
     """Render ``rows`` (dicts) as CSV/TSV text with the given column order.
 

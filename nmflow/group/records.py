@@ -8,7 +8,6 @@ under the key ``meta``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,28 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from nmflow.fileio import load_npz, save_npz
 from nmflow.group.features import Variant
 from nmflow.normative.covariates import CovariateCoder
 from nmflow.normative.crossfit import Folds, Preprocessed
 from nmflow.normative.model import TrainResult
-
-
-def save_npz(path: str | Path, arrays: dict[str, np.ndarray], meta: dict | None = None) -> str:
-    """Write named arrays (+ ``meta`` as JSON) to an uncompressed NPZ; returns the absolute path."""
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    if meta is not None:
-        payload["meta"] = np.array(json.dumps(meta))
-    np.savez(path, **payload)
-    return str(Path(path).absolute())
-
-
-def load_npz(path: str | Path, skip=None) -> tuple[dict[str, np.ndarray], dict]:
-    """Arrays and meta dict of a file written by :func:`save_npz` (arrays whose name ``skip(name)``
-    holds are not read)."""
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {k: data[k] for k in data.files if k != "meta" and not (skip and skip(k))}
-        meta = json.loads(str(data["meta"])) if "meta" in data.files else {}
-    return arrays, meta
 
 
 def frame_arrays(prefix: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:

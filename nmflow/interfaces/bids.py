@@ -13,13 +13,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
-    traits,
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
 from nmflow.bids_io import SPACE_ENTITIES
-from nmflow.fileio import staged_folder
-from nmflow.interfaces.io import atlases_from_records, load_arrays, strategies_from_records
+from nmflow.fileio import load_npz, staged_folder
+from nmflow.interfaces.io import atlases_from_records, strategies_from_records
 from nmflow.participant.tables import (
     OUTLIERS_META, STRATEGIES_META, design_meta, relmat_tables, strategies_table, timeseries_tables,
 )
@@ -64,7 +63,7 @@ class RunDerivatives(SimpleInterface):
         strategies = [s for s in strategies_from_records(inputs.strategies) if s.name in inputs.done]
         run = dict(inputs.entities)
         no_space = {k: v for k, v in run.items() if k not in SPACE_ENTITIES}
-        signals = load_arrays(inputs.signals)
+        signals = load_npz(inputs.signals)[0]
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         written: list[str] = []
         with staged_folder(inputs.out_dir) as stage:
@@ -82,11 +81,11 @@ class RunDerivatives(SimpleInterface):
             for strategy, outliers in zip(strategies, inputs.outlier_files):
                 sink(outliers, OUTLIERS_META, suffix="outliers", desc=strategy.name, **no_space)
             node_files = {}
-            for table in timeseries_tables(cwd, load_arrays(inputs.cleaned), coverage, atlases, strategies,
+            for table in timeseries_tables(cwd, load_npz(inputs.cleaned)[0], coverage, atlases, strategies,
                                            inputs.tr, list(inputs.sources)):
                 out = sink(table.path, table.meta, **run, **table.entities)
                 node_files[table.item] = Path(out).name
-            for table in relmat_tables(cwd, load_arrays(inputs.relmats), atlases, strategies, list(inputs.metrics),
+            for table in relmat_tables(cwd, load_npz(inputs.relmats)[0], atlases, strategies, list(inputs.metrics),
                                        node_files):
                 sink(table.path, table.meta, **run, **table.entities)
             # figures keep the names RunReport gave them (the report links to them): entities parsed from the

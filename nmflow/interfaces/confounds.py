@@ -10,9 +10,10 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.errors import NmflowInputError, StrategyError
+from nmflow.fileio import load_npz, save_npz
+from nmflow.interfaces.io import strategies_from_records
 from nmflow.participant.denoise import clean_run, clean_signals, read_confounds
 from nmflow.participant.settings import CleaningSettings
-from nmflow.interfaces.io import load_arrays, save_arrays, strategies_from_records
 from nmflow.participant.tables import key
 
 
@@ -42,7 +43,7 @@ class Denoise(SimpleInterface):
     output_spec = _DenoiseOutputSpec
 
     def _run_interface(self, runtime):
-        arrays = load_arrays(self.inputs.signals)
+        arrays = load_npz(self.inputs.signals)[0]
         signals = {name: arrays[name] for name in self.inputs.atlas_names}
         names = {name: [str(n) for n in arrays[f"names|{name}"]] for name in self.inputs.atlas_names}
         confounds = read_confounds(self.inputs.confounds)
@@ -68,6 +69,6 @@ class Denoise(SimpleInterface):
             raise skipped[0]
         if not done:
             raise NmflowInputError(None, "no denoising strategy could run: " + "; ".join(map(str, skipped)))
-        self._results.update(cleaned=save_arrays(os.path.join(runtime.cwd, "cleaned.npz"), out), strategies=done,
+        self._results.update(cleaned=save_npz(os.path.join(runtime.cwd, "cleaned.npz"), out), strategies=done,
                              skipped=[f"{Path(e.path).name}: {e.problem}" if e.path else e.problem for e in skipped], design_files=designs, outlier_files=outliers)
         return runtime

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import os
 
-from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
-)
+from nipype.interfaces.base import BaseInterfaceInputSpec, File, InputMultiObject, SimpleInterface, TraitedSpec, traits
 
+from nmflow.fileio import load_npz, save_npz
 from nmflow.participant.connectivity import METRICS, connectivity
-from nmflow.interfaces.io import load_arrays, save_arrays
 from nmflow.participant.tables import key
 
 
@@ -31,10 +29,10 @@ class Connectivity(SimpleInterface):
     output_spec = _ConnectivityOutputSpec
 
     def _run_interface(self, runtime):
-        cleaned = load_arrays(self.inputs.cleaned)
+        cleaned = load_npz(self.inputs.cleaned)[0]
         out = {
             key(s, a, m): connectivity(cleaned[key(s, a)], m)
             for s in self.inputs.strategies for a in self.inputs.atlas_names for m in self.inputs.metrics
         }
-        self._results["relmats"] = save_arrays(os.path.join(runtime.cwd, "relmats.npz"), out)
+        self._results["relmats"] = save_npz(os.path.join(runtime.cwd, "relmats.npz"), out)
         return runtime

@@ -19,7 +19,8 @@ from nipype.interfaces.base import (
     isdefined, traits,
 )
 
-from nmflow.interfaces.io import atlases_from_records, load_arrays, save_arrays
+from nmflow.fileio import load_npz, save_npz
+from nmflow.interfaces.io import atlases_from_records
 from nmflow.participant.tables import SOFTWARE
 
 
@@ -66,10 +67,10 @@ class GLMPrePostSplit(SimpleInterface):
     output_spec = _GLMOutputSpec
 
     def _run_interface(self, runtime):
+        from nmflow.errors import NmflowInputError
+        from nmflow.interfaces.io import strategies_from_records
         from nmflow.participant.denoise import censoring, read_confounds, select_confounds
         from nmflow.participant.settings import CleaningSettings
-        from nmflow.interfaces.io import strategies_from_records
-        from nmflow.errors import NmflowInputError
         from nmflow.prepost.events import check_within_run, stimulus_for_run
         from nmflow.prepost.glm import design_matrix, fit_glm, read_bold, start_time
         from nmflow.prepost.split import check_segments, segment_labels
@@ -162,7 +163,7 @@ class SegmentConnectivity(SimpleInterface):
         cwd, out, arrays = Path(runtime.cwd), {"out_files": [], "meta": [], "entities": []}, {}
         fc = {}
         for segment, path in zip(("pre", "post"), self.inputs.signals):
-            ts = load_arrays(path)[atlas.name]
+            ts = load_npz(path)[0][atlas.name]
             fc[segment] = segment_fc(ts)
             table = cwd / f"{segment}_timeseries.tsv"
             pd.DataFrame(ts, columns=atlas.names).to_csv(table, sep="\t", index=False, na_rep="n/a",
@@ -185,7 +186,7 @@ class SegmentConnectivity(SimpleInterface):
                                                           else f"{measure}, {segment.upper()} segment"),
                                   "NodeFiles": [f"{segment}_timeseries.tsv"] if segment != "delta" else []},
                      suffix="relmat", desc=segment, meas=metric, **self.inputs.space, **atlas.entities)
-        self._results.update(out, relmats=save_arrays(cwd / "relmats.npz", arrays))
+        self._results.update(out, relmats=save_npz(cwd / "relmats.npz", arrays))
         return runtime
 
 
@@ -220,7 +221,7 @@ class SeedMaps(SimpleInterface):
         atlas = atlases_from_records(self.inputs.atlases)[0]
         cwd, alpha = Path(runtime.cwd), self.inputs.alpha
         pre, post = (read_bold(b, self.inputs.mask) for b in (self.inputs.pre_bold, self.inputs.post_bold))
-        seeds = [load_arrays(p)[atlas.name] for p in self.inputs.signals]
+        seeds = [load_npz(p)[0][atlas.name] for p in self.inputs.signals]
         change = seed_change(seeds[0], pre.data, seeds[1], post.data)
         thresholded = change.significant(alpha)
         out = {"out_files": [], "meta": [], "entities": []}
@@ -295,7 +296,7 @@ class PrepostRunReport(SimpleInterface):
         stimulus = Stimulus(**i.stimulus)
         segments = pd.read_csv(i.segments, sep="\t", na_values="n/a")
         design = pd.read_csv(i.design, sep="\t")
-        relmats = load_arrays(i.relmats)
+        relmats = load_npz(i.relmats)[0]
         atlas_part = "_".join(f"{k}-{v}" for k, v in atlas.entities.items())
         figures = {
             "design": (report.design_figure(cwd / f"{key}_desc-glm_design.png", design),

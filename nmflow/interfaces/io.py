@@ -18,18 +18,6 @@ from nmflow.participant.atlas import Atlas
 from nmflow.participant.settings import Strategy
 
 
-def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> str:
-    """Save named arrays to an uncompressed NPZ (no pickled objects)."""
-    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
-    return str(Path(path).absolute())
-
-
-def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Named arrays of an NPZ written by :func:`save_arrays`."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
-
-
 def atlas_records(atlases: list[Atlas]) -> list[dict]:
     """Resolved atlases as records of plain values (a Nipype ``List(Dict)`` input)."""
     out = []

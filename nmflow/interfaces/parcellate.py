@@ -7,7 +7,8 @@ import os
 import numpy as np
 from nipype.interfaces.base import BaseInterfaceInputSpec, File, SimpleInterface, TraitedSpec, traits
 
-from nmflow.interfaces.io import atlases_from_records, save_arrays
+from nmflow.fileio import save_npz
+from nmflow.interfaces.io import atlases_from_records
 from nmflow.participant.grayordinates import extract_grayordinate_signals, is_dtseries
 from nmflow.participant.parcellate import extract_signals
 
@@ -42,5 +43,5 @@ class ExtractSignals(SimpleInterface):
         arrays.update({f"names|{atlas.name}": np.array(atlas.names, dtype=str) for atlas in atlases})
         arrays["bold"] = np.array(str(self.inputs.bold))
         arrays.update(carpet=result.carpet, carpet_labels=result.carpet_labels, tsnr=result.tsnr)
-        self._results["signals"] = save_arrays(os.path.join(runtime.cwd, "signals.npz"), arrays)
+        self._results["signals"] = save_npz(os.path.join(runtime.cwd, "signals.npz"), arrays)
         return runtime

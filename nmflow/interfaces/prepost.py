@@ -10,7 +10,7 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, Directory, File, InputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.interfaces.io import load_arrays, save_arrays
+from nmflow.fileio import load_npz, save_npz
 
 DESC = "delta"  # the participant level's ΔFC relmats: desc-delta
 
@@ -19,7 +19,7 @@ def _feature_set(path: str):
     """A :class:`~nmflow.group.features.FeatureSet` saved by :class:`CollectDeltaFC`."""
     from nmflow.group.features import FeatureSet, Variant
 
-    a = load_arrays(path)
+    a = load_npz(path)[0]
     atlas, seg, meas = (str(x) or None for x in a["variant"])
     return FeatureSet(Variant(atlas, seg, DESC, meas), [str(s) for s in a["subjects"]],
                       [str(r) for r in a["regions"]], a["features"], [int(n) for n in a["n_runs"]])
@@ -59,7 +59,7 @@ class CollectDeltaFC(SimpleInterface):
         deltas, entities = [], []
         for k, fs in enumerate(sets):
             v = fs.variant
-            deltas.append(save_arrays(Path(runtime.cwd) / f"delta_{k}.npz", {
+            deltas.append(save_npz(Path(runtime.cwd) / f"delta_{k}.npz", {
                 "features": fs.features, "subjects": np.array(fs.subjects), "regions": np.array(fs.regions),
                 "n_runs": np.array(fs.n_runs), "variant": np.array([v.atlas or "", v.seg or "", v.meas])}))
             entities.append({"atlas": v.atlas, "seg": v.seg, "meas": v.meas})
@@ -162,9 +162,8 @@ class PrepostGroupReport(SimpleInterface):
     output_spec = _GroupReportOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.reports.prepost import write_group_report
-
         from nmflow.prepost.change import PREPOST_METRICS
+        from nmflow.reports.prepost import write_group_report
 
         found = {e["meas"]: path for e, path in zip(self.inputs.entities, self.inputs.singlecase)}
         order = [m for m in PREPOST_METRICS if m in found] + sorted(set(found) - set(PREPOST_METRICS))

@@ -13,7 +13,8 @@ from nipype.interfaces.base import (
 
 from nmflow import __version__
 from nmflow.bids_io import bids_name
-from nmflow.interfaces.io import atlases_from_records, load_arrays
+from nmflow.fileio import load_npz
+from nmflow.interfaces.io import atlases_from_records
 from nmflow.participant.denoise import shown_strategy
 from nmflow.participant.tables import key
 from nmflow.reports import participant as report
@@ -69,7 +70,7 @@ class RunReport(SimpleInterface):
 
     def _run_interface(self, runtime):
         inputs, cwd, name = self.inputs, Path(runtime.cwd), self.inputs.run_key
-        signals, cleaned, relmats = (load_arrays(f) for f in (inputs.signals, inputs.cleaned, inputs.relmats))
+        signals, cleaned, relmats = (load_npz(f)[0] for f in (inputs.signals, inputs.cleaned, inputs.relmats))
         atlases = atlases_from_records(inputs.atlases)
         strategies = list(inputs.strategies)
         outliers = {s: pd.read_csv(f, sep="\t", na_values="n/a") for s, f in zip(strategies, inputs.outlier_files)}
