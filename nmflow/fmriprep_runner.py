@@ -21,6 +21,7 @@ from typing import Callable
 from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, check_apart, table_text
+from nmflow.slurm import sbatch_header
 
 ENGINES = ("docker", "apptainer", "singularity", "local")
 DEFAULT_IMAGE = "nipreps/fmriprep:24.1.1"
@@ -313,14 +314,10 @@ def slurm_script(bids_dir: Path, deriv_dir: Path, participants: list[str],
     cmd = build_command(bids_dir, deriv_dir, _SUBJECT, options)
     array = f"0-{len(participants) - 1}" + (f"%{max_parallel}" if max_parallel else "")
     log = shlex.quote(str(log_dir.resolve()))
+    header = sbatch_header("fmriprep", options.nthreads or 8, {"mem": options.mem_mb or 32000, "time": time_limit},
+                           log_dir.resolve() / "slurm-%A_%a.out", [f"#SBATCH --array={array}"])
     return "\n".join([
-        "#!/bin/bash",
-        "#SBATCH --job-name=fmriprep",
-        f"#SBATCH --array={array}",
-        f"#SBATCH --cpus-per-task={options.nthreads or 8}",
-        f"#SBATCH --mem={options.mem_mb or 32000}",
-        f"#SBATCH --time={time_limit}",
-        f"#SBATCH --output={log_dir.resolve()}/slurm-%A_%a.out",
+        *header,
         "set -euo pipefail",
         f"SUBJECTS=({' '.join(shlex.quote(p) for p in participants)})",
         'SUBJECT="${SUBJECTS[$SLURM_ARRAY_TASK_ID]}"',

@@ -100,7 +100,9 @@ def forwarded_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
     return argv
 
 
-def _header(name: str, cpus: int, resources: dict, log: Path, extra: list[str]) -> list[str]:
+def sbatch_header(name: str, cpus: int, resources: dict, log: Path, extra: list[str]) -> list[str]:
+    """The ``#SBATCH`` lines of a one-task job (or array, through ``extra``) of ``cpus`` CPUs; ``resources``
+    maps sbatch options (``mem``, ``time``) to values; ``log`` is its ``--output`` pattern."""
     lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", *extra, "#SBATCH --ntasks=1",
              f"#SBATCH --cpus-per-task={cpus}"]
     lines += [f"#SBATCH --{key}={value}" for key, value in resources.items()]
@@ -136,7 +138,7 @@ def participant_script(subjects: list[str], command: list[str], bids_dir: Path, 
     """
     slurm_dir = work_dir / "slurm"
     call = shlex.join([str(bids_dir), str(out_dir), "participant"])
-    lines = _header("nmflow_participant", cpus, PARTICIPANT_RESOURCES, slurm_dir / "logs" / "%x-%A-%a.out",
+    lines = sbatch_header("nmflow_participant", cpus, PARTICIPANT_RESOURCES, slurm_dir / "logs" / "%x-%A-%a.out",
                     [f"#SBATCH --array=0-{len(subjects) - 1}"])
     lines += _preamble(command, cwd, env or {})
     lines += [f"SUBJECTS=({' '.join(shlex.quote(s) for s in subjects)})",
@@ -158,7 +160,7 @@ def group_script(n_tasks: int, command: list[str], bids_dir: Path, out_dir: Path
     """
     slurm_dir = work_dir / "slurm"
     status = shlex.quote(str(slurm_dir / "participant_status.tsv"))
-    lines = _header("nmflow_group", cpus, GROUP_RESOURCES, slurm_dir / "logs" / "%x-%j.out", [])
+    lines = sbatch_header("nmflow_group", cpus, GROUP_RESOURCES, slurm_dir / "logs" / "%x-%j.out", [])
     lines += _preamble(command, cwd, env or {})
     lines += [f"ok=$(awk -F'\\t' 'NR > 1 && $3 == 0' {status} | wc -l)",
               f'echo "nmflow: $ok of {n_tasks} participant task(s) succeeded; the group level uses the '
