@@ -30,11 +30,6 @@ from nmflow.normative.crossfit import (MIN_TRAIN, TooFewControls, check_covariat
                                       too_few_controls)
 
 
-def variant_keys(variant: Variant) -> dict:
-    """The entities a model card records: atlas, seg, desc, meas."""
-    return {"atlas": variant.atlas, "seg": variant.seg, "desc": variant.desc, "meas": variant.meas}
-
-
 def find_feature_sets(s: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet], list[str]]:
     """Feature sets per variant (the relmats of ``lay``, a layout of ``OUT_DIR`` or None, then
     ``--timeseries-dir``, ``--connectivity-dir`` and ``--matrix-dir``: :mod:`nmflow.group.external`) and notes."""
@@ -129,7 +124,7 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
     except NmflowInputError as exc:
         raise NmflowInputError(s.participants_file, exc.problem) from None
     if card is not None:
-        sets = {v: fs for v, fs in sets.items() if all(card.get(k) == x for k, x in variant_keys(v).items())}
+        sets = {v: fs for v, fs in sets.items() if all(card.get(k) == x for k, x in v.card_entities.items())}
         if not sets:
             raise NmflowInputError(s.init_model, "no variant of these outputs matches the model "
                                    f"({', '.join(f'{k}={card.get(k)}' for k in ('atlas', 'seg', 'desc', 'meas'))})")

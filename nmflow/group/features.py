@@ -29,7 +29,6 @@ from nmflow.fileio import read_tsv
 from nmflow.group.motion import MEAN_FD
 
 
-
 @dataclass(frozen=True)
 class Variant:
     """One atlas (+ seg) x strategy x metric combination."""
@@ -40,10 +39,14 @@ class Variant:
     meas: str
 
     @property
+    def card_entities(self) -> dict:
+        """``atlas seg desc meas`` as a model card records them (None kept: an atlas without ``seg``)."""
+        return {"atlas": self.atlas, "seg": self.seg, "desc": self.desc, "meas": self.meas}
+
+    @property
     def entities(self) -> dict:
         """BIDS entities of the variant (None omitted)."""
-        return {k: v for k, v in (("atlas", self.atlas), ("seg", self.seg), ("desc", self.desc),
-                                  ("meas", self.meas)) if v is not None}
+        return {k: v for k, v in self.card_entities.items() if v is not None}
 
     @property
     def label(self) -> str:

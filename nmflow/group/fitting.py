@@ -42,12 +42,11 @@ def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: G
     model's features by name (:mod:`nmflow.normative.transfer`) and its
     scaler and covariate coding are kept.
     """
-    from nmflow.group.cohort import variant_keys
 
     folds = split.folds
     raw = vf.x
     if base is not None:
-        check_transferable(base.card, vf.regions, variant_keys(vf.variant), s.init_model)
+        check_transferable(base.card, vf.regions, vf.variant.card_entities, s.init_model)
         raw, n_unknown = map_features(raw, vf.names, list(base.card["feature_names"]))
         model_names = list(base.card["feature_names"])
     else:

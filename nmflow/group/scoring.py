@@ -190,11 +190,9 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
 
 def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str, final: TrainResult, regions,
           fold_loss, mean_loss) -> dict:
-    from nmflow.group.cohort import variant_keys
-
     variant = p.features.variant
     names = p.names
-    card = dict(variant_keys(variant), strategy=variant.desc, metric=variant.meas, atlas_regions=regions,
+    card = dict(variant.card_entities, strategy=variant.desc, metric=variant.meas, atlas_regions=regions,
                 feature_names=names, n_features=len(names), fisher_z=is_correlation(variant.meas),
                 harmonize=s.harmonize, covariates=list(s.covariates), covariate_coding=p.final.coder.to_dict(),
                 covariate_columns=p.final.coder.column_names,
