@@ -17,7 +17,7 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.bids_io import SPACE_ENTITIES
-from nmflow.fileio import load_npz, staged_folder
+from nmflow.fileio import load_npz
 from nmflow.interfaces.io import atlases_from_records, strategies_from_records
 from nmflow.participant.tables import (
     OUTLIERS_META, STRATEGIES_META, design_meta, relmat_tables, strategies_table, timeseries_tables,
@@ -56,7 +56,7 @@ class RunDerivatives(SimpleInterface):
     output_spec = _RunDerivativesOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.interfaces.derivatives import DerivativesDataSink
+        from nmflow.interfaces.derivatives import publisher
 
         inputs, cwd = self.inputs, Path(runtime.cwd)
         atlases = atlases_from_records(inputs.atlases)
@@ -66,15 +66,7 @@ class RunDerivatives(SimpleInterface):
         signals = load_npz(inputs.signals)[0]
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         written: list[str] = []
-        with staged_folder(inputs.out_dir) as stage:
-            def sink(in_file, meta=None, **entities) -> str:
-                extra = {"meta_dict": meta} if meta is not None else {}
-                result = DerivativesDataSink(base_directory=str(stage), in_file=str(in_file), **extra,
-                                             **entities).run()
-                files = [result.outputs.out_file] + ([result.outputs.out_meta] if meta is not None else [])
-                written.extend(str(Path(f).relative_to(stage)) for f in files)
-                return result.outputs.out_file
-
+        with publisher(inputs.out_dir, written) as sink:
             for strategy, design in zip(strategies, inputs.design_files):
                 sink(design, design_meta(strategy, list(inputs.sources)), suffix="design", desc=strategy.name,
                      **no_space)

@@ -46,9 +46,10 @@ built, not at CLI start-up.  niworkflows' index of TemplateFlow's home folder
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
-
 from unittest import mock
 
 import templateflow.api
@@ -56,6 +57,7 @@ from nipype.interfaces.base import File, InputMultiObject, isdefined, traits
 from templateflow.conf import TF_HOME
 
 from nmflow.bids_io import NMFLOW_BIDS_CONFIG
+from nmflow.fileio import staged_folder
 
 
 def _template_names() -> list[str]:
@@ -117,3 +119,22 @@ class VariantDerivativesSink(DerivativesDataSink):
             if value is not None:
                 setattr(self.inputs, name, value)
         return super()._run_interface(runtime)
+
+
+@contextlib.contextmanager
+def publisher(out_dir: str | Path, written: list[str], **defaults) -> Iterator:
+    """Publish one run's derivatives into ``out_dir`` all at once: yields ``sink(in_file, meta=None,
+    **entities) -> path``, which names ``in_file`` with :class:`DerivativesDataSink` (``defaults`` are
+    its inputs for every file) in a staging folder of ``out_dir`` and appends the files it wrote (and
+    their sidecars), relative to ``out_dir``, to ``written``.  They move into place when the block ends
+    without an exception (:func:`nmflow.fileio.staged_folder`): a failing run publishes nothing."""
+    with staged_folder(out_dir) as stage:
+        def sink(in_file, meta: dict | None = None, **entities) -> str:
+            extra = {"meta_dict": meta} if meta is not None else {}
+            result = DerivativesDataSink(base_directory=str(stage), in_file=str(in_file), **defaults, **extra,
+                                         **entities).run()
+            files = [result.outputs.out_file] + ([result.outputs.out_meta] if meta is not None else [])
+            written.extend(str(Path(f).relative_to(stage)) for f in files)
+            return result.outputs.out_file
+
+        yield sink

@@ -341,20 +341,15 @@ class PrepostDerivatives(SimpleInterface):
     output_spec = _DerivativesOutputSpec
 
     def _run_interface(self, runtime):
-        from nmflow.fileio import staged_folder
-        from nmflow.interfaces.derivatives import DerivativesDataSink
+        from nmflow.interfaces.derivatives import publisher
 
         i = self.inputs
         no_space = {k: v for k, v in i.entities.items() if k not in ("space", "res")}
         written: list[str] = []
         items = list(zip(i.files, i.metas, i.file_entities))
         items += [(f, None, e) for f, e in zip(i.figures, i.figure_entities)] + [(i.report, None, {"desc": "prepost"})]
-        with staged_folder(i.out_dir) as stage:
+        with publisher(i.out_dir, written, check_hdr=False) as sink:
             for path, meta, entities in items:
-                extra = {"meta_dict": meta} if meta is not None else {}
-                result = DerivativesDataSink(base_directory=str(stage), in_file=str(path), check_hdr=False, **extra,
-                                             **no_space, **entities).run()
-                files = [result.outputs.out_file] + ([result.outputs.out_meta] if meta is not None else [])
-                written.extend(str(Path(f).relative_to(stage)) for f in files)
+                sink(path, meta, **no_space, **entities)
         self._results["out_files"] = written
         return runtime
