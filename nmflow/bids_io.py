@@ -23,9 +23,10 @@ if TYPE_CHECKING:  # imported where used, as PyBIDS and nibabel: `nmflow fmripre
     import numpy as np
 
 NMFLOW_BIDS_CONFIG = Path(__file__).parent / "data" / "nmflow_bids_config.json"
+# the BIDS schema's entity order (tests/test_derivatives.py checks it against bidsschematools), then BEP017's meas
 ENTITY_ORDER = [("subject", "sub"), ("session", "ses"), ("task", "task"), ("acquisition", "acq"),
-                ("run", "run"), ("space", "space"), ("res", "res"), ("den", "den"), ("atlas", "atlas"),
-                ("segmentation", "seg"), ("desc", "desc"), ("meas", "meas")]
+                ("run", "run"), ("space", "space"), ("atlas", "atlas"), ("segmentation", "seg"), ("res", "res"),
+                ("den", "den"), ("desc", "desc"), ("meas", "meas")]
 SPACE_ENTITIES = ("space", "res", "den")  # where a run's data lie: left out of its key and of its per-run files
 CIFTI_SPACE = "fsLR"  # the --space of fMRIPrep's CIFTI dense time series
 

@@ -113,7 +113,7 @@ def run_outputs(sub: str) -> set[str]:
         files |= {f"{s}/func/{s}_task-rest_desc-{desc}_{k}.{e}" for k in ("design", "outliers") for e in ("tsv", "json")}
         files.add(f"{s}/figures/{s}_task-rest_desc-{desc}_bold.png")
         for seg in ("7n", "17n"):
-            stem = f"{s}/func/{s}_task-rest_space-fsLR_den-91k_atlas-Yeo2011_seg-{seg}_desc-{desc}"
+            stem = f"{s}/func/{s}_task-rest_space-fsLR_atlas-Yeo2011_seg-{seg}_den-91k_desc-{desc}"
             files |= {f"{stem}_{k}.{e}" for k in ("timeseries", "meas-pearson_relmat") for e in ("tsv", "json")}
     return files | {f"{s}/figures/{s}_task-rest_desc-wmcsf_design.png", f"{s}_task-rest.html",
                     f"{s}/func/{s}_task-rest_strategies.tsv", f"{s}/func/{s}_task-rest_strategies.json"}
@@ -206,7 +206,7 @@ def test_cifti_run_writes_exactly_the_expected_files(cifti_run):
 @pytest.mark.parametrize("n", [7, 17])
 def test_cifti_timeseries_are_the_means_of_the_labelled_grayordinates(cifti_run, n):
     out, stored = cifti_run["out"], cifti_run["stored"]
-    stem = out / "sub-01" / "func" / f"sub-01_task-rest_space-fsLR_den-91k_atlas-Yeo2011_seg-{n}n_desc-none"
+    stem = out / "sub-01" / "func" / f"sub-01_task-rest_space-fsLR_atlas-Yeo2011_seg-{n}n_den-91k_desc-none"
     table = read_tsv(Path(f"{stem}_timeseries.tsv"))
     labels = hcp_data(f"yeo{n}.npz")["map_all"]
     expected = reference_means(stored, labels, n)
@@ -228,7 +228,7 @@ def test_cifti_timeseries_are_the_means_of_the_labelled_grayordinates(cifti_run,
 
 def test_cifti_planted_fc_is_found_after_cleaning(cifti_run):
     stem = (cifti_run["out"] / "sub-01" / "func"
-            / "sub-01_task-rest_space-fsLR_den-91k_atlas-Yeo2011_seg-7n_desc-wmcsf_meas-pearson_relmat.tsv")
+            / "sub-01_task-rest_space-fsLR_atlas-Yeo2011_seg-7n_den-91k_desc-wmcsf_meas-pearson_relmat.tsv")
     nodes, matrix = read_relmat(stem)
     fp, dmn, vis, sm = (nodes.index(n) for n in (YEO7[5], YEO7[6], YEO7[0], YEO7[1]))
     assert matrix[fp, dmn] > 0.9  # the shared signal

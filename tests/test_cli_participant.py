@@ -25,7 +25,7 @@ from scipy import stats
 import nmflow
 from nmflow.networks import yeo_systems
 from helpers.participant import (
-    DATA, MINIMAL, SPACE_RES, TOP_LEVEL, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
+    DATA, MINIMAL, TOP_LEVEL, YEO7_8MM, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
     hashes, minimal_run_outputs, saved_config, participant_argv, read_confounds, read_json,
     read_relmat, read_tsv, report_figures, run_cli, run_files, tree, write_confounds,
 )
@@ -39,7 +39,7 @@ STRATEGIES = ["none", "simple", "gsr"]
 
 def _ts_path(out: Path, sub: str, atlas: str, desc: str) -> Path:
     seg = ATLASES[atlas][0]
-    name = f"sub-{sub}_task-rest_{SPACE_RES}_atlas-Yeo2011_{seg}_desc-{desc}_timeseries.tsv"
+    name = f"sub-{sub}_task-rest_space-MNI152NLin6Asym_atlas-Yeo2011_{seg}_res-8_desc-{desc}_timeseries.tsv"
     return out / f"sub-{sub}" / "func" / name
 
 
@@ -262,7 +262,7 @@ def test_older_confounds_regressors_name(tiny_dataset, tmp_path, capsys):
 def _check_run_outputs(out: Path, func_dir: str, stem: str, confounds: Path) -> None:
     """The per-run files of ``stem`` exist in ``func_dir`` and its outliers come from ``confounds``."""
     prefix = f"{func_dir}/{stem}"
-    atl = f"{prefix}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-simple"
+    atl = f"{prefix}_{YEO7_8MM}_desc-simple"
     expected = {f"{prefix}_desc-simple_{s}.{e}" for s in ("design", "outliers") for e in ("tsv", "json")}
     expected |= {f"{atl}_timeseries.tsv", f"{atl}_timeseries.json",
                  f"{atl}_meas-pearson_relmat.tsv", f"{atl}_meas-pearson_relmat.json"}
@@ -308,7 +308,7 @@ def test_multi_run_dataset(tiny_dataset, tmp_path, capsys):
     for run in ("1", "2"):
         _check_run_outputs(out, "sub-01/func", f"sub-01_task-rest_run-{run}",
                            func / f"sub-01_task-rest_run-{run}_desc-confounds_timeseries.tsv")
-    ts = {run: read_tsv(out / f"sub-01/func/sub-01_task-rest_run-{run}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_"
+    ts = {run: read_tsv(out / f"sub-01/func/sub-01_task-rest_run-{run}_{YEO7_8MM}_"
                               "desc-simple_timeseries.tsv").to_numpy(float) for run in ("1", "2")}
     assert ts["1"].shape == ts["2"].shape and not np.allclose(ts["1"], ts["2"])
 
@@ -496,7 +496,7 @@ def test_config_file_keys_are_flag_names_and_flags_override(tiny_dataset, tmp_pa
     rc, _, err = run_cli([out if a is None else a for a in base], capsys)
     assert rc == 0, err
     relmats = sorted(p for p in tree(out) if p.endswith("_relmat.tsv"))
-    assert relmats == [f"sub-01/func/sub-01_task-rest_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-simple_"
+    assert relmats == [f"sub-01/func/sub-01_task-rest_{YEO7_8MM}_desc-simple_"
                        "meas-spearman_relmat.tsv"]
     ts = read_tsv(out / relmats[0].replace("_meas-spearman_relmat", "_timeseries")).to_numpy(float)
     _, mat = read_relmat(out / relmats[0])

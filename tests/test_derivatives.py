@@ -29,9 +29,9 @@ def _sink(tmp_path: Path, name: str = "table.tsv", **inputs):
 
 @pytest.mark.parametrize("inputs, expected", [
     ({**RUN, **YEO17, "desc": "gsr", "meas": "pearson", "suffix": "relmat"},
-     "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_res-2_atlas-Yeo2011_seg-17nThick_desc-gsr_meas-pearson_relmat.tsv"),
+     "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Yeo2011_seg-17nThick_res-2_desc-gsr_meas-pearson_relmat.tsv"),
     ({**RUN, **YEO17, "desc": "simple", "suffix": "timeseries"},
-     "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_res-2_atlas-Yeo2011_seg-17nThick_desc-simple_timeseries.tsv"),
+     "sub-01/func/sub-01_task-rest_space-MNI152NLin6Asym_atlas-Yeo2011_seg-17nThick_res-2_desc-simple_timeseries.tsv"),
     ({"subject": "01", "session": "2", "task": "rest", "acquisition": "fast", "run": "01", "desc": "gsr",
       "suffix": "design"},
      "sub-01/ses-2/func/sub-01_ses-2_task-rest_acq-fast_run-01_desc-gsr_design.tsv"),
@@ -122,3 +122,26 @@ def test_standard_spaces_listed_without_indexing_templateflow_match_its_index():
     assert DerivativesDataSink._standard_spaces == STANDARD_SPACES
     assert sorted(STANDARD_SPACES) == sorted(templateflow.api.templates())
     assert "MNI152NLin6Asym" in STANDARD_SPACES
+
+
+def test_entity_order_is_the_bids_schema_order():
+    """Output names put the entities in the BIDS schema's order (bidsschematools), BEP017's meas and stat
+    last; the path patterns of nmflow's PyBIDS config follow it too."""
+    import json
+    import re
+
+    from bidsschematools.schema import load_schema
+
+    from nmflow.bids_io import ENTITY_ORDER, NMFLOW_BIDS_CONFIG
+
+    schema = list(load_schema().rules.entities)
+    ours = [long for long, _ in ENTITY_ORDER if long in schema or {"res": "resolution", "den": "density",
+                                                                    "desc": "description"}.get(long) in schema]
+    full = [{"res": "resolution", "den": "density", "desc": "description"}.get(e, e) for e in ours]
+    assert full == sorted(full, key=schema.index)
+    assert [long for long, _ in ENTITY_ORDER][-1] == "meas"
+    config = json.loads(NMFLOW_BIDS_CONFIG.read_text())
+    for pattern in config["default_path_patterns"][:3]:
+        keys = re.findall(r"\[_(\w+)-\{", pattern)
+        assert [k for k in keys if k not in ("meas", "stat")] == ["ses", "task", "acq", "run", "space", "atlas",
+                                                                  "seg", "res", "den", "desc"]

@@ -44,7 +44,7 @@ def e2e(real_atlas_dir, tmp_path_factory):
 
 def _ts(out: Path, sub: str, atlas: str, desc: str) -> Path:
     return (out / f"sub-{sub}" / "func" /
-            f"sub-{sub}_task-rest_space-MNI152NLin6Asym_res-4_atlas-Yeo2011_{ATLASES[atlas][0]}_desc-{desc}_timeseries.tsv")
+            f"sub-{sub}_task-rest_space-MNI152NLin6Asym_atlas-Yeo2011_{ATLASES[atlas][0]}_res-4_desc-{desc}_timeseries.tsv")
 
 
 def test_outputs_are_exactly_the_expected_files(e2e):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers.browser import load_page, missing_links, screenshot
 from helpers.participant import (
-    SPACE_RES, copy_subjects, participant_argv, read_confounds, read_relmat, run_cli, tree, write_confounds,
+    YEO7_8MM, copy_subjects, participant_argv, read_confounds, read_relmat, run_cli, tree, write_confounds,
 )
 
 from nmflow.reports.participant import dvars, qc_table
@@ -74,7 +74,7 @@ def test_report_renders_in_chromium_with_every_section_and_matrix(gsr_fails_for_
     # the matrix the page draws is the published relmat
     data = [json.loads(html.unescape(m)) for m in re.findall(r"data-fc='([^']+)'", report.read_text())]
     kendall = next(d for d in data if d["unit"] == "kendall")
-    relmat = out / "sub-02" / "func" / (f"sub-02_task-rest_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-gsr_"
+    relmat = out / "sub-02" / "func" / (f"sub-02_task-rest_{YEO7_8MM}_desc-gsr_"
                                        "meas-kendall_relmat.tsv")
     names, matrix = read_relmat(relmat)
     assert kendall["labels"] == names

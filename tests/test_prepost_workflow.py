@@ -19,7 +19,7 @@ from nmflow.simulate.prepost import PrepostSimulationSettings, simulate_prepost_
 SETTINGS = PrepostSimulationSettings(n_controls=3, n_patients=1, n_volumes=240, effect=4.0, common_effect=2.0,
                                      n_changed=2, n_common=1, seed=0)
 ONSET = 120.0  # the middle of 240 volumes at TR 1 s
-ATLAS = "space-MNI152NLin6Asym_res-8_atlas-Yeo2011_seg-17nThick"
+ATLAS = "space-MNI152NLin6Asym_atlas-Yeo2011_seg-17nThick_res-8"
 METRICS = ("pearson", "lwcorrelation", "spearman", "kendall")
 
 

@@ -1,11 +1,11 @@
 """niworkflows' ``DerivativesDataSink`` with nmflow's BIDS config (``nmflow/data/nmflow_bids_config.json``).
 
-The config knows the entities ``sub ses task acq run space res den atlas seg desc
+The config knows the entities ``sub ses task acq run space atlas seg res den desc
 meas stat`` (plus ``datatype``, ``suffix``, ``extension``) and the path
 patterns of every nmflow derivative, in this entity order:
 
-* ``sub-<s>[/ses-<x>]/func/sub-<s>[_ses-..][_task-..][_acq-..][_run-..][_space-..][_res-..][_den-..]``
-  ``[_atlas-..][_seg-..][_desc-..][_meas-..][_stat-..]_<suffix>.tsv|.json`` for the suffixes
+* ``sub-<s>[/ses-<x>]/func/sub-<s>[_ses-..][_task-..][_acq-..][_run-..][_space-..][_atlas-..][_seg-..]``
+  ``[_res-..][_den-..][_desc-..][_meas-..][_stat-..]_<suffix>.tsv|.json`` (the BIDS schema's order) for the suffixes
   ``timeseries relmat design outliers events segments``, and ``.nii.gz|.json`` for ``statmap``;
 * ``sub-<s>/figures/<same name>_<suffix>.png|.svg|.html`` for ``bold relmat connectome design
   segments statmap`` (``datatype="figures"``);

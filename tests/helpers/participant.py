@@ -22,6 +22,8 @@ from nmflow.cli.main import main
 
 DATA = Path(__file__).parents[1] / "data"
 SPACE_RES = "space-MNI152NLin6Asym_res-8"
+# an output of the toy 8 mm atlas: entities in the BIDS schema order (space, atlas, seg, res, desc, ...)
+YEO7_8MM = "space-MNI152NLin6Asym_atlas-Yeo2011_seg-7nThin_res-8"
 BOLD_SUFFIX = f"{SPACE_RES}_desc-preproc_bold.nii.gz"
 MASK_SUFFIX = f"{SPACE_RES}_desc-brain_mask.nii.gz"
 CONFOUNDS_SUFFIX = "desc-confounds_timeseries.tsv"
@@ -108,7 +110,7 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     (the design figure only for a strategy that regresses confounds)."""
     s = f"sub-{sub}"
     pre = f"{s}/func/{s}_task-rest"
-    atl = f"{pre}_{SPACE_RES}_atlas-Yeo2011_seg-7nThin_desc-{desc}"
+    atl = f"{pre}_{YEO7_8MM}_desc-{desc}"
     return {
         f"{s}/figures/{s}_task-rest_atlas-Yeo2011_seg-7nThin_desc-{desc}_connectome.png",
         f"{s}/figures/{s}_task-rest_desc-{desc}_bold.png",
