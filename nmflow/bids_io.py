@@ -249,15 +249,18 @@ def derivative_path(out_dir: str | Path, entities: dict, suffix: str, extension:
 
 
 def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
-    """``dataset_description.json`` with GeneratedBy and the source dataset."""
+    """``dataset_description.json`` with GeneratedBy, the source dataset and ``DatasetLinks``
+    (``preprocessed``: the input, which the sidecars' ``Sources`` name as ``bids:preprocessed:<path>``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    uri = Path(os.path.abspath(source)).as_uri()
     desc = {
         "Name": "nmflow derivatives",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "nmflow", "Version": __version__}],
-        "SourceDatasets": [{"URL": Path(os.path.abspath(source)).as_uri()}],
+        "SourceDatasets": [{"URL": uri}],
+        "DatasetLinks": {"preprocessed": uri},  # the dataset of the sidecars' bids:preprocessed:... Sources
     }
     atomic_write_text(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
 

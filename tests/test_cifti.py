@@ -217,8 +217,8 @@ def test_cifti_timeseries_are_the_means_of_the_labelled_grayordinates(cifti_run,
     assert table.iloc[:, low].isna().all().all()  # written n/a
     meta = read_json(Path(f"{stem}_timeseries.json"))
     assert meta["RepetitionTime"] == TR  # from the .dtseries.json sidecar, not the header's 1 s step
-    assert meta["Sources"] == ["bids:preprocessed:sub-01_task-rest_space-fsLR_den-91k_bold.dtseries.nii",
-                               "bids:preprocessed:sub-01_task-rest_desc-confounds_timeseries.tsv"]
+    assert meta["Sources"] == ["bids:preprocessed:sub-01/func/sub-01_task-rest_space-fsLR_den-91k_bold.dtseries.nii",
+                               "bids:preprocessed:sub-01/func/sub-01_task-rest_desc-confounds_timeseries.tsv"]
     assert meta["VolumesKept"] == N_VOLUMES
     nodes, matrix = read_relmat(Path(f"{stem}_meas-pearson_relmat.tsv"))
     assert nodes == names

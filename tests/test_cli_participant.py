@@ -165,6 +165,11 @@ def test_dataset_description_and_saved_config(full_run):
     assert desc["DatasetType"] == "derivative"
     assert desc["GeneratedBy"][0]["Name"] == "nmflow"
     assert desc["GeneratedBy"][0]["Version"] == nmflow.__version__
+    assert desc["DatasetLinks"]["preprocessed"] == Path(full_run["fmriprep"]).absolute().as_uri()
+    sidecar = read_json(next((full_run["out"] / "sub-01" / "func").glob("*_desc-simple_design.json")))
+    for uri in sidecar["Sources"]:  # bids:preprocessed:<path inside the input dataset>
+        assert uri.startswith("bids:preprocessed:sub-01/func/sub-01_task-rest")
+        assert (Path(full_run["fmriprep"]) / uri.removeprefix("bids:preprocessed:")).is_file()
     config = yaml.safe_load(saved_config(full_run["out"]).read_text())
     assert config["atlas"] == ["yeo17thick", "yeo7thin"]
     assert config["denoise"] == ["none", "simple", "gsr"]

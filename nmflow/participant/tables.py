@@ -54,8 +54,16 @@ def key(*parts: str) -> str:
 
 
 def sources(bold: str, mask: str | None, confounds: str) -> list[str]:
-    """BIDS URIs (``bids:preprocessed:<file name>``) of a run's input files, for ``Sources`` (no mask: CIFTI)."""
-    return [f"bids:preprocessed:{Path(p).name}" for p in (bold, mask, confounds) if p]
+    """BIDS URIs (``bids:preprocessed:sub-<s>/[ses-<x>/]func/<name>``, ``preprocessed`` being the input
+    dataset named in ``DatasetLinks``) of a run's input files, for ``Sources`` (no mask: CIFTI)."""
+    return [f"bids:preprocessed:{_dataset_relative(p)}" for p in (bold, mask, confounds) if p]
+
+
+def _dataset_relative(path: str) -> str:
+    """``path`` from its ``sub-<label>`` folder on (the path inside the BIDS dataset), else its name."""
+    parts = Path(path).parts
+    subject = [k for k, part in enumerate(parts[:-1]) if part.startswith("sub-")]
+    return "/".join(parts[subject[-1]:]) if subject else Path(path).name
 
 
 def design_meta(strategy: Strategy, source_uris: list[str]) -> dict:
