@@ -248,6 +248,14 @@ def derivative_path(out_dir: str | Path, entities: dict, suffix: str, extension:
     return folder / "func" / bids_name(entities, suffix, extension)
 
 
+# what the BIDS specification cannot name yet (BEP017 time series and connectivity, nmflow's QC tables and
+# reports, the group level): the BIDS validator skips these paths
+BIDSIGNORE = ("*_timeseries.tsv", "*_timeseries.json", "*_relmat.tsv", "*_relmat.json", "*_design.tsv",
+              "*_design.json", "*_outliers.tsv", "*_outliers.json", "*_strategies.tsv", "*_strategies.json",
+              "*_events.tsv", "*_events.json", "*_segments.tsv", "*_segments.json", "*_statmap.nii.gz",
+              "*_statmap.json", "*.html", "figures/", "group/", "logs/")
+
+
 def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
     """``dataset_description.json`` with GeneratedBy, the source dataset and ``DatasetLinks``
     (``preprocessed``: the input, which the sidecars' ``Sources`` name as ``bids:preprocessed:<path>``)."""
@@ -263,6 +271,7 @@ def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
         "DatasetLinks": {"preprocessed": uri},  # the dataset of the sidecars' bids:preprocessed:... Sources
     }
     atomic_write_text(out_dir / "dataset_description.json", json.dumps(desc, indent=2))
+    atomic_write_text(out_dir / ".bidsignore", "".join(f"{pattern}\n" for pattern in BIDSIGNORE))
 
 
 def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None:

@@ -288,8 +288,8 @@ CALL_ROWS = {
     "strategy pattern not a regex": Row(_strategy("name: mine\nconfounds: ['csf(']\n"), "strategy",
                                         ("confound pattern 'csf(' is not a regular expression",)),
     "BIDS filter file not JSON": Row(_filter_file, "filter", ("BIDS filter file is not valid JSON",)),
-    "no run for the participant label": Row(lambda ctx: ctx.update(args=["--participant-label", "99"]), "fmriprep",
-                                            ("no desc-preproc_bold runs found", "99")),
+    "participant label not in the dataset": Row(lambda ctx: ctx.update(args=["--participant-label", "99"]), "fmriprep",
+                                                ("--participant-label: 1 participant(s) not found: sub-99",)),
     "every run's sidecar broken": Row(_every_sidecar_broken, "sidecar", ("sidecar is not valid JSON",),
                                       finishes="no run; the summary counts 0 of 2 run(s) done"),
 }

@@ -199,7 +199,7 @@ def cifti_run(tmp_path_factory):
 def test_cifti_run_writes_exactly_the_expected_files(cifti_run):
     assert cifti_run["rc"] == 0, cifti_run["stderr"]
     assert "1 of 1 run(s) done" in cifti_run["stdout"]
-    top = {"dataset_description.json", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
+    top = {"dataset_description.json", ".bidsignore", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
     assert tree(cifti_run["out"]) == run_outputs("01") | top
 
 

@@ -9,6 +9,7 @@ config file.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -69,7 +70,7 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 3)
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 4)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
@@ -170,6 +171,11 @@ def test_dataset_description_and_saved_config(full_run):
     for uri in sidecar["Sources"]:  # bids:preprocessed:<path inside the input dataset>
         assert uri.startswith("bids:preprocessed:sub-01/func/sub-01_task-rest")
         assert (Path(full_run["fmriprep"]) / uri.removeprefix("bids:preprocessed:")).is_file()
+    ignored = (full_run["out"] / ".bidsignore").read_text().split()
+    outside = [f for f in tree(full_run["out"]) if f not in ("dataset_description.json", ".bidsignore")
+               and not any(fnmatch.fnmatch(Path(f).name, p) or f.startswith(p) or f"/{p}" in f"/{f}"
+                           for p in ignored)]
+    assert outside == []  # every output BIDS cannot name yet is declared
     config = yaml.safe_load(saved_config(full_run["out"]).read_text())
     assert config["atlas"] == ["yeo17thick", "yeo7thin"]
     assert config["denoise"] == ["none", "simple", "gsr"]

@@ -106,7 +106,8 @@ def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset,
     assert list(failures) == ["sub-01_task-rest"]
     assert "planted failure" in failures["sub-01_task-rest"]
     assert any(p.endswith("_timeseries.tsv") for p in staged), staged  # the sinks did write, into staging
-    assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL - {"dataset_description.json", "logs/nmflow-participant-<call>.yml"}
+    assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL - {"dataset_description.json", ".bidsignore",
+                                                                 "logs/nmflow-participant-<call>.yml"}
     citation = (out / "logs" / "CITATION.md").read_text()
     for words in ("*simple*", "`atlas-Yeo2011_seg-7nThin`", "`meas-pearson`", "Yeo BTT", "Nipype"):
         assert words in citation

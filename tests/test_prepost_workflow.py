@@ -77,7 +77,7 @@ def test_participant_outputs_and_values(participant):
     views = {p for p in written if p.endswith("_statmap.html")}
     calls = {p for p in written if p.startswith("logs/nmflow-participant-") and p.endswith(".yml")}
     expected = set().union(*(_run_outputs(f"{k:02d}") for k in range(1, 5)))
-    expected |= {"dataset_description.json", "logs/CITATION.md"}
+    expected |= {"dataset_description.json", ".bidsignore", "logs/CITATION.md"}
     assert written - views - calls == expected and len(calls) == 1
     for sub, source in (("02", "--stimulus-onset"), ("04", "sub-04_task-rest_events.tsv")):
         path = participant / f"sub-{sub}" / "func" / f"sub-{sub}_task-rest_desc-stimulus_events"

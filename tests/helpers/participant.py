@@ -124,7 +124,7 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     }
 
 
-TOP_LEVEL = {"dataset_description.json", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
+TOP_LEVEL = {"dataset_description.json", ".bidsignore", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
 
 
 def hashes(root: Path, pattern: str = "*.tsv") -> dict[str, str]:
