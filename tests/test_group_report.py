@@ -77,7 +77,8 @@ def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
     require_chromium()
     group = study / "out" / "group"
     pages = {group / "group_report.html": ["cohort", "motion", "calibration", "deviations", "flagged",
-                                           "single-cases", "ranking", "combat", "notes", "subjects"],
+                                           "single-cases", "ranking", "combat", "notes", "subjects", "methods",
+                                           "about"],
              group / "patients" / "sub-25.html": ["caution", "overall", "matrix", "extremes", "single-case",
                                                   "motion"]}
     for page, _ in _rendered(pages):
@@ -87,6 +88,8 @@ def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
     # every existing participant report is linked, relative to the group folder; sub-40 has none
     assert dom.count('href="../sub-') == 39 and 'href="../sub-40_' not in dom
     assert 'href="patients/sub-25.html"' in dom
+    citation = (group / "CITATION.md").read_text()  # the Methods section is the call's methods text
+    assert "cross-fitted over" in citation and "cross-fitted over" in dom and "Crawford JR, Howell DC" in dom
     atlas = (group / "figures" / "connectome_0.html").exists()
     assert ('src="figures/connectome_0.html"' in dom) == atlas  # interactive when the atlas image is found
     assert ('src="figures/connectome.png"' in dom) == (not atlas)

@@ -25,6 +25,7 @@ class _GroupReportInputSpec(CohortStepInputSpec):
     features = InputMultiObject(File(exists=True), mandatory=True, desc="every variant's features (NPZ)")
     motion = File(exists=True, mandatory=True, desc="motion per run and strategy (TSV + NPZ)")
     reports = traits.List(traits.Str, desc="participant reports of the cohort (names in OUT_DIR)")
+    methods = traits.Str("", usedefault=True, desc="methods text of the call (Markdown, with references)")
 
 
 class _GroupReportOutputSpec(TraitedSpec):
@@ -126,7 +127,8 @@ class GroupReport(SimpleInterface):
         folder.mkdir()
         networks = network_assignment(s, shown, variant.scored, split.folds.reference)
         data = ReportData(table, split.folds, variant, selection, list(self.inputs.messages),
-                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s, networks)
+                          _full(self.inputs.motion), list(self.inputs.reports), strategies, s, networks,
+                          self.inputs.methods)
         write_group_report(folder, data)
         self._results["report_dir"] = str(folder)
         return runtime

@@ -74,7 +74,8 @@ class ReportData:
     ``(n_subjects, n_features)`` of each denoising strategy of the shown
     variant's atlas and metric (for QC-FC), ``settings`` the
     :class:`~nmflow.group.settings.GroupSettings`, ``networks`` the network
-    of each region of the shown variant.
+    of each region of the shown variant, ``methods`` the call's methods
+    text (Markdown, with references).
     """
 
     table: pd.DataFrame
@@ -87,6 +88,7 @@ class ReportData:
     strategies: dict[str, np.ndarray]
     settings: object
     networks: Assignment
+    methods: str = ""
 
     @cached_property
     def single_cases(self) -> dict[str, pd.DataFrame]:
@@ -150,8 +152,33 @@ def write_group_report(folder: Path, d: ReportData) -> Path:
     if s.harmonize == "combat" and d.table["site"].nunique() > 1:
         sections.append(_combat(d, figures))
     sections += [Section("notes", "Notes", bullet_list(d.messages + sc.messages, "No notes.")),
-                 _subjects(d, pages)]
+                 _subjects(d, pages), _methods(d), _about()]
     return render_page(folder / "group_report.html", "nmflow group report", sections, lead)
+
+
+def _methods(d: ReportData) -> Section:
+    from nmflow.reports.participant import markdown_html
+
+    return Section("methods", "Methods").add(
+        markdown_html(d.methods) if d.methods else paragraph("No methods text was given.", "none"),
+        paragraph("The same text is in group/CITATION.md (the participant level's in logs/CITATION.md); every "
+                  "option of the call is in logs/nmflow-group-*.yml."))
+
+
+def _about() -> Section:
+    """Versions of the software that made the report (no date or path: a rerun gives the same page)."""
+    import platform
+
+    import numpy
+    import scipy
+    import torch
+
+    from nmflow import __version__
+
+    versions = {"nmflow": __version__, "PyTorch": torch.__version__, "NumPy": numpy.__version__,
+                "SciPy": scipy.__version__, "pandas": pd.__version__, "Python": platform.python_version()}
+    return Section("about", "About").add(table(pd.DataFrame({"software": list(versions),
+                                                           "version": list(versions.values())})))
 
 
 ROLES = {"reference": ("held-out control", "held-out controls"),

@@ -28,7 +28,7 @@ from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
-from nmflow.workflows.boilerplate import group_desc
+from nmflow.workflows.boilerplate import group_desc, references
 from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
 COHORT = ("bids_dir", "participants", "group_column", "site_column", "covariates")
@@ -77,7 +77,7 @@ def stage_labels(s: GroupSettings) -> dict[str, str]:
 def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
-    wf.__desc__ = group_desc(s)
+    wf.__desc__ = methods = group_desc(s)
     nodes = {}
 
     def node(interface, name: str, iterfield: list[str] | None = None, **kwargs):
@@ -99,7 +99,7 @@ def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
     tests = node(GroupTests, "group_tests", ["scored"])
     single = node(SingleCases, "single_case", ["scored"])
     select = node(SelectVariants, "select")
-    report = node(GroupReport, "report")
+    report = node(GroupReport, "report", methods=methods + references(methods))
     cohort_steps = [split, harmonize, train, score, tests, single, select, report]
     for step in cohort_steps:
         wf.connect(collect, "subjects", step, "subjects")
