@@ -596,3 +596,19 @@ def test_without_a_work_folder_nothing_is_left_in_the_temporary_folder(tiny_data
     assert rc == 0, err
     assert list((tmp_path / "out").glob("sub-01/func/*_relmat.tsv"))
     assert list(scratch.iterdir()) == []
+
+
+def test_a_strategy_skipped_everywhere_is_one_warning_naming_its_runs(capsys):
+    from nmflow.workflows.participant import print_summary
+
+    reason = ("confound column 'aroma_motion_\\d+' needed by strategy 'aroma' is absent (fMRIPrep's ICA-AROMA "
+              "regressors: run fMRIPrep < 23.1 with --use-aroma, or fMRIPost-AROMA)")
+    skipped = {f"sub-{k:02d}_task-rest": [f"/data/sub-{k:02d}/func/sub-{k:02d}_task-rest_desc-confounds_timeseries.tsv: "
+                                          f"{reason}"] for k in range(1, 13)}
+    skipped["sub-03_task-rest"].append("only 41 volumes left after censoring with strategy 'scrubbing'")
+    assert print_summary(Path("out"), 12, [], {}, skipped) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"nmflow: warning: strategy skipped in 12 run(s) (sub-01_task-rest, sub-02_task-rest, "
+                   f"sub-03_task-rest, sub-04_task-rest, sub-05_task-rest, ...): {reason}",
+                   "nmflow: warning: strategy skipped in 1 run(s) (sub-03_task-rest): only 41 volumes left after "
+                   "censoring with strategy 'scrubbing'"]

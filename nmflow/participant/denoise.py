@@ -113,13 +113,22 @@ def numeric_columns(table: pd.DataFrame, columns: list[str], source: str | Path 
     return values
 
 
+# where the confound columns that fMRIPrep writes only on request come from
+CONFOUND_ORIGINS = {
+    "aroma_motion": "fMRIPrep's ICA-AROMA regressors: run fMRIPrep < 23.1 with --use-aroma, or fMRIPost-AROMA",
+    "a_comp_cor": "fMRIPrep's anatomical CompCor components",
+}
+
+
 def select_confounds(table: pd.DataFrame, strategy: Strategy, source: str | Path | None = None) -> pd.DataFrame:
     """Columns of ``table`` matched by the strategy's patterns, NaNs filled with the column mean."""
     columns = []
     for pattern in strategy.confounds:
         matched = [c for c in table.columns if re.fullmatch(pattern, str(c))]
         if not matched:
-            raise StrategyError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is absent")
+            hint = next((f" ({words})" for prefix, words in CONFOUND_ORIGINS.items() if pattern.startswith(prefix)), "")
+            raise StrategyError(source, f"confound column {pattern!r} needed by strategy {strategy.name!r} is "
+                                        f"absent{hint}")
         columns += [c for c in matched if c not in columns]
     design = numeric_columns(table, columns, source)
     return design.fillna(design.mean()).fillna(0.0)

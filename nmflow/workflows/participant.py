@@ -206,12 +206,24 @@ def print_summary(out_dir: Path, n_done: int, problems: list[str], failures: dic
     print(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
           + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
           + f" -> {out_dir}")
-    for key, lines in skipped.items():
-        for line in lines:
-            print(f"nmflow: warning: {key}: strategy skipped: {line}", file=sys.stderr)
+    for reason, keys in skip_reasons(skipped).items():
+        print(f"nmflow: warning: strategy skipped in {len(keys)} run(s) ({', '.join(keys[:5])}"
+              f"{', ...' if len(keys) > 5 else ''}): {reason}", file=sys.stderr)
     for key, message in failures.items():
         print(f"nmflow: error: {key}: {message}", file=sys.stderr)
     return 1 if failures or problems or skipped else 0
+
+
+def skip_reasons(skipped: dict[str, list[str]]) -> dict[str, list[str]]:
+    """``{reason: [run_key, ...]}``: one line per distinct reason, whatever the number of runs (a strategy
+    whose confounds fMRIPrep did not write is skipped in every run for the same reason).  The reason is the
+    skip line without the run's file name."""
+    out: dict[str, list[str]] = {}
+    for key, lines in skipped.items():
+        for line in lines:
+            reason = re.sub(r"^\S*\.(tsv|json|nii(\.gz)?): ", "", line)
+            out.setdefault(reason, []).append(key)
+    return out
 
 
 def skipped_strategies(runs: list[Run], work_dir: Path, failed: dict[str, str]) -> dict[str, list[str]]:
