@@ -64,8 +64,16 @@ def single_cases(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
     log_global = np.log(ae.globals["mean_sq_z"].to_numpy())[:, None]
     overall = single_case_table(log_global[folds.patients], log_global[folds.reference], ids, ["global"],
                                 s.alpha, "raw")
-    single = pd.concat([overall, single]).sort_values("participant_id", kind="stable", ignore_index=True)
-    single.insert(1, "group", table["group"].reindex([i[4:] for i in single.participant_id]).to_numpy())
+    features = ["global", *sc.names]
+    for frame in (overall, single):  # one set of categories: the concatenation stays categorical
+        frame["feature"] = frame["feature"].cat.set_categories(features)
+    n_cases, n_features = len(ids), len(sc.names)
+    order = np.empty((n_cases, n_features + 1), dtype=np.int64)  # each patient: its global row, then its features
+    order[:, 0] = np.arange(n_cases)
+    order[:, 1:] = n_cases + np.arange(n_cases * n_features).reshape(n_cases, n_features)
+    single = pd.concat([overall, single], ignore_index=True).iloc[order.ravel()].reset_index(drop=True)
+    groups = table["group"].to_numpy(dtype=str)[folds.patients]
+    single.insert(1, "group", pd.Categorical(np.repeat(groups, n_features + 1)))
     return single
 
 

@@ -23,9 +23,14 @@ from nmflow.normative.model import TrainResult
 
 
 def frame_arrays(prefix: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Columns of ``frame`` as arrays under ``prefix/<column>`` (text columns as unicode; no object arrays)."""
+    """Columns of ``frame`` as arrays under ``prefix/<column>`` (text columns as unicode, categorical ones as
+    their codes and ``prefix/<column>/categories``; no object arrays)."""
     out = {}
     for name, column in frame.items():
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            out[f"{prefix}/{name}"] = column.cat.codes.to_numpy()
+            out[f"{prefix}/{name}/categories"] = column.cat.categories.to_numpy().astype(str)
+            continue
         values = column.to_numpy()
         out[f"{prefix}/{name}"] = values.astype(str) if values.dtype == object else values
     return out
@@ -33,8 +38,14 @@ def frame_arrays(prefix: str, frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 def arrays_frame(prefix: str, arrays: dict[str, np.ndarray], columns: list[str]) -> pd.DataFrame:
     """Inverse of :func:`frame_arrays` (``columns`` gives the order)."""
-    return pd.DataFrame({c: arrays[f"{prefix}/{c}"].astype(object) if arrays[f"{prefix}/{c}"].dtype.kind == "U"
-                         else arrays[f"{prefix}/{c}"] for c in columns})
+    out = {}
+    for c in columns:
+        values = arrays[f"{prefix}/{c}"]
+        if f"{prefix}/{c}/categories" in arrays:
+            out[c] = pd.Categorical.from_codes(values, arrays[f"{prefix}/{c}/categories"].tolist())
+        else:
+            out[c] = values.astype(object) if values.dtype.kind == "U" else values
+    return pd.DataFrame(out)
 
 
 def record_subjects(path: str | Path) -> list[str]:

@@ -214,7 +214,8 @@ def single_case_table(
     -------
     DataFrame
         ``participant_id feature n_controls df t p q p_fwe flagged`` with
-        ``n_cases * n_features`` rows.
+        ``n_cases * n_features`` rows, case by case (``participant_id`` and
+        ``feature`` categorical).
 
     Notes
     -----
@@ -237,9 +238,10 @@ def single_case_table(
     at_least = maxima.size - np.searchsorted(maxima, np.abs(t), side="left")
     p_fwe = np.where(np.isfinite(t), (1 + at_least) / (maxima.size + 1), np.nan)
     flagged = {"maxt": p_fwe, "fdr": q, "raw": p}[rule] < alpha
-    n_features = len(feature_names)
-    return pd.DataFrame({
-        "participant_id": np.repeat(case_ids, n_features), "feature": np.tile(feature_names, len(case_ids)),
+    n_cases, n_features = len(case_ids), len(feature_names)
+    return pd.DataFrame({  # labels as categories: 16 million rows at 400 regions and 200 patients
+        "participant_id": pd.Categorical.from_codes(np.repeat(np.arange(n_cases), n_features), list(case_ids)),
+        "feature": pd.Categorical.from_codes(np.tile(np.arange(n_features), n_cases), list(feature_names)),
         "n_controls": len(controls), "df": df, "t": t.ravel(), "p": p.ravel(), "q": q.ravel(),
         "p_fwe": p_fwe.ravel(), "flagged": flagged.ravel(),
     })
