@@ -69,6 +69,17 @@ def _cell_not_a_number(text: str) -> str:
     return "\n".join([lines[0], "\t".join(cells), *lines[2:]]) + "\n"
 
 
+def _cell_set(value: str, symmetric: bool):
+    """Put ``value`` in row 2, column 3 of the matrix (and at its mirror cell when ``symmetric``)."""
+    def change(text: str) -> str:
+        rows = [line.split("\t") for line in text.splitlines()]
+        rows[1][3] = value  # region 1 x region 3 (column 0 holds the names)
+        if symmetric:
+            rows[3][2] = value
+        return "\n".join("\t".join(r) for r in rows) + "\n"
+    return change
+
+
 def _last_region_dropped(text: str) -> str:
     return "\n".join(line.rsplit("\t", 1)[0] for line in text.splitlines()[:-1]) + "\n"
 
@@ -144,6 +155,10 @@ GROUP_ROWS = {
     "relmat without its node column": Row(_relmat(lambda text: text.replace("node", "region", 1)), "relmat",
                                           ("'node' column",)),
     "relmat of other regions": Row(_relmat(_last_region_dropped), "relmat", ("regions differ",)),
+    "relmat holding inf": Row(_relmat(_cell_set("inf", symmetric=True)), "relmat",
+                              ("infinite value off the diagonal (regions",)),
+    "relmat not symmetric": Row(_relmat(_cell_set("0.123", symmetric=False)), "relmat",
+                                ("not symmetric: largest asymmetry",)),
     "model weights corrupt": Row(_model(change_weights=lambda b: b[:-40]), "model", ("do not match their card",)),
     "model card not JSON": Row(_model(change_card=lambda t: t[:-5]), "card", ("model card is not valid JSON",)),
     "model of another atlas": Row(_model(change_card=lambda t: json.dumps(dict(json.loads(t), seg="17nThick"))),

@@ -267,7 +267,8 @@ def external_matrix_seeds() -> dict[str, bytes]:
 
 
 def read_external_matrix(path: Path) -> None:
-    from nmflow.group.external import check_matrix, read_matrix
+    from nmflow.group.external import read_matrix
+    from nmflow.group.features import check_matrix
 
     names, matrix = read_matrix(path)
     check_matrix(path, matrix, "r", names)

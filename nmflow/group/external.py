@@ -32,7 +32,8 @@ import pandas as pd
 from nmflow.bids_io import layout, strip_prefix
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import read_text
-from nmflow.group.features import FeatureSet, Variant, average_runs, read_participants, space_label
+from nmflow.group.features import (FeatureSet, Variant, average_runs, check_matrix, read_participants,
+                                   space_label)
 from nmflow.group.settings import GroupSettings
 from nmflow.participant.connectivity import METRICS, is_correlation, upper_triangle
 
@@ -41,7 +42,6 @@ MEASURES = {"pearsoncorrelation": "pearson", "spearmancorrelation": "spearman", 
             **{m: m for m in METRICS}}
 MATRIX_VALUES = ("r", "z", "covariance")
 MATRIX_EXTENSIONS = (".tsv", ".csv", ".npy")
-TOLERANCE = 1e-6  # symmetry: absolute, plus the same relative to the largest |value|; r: the diagonal's 1
 _LABEL = re.compile(r"(?:^|[_/\\.-])sub-([a-zA-Z0-9]+)")
 
 
@@ -93,68 +93,6 @@ def read_matrix(path: str | Path) -> tuple[list[str] | None, np.ndarray]:
         raise NmflowInputError(path, f"row {row + 1}, column {col + 1} of the values: {cells.iat[row, col]!r} "
                                "is not a number")
     return names, numbers.to_numpy(float)
-
-
-def check_matrix(path: str | Path, matrix: np.ndarray, values: str, names: list[str] | None = None) -> None:
-    """Refuse a matrix that cannot be connectivity of ``values`` (``r``, ``z`` or ``covariance``).
-
-    Square (as many distinct names as rows when named), at least 2 regions;
-    no infinite value off the diagonal; symmetric within :data:`TOLERANCE`
-    (NaN on both sides or neither); the diagonal is 1 for r (not 1
-    everywhere for z), non-negative for covariances; r within [-1, 1].  NaN
-    is a missing connection (or region) and always allowed.
-
-    Raises
-    ------
-    NmflowInputError
-        The first problem found, naming ``path``.
-    """
-    n_rows, n_cols = matrix.shape
-    if n_rows != n_cols:
-        raise NmflowInputError(path, f"not square: {n_rows} rows x {n_cols} columns")
-    if n_rows < 2:
-        raise NmflowInputError(path, f"{n_rows} region: need at least 2")
-    if names is not None and len(names) != n_rows:
-        raise NmflowInputError(path, f"{len(names)} region names for a {n_rows} x {n_rows} matrix")
-    if names is not None and len(set(names)) != len(names):
-        raise NmflowInputError(path, f"region name(s) repeated: {sorted({n for n in names if names.count(n) > 1})}")
-
-    def label(k: int) -> str:
-        return repr(names[k]) if names is not None else str(k + 1)
-
-    off = ~np.eye(n_rows, dtype=bool)
-    infinite = np.isinf(matrix) & off
-    if infinite.any():
-        i, j = np.argwhere(infinite)[0]
-        raise NmflowInputError(path, f"infinite value off the diagonal (regions {label(i)}, {label(j)})")
-    one_sided = np.isnan(matrix) != np.isnan(matrix.T)
-    if one_sided.any():
-        i, j = np.argwhere(one_sided)[0]
-        raise NmflowInputError(path, f"not symmetric: missing (NaN) at regions {label(i)}, {label(j)} "
-                               "but not the other way round")
-    with np.errstate(invalid="ignore"):
-        asymmetry = np.where(off & ~np.isnan(matrix), np.abs(matrix - matrix.T), 0.0)
-    scale = np.nanmax(np.abs(np.where(off, matrix, np.nan)), initial=0.0)
-    if asymmetry.max() > TOLERANCE * (1 + scale):
-        i, j = np.unravel_index(np.argmax(asymmetry), asymmetry.shape)
-        raise NmflowInputError(path, f"not symmetric: largest asymmetry {asymmetry[i, j]:.3g} between regions "
-                               f"{label(i)} and {label(j)} ({matrix[i, j]:.6g} vs {matrix[j, i]:.6g})")
-    diagonal = np.diag(matrix)[~np.isnan(np.diag(matrix))]
-    if values == "r":
-        wrong = diagonal[np.abs(diagonal - 1) > TOLERANCE]
-        if wrong.size:
-            raise NmflowInputError(path, f"diagonal is not 1 (e.g. {wrong[0]:.6g}): not a correlation matrix "
-                                   "(covariances? give --matrix-values covariance)")
-        outside = np.abs(np.where(off, matrix, 0.0)) > 1 + TOLERANCE
-        if outside.any():
-            i, j = np.argwhere(outside)[0]
-            raise NmflowInputError(path, f"correlation {matrix[i, j]:.6g} outside [-1, 1] (regions {label(i)}, "
-                                   f"{label(j)}): Fisher z? (give --matrix-values z)")
-    elif values == "z":
-        if diagonal.size == n_rows and np.all(diagonal == 1):
-            raise NmflowInputError(path, "diagonal is 1: correlations, not Fisher z (give --matrix-values r)")
-    elif np.any(diagonal < 0):
-        raise NmflowInputError(path, f"negative variance {diagonal.min():.6g} on the diagonal of a covariance matrix")
 
 
 def _check_regions(path: Path, names: list[str] | None, n: int, first: tuple[list[str] | None, int, Path],

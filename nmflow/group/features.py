@@ -29,6 +29,9 @@ from nmflow.fileio import read_tsv
 from nmflow.group.motion import MEAN_FD
 
 
+TOLERANCE = 1e-6  # symmetry: absolute, plus the same relative to the largest |value|; r: the diagonal's 1
+
+
 @dataclass(frozen=True)
 class Variant:
     """One atlas (+ seg) x strategy x metric combination."""
@@ -105,12 +108,76 @@ def collect_relmats(lay, subjects: list[str] | None = None) -> dict[Variant, Fea
             continue
         variant = Variant(ents.get("atlas"), ents.get("segmentation"), ents.get("desc"), ents["meas"])
         names, matrix = read_relmat(f.path)
+        check_matrix(f.path, matrix, None, names)  # e.g. an edited file: no infinite value, symmetric
         first = regions.setdefault(variant, (names, f.path))
         if names != first[0]:
             raise NmflowInputError(f.path, f"{len(names)} regions differ from the {len(first[0])} of "
                                    f"{Path(first[1]).name} (same variant {variant.label})")
         found.setdefault(variant, {}).setdefault(ents["subject"], []).append(upper_triangle(matrix))
     return {v: average_runs(v, found[v], regions[v][0]) for v in sorted(found, key=lambda v: v.label)}
+
+
+def check_matrix(path: str | Path, matrix: np.ndarray, values: str | None, names: list[str] | None = None) -> None:
+    """Refuse a matrix that cannot be connectivity of ``values`` (``r``, ``z``, ``covariance``; None:
+    any measure, its diagonal unchecked).
+
+    Square (as many distinct names as rows when named), at least 2 regions;
+    no infinite value off the diagonal; symmetric within :data:`TOLERANCE`
+    (NaN on both sides or neither); the diagonal is 1 for r (not 1
+    everywhere for z), non-negative for covariances; r within [-1, 1].  NaN
+    is a missing connection (or region) and always allowed.
+
+    Raises
+    ------
+    NmflowInputError
+        The first problem found, naming ``path``.
+    """
+    n_rows, n_cols = matrix.shape
+    if n_rows != n_cols:
+        raise NmflowInputError(path, f"not square: {n_rows} rows x {n_cols} columns")
+    if n_rows < 2:
+        raise NmflowInputError(path, f"{n_rows} region: need at least 2")
+    if names is not None and len(names) != n_rows:
+        raise NmflowInputError(path, f"{len(names)} region names for a {n_rows} x {n_rows} matrix")
+    if names is not None and len(set(names)) != len(names):
+        raise NmflowInputError(path, f"region name(s) repeated: {sorted({n for n in names if names.count(n) > 1})}")
+
+    def label(k: int) -> str:
+        return repr(names[k]) if names is not None else str(k + 1)
+
+    off = ~np.eye(n_rows, dtype=bool)
+    infinite = np.isinf(matrix) & off
+    if infinite.any():
+        i, j = np.argwhere(infinite)[0]
+        raise NmflowInputError(path, f"infinite value off the diagonal (regions {label(i)}, {label(j)})")
+    one_sided = np.isnan(matrix) != np.isnan(matrix.T)
+    if one_sided.any():
+        i, j = np.argwhere(one_sided)[0]
+        raise NmflowInputError(path, f"not symmetric: missing (NaN) at regions {label(i)}, {label(j)} "
+                               "but not the other way round")
+    with np.errstate(invalid="ignore"):
+        asymmetry = np.where(off & ~np.isnan(matrix), np.abs(matrix - matrix.T), 0.0)
+    scale = np.nanmax(np.abs(np.where(off, matrix, np.nan)), initial=0.0)
+    if asymmetry.max() > TOLERANCE * (1 + scale):
+        i, j = np.unravel_index(np.argmax(asymmetry), asymmetry.shape)
+        raise NmflowInputError(path, f"not symmetric: largest asymmetry {asymmetry[i, j]:.3g} between regions "
+                               f"{label(i)} and {label(j)} ({matrix[i, j]:.6g} vs {matrix[j, i]:.6g})")
+    diagonal = np.diag(matrix)[~np.isnan(np.diag(matrix))]
+    if values == "r":
+        wrong = diagonal[np.abs(diagonal - 1) > TOLERANCE]
+        if wrong.size:
+            raise NmflowInputError(path, f"diagonal is not 1 (e.g. {wrong[0]:.6g}): not a correlation matrix "
+                                   "(covariances? give --matrix-values covariance)")
+        outside = np.abs(np.where(off, matrix, 0.0)) > 1 + TOLERANCE
+        if outside.any():
+            i, j = np.argwhere(outside)[0]
+            raise NmflowInputError(path, f"correlation {matrix[i, j]:.6g} outside [-1, 1] (regions {label(i)}, "
+                                   f"{label(j)}): Fisher z? (give --matrix-values z)")
+    elif values == "z":
+        if diagonal.size == n_rows and np.all(diagonal == 1):
+            raise NmflowInputError(path, "diagonal is 1: correlations, not Fisher z (give --matrix-values r)")
+    elif values == "covariance" and np.any(diagonal < 0):
+        raise NmflowInputError(path, f"negative variance {diagonal.min():.6g} on the diagonal of a covariance matrix")
 
 
 def read_timeseries(path: str | Path) -> tuple[list[str], np.ndarray]:
