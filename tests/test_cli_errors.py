@@ -135,3 +135,18 @@ def test_a_mistyped_entity_in_the_bids_filter_file_is_named(tmp_path, capsys):
                               str(filters)], capsys)
     assert code == 1
     assert err.startswith(f"nmflow: error: {filters}: query 'bold': unknown BIDS entity 'tsk'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--denoise", "simple"], "--denoise is not used by --analysis prepost (its GLM regresses the confounds of "
+                              "--glm-confounds): leave it out"),
+    (["--metrics", "kendall"], "--metrics is not used by --analysis prepost"),
+    (["--low-pass", "0.08"], "--low-pass is not used by --analysis prepost (its GLM models slow drifts with "
+                             "--high-pass only)"),
+])
+def test_options_the_stimulus_study_would_ignore_are_refused(flags, says, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    code, out, err = run_cli([str(tmp_path / "in"), str(tmp_path / "out"), "participant", "--analysis", "prepost",
+                              *flags], capsys)
+    assert code == 1 and err.startswith(f"nmflow: error: {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

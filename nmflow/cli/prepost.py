@@ -15,11 +15,31 @@ def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
     if args.slurm_array:
         raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
                                      "--nprocs or --plugin")
+    _refuse_unused(args)
     check_outputs_apart(args)
     check_one_analysis(args.out_dir, "prepost")
     status = _participant(args, argv) if args.analysis_level == "participant" else _group(args)
     save_call(args.out_dir, args.analysis_level, args, argv)
     return status
+
+
+# options of the connectivity analysis that the stimulus study does not read, and what it reads instead
+UNUSED = {"denoise": "its GLM regresses the confounds of --glm-confounds",
+          "metrics": "it computes its own pre/post measures",
+          "standardize": "its GLM scales the signal to percent signal change",
+          "low_pass": "its GLM models slow drifts with --high-pass only"}
+
+
+def _refuse_unused(args: argparse.Namespace) -> None:
+    """Refuse an option given with ``--analysis prepost`` that the stimulus study would ignore."""
+    from nmflow.participant.settings import ParticipantSettings
+
+    defaults = ParticipantSettings()
+    for name, instead in UNUSED.items():
+        given = getattr(args, name)
+        if (tuple(given) if isinstance(given, list) else given) != getattr(defaults, name):
+            raise NmflowInputError(None, f"--{name.replace('_', '-')} is not used by --analysis prepost ({instead}): "
+                                         "leave it out")
 
 
 def _participant(args: argparse.Namespace, argv: list[str]) -> int:
