@@ -20,11 +20,24 @@ os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
 
 
+class _DefaultsShown(argparse.HelpFormatter):
+    """Help that ends every option with its default, when it has one worth showing (not None/False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default not in (None, False, argparse.SUPPRESS) and action.option_strings and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: the single source of every option's default."""
     parser = argparse.ArgumentParser(
-        prog="nmflow", description="Yeo-network functional connectivity and normative deviations from fMRIPrep outputs. "
-        "Subcommands: nmflow simulate | dicom | fmriprep (see nmflow <subcommand> -h).")
+        prog="nmflow", usage="nmflow BIDS_DIR OUT_DIR {participant,group} [options]  (nmflow -h: every option)",
+        formatter_class=_DefaultsShown,
+        description="Yeo-network functional connectivity and normative deviations from fMRIPrep outputs. "
+        "Options are grouped by level below. Other commands: nmflow simulate | simulate-prepost | dicom | fmriprep "
+        "(see nmflow <command> -h).")
     parser.add_argument("bids_dir", type=Path, help="fMRIPrep derivatives folder")
     parser.add_argument("out_dir", type=Path, help="output folder (BIDS derivatives)")
     parser.add_argument("analysis_level", choices=["participant", "group"])
