@@ -94,6 +94,43 @@ sys.exit(code)
 """  # the parent of the nmflow call: the peak RSS of its children, also after a time limit
 
 
+class RssSampler:
+    """Resident memory of a process and its descendants, sampled every ``interval`` seconds in a thread:
+    :meth:`take` returns the largest sum seen since the previous call (bytes) and starts again, so each
+    progress line gets the peak of the step it ends."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        import threading
+
+        import psutil
+
+        self.process, self.interval, self.peak, self.last = psutil.Process(pid), interval, 0, 0
+        self.lock, self.done = threading.Lock(), threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self.done.wait(self.interval):
+            try:
+                rss = sum(p.memory_info().rss for p in [self.process, *self.process.children(recursive=True)])
+            except psutil.Error:  # a process ended between the listing and the reading
+                continue
+            with self.lock:
+                self.peak, self.last = max(self.peak, rss), rss
+
+    def take(self) -> int:
+        """The peak since the previous call; a step shorter than the interval gets the last sample."""
+        with self.lock:
+            peak, self.peak = self.peak or self.last, 0
+        return peak
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+
+
 def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out: Path | None = None,
              time_limit: float = 0) -> dict:
     """Run the group level of one cell; returns its step times (s), total (s) and peak RSS (GiB).
@@ -114,11 +151,14 @@ def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out:
         start = time.perf_counter()
         with open(scratch / "stderr.txt", "w+") as err:  # a file: a full pipe would block the run
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err, text=True)
-            stdout = []
+            sampler = RssSampler(proc.pid)
+            stdout, step_rss = [], {}
             for line in proc.stdout:  # echoed as they come: a cell stopped by a time limit still shows its steps
                 stdout.append(line)
+                step_rss[line] = sampler.take()  # the largest resident memory since the previous line
                 print(f"  {n_subjects} x {n_regions}: {line.rstrip()}", file=sys.stderr, flush=True)
             proc.wait()
+            sampler.stop()
             err.seek(0)
             stderr = err.read()
         total = time.perf_counter() - start
@@ -134,6 +174,7 @@ def run_cell(root: Path, n_subjects: int, n_regions: int, extra: list[str], out:
             column = next((c for words, c in STEPS.items() if match.group(1).startswith(words)), None)
             if column:
                 row[column] = float(match.group(2))
+                row[f"rss_{column}"] = step_rss[line] / 2 ** 30
     row.update(total_s=total, peak_rss_gb=peak / 2 ** 20, complete=proc.returncode == 0)  # ru_maxrss: KiB
     return row
 
@@ -156,12 +197,17 @@ def main(argv: list[str] | None = None) -> int:
         for n_subjects, n_regions in sorted(((s, r) for s in args.subjects for r in args.regions),
                                             key=lambda c: c[0] * c[1] ** 2):  # the quick cells first
             rows.append(run_cell(root, n_subjects, n_regions, extra, time_limit=args.time_limit))
-            print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.1f}"), flush=True)
+            print(pd.DataFrame(rows[-1:]).to_string(index=False, float_format=lambda v: f"{v:.2f}"), flush=True)
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    table = pd.DataFrame(rows)
+    memory = [c for c in table if c.startswith("rss_")]
     print("\n## Group level at scale (seconds per step, peak RSS in GiB)")
-    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print(table.drop(columns=memory).to_string(index=False, float_format=lambda v: f"{v:.1f}"))
+    print("\n## Peak resident memory during each step (GiB, the nmflow process and its children, sampled every 0.2 s)")
+    print(table[["subjects", "regions", *memory]].rename(columns=lambda c: c.removeprefix("rss_"))
+          .to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     return 0
 
 

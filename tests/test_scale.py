@@ -38,6 +38,9 @@ def test_memory_budget_bounds_training_and_keeps_the_numbers(tmp_path):
     budget = 1.5 + 2 * one_model  # about 1.1 GiB is the process itself before training: 2 to 4 models at a time
     tight = run_cell(tmp_path, n_subjects, n_regions, quick + ["--mem-gb", f"{budget:.3f}"], tmp_path / "tight")
     assert tight["peak_rss_gb"] < budget
+    steps = {k: v for k, v in free.items() if k.startswith("rss_")}  # each step's sampled peak
+    assert {"rss_train", "rss_score", "rss_harmonize"} <= steps.keys() and min(steps.values()) > 0.1
+    assert max(steps.values()) <= free["peak_rss_gb"] * 1.02  # samples never exceed the measured maximum
     assert tight["peak_rss_gb"] < 0.8 * free["peak_rss_gb"]
     for name in ("deviations", "calibration", "singlecase", "model"):
         suffix = ".safetensors" if name == "model" else ".tsv"
