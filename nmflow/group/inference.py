@@ -40,7 +40,7 @@ def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
                                  s.alpha, s.p_rule)
         stats["connection"] = sc.connection[stats["connection"]]
         stats = with_global_shift(stats, scores.globals["global_fc_z"].to_numpy()[tested], groups,
-                                  s.control_label, s.alpha)
+                                  s.control_label, s.alpha if s.test_score == "signed" else 0.0)  # |z|: no sign
         frames.append(stats.assign(model=model))
     stats = pd.concat(frames, ignore_index=True)
     networks = pd.concat([network_pair_summary(stats[stats.model == m].drop(columns="model").reset_index(drop=True),

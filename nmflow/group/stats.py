@@ -118,7 +118,8 @@ def with_global_shift(stats: pd.DataFrame, global_fc: np.ndarray, groups: np.nda
         the group's ``global_fc_z`` against the reference controls; positive:
         patients' mean FC higher), ``global_p`` (two-sided Mann-Whitney p) and
         ``with_global_shift`` (``global_p < alpha`` and the connection's
-        effect has the shift's sign).
+        effect has the shift's sign; ``alpha=0`` for scores without a sign,
+        e.g. absolute deviations).
     """
     groups = np.asarray(groups, dtype=str)
     global_fc = np.asarray(global_fc, float)[:, None]
