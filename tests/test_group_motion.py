@@ -151,10 +151,13 @@ def test_flags_made_by_a_global_shift_are_labelled_as_one(shifted):
     assert linear.global_effect_size.iloc[0] == pytest.approx(2 * u / (20 * 60) - 1, rel=1e-5)
     assert linear.global_effect_size.iloc[0] > 0
     flagged = linear[linear.flagged]
-    assert len(flagged) >= 10 and flagged.with_global_shift.mean() >= GLOBAL_SHARE
+    assert len(flagged) >= 10 and linear.with_global_shift.mean() >= GLOBAL_SHARE  # every connection moved
     notes = global_shift_notes(stats)
     assert any(n.startswith("linear, shifted: ") and "mean FC higher" in n for n in notes)
     page = (shifted / "out" / "group" / "group_report.html").read_text()
     assert "Global shift, not focal findings: linear, shifted" in page
     # no shift, no note: the same table with the global test made non-significant
     assert global_shift_notes(stats.assign(with_global_shift=False)) == []
+    # focal changes move the mean FC too, but only their own connections go its way: no note
+    two_focal = stats.index.isin(stats[stats.flagged].index[:2])
+    assert global_shift_notes(stats.assign(with_global_shift=two_focal)) == []

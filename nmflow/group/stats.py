@@ -94,7 +94,7 @@ def group_statistics(
     return label_sharing(pd.concat(tables, ignore_index=True))
 
 
-GLOBAL_SHARE = 0.8  # flagged connections going the way of a group's global FC shift: the findings are that shift
+GLOBAL_SHARE = 0.8  # connections going the way of a group's global FC shift: the whole connectome moved
 
 
 def with_global_shift(stats: pd.DataFrame, global_fc: np.ndarray, groups: np.ndarray, reference: str,
@@ -136,22 +136,24 @@ def with_global_shift(stats: pd.DataFrame, global_fc: np.ndarray, groups: np.nda
 
 
 def global_shift_notes(stats: pd.DataFrame) -> list[str]:
-    """One sentence per model and group whose flagged connections (two or more) mostly
-    (``GLOBAL_SHARE``) go the way of the group's significant global FC shift: those findings are one
-    shift of the whole connectome, not focal differences.  ``stats``: :func:`with_global_shift` rows
-    with a ``model`` column."""
+    """One sentence per model and group whose connections move together: the group's global FC shift is
+    significant, at least ``GLOBAL_SHARE`` of *all* its connections go that way (a few strong focal
+    changes also move the mean FC, but leave the other connections' effects centred on 0) and two or
+    more flagged connections do.  Those findings are one shift of the whole connectome, not focal
+    differences.  ``stats``: :func:`with_global_shift` rows with a ``model`` column."""
     notes = []
     for (model, group), rows in stats.groupby(["model", "group"], sort=True):
         flagged = rows[rows["flagged"]]
-        if len(flagged) < 2 or not flagged["with_global_shift"].mean() >= GLOBAL_SHARE:
+        share = float(rows["with_global_shift"].mean())
+        if share < GLOBAL_SHARE or flagged["with_global_shift"].sum() < 2:
             continue
         first = rows.iloc[0]
         way = "higher" if first["global_effect_size"] > 0 else "lower"
-        notes.append(f"{model}, {group}: {int(flagged['with_global_shift'].sum())} of {len(flagged)} flagged "
-                     f"connections go the way of the group's global FC shift (mean FC {way} than the controls', "
-                     f"rank-biserial r {first['global_effect_size']:.2f}, p {first['global_p']:.2g}): they are "
-                     "that one shift of the whole connectome (or of motion, or of denoising), not focal "
-                     "differences")
+        notes.append(f"{model}, {group}: {share:.0%} of all connections and {int(flagged['with_global_shift'].sum())}"
+                     f" of the {len(flagged)} flagged go the way of the group's global FC shift (mean FC {way} than "
+                     f"the controls', rank-biserial r {first['global_effect_size']:.2f}, p {first['global_p']:.2g}):"
+                     " the flags are that one shift of the whole connectome (or of motion, or of denoising), not "
+                     "focal differences")
     return notes
 
 
