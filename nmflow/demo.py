@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
     for line in expectations(scores, pd.read_csv(truth / "planted_connections.tsv", sep="\t")):
         print(f"  {line}")
     for note in global_shift_notes(pd.read_csv(group_dir / f"{variant}_stats.tsv", sep="\t")):
-        print(f"  global shift, not focal findings: {note}")
+        print(f"  global shift: {note}")
     reports = sorted(out.glob("sub-*.html"))
     print(f"\nparticipant reports: {len(reports)} in {out} (e.g. {reports[0]})")
     print(f"group report: {group_dir / 'group_report.html'} (patient pages in {group_dir / 'patients'})")

@@ -155,7 +155,7 @@ def test_flags_made_by_a_global_shift_are_labelled_as_one(shifted):
     notes = global_shift_notes(stats)
     assert any(n.startswith("linear, shifted: ") and "mean FC higher" in n for n in notes)
     page = (shifted / "out" / "group" / "group_report.html").read_text()
-    assert "Global shift, not focal findings: linear, shifted" in page
+    assert "Global shift: linear, shifted" in page
     # no shift, no note: the same table with the global test made non-significant
     assert global_shift_notes(stats.assign(with_global_shift=False)) == []
     # focal changes move the mean FC too, but only their own connections go its way: no note

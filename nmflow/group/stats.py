@@ -152,8 +152,8 @@ def global_shift_notes(stats: pd.DataFrame) -> list[str]:
         notes.append(f"{model}, {group}: {share:.0%} of all connections and {int(flagged['with_global_shift'].sum())}"
                      f" of the {len(flagged)} flagged go the way of the group's global FC shift (mean FC {way} than "
                      f"the controls', rank-biserial r {first['global_effect_size']:.2f}, p {first['global_p']:.2g}):"
-                     " the flags are that one shift of the whole connectome (or of motion, or of denoising), not "
-                     "focal differences")
+                     " the flags go with one shift of the whole connectome (or of motion, or of denoising) and "
+                     "cannot be read as focal differences")
     return notes
 
 

@@ -456,7 +456,7 @@ def _flagged(d: ReportData, figures: Path) -> Section:
     flagged = stats[(stats.model == "autoencoder") & stats.flagged]
     section = Section("flagged", "Flagged connections", table(counts))
     if "with_global_shift" in stats:
-        section.add(*[paragraph(f"Global shift, not focal findings: {note}.", "warn")
+        section.add(*[paragraph(f"Global shift: {note}.", "warn")
                       for note in global_shift_notes(stats)])
     if flagged.empty:
         return section.add(paragraph("None flagged: no connection differs between a patient group and the "
