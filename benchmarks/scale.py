@@ -19,6 +19,7 @@ temporary folder and removed.  Extra flags after ``--`` go to the group call.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -95,28 +96,44 @@ sys.exit(code)
 
 
 class RssSampler:
-    """Resident memory of a process and its descendants, sampled every ``interval`` seconds in a thread:
-    :meth:`take` returns the largest sum seen since the previous call (bytes) and starts again, so each
-    progress line gets the peak of the step it ends."""
+    """Resident memory of a process and its descendants (read from ``/proc``), sampled every ``interval``
+    seconds in a thread: :meth:`take` returns the largest sum seen since the previous call (bytes) and
+    starts again, so each progress line gets the peak of the step it ends."""
 
     def __init__(self, pid: int, interval: float = 0.2):
         import threading
 
-        import psutil
-
-        self.process, self.interval, self.peak, self.last = psutil.Process(pid), interval, 0, 0
+        self.pid, self.interval, self.peak, self.last = pid, interval, 0, 0
         self.lock, self.done = threading.Lock(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
-        import psutil
-
-        while not self.done.wait(self.interval):
+    def _tree_rss(self) -> int:
+        parents = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
-                rss = sum(p.memory_info().rss for p in [self.process, *self.process.children(recursive=True)])
-            except psutil.Error:  # a process ended between the listing and the reading
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the process ended meanwhile
                 continue
+            parents[int(stat.parent.name)] = int(fields[1])
+        tree, grew = {self.pid}, True
+        while grew:
+            grew = False
+            for pid, parent in parents.items():
+                if parent in tree and pid not in tree:
+                    tree.add(pid)
+                    grew = True
+        page, total = os.sysconf("SC_PAGE_SIZE"), 0
+        for pid in tree:
+            try:
+                total += int((Path("/proc") / str(pid) / "statm").read_text().split()[1]) * page
+            except OSError:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self.done.wait(self.interval):
+            rss = self._tree_rss()
             with self.lock:
                 self.peak, self.last = max(self.peak, rss), rss
 
