@@ -75,6 +75,40 @@ def layout(root: str | Path, derivatives_config: bool = True):
                       indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
 
 
+def check_derivatives_dir(root: str | Path) -> list[str]:
+    """Check that ``root`` looks like fMRIPrep's output folder (a BIDS derivatives dataset) before anything runs.
+
+    Raises :class:`~nmflow.errors.NmflowInputError` (one line naming the file) when ``root`` is not a folder,
+    its ``dataset_description.json`` is not a JSON object, it is a raw BIDS dataset (``DatasetType: raw``)
+    or it has no ``sub-*`` folder; returns warnings (one line each) for what may still work: no
+    ``dataset_description.json``, no ``BIDSVersion``.  ``--skip-bids-validation`` skips this check.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NmflowInputError(root, "not a folder (BIDS_DIR: fMRIPrep's output folder)")
+    warnings = []
+    description = root / "dataset_description.json"
+    if description.is_file():
+        try:
+            desc = json.loads(description.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise NmflowInputError(description, f"not valid JSON ({err})") from None
+        if not isinstance(desc, dict):
+            raise NmflowInputError(description, "must hold a JSON object")
+        if desc.get("DatasetType") == "raw":
+            inner = root / "derivatives" / "fmriprep"
+            hint = f"; fMRIPrep's outputs seem to be in {inner}" if inner.is_dir() else ": run fMRIPrep first"
+            raise NmflowInputError(description, "DatasetType is 'raw': BIDS_DIR must be fMRIPrep's output folder "
+                                                f"(a derivatives dataset), not the raw data{hint}")
+        if "BIDSVersion" not in desc:
+            warnings.append(f"{description}: no BIDSVersion (a BIDS dataset description has one)")
+    else:
+        warnings.append(f"{root}: no dataset_description.json (fMRIPrep writes one; is this its output folder?)")
+    if not any(p.is_dir() for p in root.glob("sub-*")):
+        raise NmflowInputError(root, "no sub-* folder (BIDS_DIR must be fMRIPrep's output folder)")
+    return warnings
+
+
 def strip_prefix(label: str) -> str:
     """``sub-01`` and ``01`` both give ``01``."""
     return label[4:] if label.startswith("sub-") else label

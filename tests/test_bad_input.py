@@ -28,6 +28,7 @@ from helpers.participant import (
     TOP_LEVEL, clone_subject, copy_subjects, hashes, minimal_run_outputs, participant_argv, read_confounds,
     rewrite_image, run_cli, tree, write_confounds,
 )
+from nmflow.bids_io import check_derivatives_dir
 
 ARGS = ["--atlas", "yeo7thin", "--denoise", "scrubbing", "--metrics", "pearson", "--min-volumes", "60"]
 
@@ -270,6 +271,18 @@ def _every_sidecar_broken(ctx):
     ctx.update(sidecar=sidecars[0], n_errors=len(sidecars))
 
 
+def _description(text):
+    def breaks(ctx):
+        ctx["description"] = ctx["fmriprep"] / "dataset_description.json"
+        ctx["description"].write_text(text)
+    return breaks
+
+
+def _no_subject_folders(ctx):
+    for folder in ctx["fmriprep"].glob("sub-*"):
+        folder.rename(ctx["fmriprep"] / folder.name.replace("sub-", "subject-"))
+
+
 CALL = "nothing runs; nothing is written"
 CALL_ROWS = {
     "OUT_DIR is the input": Row(_out_is_input, "out", ("OUT_DIR is the input dataset", "choose a folder outside")),
@@ -290,6 +303,10 @@ CALL_ROWS = {
     "BIDS filter file not JSON": Row(_filter_file, "filter", ("BIDS filter file is not valid JSON",)),
     "participant label not in the dataset": Row(lambda ctx: ctx.update(args=["--participant-label", "99"]), "fmriprep",
                                                 ("--participant-label: 1 participant(s) not found: sub-99",)),
+    "raw dataset as BIDS_DIR": Row(_description('{"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "raw"}'),
+                                   "description", ("DatasetType is 'raw'", "fMRIPrep's output folder")),
+    "dataset description not JSON": Row(_description('{"Name": '), "description", ("not valid JSON",)),
+    "no sub-* folder": Row(_no_subject_folders, "fmriprep", ("no sub-* folder",)),
     "every run's sidecar broken": Row(_every_sidecar_broken, "sidecar", ("sidecar is not valid JSON",),
                                       finishes="no run; the summary counts 0 of 2 run(s) done"),
 }
@@ -464,3 +481,16 @@ def test_unreadable_participants_and_split_tables(tmp_path):
     table = pd.DataFrame({"group": ["control"] * 3, "site": ["a"] * 3}, index=["01", "02", "03"])
     with pytest.raises(NmflowInputError, match=r"split.tsv: split file not found"):
         make_folds(table, "control", split_file=tmp_path / "split.tsv")
+
+
+def test_derivatives_check_warns_without_description_and_can_be_skipped(call_dataset, tiny_dataset, tmp_path, capsys):
+    fmriprep = tmp_path / "fmriprep"
+    shutil.copytree(call_dataset, fmriprep)
+    (fmriprep / "dataset_description.json").unlink()
+    assert check_derivatives_dir(fmriprep) == [f"{fmriprep}: no dataset_description.json (fMRIPrep writes one; "
+                                               "is this its output folder?)"]
+    (fmriprep / "dataset_description.json").write_text('{"Name": "x", "DatasetType": "raw"}')
+    argv = participant_argv(fmriprep, tmp_path / "out", tmp_path / "work", tiny_dataset["atlas_dir"],
+                            "--participant-label", "99", "--skip-bids-validation")
+    rc, _, err = run_cli(argv, capsys)  # past the skipped check, the next one speaks
+    assert rc == 1 and "DatasetType" not in err and "participant(s) not found: sub-99" in err

@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--participant-label", "--participant_label", nargs="+",
                    help="subjects, with or without 'sub-' (a label not found stops the call)")
     g.add_argument("--bids-filter-file", type=Path, help="JSON: {'bold': {entity: value}} added to the BOLD query")
+    g.add_argument("--skip-bids-validation", action="store_true",
+                   help="participant level: do not check that BIDS_DIR is a BIDS derivatives folder with sub-* "
+                        "folders (dataset_description.json read, DatasetType not raw)")
     defaults = ParticipantSettings()
     g.add_argument("--space", default=defaults.space,
                    help="template space of the BOLD runs; fsLR reads fMRIPrep's CIFTI outputs "
@@ -98,6 +101,11 @@ def main(argv: list[str]) -> int:
     """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
     check_numbers(args)
+    if args.analysis_level == "participant" and not args.skip_bids_validation:
+        from nmflow.bids_io import check_derivatives_dir
+
+        for line in check_derivatives_dir(args.bids_dir):
+            print(f"nmflow: warning: {line}", file=sys.stderr)
     if args.analysis == "prepost":
         from nmflow.cli.prepost import run_prepost
 
