@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/python -m nmflow.demo $(DEMO)
 
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=20 tests
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
