@@ -157,10 +157,11 @@ def autism(root: Path, table: pd.DataFrame, ts: Path) -> None:
     fd = table.set_index(table.participant_id.str[4:]).loc[ids, "mean_fd"].to_numpy()
     rows["mean framewise displacement (head motion, not a deviation)"] = fd
     control = ~patient
-    print(f"{'score':60s} AUC    Spearman r with mean FD in controls")
+    print(f"{'score':60s} AUC (95 % bootstrap interval)  Spearman r with mean FD in controls")
     for name, score in rows.items():
         rho = spearmanr(score[control], fd[control]).statistic
-        print(f"{name:60s} {auc(score, patient):.3f}  {rho:+.2f}")
+        area, low, high = auc_interval(score, patient)
+        print(f"{name:60s} {area:.3f} ({low:.3f}-{high:.3f})     {rho:+.2f}")
 
 
 def subject_scores(group: Path, table: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> None:
