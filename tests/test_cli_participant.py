@@ -612,3 +612,16 @@ def test_a_strategy_skipped_everywhere_is_one_warning_naming_its_runs(capsys):
                    f"sub-03_task-rest, sub-04_task-rest, sub-05_task-rest, ...): {reason}",
                    "nmflow: warning: strategy skipped in 1 run(s) (sub-03_task-rest): only 41 volumes left after "
                    "censoring with strategy 'scrubbing'"]
+
+
+def test_resource_flags_reach_the_participant_level():
+    from nmflow.cli.run import build_parser
+    from nmflow.participant.settings import ParticipantSettings
+
+    args = build_parser().parse_args(["in", "out", "participant", "--mem-gb", "3", "--omp-nthreads", "1",
+                                      "--plugin-args", "x"])
+    args.plugin_args = {"n_procs": 4}
+    settings = ParticipantSettings.from_namespace(args)
+    assert settings.omp_nthreads == 1
+    assert settings.engine_args == {"memory_gb": 3.0, "n_procs": 4}
+    assert ParticipantSettings().engine_args == {} and ParticipantSettings().omp_nthreads is None

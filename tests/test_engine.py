@@ -74,6 +74,12 @@ def test_plugin_settings(nprocs, plugin):
     assert args.get("n_procs", 1) == nprocs
 
 
+def test_plugin_args_reach_the_default_multiproc():
+    assert engine.plugin_settings(None, {"memory_gb": 3.0}, 2) == (
+        "MultiProc", {"memory_gb": 3.0, "n_procs": 2, "raise_insufficient": False})
+    assert engine.plugin_settings(None, {"memory_gb": 3.0}, 1) == ("Linear", {})
+
+
 def test_ctrl_c_in_a_node_stops_the_linear_run(tmp_path):
     """Nipype turns a KeyboardInterrupt inside a node into that node's crash and would go on with the other
     chain; the run stops instead, and Ctrl-C reaches the caller (the CLI's exit code 130)."""
@@ -90,3 +96,25 @@ def test_ctrl_c_in_a_node_stops_the_linear_run(tmp_path):
     ran = sorted(p.parent.name for p in (tmp_path / "work" / "chains").glob("*/result_*.pklz"))
     assert len(ran) <= 1  # the interrupted node's (crash) result at most: none of the other three started
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _blas_pool_sizes(x: int) -> list:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+def test_blas_threads_reach_the_forked_workers(tmp_path):
+    from threadpoolctl import threadpool_info
+
+    if not any(pool["user_api"] == "blas" and pool["num_threads"] > 1 for pool in threadpool_info()):
+        pytest.skip("numpy's BLAS runs one thread here already")
+    wf = engine.Workflow(name="pools", base_dir=str(tmp_path / "work"))
+    for k in range(2):
+        node = pe.Node(Function(function=_blas_pool_sizes, input_names=["x"], output_names=["sizes"]), name=f"n{k}")
+        node.inputs.x = k
+        wf.add_nodes([node])
+    with engine.blas_threads(1):
+        graph, crashes = engine.run_workflow(wf, tmp_path / "crashes", nprocs=2)
+    assert crashes == [] and [set(n.result.outputs.sizes) for n in graph.nodes()] == [{1}, {1}]
+    assert max(_blas_pool_sizes(0)) > 1, "the limit outlived its block"

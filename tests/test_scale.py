@@ -49,7 +49,7 @@ def test_memory_budget_bounds_training_and_keeps_the_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("flags, says", [
-    (["--mem-gb", "0"], "--mem-gb must be > 0, got 0.0"),
+    (["--mem-gb", "0"], "--mem-gb must be > 0 GiB, got 0.0"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
     (["--omp-nthreads", "0"], "--omp-nthreads must be >= 1, got 0"),
     (["--device", "cuda"], "--device cuda: torch sees no CUDA GPU"),

@@ -78,16 +78,19 @@ def add_group_arguments(parser) -> None:
                         help="subjects per mini-batch of training (an epoch is one pass over a model's "
                              "training controls)")
     parser.add_argument("--mem-gb", type=float, default=D.mem_gb,
-                        help="memory (GiB) a group run may use, shared by the --nprocs steps run at once "
+                        help="memory (GiB) a run may use. Participant level: Nipype's MultiProc starts no more "
+                             "nodes than fit in it. Group level: shared by the --nprocs steps run at once "
                              "(default: the memory available when a step starts): the autoencoders train "
                              "stacked while they fit in what the data leave of it (at most 2 GiB of models: "
                              "more stacking gains no speed) and in sequence beyond.  It bounds the models, "
                              "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
                              "not depend on it")
     parser.add_argument("--omp-nthreads", type=int, default=D.omp_nthreads,
-                        help="threads of the autoencoders' training (fixed, not the machine's core count: "
-                             "the models' float sums depend on it, so a new value gives slightly different "
-                             "models; 2 trains about 1.8x faster than 1 at 400 regions)")
+                        help="threads per process. Participant level: numpy's BLAS threads of each node "
+                             "(--nprocs x this many threads in all). Group level: the autoencoders' training "
+                             "(fixed, not the machine's core count: the models' float sums depend on it, so a new "
+                             "value gives slightly different models; 2 trains about 1.8x faster than 1 at 400 "
+                             "regions)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=D.device,
                         help="torch device of training and scoring (auto: cuda when torch sees a GPU)")
     parser.add_argument("--max-missing", type=float, default=D.max_missing,
@@ -122,16 +125,10 @@ def check_group_arguments(args) -> None:
 
 
 def check_group_resources(args) -> None:
-    """Refuse ``--mem-gb``/``--batch-size`` below what they can mean and ``--device cuda`` without a GPU
-    (:class:`~nmflow.errors.NmflowInputError`, one line)."""
+    """Refuse ``--device cuda`` without a GPU (:class:`~nmflow.errors.NmflowInputError`, one line); the
+    numbers are checked with the others (:data:`nmflow.cli.common.NUMBER_RULES`)."""
     from nmflow.errors import NmflowInputError
 
-    if args.mem_gb is not None and not args.mem_gb > 0:
-        raise NmflowInputError(None, f"--mem-gb must be > 0, got {args.mem_gb}")
-    if args.batch_size < 1:
-        raise NmflowInputError(None, f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.omp_nthreads < 1:
-        raise NmflowInputError(None, f"--omp-nthreads must be >= 1, got {args.omp_nthreads}")
     if args.device == "cuda":
         import torch
 

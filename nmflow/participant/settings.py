@@ -106,6 +106,8 @@ class ParticipantSettings:
     plugin: str | None = None
     plugin_args: dict = field(default_factory=dict)
     nprocs: int = 1
+    mem_gb: float | None = None  # MultiProc's memory_gb: it starts no more nodes than fit in it
+    omp_nthreads: int | None = None  # BLAS threads of each process (None: the library's default)
     verbose: bool = False
     command: str = ""  # the command line, for the reports' About section
 
@@ -122,6 +124,12 @@ class ParticipantSettings:
                 value = tuple(value or ())
             values[f.name] = value
         return cls(**values)
+
+    @property
+    def engine_args(self) -> dict:
+        """The Nipype plugin's arguments: ``--plugin-args`` with ``--mem-gb`` as MultiProc's ``memory_gb``."""
+        memory = {} if self.mem_gb is None else {"memory_gb": self.mem_gb}
+        return {**memory, **self.plugin_args}
 
     @property
     def cleaning(self) -> CleaningSettings:

@@ -22,23 +22,37 @@ from unittest import mock
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
-__all__ = ["Progress", "Workflow", "crash_message", "crash_node", "failed_runs", "plugin_settings", "run_workflow",
-           "frozen_collector", "run_group_workflow"]
+__all__ = ["Progress", "Workflow", "blas_threads", "crash_message", "crash_node", "failed_runs", "plugin_settings",
+           "run_workflow", "frozen_collector", "run_group_workflow"]
 
 T = TypeVar("T")
 
 
 def plugin_settings(plugin: str | None, plugin_args: dict | None, nprocs: int) -> tuple[str, dict]:
-    """Nipype plugin and its arguments: ``--plugin`` when given, else MultiProc for ``nprocs > 1``, else Linear."""
-    if plugin:
-        args = dict(plugin_args or {})
-        if plugin == "MultiProc":
-            args.setdefault("n_procs", nprocs)
-            args.setdefault("raise_insufficient", False)
-        return plugin, args
-    if nprocs > 1:
-        return "MultiProc", {"n_procs": nprocs, "raise_insufficient": False}
-    return "Linear", {}
+    """Nipype plugin and its arguments: ``--plugin`` when given, else MultiProc for ``nprocs > 1``, else Linear
+    (which takes no arguments).  MultiProc's ``n_procs`` defaults to ``nprocs``."""
+    name = plugin or ("MultiProc" if nprocs > 1 else "Linear")
+    if name == "Linear" and not plugin:
+        return name, {}
+    args = dict(plugin_args or {})
+    if name == "MultiProc":
+        args.setdefault("n_procs", nprocs)
+        args.setdefault("raise_insufficient", False)
+    return name, args
+
+
+@contextlib.contextmanager
+def blas_threads(n: int | None):
+    """Limit the BLAS/OpenMP thread pools of this process, and of the MultiProc workers it forks meanwhile, to
+    ``n`` threads each (``--omp-nthreads``; None: the libraries' defaults): ``--nprocs`` workers times a BLAS
+    pool per core would oversubscribe the cores."""
+    if n is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=n):
+        yield
 
 
 class Progress:

@@ -37,7 +37,7 @@ from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
 from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
-from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
@@ -188,9 +188,10 @@ def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
     write_dataset_description(s.out_dir, s.bids_dir)
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         work_dir = Path(s.work_dir or scratch).absolute()
-        failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics), s.cleaning,
-                                         s.min_coverage, Path(s.out_dir).absolute(), work_dir, s.nprocs, s.plugin,
-                                         s.plugin_args, s.verbose, s.command)
+        with blas_threads(s.omp_nthreads):
+            failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics),
+                                             s.cleaning, s.min_coverage, Path(s.out_dir).absolute(), work_dir,
+                                             s.nprocs, s.plugin, s.engine_args, s.verbose, s.command)
         skipped = skipped_strategies(found.runs, work_dir, failures)
     return print_summary(s.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
 

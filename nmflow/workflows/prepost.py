@@ -42,7 +42,7 @@ from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.prepost.events import find_events
 from nmflow.workflows.boilerplate import participant_desc, references
 from nmflow.participant.tables import sources
-from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_group_workflow, run_workflow
+from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_group_workflow, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
@@ -185,9 +185,10 @@ def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOption
     events = find_events(events_dir or s.bids_dir, runs)
     write_dataset_description(s.out_dir, s.bids_dir)
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
-        failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
-                                           Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
-                                           s.nprocs, s.plugin, s.plugin_args, s.verbose)
+        with blas_threads(s.omp_nthreads):
+            failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
+                                               Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
+                                               s.nprocs, s.plugin, s.engine_args, s.verbose)
     for problem in problems:
         print(f"nmflow: error: {problem}", file=sys.stderr)
     print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
