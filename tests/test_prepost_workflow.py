@@ -75,10 +75,11 @@ def _run_outputs(sub: str) -> set[str]:
 def test_participant_outputs_and_values(participant):
     written = tree(participant)
     views = {p for p in written if p.endswith("_statmap.html")}
-    calls = {p for p in written if p.startswith("logs/nmflow-participant-") and p.endswith(".yml")}
+    calls = {p for p in written if p.startswith("logs/nmflow-participant-<call>.")}
     expected = set().union(*(_run_outputs(f"{k:02d}") for k in range(1, 5)))
     expected |= {"dataset_description.json", ".bidsignore", "logs/CITATION.md"}
-    assert written - views - calls == expected and len(calls) == 1
+    assert written - views - calls == expected and calls == {"logs/nmflow-participant-<call>.yml",
+                                                             "logs/nmflow-participant-<call>.log"}
     for sub, source in (("02", "--stimulus-onset"), ("04", "sub-04_task-rest_events.tsv")):
         path = participant / f"sub-{sub}" / "func" / f"sub-{sub}_task-rest_desc-stimulus_events"
         events = read_tsv(path.with_suffix(".tsv"))
