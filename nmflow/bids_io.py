@@ -222,6 +222,19 @@ def _series_step(path: Path) -> float:
     return step
 
 
+def resolution_meta(run: Run) -> dict:
+    """``Resolution`` of the sidecars of a run's outputs named with its ``res`` entity (BIDS requires it with
+    one): what ``res-<res>`` means, the input BOLD's grid, with its voxel size (mm) read from the header;
+    empty without a ``res`` (CIFTI runs)."""
+    if run.res is None:
+        return {}
+    import nibabel as nib
+
+    size = "x".join(f"{float(v):g}" for v in nib.load(run.bold).header.get_zooms()[:3])
+    return {"Resolution": f"res-{run.res} of the input BOLD in {run.space} space (its voxels: {size} mm); the "
+                          "atlas labels were sampled on that grid"}
+
+
 def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:
     """``sub-01_task-rest_..._suffix.ext`` from entities keyed by long or short names."""
     short = dict(ENTITY_ORDER)

@@ -36,7 +36,7 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
     metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     settings = traits.Dict(mandatory=True, desc="the strategies' filter (Hz) and scaling (CleaningSettings, as a dict)")
-    resolution = traits.Dict(desc="Resolution of the sidecars (resolution_meta; empty: no res entity)")
+    resolution = traits.Dict(desc="Resolution of the sidecars (bids_io.resolution_meta; empty: no res entity)")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
     signals = File(exists=True, mandatory=True, desc="NPZ of raw signals (for the region coverage)")
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals (n_kept, n_regions) and kept indices")

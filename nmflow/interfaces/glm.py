@@ -326,6 +326,7 @@ class _DerivativesInputSpec(BaseInterfaceInputSpec):
     figures = InputMultiObject(File(exists=True), mandatory=True, desc="PNG figures and HTML views")
     figure_entities = traits.List(traits.Dict, mandatory=True, desc="their entities")
     report = File(exists=True, mandatory=True, desc="the run's QC page")
+    resolution = traits.Dict(desc="Resolution of the sidecars of files with a res entity (bids_io.resolution_meta)")
     out_dir = Directory(mandatory=True, desc="derivatives root (OUT_DIR)")
 
 
@@ -348,8 +349,11 @@ class PrepostDerivatives(SimpleInterface):
         written: list[str] = []
         items = list(zip(i.files, i.metas, i.file_entities))
         items += [(f, None, e) for f, e in zip(i.figures, i.figure_entities)] + [(i.report, None, {"desc": "prepost"})]
+        resolution = dict(i.resolution) if isdefined(i.resolution) else {}
         with publisher(i.out_dir, written, check_hdr=False) as sink:
             for path, meta, entities in items:
+                if meta is not None and "res" in entities:
+                    meta = {**meta, **resolution}
                 sink(path, meta, **no_space, **entities)
         self._results["out_files"] = written
         return runtime

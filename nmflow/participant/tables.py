@@ -68,16 +68,6 @@ def derivative_uri(path: str | Path) -> str:
     return f"bids::{_dataset_relative(str(path))}"
 
 
-def resolution_meta(res: str | None, space: str | None, voxel_mm: tuple[float, ...]) -> dict:
-    """``Resolution`` (BIDS: required with a ``res`` entity): what ``res-<res>`` of the run's outputs means,
-    the input BOLD's grid and its voxel size (mm, e.g. ``(2.0, 2.0, 2.0)``); empty without a ``res``."""
-    if res is None:
-        return {}
-    size = "x".join(f"{v:g}" for v in voxel_mm)
-    return {"Resolution": f"res-{res} of the input BOLD in {space} space (its voxels: {size} mm); the atlas "
-                          "labels were sampled on that grid"}
-
-
 def cleaning_meta(strategy: Strategy, settings: CleaningSettings, tr: float) -> dict:
     """How a strategy's time series were filtered (Hz) and scaled, and their units, for the sidecar."""
     high, low = filter_band(tr, settings) if strategy.filter else (None, None)
@@ -153,7 +143,7 @@ def timeseries_tables(
     settings : CleaningSettings
         The filter (Hz) and scaling the strategies shared (:func:`cleaning_meta`).
     resolution : dict, optional
-        :func:`resolution_meta` of the run (empty: no ``res`` entity).
+        :func:`nmflow.bids_io.resolution_meta` of the run (empty: no ``res`` entity).
     """
     tables = []
     for strategy in strategies:
@@ -182,7 +172,8 @@ def relmat_tables(
 
     ``relmats`` maps ``key(strategy, atlas, metric)`` to a matrix; ``node_files`` maps
     ``(strategy, atlas)`` to the path, inside OUT_DIR, of the time series the matrix was computed from
-    (``NodeFiles`` names it, ``Sources`` gives its BIDS URI); ``resolution`` is :func:`resolution_meta`'s.
+    (``NodeFiles`` names it, ``Sources`` gives its BIDS URI); ``resolution`` is
+    :func:`nmflow.bids_io.resolution_meta`'s.
     """
     tables = []
     for strategy in strategies:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nipype import Node
 
-from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, write_dataset_description
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, resolution_meta, write_dataset_description
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.bids import RunDerivatives
@@ -35,7 +35,7 @@ from nmflow.log import LOG, open_call_log
 from nmflow.participant.atlas import Atlas, check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
 from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
-from nmflow.participant.tables import resolution_meta, sources
+from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow
 
@@ -84,7 +84,7 @@ def init_run_wf(
                             command=command), name="report")
     derivatives = Node(RunDerivatives(entities=run.entities, atlases=atlas_list, strategies=strategy_list,
                                       metrics=metrics, tr=run.tr, sources=sources(run.bold, run.mask, run.confounds),
-                                      settings=asdict(settings), resolution=run_resolution_meta(run),
+                                      settings=asdict(settings), resolution=resolution_meta(run),
                                       out_dir=str(out_dir)),
                        name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([
@@ -102,16 +102,6 @@ def init_run_wf(
         (report, derivatives, [("figures", "figures"), ("report", "report")]),
     ])
     return wf
-
-
-def run_resolution_meta(run: Run) -> dict:
-    """The ``Resolution`` of a run's sidecars (:func:`~nmflow.participant.tables.resolution_meta`): its voxel
-    size read from the BOLD's header; empty without a ``res`` entity (CIFTI runs)."""
-    if run.res is None:
-        return {}
-    import nibabel as nib
-
-    return resolution_meta(run.res, run.space, tuple(float(v) for v in nib.load(run.bold).header.get_zooms()[:3]))
 
 
 def init_participant_wf(
