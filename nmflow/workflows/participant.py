@@ -192,8 +192,8 @@ def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
     return the exit code: 1 when a run failed, a strategy was skipped or a run could not be read."""
     if not found.runs:
         return print_summary(s.out_dir, 0, found.problems, {})
+    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
     open_call_log()
-    write_dataset_description(s.out_dir, s.bids_dir)
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         work_dir = Path(s.work_dir or scratch).absolute()
         failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics), s.cleaning,

@@ -186,8 +186,8 @@ def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOption
     atlas = resolve_atlas(s.atlas[0], s.atlas_dir, run_resolution(runs))
     cleaning = dataclasses.replace(s.cleaning, standardize=None)  # the GLM scales to percent signal change
     events = find_events(events_dir or s.bids_dir, runs)
+    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
     open_call_log()
-    write_dataset_description(s.out_dir, s.bids_dir)
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
                                            Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
