@@ -222,17 +222,18 @@ def _series_step(path: Path) -> float:
     return step
 
 
-def resolution_meta(run: Run) -> dict:
+def resolution_meta(entities: dict, bold: str | Path) -> dict:
     """``Resolution`` of the sidecars of a run's outputs named with its ``res`` entity (BIDS requires it with
-    one): what ``res-<res>`` means, the input BOLD's grid, with its voxel size (mm) read from the header;
-    empty without a ``res`` (CIFTI runs)."""
-    if run.res is None:
+    one): what ``res-<res>`` means, the input BOLD's grid, with its voxel size (mm) read from the header of
+    ``bold`` (by the node that publishes the run: the BOLD was read by then); empty without a ``res`` in the
+    run's ``entities`` (CIFTI runs)."""
+    if entities.get("res") is None:
         return {}
     import nibabel as nib
 
-    size = "x".join(f"{float(v):g}" for v in nib.load(run.bold).header.get_zooms()[:3])
-    return {"Resolution": f"res-{run.res} of the input BOLD in {run.space} space (its voxels: {size} mm); the "
-                          "atlas labels were sampled on that grid"}
+    size = "x".join(f"{float(v):g}" for v in nib.load(bold).header.get_zooms()[:3])
+    return {"Resolution": f"res-{entities['res']} of the input BOLD in {entities.get('space')} space (its voxels: "
+                          f"{size} mm); the atlas labels were sampled on that grid"}
 
 
 def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:
@@ -333,15 +334,14 @@ def write_dataset_description(out_dir: str | Path, source: str | Path, keep: boo
     ``DatasetLinks`` (``preprocessed``: the input, which the sidecars' ``Sources`` name as
     ``bids:preprocessed:<path>``), and the ``.bidsignore``.
 
-    An OUT_DIR whose description names another nmflow version gets
-    :func:`warn_other_version`'s line; ``keep`` leaves an existing
-    description as it is (the group level adds to the participant level's
-    outputs).
+    ``keep`` leaves an existing description as it is (the group level adds
+    to the participant level's outputs, and warns itself); one of another
+    nmflow version, replaced, gets :func:`warn_other_version`'s line.
     """
     out_dir = Path(out_dir)
-    warn_other_version(out_dir)
     if keep and (out_dir / "dataset_description.json").exists():
         return
+    warn_other_version(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = Path(os.path.abspath(source)).as_uri()
     desc = {

@@ -115,20 +115,25 @@ def test_slurm_array_forwards_the_counted_verbosity():
 
 # -- the version of OUT_DIR's outputs ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("keep", [False, True])
-def test_dataset_description_warns_on_another_version(tmp_path, capsys, keep):
-    from nmflow.bids_io import write_dataset_description
+def test_dataset_description_warns_on_another_version(tmp_path, capsys):
+    """Replaced: one warning naming both versions; kept (the group level, which warns first itself): none."""
+    from nmflow.bids_io import warn_other_version, write_dataset_description
 
     out = tmp_path / "out"
     _old_description(out, "0.0.1")
-    write_dataset_description(out, tmp_path / "in", keep=keep)
-    err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "nmflow 0.0.1" in err[0] and f"this is nmflow {nmflow.__version__}" in err[0]
-    version = json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Version"]
-    assert version == ("0.0.1" if keep else nmflow.__version__)  # the group level (keep) leaves it
+    write_dataset_description(out, tmp_path / "in", keep=True)
+    assert capsys.readouterr().err == ""
+    warn_other_version(out)
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "nmflow 0.0.1" in line and f"this is nmflow {nmflow.__version__}" in line
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Version"] == "0.0.1"
     write_dataset_description(out, tmp_path / "in")
+    assert capsys.readouterr().err == line + "\n"
+    assert json.loads((out / "dataset_description.json").read_text())["GeneratedBy"][0]["Version"] == \
+        nmflow.__version__
     write_dataset_description(out, tmp_path / "in")  # now of this version: silent
-    assert capsys.readouterr().err.count("warning") == (1 if keep else 0)
+    warn_other_version(out)
+    assert capsys.readouterr().err == ""
 
 
 # -- GeneratedBy: code address, container ------------------------------------------------------------------------------

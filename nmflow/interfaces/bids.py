@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
-    isdefined, traits,
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.bids_io import SPACE_ENTITIES
+from nmflow.bids_io import SPACE_ENTITIES, resolution_meta
 from nmflow.fileio import load_npz
 from nmflow.interfaces.io import atlases_from_records, strategies_from_records
 from nmflow.participant.settings import CleaningSettings
@@ -36,7 +35,7 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
     metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
     settings = traits.Dict(mandatory=True, desc="the strategies' filter (Hz) and scaling (CleaningSettings, as a dict)")
-    resolution = traits.Dict(desc="Resolution of the sidecars (bids_io.resolution_meta; empty: no res entity)")
+    bold = traits.Str(mandatory=True, desc="the BOLD run: its header gives the voxel size of Resolution")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
     signals = File(exists=True, mandatory=True, desc="NPZ of raw signals (for the region coverage)")
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals (n_kept, n_regions) and kept indices")
@@ -77,7 +76,7 @@ class RunDerivatives(SimpleInterface):
             for strategy, outliers in zip(strategies, inputs.outlier_files):
                 sink(outliers, OUTLIERS_META, suffix="outliers", desc=strategy.name, **no_space)
             node_files = {}
-            resolution = dict(inputs.resolution) if isdefined(inputs.resolution) else {}
+            resolution = resolution_meta(run, inputs.bold)
             for table in timeseries_tables(cwd, load_npz(inputs.cleaned)[0], coverage, atlases, strategies,
                                            inputs.tr, list(inputs.sources), CleaningSettings(**inputs.settings),
                                            resolution):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nipype import MapNode, Node
 
-from nmflow.bids_io import write_dataset_description
+from nmflow.bids_io import warn_other_version, write_dataset_description
 from nmflow.group.settings import GroupSettings
 from nmflow.interfaces.cohort import CollectCohort, MakeSplit
 from nmflow.interfaces.derivatives import VariantDerivativesSink
@@ -155,14 +155,16 @@ def _flatten(batches: list) -> list:
 def run_group(s: GroupSettings) -> int:
     """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step.
 
-    A group-only call (its features from another pipeline's folder) writes OUT_DIR's
-    ``dataset_description.json`` too; an existing one, the participant level's, is kept.
+    OUT_DIR made by another nmflow version: a warning first.  A group-only call (its features from another
+    pipeline's folder) writes OUT_DIR's ``dataset_description.json`` once it succeeded; an existing one, the
+    participant level's, is kept.
     """
+    warn_other_version(s.out_dir)
+    summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
+                                        lambda graph, group: (_summary(group), _notes(graph)), preload=NODE_IMPORTS,
+                                        progress=Progress(stage_labels(s), noun="stages", announce=True))
     write_dataset_description(s.out_dir, s.connectivity_dir or s.timeseries_dir or s.matrix_dir or s.bids_dir,
                               keep=True)
-    summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
-                                        lambda graph, group: (_summary(group), _notes(graph)),
-                                        preload=NODE_IMPORTS, progress=Progress(stage_labels(s), noun="stages", announce=True))
     LOG.info(f"{summary} -> {Path(s.out_dir) / 'group'}")
     for message in notes:
         LOG.info(f"nmflow: note: {message}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from nipype import Node
 
-from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, resolution_meta, write_dataset_description
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, write_dataset_description
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.bids import RunDerivatives
@@ -84,7 +84,7 @@ def init_run_wf(
                             command=command), name="report")
     derivatives = Node(RunDerivatives(entities=run.entities, atlases=atlas_list, strategies=strategy_list,
                                       metrics=metrics, tr=run.tr, sources=sources(run.bold, run.mask, run.confounds),
-                                      settings=asdict(settings), resolution=resolution_meta(run),
+                                      settings=asdict(settings), bold=run.bold,
                                       out_dir=str(out_dir)),
                        name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([

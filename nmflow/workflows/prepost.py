@@ -24,9 +24,7 @@ from pathlib import Path
 from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
 
-from nmflow.bids_io import (
-    CIFTI_SPACE, Run, collect_runs, resolution_meta, warn_other_version, write_dataset_description,
-)
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, warn_other_version, write_dataset_description
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.derivatives import VariantDerivativesSink
@@ -117,8 +115,7 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
     files, metas, entities, figures, figure_entities = (
         Node(Merge(n, ravel_inputs=True), name=name, run_without_submitting=True)
         for n, name in ((3, "files"), (3, "metas"), (3, "entities"), (2, "figures"), (2, "figure_entities")))
-    derivatives = Node(PrepostDerivatives(entities=run.entities, resolution=resolution_meta(run),
-                                          out_dir=str(out_dir)),
+    derivatives = Node(PrepostDerivatives(entities=run.entities, bold=run.bold, out_dir=str(out_dir)),
                        name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([
         (glm, segments, [("pre_bold", "in1"), ("post_bold", "in2")]),
