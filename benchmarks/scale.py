@@ -6,7 +6,7 @@ its network + a global signal + noise, with per-subject loadings and a per-site 
 has the block structure of real data), runs ``nmflow BIDS_DIR OUT_DIR group --timeseries-dir ...``
 with the default options (5 folds, ComBat, age + sex, 10 bootstrap models) as a subprocess, and
 prints one row per cell: each group step's wall time read from the progress lines
-(``[k/N] <step> done (t s)``), the total, and the peak resident memory of the run (measured by a
+(``[k/N stages, ...] <step> done (t s)``), the total, and the peak resident memory of the run (measured by a
 small parent process of the call with ``resource.getrusage(RUSAGE_CHILDREN)``: the largest of its
 descendants, the nmflow process, in which the steps run with the default plugin).
 
@@ -43,7 +43,7 @@ STEPS = {  # progress words -> column
     "group statistics": "group_tests", "single-case statistics": "single_case", "variant ranking": "select",
     "group report": "report",
 }
-PROGRESS = re.compile(r"^\[\d+/\d+\] (.*) done \(([\d.]+) s\)$")
+PROGRESS = re.compile(r"^\[\d+/\d+ stages, [^\]]*\] (.*) done \(([\d.]+) s\)$")
 
 
 def write_cohort(root: Path, n_subjects: int, n_regions: int, seed: int = 0) -> tuple[Path, Path]:

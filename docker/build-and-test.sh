@@ -30,8 +30,8 @@
 # that is not the image's, $HOME not writable, only the bind mounts and /tmp writable). Each containerised
 # output tree must exist, be owned by the user that ran it and equal the local one
 # (benchmarks/compare_outputs.py: same files, TSV and JSON numbers within 1e-12, PNG pixels, other files
-# byte for byte; nmflow_config.yml and dataset_description.json record the call's own folders, /out/...
-# in the image, and are left out; the group's model files are compared without the Python release they
+# byte for byte; each call's logs/nmflow-* files (named by its start time) and dataset_description.json
+# (the call's own folders, /out/... in the image, and the container) are left out; the group's model files are compared without the Python release they
 # record). Prints the image size and the containerised / local time ratios.
 # Exit code 0 when everything holds, 1 otherwise.
 set -euo pipefail
@@ -157,7 +157,7 @@ case "$SOURCE_URL" in https://*|http://*) ;; *) SOURCE_URL="" ;; esac   # a labe
 EXTRA="$CTX/docker/context"
 mkdir -p "$EXTRA"
 ARGS=(--build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "VERSION=$VERSION" --build-arg "SOURCE_URL=$SOURCE_URL"
-      --build-arg "REVISION=$REVISION" --build-arg "TORCH_VERSION=$TORCH_VERSION")
+      --build-arg "IMAGE_TAG=$TAG" --build-arg "REVISION=$REVISION" --build-arg "TORCH_VERSION=$TORCH_VERSION")
 if [ -n "$ATLAS_DIR" ]; then
   cp -r "$ATLAS_DIR" "$EXTRA/atlases"
   ARGS+=(--build-arg ATLAS_SOURCE=context)
@@ -271,7 +271,8 @@ if [ "$SKIP_READONLY" = 0 ]; then
 fi
 
 # compare_with_local DIR: benchmarks/compare_outputs.py on the local and DIR output trees. Left out:
-# nmflow_config.yml and dataset_description.json (they name the call's own folders); the group's model
+# each call's logs/nmflow-* (named by its start time) and dataset_description.json (it names the call's own
+# folders and, in the image, the container); the group's model
 # files are compared without the Python release they record (the image runs Debian's Python 3.11, the
 # local virtualenv whichever 3.11 made it).
 compare_with_local() {
@@ -282,7 +283,7 @@ sys.path.insert(0, sys.argv[1])
 from compare_outputs import compare_json, compare_trees
 old, new = Path(sys.argv[2]), Path(sys.argv[3])
 models = "group/*_model.json"
-problems, notes, identical = compare_trees(old, new, 1e-12, ("nmflow_config.yml", "dataset_description.json", models))
+problems, notes, identical = compare_trees(old, new, 1e-12, ("logs/nmflow-*", "dataset_description.json", models))
 pythons, equal_models = set(), 0
 for rel in sorted({p.relative_to(old) for p in old.glob(models)} | {p.relative_to(new) for p in new.glob(models)}):
     if not (old / rel).exists() or not (new / rel).exists():

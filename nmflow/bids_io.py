@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, read_json, read_tsv
+from nmflow.log import LOG
 
 if TYPE_CHECKING:  # imported where used, as PyBIDS and nibabel: `nmflow fmriprep` parses with this module loaded
     import numpy as np
@@ -255,6 +256,20 @@ def _series_step(path: Path) -> float:
     return step
 
 
+def resolution_meta(entities: dict, bold: str | Path) -> dict:
+    """``Resolution`` of the sidecars of a run's outputs named with its ``res`` entity (BIDS requires it with
+    one): what ``res-<res>`` means, the input BOLD's grid, with its voxel size (mm) read from the header of
+    ``bold`` (by the node that publishes the run: the BOLD was read by then); empty without a ``res`` in the
+    run's ``entities`` (CIFTI runs)."""
+    if entities.get("res") is None:
+        return {}
+    import nibabel as nib
+
+    size = "x".join(f"{float(v):g}" for v in nib.load(bold).header.get_zooms()[:3])
+    return {"Resolution": f"res-{entities['res']} of the input BOLD in {entities.get('space')} space (its voxels: "
+                          f"{size} mm); the atlas labels were sampled on that grid"}
+
+
 def bids_name(entities: dict, suffix: str | None, extension: str | None) -> str:
     """``sub-01_task-rest_..._suffix.ext`` from entities keyed by long or short names."""
     short = dict(ENTITY_ORDER)
@@ -290,17 +305,84 @@ BIDSIGNORE = ("*_timeseries.tsv", "*_timeseries.json", "*_relmat.tsv", "*_relmat
               "*_statmap.json", "*.html", "figures/", "group/", "logs/")
 
 
-def write_dataset_description(out_dir: str | Path, source: str | Path) -> None:
-    """``dataset_description.json`` with GeneratedBy, the source dataset and ``DatasetLinks``
-    (``preprocessed``: the input, which the sidecars' ``Sources`` name as ``bids:preprocessed:<path>``)."""
+def code_url() -> str | None:
+    """The project's address from the installed package's metadata (``[project.urls]``: ``Source``,
+    ``Repository``, ``Homepage`` or ``Home``, first found); None when it declares none."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        entries = metadata("nmflow").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return None
+    urls = dict(entry.split(", ", 1) for entry in entries if ", " in entry)
+    urls = {label.lower(): url for label, url in urls.items()}
+    return next((urls[k] for k in ("source", "repository", "homepage", "home") if k in urls), None)
+
+
+def container(environ=os.environ, root: str | Path = "/") -> dict | None:
+    """``GeneratedBy.Container`` when nmflow runs in a container, else None.
+
+    Apptainer (Singularity) sets ``APPTAINER_CONTAINER`` (``SINGULARITY_CONTAINER``) to the image file;
+    Docker leaves ``/.dockerenv``, Podman ``/run/.containerenv``; nmflow's image (``docker/Dockerfile``)
+    sets ``NMFLOW_CONTAINER`` to its ``name:tag``.  ``environ`` and ``root`` stand for the process's.
+    """
+    tag = {"Tag": environ["NMFLOW_CONTAINER"]} if environ.get("NMFLOW_CONTAINER") else {}
+    for variable, kind in (("APPTAINER_CONTAINER", "apptainer"), ("SINGULARITY_CONTAINER", "singularity")):
+        if environ.get(variable):
+            return {"Type": kind, "URI": environ[variable], **tag}
+    for marker, kind in ((".dockerenv", "docker"), ("run/.containerenv", "podman")):
+        if (Path(root) / marker).exists():
+            return {"Type": kind, **tag}
+    return {"Type": "docker", **tag} if tag else None
+
+
+def generated_by() -> dict:
+    """This nmflow's ``GeneratedBy`` entry: name, version, ``CodeURL`` and ``Container`` when known."""
+    url, box = code_url(), container()
+    return {"Name": "nmflow", "Version": __version__, **({"CodeURL": url} if url else {}),
+            **({"Container": box} if box else {})}
+
+
+def previous_version(out_dir: str | Path) -> str | None:
+    """The nmflow version in ``OUT_DIR/dataset_description.json``'s ``GeneratedBy`` (None: no such file, or
+    none that nmflow wrote)."""
+    path = Path(out_dir) / "dataset_description.json"
+    try:
+        entries = json.loads(path.read_text()).get("GeneratedBy") or []
+    except (OSError, ValueError, AttributeError):
+        return None
+    return next((str(e.get("Version")) for e in entries if isinstance(e, dict) and e.get("Name") == "nmflow"), None)
+
+
+def warn_other_version(out_dir: str | Path) -> None:
+    """One warning line, naming both versions, when OUT_DIR's outputs were made by another nmflow version
+    (fMRIPrep's habit): this call's outputs would be mixed with theirs."""
+    before = previous_version(out_dir)
+    if before is not None and before != __version__:
+        LOG.warning(f"nmflow: warning: {Path(out_dir) / 'dataset_description.json'}: OUT_DIR holds outputs of "
+                    f"nmflow {before}; this is nmflow {__version__}: rerun every level, or use a new OUT_DIR")
+
+
+def write_dataset_description(out_dir: str | Path, source: str | Path, keep: bool = False) -> None:
+    """``dataset_description.json`` with GeneratedBy (:func:`generated_by`), the source dataset and
+    ``DatasetLinks`` (``preprocessed``: the input, which the sidecars' ``Sources`` name as
+    ``bids:preprocessed:<path>``), and the ``.bidsignore``.
+
+    ``keep`` leaves an existing description as it is (the group level adds
+    to the participant level's outputs, and warns itself); one of another
+    nmflow version, replaced, gets :func:`warn_other_version`'s line.
+    """
     out_dir = Path(out_dir)
+    if keep and (out_dir / "dataset_description.json").exists():
+        return
+    warn_other_version(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     uri = Path(os.path.abspath(source)).as_uri()
     desc = {
         "Name": "nmflow derivatives",
         "BIDSVersion": "1.9.0",
         "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "nmflow", "Version": __version__}],
+        "GeneratedBy": [generated_by()],
         "SourceDatasets": [{"URL": uri}],
         "DatasetLinks": {"preprocessed": uri},  # the dataset of the sidecars' bids:preprocessed:... Sources
     }

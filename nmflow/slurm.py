@@ -92,8 +92,8 @@ def forwarded_options(parser: argparse.ArgumentParser, args: argparse.Namespace,
         if value == action.default:
             continue
         flag = max(action.option_strings, key=len)
-        if action.nargs == 0:
-            argv.append(flag)
+        if action.nargs == 0:  # a switch, or a counted one (-vv: --verbose --verbose)
+            argv += [flag] * (value if isinstance(action, argparse._CountAction) else 1)
             continue
         values = value if isinstance(value, (list, tuple)) else [value]
         argv += [flag, *(json.dumps(v) if isinstance(v, dict) else str(v) for v in values)]

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "nmflow"
 # lower layers first; a module may import its own layer's neighbours and any layer below
 LAYERS = [
-    {"nmflow", "nmflow.errors"},
+    {"nmflow", "nmflow.errors", "nmflow.log"},
     {"nmflow.fileio", "nmflow.networks", "nmflow.stats", "nmflow.slurm"},
     {"nmflow.images"},
     {"nmflow.bids_io"},

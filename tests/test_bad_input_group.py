@@ -183,5 +183,11 @@ def test_broken_group_call(name, cohort_tree, tmp_path, capsys):
     assert rc == 1
     message_line(err, str(ctx[row.names]), row.says)
     assert len([ln for ln in err.splitlines() if ln.startswith("nmflow: error:")]) == 1, err
-    assert hashes(tmp_path / "data", "*") == inputs and not (ctx["out"] / "group").exists()
+    # nothing written but the call's log file, which ends with the error line
+    logs = list((ctx["out"] / "logs").glob("nmflow-group-*.log"))
+    written = {str(log.relative_to(tmp_path / "data")) for log in logs}
+    assert {k: v for k, v in hashes(tmp_path / "data", "*").items() if k not in written} == inputs
+    assert not (ctx["out"] / "group").exists()
     assert not [p for p in tree(ctx["out"]) if p.startswith(".")], "a staging folder was left"
+    for log in logs:  # the call got as far as its workflow: one log, ending with the error line
+        assert len(logs) == 1 and log.read_text().rstrip("\n").endswith(err.strip().splitlines()[-1])

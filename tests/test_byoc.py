@@ -318,6 +318,13 @@ def test_group_run_on_xcpd_relmats_and_on_the_same_matrices_as_npy(cohort, tmp_p
     assert f"seg-{ATLAS}_meas-pearson" in out
     assert "matrices computed by another pipeline were read from its BIDS derivatives" in \
         (group / "CITATION.md").read_text()
+    # a group-only call describes OUT_DIR too (its source: the pipeline's folder) and keeps its log
+    desc = json.loads((tmp_path / "out" / "dataset_description.json").read_text())
+    assert desc["GeneratedBy"][0]["Name"] == "nmflow" and desc["DatasetType"] == "derivative"
+    assert desc["SourceDatasets"] == [{"URL": (tmp_path / "xcpd").absolute().as_uri()}]
+    log = next((tmp_path / "out" / "logs").glob("nmflow-group-*.log")).read_text()
+    summary = next(line for line in out.splitlines() if line.startswith("nmflow group: "))
+    assert f"Z {summary}\n" in log and "Z deviation scores ...\n" in log  # each line after its UTC time
     # the same matrices as a folder of NPY: the same deviations, under the variant meas-pearson
     (tmp_path / "regions.txt").write_text("\n".join(cohort.regions))
     rc, out, err = run_cli([tmp_path / "bids", tmp_path / "out2", "group", "--matrix-dir", tmp_path / "npy",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+import nmflow
 from helpers.dicom import run_cli
 
 # argv of each subcommand, its config file appended as --config
@@ -102,7 +104,8 @@ def test_participant_label_spellings_and_a_label_not_found(tiny_dataset, tmp_pat
     out = tmp_path / "out"
     code, printed, err = run_cli([str(tiny_dataset["fmriprep"]), str(out), "participant", "--participant_label",
                                   "01", "sub-99", "98"], capsys)
-    assert code == 1 and printed == ""
+    assert code == 1 and printed == (f"nmflow {nmflow.__version__}, participant level: loading Nipype ...\n"
+                                     f"indexing BIDS dataset {tiny_dataset['fmriprep']} ...\n")
     assert err == (f"nmflow: error: {tiny_dataset['fmriprep']}: --participant-label: 2 participant(s) not found: "
                    "sub-99 sub-98\n")
     assert not out.exists()

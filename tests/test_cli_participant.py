@@ -50,6 +50,16 @@ def _relmat_path(out: Path, sub: str, atlas: str, desc: str, meas: str) -> Path:
 
 
 
+def _resolution(fmriprep: Path, sub: str) -> str:
+    """The ``Resolution`` expected for ``res-8``: the voxel size read here from the input BOLD's header."""
+    import nibabel as nib
+
+    size = "x".join(f"{v:g}" for v in nib.load(run_files(fmriprep, sub)["bold"]).header.get_zooms()[:3])
+    assert size == "8x8x8"  # the toy atlas's grid
+    return (f"res-8 of the input BOLD in MNI152NLin6Asym space (its voxels: {size} mm); the atlas labels were "
+            "sampled on that grid")
+
+
 def _data_hashes(out: Path) -> dict[str, str]:
     """Hashes of every output but the HTML reports (they hold the call's command line and date)."""
     return {k: v for k, v in hashes(out, "*").items() if not k.endswith(".html")}
@@ -64,13 +74,15 @@ def full_run(tiny_dataset, tmp_path_factory):
     assert rc == 0, stderr
     assert error_lines(stderr) == []
     assert "4 of 4 run(s) done" in stdout
-    done = re.findall(r"^\[(\d)/4\] (sub-0\d)_task-rest done \(\d+\.\d s\)$", stdout, re.M)
-    assert [k for k, _ in done] == ["1", "2", "3", "4"] and sorted(s for _, s in done) == [f"sub-{s}" for s in SUBJECTS]
+    done = re.findall(r"^\[(\d)/4 runs, \d+:\d\d elapsed(, ~\d+:\d\d left)?\] (sub-0\d)_task-rest done \(\d+\.\d s\)$",
+                      stdout, re.M)
+    assert [k for k, _, _ in done] == ["1", "2", "3", "4"] and sorted(s for _, _, s in done) == [f"sub-{s}" for s in SUBJECTS]
+    assert [bool(left) for _, left, _ in done] == [True, True, True, False]  # no estimate once all are done
     return {"out": out, "work": work, "root": root, **tiny_dataset}
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 4)
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 5)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
@@ -91,6 +103,12 @@ def test_timeseries_headers_rows_and_sidecar(full_run, atlas):
             assert meta["DenoisingStrategy"]["Name"] == desc
             assert list(meta["RegionCoverage"]) == names
             assert meta["RegionNetworks"] == dict(zip(names, yeo_systems(n_regions)))  # for the group report
+            # filter (the CLI's defaults, Hz; the none strategy filters nothing) and units (--standardize psc)
+            filtered = desc != "none"
+            assert (meta["HighPassCutoffHz"], meta["LowPassCutoffHz"]) == ((0.01, 0.1) if filtered else (None, None))
+            assert meta["Detrended"] is filtered and ("Butterworth" in (meta["Filter"] or "")) is filtered
+            assert meta["Standardization"] == "psc" and meta["Units"].startswith("percent signal change")
+            assert meta["Resolution"] == _resolution(full_run["fmriprep"], sub), path.name  # res-8 in the name
             # kept volumes = the uncensored rows of the outliers table of that strategy
             outliers = read_tsv(path.parent / f"sub-{sub}_task-rest_desc-{desc}_outliers.tsv")
             assert len(outliers) == 100
@@ -159,6 +177,10 @@ def test_relmat_sidecars(full_run):
                 ts = _ts_path(full_run["out"], "02", atlas, desc)
                 assert meta["NodeFiles"] == [ts.name]
                 assert (path.parent / meta["NodeFiles"][0]).is_file()
+                # Sources: the BIDS URI, inside this dataset (bids::), of the time series the matrix came from
+                assert meta["Sources"] == [f"bids::sub-02/func/{ts.name}"]
+                assert (full_run["out"] / meta["Sources"][0].removeprefix("bids::")).is_file()
+                assert meta["Resolution"] == _resolution(full_run["fmriprep"], "02")
 
 
 def test_dataset_description_and_saved_config(full_run):

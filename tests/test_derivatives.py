@@ -90,12 +90,12 @@ def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset,
 
     original, staged = tables.relmat_tables, []
 
-    def fail_for_sub01(folder, relmats, atlases, strategies, metrics, node_files):
-        if any(name.startswith("sub-01_") for name in node_files.values()):
+    def fail_for_sub01(folder, relmats, atlases, strategies, metrics, node_files, resolution):
+        if any(Path(path).name.startswith("sub-01_") for path in node_files.values()):
             stage = next(p for p in out.iterdir() if p.name.startswith(".staging-"))
             staged.extend(tree(stage))
             raise RuntimeError("planted failure after the time series sinks")
-        return original(folder, relmats, atlases, strategies, metrics, node_files)
+        return original(folder, relmats, atlases, strategies, metrics, node_files, resolution)
 
     monkeypatch.setattr("nmflow.interfaces.bids.relmat_tables", fail_for_sub01)
     root = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01", "02"])
@@ -107,7 +107,8 @@ def test_failing_run_leaves_nothing_and_the_boilerplate_is_written(tiny_dataset,
     assert "planted failure" in failures["sub-01_task-rest"]
     assert any(p.endswith("_timeseries.tsv") for p in staged), staged  # the sinks did write, into staging
     assert tree(out) == minimal_run_outputs("02") | TOP_LEVEL - {"dataset_description.json", ".bidsignore",
-                                                                 "logs/nmflow-participant-<call>.yml"}
+                                                                 "logs/nmflow-participant-<call>.yml",
+                                                                 "logs/nmflow-participant-<call>.log"}
     citation = (out / "logs" / "CITATION.md").read_text()
     for words in ("*simple*", "`atlas-Yeo2011_seg-7nThin`", "`meas-pearson`", "Yeo BTT", "Nipype"):
         assert words in citation

@@ -48,7 +48,7 @@ def _ts(out: Path, sub: str, atlas: str, desc: str) -> Path:
 
 
 def test_outputs_are_exactly_the_expected_files(e2e):
-    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 40 + 4)
+    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 40 + 5)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))

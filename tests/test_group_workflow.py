@@ -46,9 +46,15 @@ def test_one_training_node_per_width_and_a_changed_option_reruns_only_what_reads
     work = small / "work"
     args = ("-w", str(work), *FAST)
     assert run_group(group_args(small / "bids", small / "out", *args)) == 0
-    progress = re.findall(r"^\[(\d+)/(\d+)\] (.+) done \(\d+\.\d s\)$", capsys.readouterr().out, re.M)
+    printed = capsys.readouterr().out
+    progress = re.findall(r"^\[(\d+)/(\d+) stages, \d+:\d\d elapsed(?:, ~\d+:\d\d left)?\] (.+) done \(\d+\.\d s\)$",
+                          printed, re.M)
     assert [int(k) for k, _, _ in progress] == list(range(1, 11)) and {n for _, n, _ in progress} == {"10"}
     assert progress[0][2] == "features and phenotypes" and progress[-1][2] == "group report"
+    lines = printed.splitlines()
+    for _, _, words in progress:  # each stage announced as it starts, before its line of progress
+        done = next(k for k, line in enumerate(lines) if re.search(rf"\] {re.escape(words)} done \(", line))
+        assert lines.index(f"{words} ...") < done
     # 3 variants: Yeo-17 none and simple share their width (136 inputs), Yeo-7 has 21 -> 2 training nodes
     assert len(list((work / "nmflow_group_wf" / "train" / "mapflow").glob("_train*"))) == 2
     batches = pd.read_csv(small / "out" / "group" / "subjects.tsv", sep="\t")

@@ -20,6 +20,8 @@ SETTINGS = PrepostSimulationSettings(n_controls=3, n_patients=1, n_volumes=240, 
                                      n_changed=2, n_common=1, seed=0)
 ONSET = 120.0  # the middle of 240 volumes at TR 1 s
 ATLAS = "space-MNI152NLin6Asym_atlas-Yeo2011_seg-17nThick_res-8"
+RESOLUTION = ("res-8 of the input BOLD in MNI152NLin6Asym space (its voxels: 8x8x8 mm); the atlas labels were "
+              "sampled on that grid")
 METRICS = ("pearson", "lwcorrelation", "spearman", "kendall")
 
 
@@ -75,10 +77,17 @@ def _run_outputs(sub: str) -> set[str]:
 def test_participant_outputs_and_values(participant):
     written = tree(participant)
     views = {p for p in written if p.endswith("_statmap.html")}
-    calls = {p for p in written if p.startswith("logs/nmflow-participant-") and p.endswith(".yml")}
+    calls = {p for p in written if p.startswith("logs/nmflow-participant-<call>.")}
     expected = set().union(*(_run_outputs(f"{k:02d}") for k in range(1, 5)))
     expected |= {"dataset_description.json", ".bidsignore", "logs/CITATION.md"}
-    assert written - views - calls == expected and len(calls) == 1
+    assert written - views - calls == expected and calls == {"logs/nmflow-participant-<call>.yml",
+                                                             "logs/nmflow-participant-<call>.log"}
+    # BIDS: a res- entity needs the sidecar's Resolution (the simulated BOLD's 8 mm voxels); none without one
+    sidecars = [p for p in written if p.endswith(".json") and p.startswith("sub-")]
+    for name in sidecars:
+        meta = json.loads((participant / name).read_text())
+        assert meta.get("Resolution") == (RESOLUTION if "_res-8_" in name else None), name
+    assert sum("_res-8_" in name for name in sidecars) >= 4 * 3  # time series, relmats, statmaps of each run
     for sub, source in (("02", "--stimulus-onset"), ("04", "sub-04_task-rest_events.tsv")):
         path = participant / f"sub-{sub}" / "func" / f"sub-{sub}_task-rest_desc-stimulus_events"
         events = read_tsv(path.with_suffix(".tsv"))

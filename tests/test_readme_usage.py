@@ -38,10 +38,12 @@ def test_readme_usage_block_runs_as_written(tmp_path, monkeypatch, capsys):
         assert "Traceback" not in stderr
         outputs.append(stdout)
     n_runs = len(pd.read_csv(tmp_path / "sim" / "fmriprep" / "participants.tsv", sep="\t"))
-    assert re.search(rf"^\[{n_runs}/{n_runs}\] sub-\d+_task-rest done", outputs[1], re.M)
-    assert "[10/10] group report done" in outputs[2]
+    assert re.search(rf"^\[{n_runs}/{n_runs} runs, \d+:\d\d elapsed\] sub-\d+_task-rest done", outputs[1], re.M)
+    assert re.search(r"^\[10/10 stages, \d+:\d\d elapsed\] group report done", outputs[2], re.M)
     out = tmp_path / "out"
     assert len(list(out.glob("sub-*_task-rest.html"))) == n_runs
     assert (out / "group" / "group_report.html").is_file()
     logs = sorted(p.name.split("-")[1] for p in (out / "logs").glob("nmflow-*.yml"))
     assert logs == ["group", "participant"]
+    assert sorted(p.with_suffix(".yml").name for p in (out / "logs").glob("nmflow-*.log")) == \
+        sorted(p.name for p in (out / "logs").glob("nmflow-*.yml"))  # each call's log beside its options

@@ -9,6 +9,7 @@ import yaml
 
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import check_apart, read_json, read_text
+from nmflow.log import NIPYPE_VERBOSITY
 
 
 # numeric options and the values they can take (checked at parse time, before anything runs)
@@ -73,6 +74,12 @@ def check_outputs_apart(args: argparse.Namespace) -> None:
         check_apart(source, args.out_dir, "OUT_DIR")
         if args.work_dir:
             check_apart(source, args.work_dir, "the work folder (-w)")
+
+
+def settings_namespace(args: argparse.Namespace, **read) -> argparse.Namespace:
+    """A copy of ``args`` for a settings object: ``verbose`` (counted ``-v``) becomes whether Nipype's workflow
+    log is shown (``-vv``), and ``read`` replaces options by what was read from their files."""
+    return argparse.Namespace(**{**vars(args), "verbose": args.verbose >= NIPYPE_VERBOSITY, **read})
 
 
 def read_filters(path: Path | None) -> dict:

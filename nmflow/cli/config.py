@@ -116,16 +116,22 @@ def command_line(argv: list[str]) -> str:
     return "nmflow " + shlex.join(str(a) for a in argv)
 
 
-def save_call(out_dir: str | Path, level: str, args: argparse.Namespace, argv: list[str]) -> Path:
-    """Save this call's resolved configuration as ``OUT_DIR/logs/nmflow-<level>-<UTC time>-<id>.yml``.
+def call_stem(level: str) -> str:
+    """``nmflow-<level>-<UTC start time>-<id>``: the name of this call's files in ``OUT_DIR/logs``."""
+    return f"nmflow-{level}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def save_call(out_dir: str | Path, args: argparse.Namespace, argv: list[str], stem: str) -> Path:
+    """Save this call's resolved configuration as ``OUT_DIR/logs/<stem>.yml`` (:func:`call_stem`).
 
     One file per call, never overwritten: its keys are the flag names (re-run
     with ``--config`` on it), its header comments the version, the start time and
     the command line.  Returns the file's path.
     """
-    now = datetime.now(timezone.utc)
-    path = Path(out_dir) / "logs" / f"nmflow-{level}-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}.yml"
-    header = (f"# nmflow {__version__}, {level} level, {now.isoformat(timespec='seconds')}\n"
+    level = args.analysis_level
+    start = datetime.strptime(stem.split("-")[2], "%Y%m%dT%H%M%S").replace(tzinfo=timezone.utc)
+    path = Path(out_dir) / "logs" / f"{stem}.yml"
+    header = (f"# nmflow {__version__}, {level} level, {start.isoformat(timespec='seconds')}\n"
               f"# command: {command_line(argv)}\n"
               f"# re-run it with: nmflow BIDS_DIR OUT_DIR {level} --config <this file>\n")
     atomic_write_text(path, header + yaml.safe_dump(config_to_dict(args), sort_keys=True))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import sys
 import tempfile
 import traceback
 
 from nmflow.errors import NmflowInputError
+from nmflow.log import LOG, end_call_log
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 
@@ -70,27 +72,30 @@ def main(argv: list[str] | None = None) -> int:
         traceback too under ``-v``); 1 after any other exception, a bug, whose
         traceback is printed with a line asking to report it; 130 after
         Ctrl-C; argparse's 2 after a usage error and 0 after ``--help`` or
-        ``--version``.
+        ``--version``.  The last line also ends the call's log file, the
+        traceback of a bug included.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = "-v" in argv or "--verbose" in argv
+    verbose = any(arg == "--verbose" or re.fullmatch(r"-v+", arg) for arg in argv)
     try:
         return _dispatch(argv)
     except SystemExit as exc:  # raised by argparse only
         return int(exc.code or 0)
     except KeyboardInterrupt:
-        print("nmflow: interrupted", file=sys.stderr)
+        LOG.error("nmflow: interrupted")
         return 130
     except (NmflowInputError, OSError, MemoryError) as exc:  # bad input, or the machine (permissions, disk, memory)
         if verbose:
             traceback.print_exc()
-        print(f"nmflow: error: {_error_line(exc)}", file=sys.stderr)
+        LOG.error(f"nmflow: error: {_error_line(exc)}")
         return 1
     except Exception as exc:  # a bug in nmflow
         traceback.print_exc()
-        print(f"nmflow: error: internal error ({type(exc).__name__}: {_error_line(exc)}). This is a bug in nmflow: "
-              "please report it with the command line and the traceback above.", file=sys.stderr)
+        LOG.error(f"nmflow: error: internal error ({type(exc).__name__}: {_error_line(exc)}). This is a bug in "
+                  "nmflow: please report it with the command line and the traceback above.", exc_info=True)
         return 1
+    finally:
+        end_call_log()
 
 
 def _dispatch(argv: list[str]) -> int:

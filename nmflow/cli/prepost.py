@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 
 
-from nmflow.cli.common import check_one_analysis, check_outputs_apart, read_filters, read_plugin_args
+from nmflow.cli.common import (
+    check_one_analysis, check_outputs_apart, read_filters, read_plugin_args, settings_namespace,
+)
 from nmflow.cli.config import command_line, save_call
 from nmflow.errors import NmflowInputError
+from nmflow.log import LOG, NIPYPE_VERBOSITY
 
 
-def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
-    """Run one level of the stimulus study; returns the exit code (errors are raised)."""
+def run_prepost(args: argparse.Namespace, argv: list[str], stem: str) -> int:
+    """Run one level of the stimulus study; returns the exit code (errors are raised).  ``stem`` names the
+    call's files in ``OUT_DIR/logs`` (:func:`~nmflow.cli.config.call_stem`)."""
     if args.slurm_array:
         raise NmflowInputError(None, "--slurm-array writes the normative analysis' jobs; run the stimulus study with "
                                      "--nprocs or --plugin")
@@ -19,7 +23,7 @@ def run_prepost(args: argparse.Namespace, argv: list[str]) -> int:
     check_outputs_apart(args)
     check_one_analysis(args.out_dir, "prepost")
     status = _participant(args, argv) if args.analysis_level == "participant" else _group(args)
-    save_call(args.out_dir, args.analysis_level, args, argv)
+    save_call(args.out_dir, args, argv, stem)
     return status
 
 
@@ -46,8 +50,8 @@ def _participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.participant.settings import ParticipantSettings
     from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant_level
 
-    read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
-                                 "bids_filters": read_filters(args.bids_filter_file)})
+    read = settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args),
+                              bids_filters=read_filters(args.bids_filter_file))
     options = PrepostOptions(args.stimulus_onset, args.stimulus_duration, args.transition, args.alpha,
                              args.min_coverage)
     return run_prepost_participant_level(ParticipantSettings.from_namespace(read, command_line(argv)), options,
@@ -63,10 +67,10 @@ def _group(args: argparse.Namespace) -> int:
         participant_label=tuple(args.participant_label or ()), group_column=args.group_column,
         control_label=args.control_label, case_label=tuple(args.case_label or ()), alpha=args.alpha,
         work_dir=args.work_dir.absolute() if args.work_dir else None, plugin=args.plugin,
-        plugin_args=read_plugin_args(args.plugin_args), nprocs=args.nprocs, verbose=args.verbose)
+        plugin_args=read_plugin_args(args.plugin_args), nprocs=args.nprocs, verbose=args.verbose >= NIPYPE_VERBOSITY)
     if not s.out_dir.is_dir():
         raise NmflowInputError(s.out_dir, "no participant-level outputs: run 'participant --analysis prepost' first")
     if not s.participants.is_file():
         raise NmflowInputError(s.participants, "participants file not found (give --participants FILE)")
-    print(run_prepost_group(s))
+    LOG.info(run_prepost_group(s))
     return 0

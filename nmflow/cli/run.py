@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 
 from nmflow import __version__
-from nmflow.cli.config import command_line, parse_with_config, save_call
-from nmflow.cli.common import check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args
+from nmflow.cli.config import call_stem, command_line, parse_with_config, save_call
+from nmflow.cli.common import (
+    check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args, settings_namespace,
+)
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
 from nmflow.participant.settings import METRIC_NAMES, PRESETS, ParticipantSettings
 from nmflow.errors import NmflowInputError
+from nmflow.log import LOG, set_verbosity, start_call_log
 
 os.environ.setdefault("NIPYPE_NO_ET", "1")
 PLUGINS = ["Linear", "MultiProc", "SLURM", "SGE", "PBS"]
@@ -83,7 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the plugin's arguments: a JSON object or a JSON/YAML file, e.g. "
                         "'{\"sbatch_args\": \"--mem=2G\"}' or '{\"n_procs\": 4}'")
     r.add_argument("-w", "--work-dir", type=Path, help="Nipype cache (a re-run resumes from it)")
-    r.add_argument("-v", "--verbose", action="store_true", help="show Nipype's log")
+    m = r.add_mutually_exclusive_group()
+    m.add_argument("-v", "--verbose", action="count", default=0,
+                   help="-v: nmflow's details too (files found, folders, plugin); -vv: Nipype's workflow log as well")
+    m.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only (the log file keeps all)")
     s = parser.add_argument_group("slurm array (participant level)")
     s.add_argument("--slurm-array", action="store_true",
                    help="run nothing: write WORK_DIR/slurm/participant.sbatch (one array task per subject) and "
@@ -101,35 +106,40 @@ def main(argv: list[str]) -> int:
     """Entry point of the BIDS-App call; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
     check_numbers(args)
+    stem = call_stem(args.analysis_level)
+    start_call_log(args.out_dir / "logs" / f"{stem}.log")  # beside <stem>.yml, once the call writes into OUT_DIR
+    set_verbosity(args.verbose - args.quiet)
+    LOG.debug(f"nmflow {__version__}: {command_line(argv)}")
     if args.analysis_level == "participant" and not args.skip_bids_validation:
         from nmflow.bids_io import check_derivatives_dir
 
         for line in check_derivatives_dir(args.bids_dir):
-            print(f"nmflow: warning: {line}", file=sys.stderr)
+            LOG.warning(f"nmflow: warning: {line}")
     if args.analysis == "prepost":
         from nmflow.cli.prepost import run_prepost
 
-        return run_prepost(args, argv)
+        return run_prepost(args, argv, stem)
     if args.analysis_level == "participant":
-        return run_participant(args, argv)
-    return run_group(args, argv)
+        return run_participant(args, argv, stem)
+    return run_group(args, argv, stem)
 
 
-def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
+def run_participant(args: argparse.Namespace, argv: list[str], stem: str) -> int:
+    check_outputs_apart(args)
+    check_one_analysis(args.out_dir, "normative")
+    LOG.info(f"nmflow {__version__}, participant level: loading Nipype ...")  # seconds of imports
     from nmflow.participant.settings import ParticipantSettings
     from nmflow.workflows.participant import find_participant_inputs, run_participant
 
-    check_outputs_apart(args)
-    check_one_analysis(args.out_dir, "normative")
-    read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
-                                 "bids_filters": read_filters(args.bids_filter_file)})
+    read = settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args),
+                              bids_filters=read_filters(args.bids_filter_file))
     s = ParticipantSettings.from_namespace(read, command_line(argv))
     found = find_participant_inputs(s)
     if args.slurm_array and found.runs:
         return _slurm_array(args, found.runs, found.problems)
     status = run_participant(s, found)
     if found.runs:
-        save_call(args.out_dir, "participant", args, argv)
+        save_call(args.out_dir, args, argv, stem)
     return status
 
 
@@ -143,27 +153,28 @@ def _slurm_array(args: argparse.Namespace, runs: list, problems: list[str]) -> i
     jobs = write_slurm_jobs(sorted({r.subject for r in runs}), args.bids_dir, args.out_dir, args.work_dir,
                             forwarded_options(fresh, args, ["participant_label"]), forwarded_options(fresh, args),
                             args.nprocs, args.slurm_args)
-    print(f"nmflow participant: wrote a {jobs.n_tasks}-task Slurm array ({jobs.participant_script.name}) and its "
-          f"group job ({jobs.group_script.name}) in {jobs.participant_script.parent}")
+    LOG.info(f"nmflow participant: wrote a {jobs.n_tasks}-task Slurm array ({jobs.participant_script.name}) and its "
+             f"group job ({jobs.group_script.name}) in {jobs.participant_script.parent}")
     for problem in problems:
-        print(f"nmflow: error: {problem} (left out of the array)", file=sys.stderr)
+        LOG.error(f"nmflow: error: {problem} (left out of the array)")
     if args.slurm_submit:
         array_id, group_id = jobs.submit()
-        print(f"submitted: participant array {array_id}, group job {group_id} (afterany:{array_id})")
+        LOG.info(f"submitted: participant array {array_id}, group job {group_id} (afterany:{array_id})")
     else:
-        print("submit them with:\n" + jobs.commands())
+        LOG.info("submit them with:\n" + jobs.commands())
     return 0
 
 
-def run_group(args: argparse.Namespace, argv: list[str]) -> int:
-    from nmflow.group.settings import GroupSettings
-    from nmflow.workflows.group import run_group as run_group_level
-
+def run_group(args: argparse.Namespace, argv: list[str], stem: str) -> int:
     check_group_arguments(args)
     check_outputs_apart(args)
     check_one_analysis(args.out_dir, "normative")
     check_group_resources(args)
     args.plugin_args = read_plugin_args(args.plugin_args)
-    status = run_group_level(GroupSettings.from_namespace(args))
-    save_call(args.out_dir, "group", args, argv)
+    LOG.info(f"nmflow {__version__}, group level: loading Nipype and PyTorch ...")  # seconds of imports
+    from nmflow.group.settings import GroupSettings
+    from nmflow.workflows.group import run_group as run_group_level
+
+    status = run_group_level(GroupSettings.from_namespace(settings_namespace(args)))
+    save_call(args.out_dir, args, argv, stem)
     return status

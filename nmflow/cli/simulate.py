@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from nmflow.cli.config import parse_with_config
+from nmflow.log import LOG
 from nmflow.simulate.settings import SimulationSettings
 
 
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """Entry point of ``nmflow simulate``; returns the exit code (errors are raised)."""
     args = parse_with_config(build_parser(), argv)
+    LOG.info(f"nmflow simulate -> {args.out_dir}: loading NumPy and nibabel ...")  # seconds of imports
     from nmflow.simulate.dataset import simulate_dataset  # after parsing: --help needs no NumPy
 
     settings = SimulationSettings(
@@ -59,7 +61,7 @@ def main(argv: list[str]) -> int:
         seed=args.seed, n_sessions=args.n_sessions, effect=args.effect, effect_d=args.effect_d,
         n_specific=args.n_specific, n_shared=args.n_shared, motion=args.motion,
         global_signal=args.global_signal, site_strength=args.site_strength)
-    truth = simulate_dataset(args.out_dir, settings)
+    truth = simulate_dataset(args.out_dir, settings, progress=True)
     print(f"dataset: {args.out_dir}\ntruth:   {truth}")
     if args.grid == "tiny":
         print(f"atlases: {truth / 'atlases'} (pass --atlas-dir)")

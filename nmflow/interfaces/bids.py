@@ -16,9 +16,10 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow.bids_io import SPACE_ENTITIES
+from nmflow.bids_io import SPACE_ENTITIES, resolution_meta
 from nmflow.fileio import load_npz
 from nmflow.interfaces.io import atlases_from_records, strategies_from_records
+from nmflow.participant.settings import CleaningSettings
 from nmflow.participant.tables import (
     OUTLIERS_META, STRATEGIES_META, design_meta, relmat_tables, strategies_table, timeseries_tables,
 )
@@ -33,6 +34,8 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
                           desc="why each strategy that did not run was skipped (Denoise)")
     metrics = InputMultiObject(traits.Str, mandatory=True, desc="FC metrics")
     tr = traits.Float(mandatory=True, desc="repetition time (s)")
+    settings = traits.Dict(mandatory=True, desc="the strategies' filter (Hz) and scaling (CleaningSettings, as a dict)")
+    bold = traits.Str(mandatory=True, desc="the BOLD run: its header gives the voxel size of Resolution")
     sources = traits.List(traits.Str, mandatory=True, desc="BIDS URIs of the run's inputs")
     signals = File(exists=True, mandatory=True, desc="NPZ of raw signals (for the region coverage)")
     cleaned = File(exists=True, mandatory=True, desc="NPZ of cleaned signals (n_kept, n_regions) and kept indices")
@@ -73,12 +76,13 @@ class RunDerivatives(SimpleInterface):
             for strategy, outliers in zip(strategies, inputs.outlier_files):
                 sink(outliers, OUTLIERS_META, suffix="outliers", desc=strategy.name, **no_space)
             node_files = {}
+            resolution = resolution_meta(run, inputs.bold)
             for table in timeseries_tables(cwd, load_npz(inputs.cleaned)[0], coverage, atlases, strategies,
-                                           inputs.tr, list(inputs.sources)):
-                out = sink(table.path, table.meta, **run, **table.entities)
-                node_files[table.item] = Path(out).name
+                                           inputs.tr, list(inputs.sources), CleaningSettings(**inputs.settings),
+                                           resolution):
+                node_files[table.item] = sink(table.path, table.meta, **run, **table.entities)
             for table in relmat_tables(cwd, load_npz(inputs.relmats)[0], atlases, strategies, list(inputs.metrics),
-                                       node_files):
+                                       node_files, resolution):
                 sink(table.path, table.meta, **run, **table.entities)
             # figures keep the names RunReport gave them (the report links to them): entities parsed from the
             # name, where pybids' derivatives config also reads seg- as "segmentation"

@@ -19,6 +19,7 @@ from nipype.interfaces.base import (
     isdefined, traits,
 )
 
+from nmflow.bids_io import resolution_meta
 from nmflow.fileio import load_npz, save_npz
 from nmflow.interfaces.io import atlases_from_records
 from nmflow.participant.tables import SOFTWARE
@@ -326,6 +327,7 @@ class _DerivativesInputSpec(BaseInterfaceInputSpec):
     figures = InputMultiObject(File(exists=True), mandatory=True, desc="PNG figures and HTML views")
     figure_entities = traits.List(traits.Dict, mandatory=True, desc="their entities")
     report = File(exists=True, mandatory=True, desc="the run's QC page")
+    bold = traits.Str(mandatory=True, desc="the BOLD run: its header gives the voxel size of Resolution")
     out_dir = Directory(mandatory=True, desc="derivatives root (OUT_DIR)")
 
 
@@ -348,8 +350,11 @@ class PrepostDerivatives(SimpleInterface):
         written: list[str] = []
         items = list(zip(i.files, i.metas, i.file_entities))
         items += [(f, None, e) for f, e in zip(i.figures, i.figure_entities)] + [(i.report, None, {"desc": "prepost"})]
+        resolution = resolution_meta(i.entities, i.bold)  # for the files named with the res entity
         with publisher(i.out_dir, written, check_hdr=False) as sink:
             for path, meta, entities in items:
+                if meta is not None and "res" in entities:
+                    meta = {**meta, **resolution}
                 sink(path, meta, **no_space, **entities)
         self._results["out_files"] = written
         return runtime

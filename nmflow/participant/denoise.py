@@ -202,7 +202,19 @@ def clean_signals(
     return out
 
 
-def filter_min_volumes(tr: float, settings: CleaningSettings, order: int = 5) -> int:
+BUTTERWORTH_ORDER = 5  # nilearn.signal.clean's, which clean_signals keeps
+
+
+def filter_band(tr: float, settings: CleaningSettings) -> tuple[float | None, float | None]:
+    """The high-pass and low-pass cut-offs (Hz) that filter a series sampled every ``tr`` seconds: a cut-off
+    that is 0, unset, or at or above the Nyquist frequency ``0.5 / tr`` filters nothing (None)."""
+    nyquist = 0.5 / tr
+    high = settings.high_pass if settings.high_pass and settings.high_pass < nyquist else None
+    low = settings.low_pass if settings.low_pass and settings.low_pass < nyquist else None
+    return high, low
+
+
+def filter_min_volumes(tr: float, settings: CleaningSettings, order: int = BUTTERWORTH_ORDER) -> int:
     """Fewest volumes nilearn's Butterworth filter (order 5, forward and backward) can filter: SciPy's
     ``sosfiltfilt`` pads each end with ``padlen`` volumes and needs more than that; 0 without a filter.
 
@@ -210,9 +222,7 @@ def filter_min_volumes(tr: float, settings: CleaningSettings, order: int = 5) ->
     """
     from scipy.signal import butter
 
-    nyquist = 0.5 / tr
-    low = settings.low_pass if settings.low_pass and settings.low_pass < nyquist else None
-    high = settings.high_pass if settings.high_pass and settings.high_pass < nyquist else None
+    high, low = filter_band(tr, settings)
     if low is None and high is None:
         return 0
     cutoff, kind = ([high, low], "bandpass") if low and high else ((low, "lowpass") if low else (high, "highpass"))

@@ -18,7 +18,8 @@ from nmflow import __version__
 from nmflow.bids_io import write_relmat
 from nmflow.participant.atlas import Atlas
 from nmflow.participant.connectivity import METRICS
-from nmflow.participant.settings import Strategy
+from nmflow.participant.denoise import BUTTERWORTH_ORDER, filter_band
+from nmflow.participant.settings import CleaningSettings, Strategy
 
 SOFTWARE = f"nmflow {__version__}"
 OUTLIERS_META = {
@@ -33,6 +34,9 @@ STRATEGIES_META = {
     "reason": {"Description": "why the strategy was skipped (n/a when it ran)"},
 }
 FEATURE_ORDER = "upper triangle without diagonal, row-major (numpy.triu_indices(n, k=1))"
+UNITS = {"psc": "percent signal change (100 x (x - mean) / |mean|, over the kept volumes)",
+         "zscore_sample": "z-score (each region's kept volumes have mean 0, sample SD 1)",
+         None: "BOLD intensity, as the input (arbitrary units; mean removed)"}
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,22 @@ def sources(bold: str, mask: str | None, confounds: str) -> list[str]:
     """BIDS URIs (``bids:preprocessed:sub-<s>/[ses-<x>/]func/<name>``, ``preprocessed`` being the input
     dataset named in ``DatasetLinks``) of a run's input files, for ``Sources`` (no mask: CIFTI)."""
     return [f"bids:preprocessed:{_dataset_relative(p)}" for p in (bold, mask, confounds) if p]
+
+
+def derivative_uri(path: str | Path) -> str:
+    """BIDS URI of a file of this dataset (OUT_DIR): ``bids::sub-<s>/[ses-<x>/]func/<name>``."""
+    return f"bids::{_dataset_relative(str(path))}"
+
+
+def cleaning_meta(strategy: Strategy, settings: CleaningSettings, tr: float) -> dict:
+    """How a strategy's time series were filtered (Hz) and scaled, and their units, for the sidecar."""
+    high, low = filter_band(tr, settings) if strategy.filter else (None, None)
+    return {
+        "Detrended": strategy.filter, "HighPassCutoffHz": high, "LowPassCutoffHz": low,
+        "Filter": (f"Butterworth, order {BUTTERWORTH_ORDER}, forward and backward (nilearn.signal.clean); "
+                   "confounds filtered alike" if high or low else None),
+        "Standardization": settings.standardize or "none", "Units": UNITS[settings.standardize],
+    }
 
 
 def _dataset_relative(path: str) -> str:
@@ -100,7 +120,8 @@ def _networks_meta(atlas: Atlas) -> dict:
 
 def timeseries_tables(
     folder: Path, cleaned: dict[str, np.ndarray], coverage: dict[str, np.ndarray], atlases: list[Atlas],
-    strategies: list[Strategy], tr: float, source_uris: list[str],
+    strategies: list[Strategy], tr: float, source_uris: list[str], settings: CleaningSettings,
+    resolution: dict | None = None,
 ) -> list[Table]:
     """Cleaned region time series ``(n_kept, n_regions)`` as TSV (region names as header).
 
@@ -119,6 +140,10 @@ def timeseries_tables(
         Repetition time (s).
     source_uris : list of str
         BIDS URIs of the run's inputs (:func:`sources`).
+    settings : CleaningSettings
+        The filter (Hz) and scaling the strategies shared (:func:`cleaning_meta`).
+    resolution : dict, optional
+        :func:`nmflow.bids_io.resolution_meta` of the run (empty: no ``res`` entity).
     """
     tables = []
     for strategy in strategies:
@@ -131,6 +156,7 @@ def timeseries_tables(
                 "Sources": list(source_uris), "RepetitionTime": tr, "SamplingFrequency": 1.0 / tr,
                 "Atlas": atlas.name, "AtlasImage": Path(atlas.image).name,
                 "DenoisingStrategy": {"Name": strategy.name, "Description": strategy.description},
+                **cleaning_meta(strategy, settings, tr), **(resolution or {}),
                 "VolumesKept": int(kept.size), "KeptVolumeIndices": [int(k) for k in kept],
                 "RegionCoverage": dict(zip(atlas.names, np.round(coverage[atlas.name], 4).tolist())),
                 **_networks_meta(atlas), "Software": SOFTWARE,
@@ -140,12 +166,14 @@ def timeseries_tables(
 
 def relmat_tables(
     folder: Path, relmats: dict[str, np.ndarray], atlases: list[Atlas], strategies: list[Strategy],
-    metrics: list[str], node_files: dict[tuple[str, str], str],
+    metrics: list[str], node_files: dict[tuple[str, str], str], resolution: dict | None = None,
 ) -> list[Table]:
     """FC matrices ``(n_regions, n_regions)`` as ``node``-column TSV, per strategy, atlas and metric.
 
     ``relmats`` maps ``key(strategy, atlas, metric)`` to a matrix; ``node_files`` maps
-    ``(strategy, atlas)`` to the file name of the time series the matrix was computed from.
+    ``(strategy, atlas)`` to the path, inside OUT_DIR, of the time series the matrix was computed from
+    (``NodeFiles`` names it, ``Sources`` gives its BIDS URI); ``resolution`` is
+    :func:`nmflow.bids_io.resolution_meta`'s.
     """
     tables = []
     for strategy in strategies:
@@ -156,6 +184,8 @@ def relmat_tables(
                 tables.append(Table(path, (strategy.name, atlas.name, metric), {
                     "Directed": False, "Weighted": True, "ValidDiagonal": METRICS[metric].valid_diagonal,
                     "RelationshipMeasure": METRICS[metric].description, "Software": SOFTWARE,
-                    "NodeFiles": [node_files[strategy.name, atlas.name]], "FeatureOrder": FEATURE_ORDER,
+                    "NodeFiles": [Path(node_files[strategy.name, atlas.name]).name],
+                    "Sources": [derivative_uri(node_files[strategy.name, atlas.name])],
+                    "FeatureOrder": FEATURE_ORDER, **(resolution or {}),
                 }, {"suffix": "relmat", "desc": strategy.name, **_atlas_entities(atlas), "meas": metric}))
     return tables

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -29,6 +30,7 @@ from nmflow.participant.atlas import resolve_atlas
 from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.participant.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
+from nmflow.log import LOG, progress_count
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
 from nmflow.simulate.settings import SimulationSettings
@@ -206,12 +208,14 @@ def truth_dir_for(out_dir: Path) -> Path:
     return out_dir.parent / f"{out_dir.name}_truth"
 
 
-def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
+def simulate_dataset(out_dir: str | Path, settings: SimulationSettings, progress: bool = False) -> Path:
     """Write the dataset to ``out_dir`` and its truth to :func:`truth_dir_for`.
 
     Returns the truth directory.  With ``grid="tiny"`` a toy atlas directory
     (Yeo label sets on an 8 mm grid) is written to ``<truth>/atlases``; with
     ``grid="2"`` or ``"4"`` the real Yeo atlas is resolved from ``atlas_dir``.
+    ``progress`` prints a line when the population is planted and one per
+    subject written (``nmflow simulate``).
     """
     check_settings(settings)
     out_dir, truth = Path(out_dir), truth_dir_for(Path(out_dir))
@@ -230,6 +234,8 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     mask = _brain_mask(labels)
 
     participants = _participants(settings, rng)
+    if progress:
+        LOG.info(f"planting the connectivity of {len(participants)} subjects ({n_networks} regions) ...")
     groups = [name for name, _ in settings.patients]
     control = net.control_correlation(n_networks, rng)
     try:
@@ -246,7 +252,8 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     truth.mkdir(parents=True, exist_ok=True)
     true_features = []
     affine = atlas_img.affine
-    for row in participants.itertuples():
+    start = time.monotonic()
+    for k, row in enumerate(participants.itertuples(), 1):
         sub_rng = np.random.default_rng([settings.seed, int(strip_prefix(row.participant_id))])
         draws = pop.draw_subjects(model, [row.group], [row.age], [row.sex], [row.site], sub_rng)
         true_features.append(upper_triangle(draws.true_fc[0]))
@@ -256,6 +263,9 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
             volume, confounds = _simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
             _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
                        res_label, volume, mask, affine, confounds, settings.tr)
+        if progress:
+            LOG.info(f"[{progress_count(k, len(participants), 'subjects', time.monotonic() - start)}] "
+                     f"{row.participant_id} ({row.group}) written")
 
     participants.to_csv(out_dir / "participants.tsv", sep="\t", index=False)
     (out_dir / "dataset_description.json").write_text(json.dumps({

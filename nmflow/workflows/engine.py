@@ -22,6 +22,8 @@ from unittest import mock
 
 from niworkflows.engine.workflows import LiterateWorkflow as Workflow
 
+from nmflow.log import LOG, open_call_log, progress_count
+
 __all__ = ["Progress", "Workflow", "blas_threads", "crash_message", "crash_node", "failed_runs", "plugin_settings",
            "run_workflow", "frozen_collector", "run_group_workflow"]
 
@@ -56,7 +58,8 @@ def blas_threads(n: int | None):
 
 
 class Progress:
-    """A Nipype ``status_callback`` printing one line per finished unit of work: ``[3/40] sub-03 done (3.1 s)``.
+    """A Nipype ``status_callback`` printing one line per finished unit of work, with the time since the
+    start and an estimate of the rest: ``[3/40 runs, 0:09 elapsed, ~1:51 left] sub-03_task-rest done (3.1 s)``.
 
     Parameters
     ----------
@@ -66,16 +69,25 @@ class Progress:
         its node named ``last_node``.
     last_node : str, optional
         See ``labels``.
+    noun : str
+        What a unit is, in the count (``runs``, ``stages``).
+    announce : bool
+        Also print a line when a unit starts (``deviation scores ...``): for units that run one after the
+        other, where a long one would otherwise leave the console silent.
 
     A unit's time runs from the start of its first node to the end of its last
     (seconds, wall clock); a unit whose node fails is reported once as
-    ``failed``.  Plain attributes only: Nipype pickles its plugin arguments.
+    ``failed``.  Elapsed time counts from this object's creation (just before
+    the workflow runs; the estimate: :func:`~nmflow.log.progress_count`).
+    Plain attributes only: Nipype pickles its plugin arguments.
     """
 
-    def __init__(self, labels: dict[str, str], last_node: str | None = None):
-        self.labels, self.last_node = labels, last_node
+    def __init__(self, labels: dict[str, str], last_node: str | None = None, noun: str = "runs",
+                 announce: bool = False):
+        self.labels, self.last_node, self.noun, self.announce = labels, last_node, noun, announce
         self.started: dict[str, float] = {}
         self.finished: list[str] = []
+        self.start = time.monotonic()
 
     def _unit(self, node) -> str | None:
         if self.last_node is None:
@@ -88,12 +100,14 @@ class Progress:
         if unit is None or unit in self.finished:
             return
         now = time.monotonic()
+        if unit not in self.started and self.announce:
+            LOG.info(f"{self.labels[unit]} ...")
         self.started.setdefault(unit, now)
         if status == "exception" or (status == "end" and self.last_node in (None, node.name)):
             self.finished.append(unit)
             word = "failed" if status == "exception" else "done"
-            print(f"[{len(self.finished)}/{len(self.labels)}] {self.labels[unit]} {word} "
-                  f"({now - self.started[unit]:.1f} s)", flush=True)
+            count = progress_count(len(self.finished), len(self.labels), self.noun, now - self.start)
+            LOG.info(f"[{count}] {self.labels[unit]} {word} ({now - self.started[unit]:.1f} s)")
 
 
 @contextlib.contextmanager
@@ -218,7 +232,7 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     Crash files are plain text in ``crash_dir`` (old ones are removed first);
     nodes are cached (``hash_method``: ``content`` of input files, or their
     ``timestamp`` for large inputs such as BOLD series), so a re-run resumes
-    where it stopped.  Nipype's workflow log is shown with ``verbose`` only.
+    where it stopped.  Nipype's workflow log is shown with ``verbose`` only (``-vv``).
     ``preload`` names modules the nodes import when they run: they are imported
     here first, so MultiProc's workers (forked from this process) inherit them
     instead of each importing them again (niworkflows' sink indexes TemplateFlow
@@ -243,6 +257,9 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
         "poll_sleep_duration": 0.5 if name == "MultiProc" else 2,
     })
     runner = _multiproc_plugin(args) if name == "MultiProc" else name
+    LOG.debug(f"running {wf.name} with Nipype's {name} plugin "
+              f"({', '.join(f'{k}={v}' for k, v in args.items() if k != 'status_callback') or 'no arguments'}), "
+              f"work folder {wf.base_dir}")
     try:
         with frozen_collector(), one_component_at_a_time(), _interrupt_sets_flag():
             graph = wf.run(plugin=runner, plugin_args=args)
@@ -271,8 +288,10 @@ def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, fin
     from nmflow.fileio import atomic_write_text, staged_folder
     from nmflow.workflows.boilerplate import references
 
+    open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir, replace=("group",)) as staging:
         work_dir = Path(s.work_dir or scratch).absolute()
+        LOG.info("building the workflow ...")
         wf = init(staging)
         wf.base_dir = str(work_dir)
         text = wf.visit_desc()

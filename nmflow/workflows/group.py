@@ -22,12 +22,14 @@ from pathlib import Path
 
 from nipype import MapNode, Node
 
+from nmflow.bids_io import warn_other_version, write_dataset_description
 from nmflow.group.settings import GroupSettings
 from nmflow.interfaces.cohort import CollectCohort, MakeSplit
 from nmflow.interfaces.derivatives import VariantDerivativesSink
 from nmflow.interfaces.group_report import CopyGroupReport, GroupReport
 from nmflow.interfaces.normative import BatchByWidth, PrepareVariant, ScoreDeviations, TrainModels
 from nmflow.interfaces.stats import GroupTests, SelectVariants, SingleCases
+from nmflow.log import LOG
 from nmflow.workflows.boilerplate import group_desc, references
 from nmflow.workflows.engine import Progress, Workflow, run_group_workflow
 
@@ -62,7 +64,8 @@ NODE_IMPORTS = ("torch", "neuroCombat", "nmflow.interfaces.derivatives", "nmflow
 
 
 def stage_labels(s: GroupSettings) -> dict[str, str]:
-    """Node name -> the words of its progress line, ``[k/N] <words> done (t s)`` (the sinks are not listed)."""
+    """Node name -> the words of its progress lines, ``<words> ...`` and ``[k/N stages, ...] <words> done (t s)``
+    (the sinks are not listed)."""
     return {
         "collect_cohort": "features and phenotypes", "split": "cross-fitting split",
         "harmonize": f"site harmonisation ({s.harmonize}), scaling, covariates",
@@ -150,13 +153,21 @@ def _flatten(batches: list) -> list:
 
 
 def run_group(s: GroupSettings) -> int:
-    """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
+    """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step.
+
+    OUT_DIR made by another nmflow version: a warning first.  A group-only call (its features from another
+    pipeline's folder) writes OUT_DIR's ``dataset_description.json`` once it succeeded; an existing one, the
+    participant level's, is kept.
+    """
+    warn_other_version(s.out_dir)
     summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
-                                        lambda graph, group: (_summary(group), _notes(graph)),
-                                        preload=NODE_IMPORTS, progress=Progress(stage_labels(s)))
-    print(f"{summary} -> {Path(s.out_dir) / 'group'}")
+                                        lambda graph, group: (_summary(group), _notes(graph)), preload=NODE_IMPORTS,
+                                        progress=Progress(stage_labels(s), noun="stages", announce=True))
+    write_dataset_description(s.out_dir, s.connectivity_dir or s.timeseries_dir or s.matrix_dir or s.bids_dir,
+                              keep=True)
+    LOG.info(f"{summary} -> {Path(s.out_dir) / 'group'}")
     for message in notes:
-        print(f"nmflow: note: {message}")
+        LOG.info(f"nmflow: note: {message}")
     return 0
 
 

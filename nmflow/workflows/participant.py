@@ -16,7 +16,6 @@ the methods boilerplate (:func:`citation_boilerplate`), written to
 from __future__ import annotations
 
 import re
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from nmflow.interfaces.connectivity import Connectivity
 from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
 from nmflow.interfaces.reports import RunReport
+from nmflow.log import LOG, open_call_log
 from nmflow.participant.atlas import Atlas, check_atlas_kind, grid_mismatches, resolve_atlas, run_resolution
 from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
@@ -84,6 +84,7 @@ def init_run_wf(
                             command=command), name="report")
     derivatives = Node(RunDerivatives(entities=run.entities, atlases=atlas_list, strategies=strategy_list,
                                       metrics=metrics, tr=run.tr, sources=sources(run.bold, run.mask, run.confounds),
+                                      settings=asdict(settings), bold=run.bold,
                                       out_dir=str(out_dir)),
                        name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([
@@ -138,6 +139,7 @@ def run_participant_level(
     else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``).  Also writes the methods boilerplate to
     ``out_dir/logs/CITATION.md``.
     """
+    LOG.info(f"building the workflow: {len(runs)} run(s) of {len({r.subject for r in runs})} participant(s) ...")
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir, command)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
     by_node = {_node_name(r): r.key for r in runs}
@@ -166,7 +168,10 @@ def find_participant_inputs(s: ParticipantSettings) -> ParticipantInputs:
     strategies = [load_strategy(name) for name in s.denoise]
     cifti = s.space == CIFTI_SPACE
     check_atlas_kind(list(s.atlas), cifti)
+    LOG.info(f"indexing BIDS dataset {s.bids_dir} ...")
     runs, problems = collect_runs(s.bids_dir, list(s.participant_label) or None, s.bids_filters, s.space)
+    for run in runs:
+        LOG.debug(f"{run.key}: {run.bold} (TR {run.tr} s), {run.confounds}")
     if not runs and not problems:
         kind = "bold.dtseries.nii" if cifti else "desc-preproc_bold"
         raise NmflowInputError(s.bids_dir, f"no {kind} runs found in space {s.space}"
@@ -175,8 +180,10 @@ def find_participant_inputs(s: ParticipantSettings) -> ParticipantInputs:
         return ParticipantInputs(runs, problems, [], strategies)
     res = run_resolution(runs)
     atlases = [resolve_atlas(name, s.atlas_dir, res) for name in s.atlas]
+    for atlas in atlases:
+        LOG.debug(f"atlas {atlas.name}: {atlas.image}")
     for line in [] if cifti else grid_mismatches(atlases, [r.bold for r in runs]):
-        print(f"nmflow: warning: {line}", file=sys.stderr)
+        LOG.warning(f"nmflow: warning: {line}")
     return ParticipantInputs(runs, problems, atlases, strategies)
 
 
@@ -185,7 +192,8 @@ def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
     return the exit code: 1 when a run failed, a strategy was skipped or a run could not be read."""
     if not found.runs:
         return print_summary(s.out_dir, 0, found.problems, {})
-    write_dataset_description(s.out_dir, s.bids_dir)
+    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
+    open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         work_dir = Path(s.work_dir or scratch).absolute()
         with blas_threads(s.omp_nthreads):
@@ -202,16 +210,16 @@ def print_summary(out_dir: Path, n_done: int, problems: list[str], failures: dic
     failed runs; return the exit code."""
     skipped = skipped or {}
     for problem in problems:
-        print(f"nmflow: error: {problem}", file=sys.stderr)
+        LOG.error(f"nmflow: error: {problem}")
     n_skipped = sum(len(v) for v in skipped.values())
-    print(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
-          + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
-          + f" -> {out_dir}")
+    LOG.info(f"nmflow participant: {n_done} of {n_done + len(failures) + len(problems)} run(s) done"
+             + (f", {n_skipped} strategy output(s) skipped in {len(skipped)} run(s)" if skipped else "")
+             + f" -> {out_dir}")
     for reason, keys in skip_reasons(skipped).items():
-        print(f"nmflow: warning: strategy skipped in {len(keys)} run(s) ({', '.join(keys[:5])}"
-              f"{', ...' if len(keys) > 5 else ''}): {reason}", file=sys.stderr)
+        LOG.warning(f"nmflow: warning: strategy skipped in {len(keys)} run(s) ({', '.join(keys[:5])}"
+                    f"{', ...' if len(keys) > 5 else ''}): {reason}")
     for key, message in failures.items():
-        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
+        LOG.error(f"nmflow: error: {key}: {message}")
     return 1 if failures or problems or skipped else 0
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 from nipype import MapNode, Node
 from nipype.interfaces.utility import Merge
 
-from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, write_dataset_description
+from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, warn_other_version, write_dataset_description
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.derivatives import VariantDerivativesSink
@@ -33,6 +32,7 @@ from nmflow.interfaces.glm import GLMPrePostSplit, PrepostDerivatives, PrepostRu
 from nmflow.interfaces.group_report import CopyGroupReport
 from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
+from nmflow.log import LOG, open_call_log
 from nmflow.interfaces.prepost import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
 from nmflow.participant.atlas import Atlas, resolve_atlas, run_resolution
 from nmflow.participant.connectivity import METRICS
@@ -115,8 +115,8 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
     files, metas, entities, figures, figure_entities = (
         Node(Merge(n, ravel_inputs=True), name=name, run_without_submitting=True)
         for n, name in ((3, "files"), (3, "metas"), (3, "entities"), (2, "figures"), (2, "figure_entities")))
-    derivatives = Node(PrepostDerivatives(entities=run.entities, out_dir=str(out_dir)), name="derivatives",
-                       overwrite=True)  # always (re)publish: OUT_DIR may have changed since the cached run
+    derivatives = Node(PrepostDerivatives(entities=run.entities, bold=run.bold, out_dir=str(out_dir)),
+                       name="derivatives", overwrite=True)  # always (re)publish: OUT_DIR may have changed
     wf.connect([
         (glm, segments, [("pre_bold", "in1"), ("post_bold", "in2")]),
         (segments, extract, [("out", "bold")]),
@@ -183,18 +183,19 @@ def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOption
     atlas = resolve_atlas(s.atlas[0], s.atlas_dir, run_resolution(runs))
     cleaning = dataclasses.replace(s.cleaning, standardize=None)  # the GLM scales to percent signal change
     events = find_events(events_dir or s.bids_dir, runs)
-    write_dataset_description(s.out_dir, s.bids_dir)
+    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
+    open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         with blas_threads(s.omp_nthreads):
             failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
                                                Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
                                                s.nprocs, s.plugin, s.engine_args, s.verbose)
     for problem in problems:
-        print(f"nmflow: error: {problem}", file=sys.stderr)
-    print(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) done "
-          f"-> {s.out_dir}")
+        LOG.error(f"nmflow: error: {problem}")
+    LOG.info(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) "
+             f"done -> {s.out_dir}")
     for key, message in sorted(failures.items()):
-        print(f"nmflow: error: {key}: {message}", file=sys.stderr)
+        LOG.error(f"nmflow: error: {key}: {message}")
     return 1 if failures or problems else 0
 
 
@@ -262,13 +263,14 @@ def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
 
 def run_prepost_group(s: PrepostGroupSettings) -> str:
     """Run the group level; returns its summary line; :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
+    warn_other_version(s.out_dir)
 
     def finish(graph, group: Path):
         split = next(n for n in graph.nodes() if n.name == "split").result.outputs
         return split, _count_significant(group)
 
     split, significant = run_group_workflow(lambda staging: init_prepost_group_wf(s, staging), s, "crashes_prepost",
-                                            finish, preload=NODE_IMPORTS, progress=Progress(GROUP_STAGES))
+                                            finish, preload=NODE_IMPORTS, progress=Progress(GROUP_STAGES, noun="stages", announce=True))
     return (f"nmflow group (prepost): {len(split.cases)} case(s) vs {len(split.controls)} controls; "
             f"{significant} -> {Path(s.out_dir) / 'group'}")
 

@@ -128,10 +128,9 @@ def write_tree(cohort: Cohort, out_dir, bids_dir, strategies=("none", "simple"),
 
 def group_args(bids_dir, out_dir, *extra: str):
     """Group-level settings as the CLI would give them (``nmflow BIDS_DIR OUT_DIR group *extra``)."""
-    from nmflow.cli.common import read_plugin_args
+    from nmflow.cli.common import read_plugin_args, settings_namespace
     from nmflow.cli.run import build_parser
     from nmflow.group.settings import GroupSettings
 
     args = build_parser().parse_args([str(bids_dir), str(out_dir), "group", *extra])
-    args.plugin_args = read_plugin_args(args.plugin_args)
-    return GroupSettings.from_namespace(args)
+    return GroupSettings.from_namespace(settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args)))

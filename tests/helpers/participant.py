@@ -67,17 +67,18 @@ def error_lines(stderr: str) -> list[str]:
 
 # -- output trees ----------------------------------------------------------------------------------
 
-CALL_LOG = re.compile(r"^logs/nmflow-(participant|group)-\d{8}T\d{6}-[0-9a-f]{6}\.yml$")
+CALL_LOG = re.compile(r"^logs/nmflow-(participant|group)-\d{8}T\d{6}-[0-9a-f]{6}\.(yml|log)$")
 
 
 def tree(root: Path) -> set[str]:
     """Every file under ``root`` (hidden ones included), as POSIX paths relative to it; the per-call
-    configuration files ``logs/nmflow-<level>-<time>-<id>.yml`` as ``logs/nmflow-<level>-<call>.yml``."""
+    configuration and log files ``logs/nmflow-<level>-<time>-<id>.{yml,log}`` as
+    ``logs/nmflow-<level>-<call>.{yml,log}``."""
     root = Path(root)
     if not root.exists():
         return set()
     names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    return {CALL_LOG.sub(r"logs/nmflow-\1-<call>.yml", n) for n in names}
+    return {CALL_LOG.sub(r"logs/nmflow-\1-<call>.\2", n) for n in names}
 
 
 def saved_config(out: Path, level: str = "participant") -> Path:
@@ -124,12 +125,13 @@ def minimal_run_outputs(sub: str, desc: str = "simple") -> set[str]:
     }
 
 
-TOP_LEVEL = {"dataset_description.json", ".bidsignore", "logs/nmflow-participant-<call>.yml", "logs/CITATION.md"}
+TOP_LEVEL = {"dataset_description.json", ".bidsignore", "logs/nmflow-participant-<call>.yml",
+             "logs/nmflow-participant-<call>.log", "logs/CITATION.md"}
 
 
 def hashes(root: Path, pattern: str = "*.tsv") -> dict[str, str]:
     """``{relative path: sha256}`` of the files matching ``pattern`` under ``root`` (not the per-call
-    configuration files: they hold the call's time and command line)."""
+    configuration and log files: they hold the call's time and command line)."""
     root = Path(root)
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob(pattern))
