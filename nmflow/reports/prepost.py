@@ -46,10 +46,10 @@ def design_figure(path: Path, design: pd.DataFrame) -> Path:
     varying = values.std(axis=0) > 0
     values[:, varying] -= values[:, varying].mean(axis=0)
     scale = np.abs(values).max(axis=0)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.16 * design.shape[1] + 1.5), 4.5))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.2 * design.shape[1] + 1.5), 5.0))  # 16 px a column at DPI
     ax.imshow(values / np.where(scale > 0, scale, 1), aspect="auto", cmap="gray", vmin=-1, vmax=1,
               interpolation="nearest")
-    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=6)
+    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=8)
     ax.set_ylabel("volume")
     fig.tight_layout()
     return _save(fig, path)
