@@ -1,6 +1,6 @@
 """Compare two nmflow output trees file by file (e.g. before and after a refactor).
 
-Usage: python benchmarks/compare_outputs.py OLD_DIR NEW_DIR [--atol 1e-12] [--ignore GLOB ...]
+Usage: python benchmarks/compare_outputs.py OLD_DIR NEW_DIR [--atol 1e-12] [--ignore GLOB ...] [--strict]
 
 Every file under either folder (hidden ones included) is compared by its
 relative path:
@@ -13,8 +13,16 @@ relative path:
 * ``.png``: equal decoded pixels; different bytes with equal pixels are a note;
 * anything else (HTML, YAML, model files): identical bytes.
 
+Two runs of the same call differ in a few places by design (:func:`compare_runs`,
+the default; ``--strict`` counts them as differences): the call logs
+``logs/nmflow-<level>-<time>-<id>.yml`` are named after the call's time and
+record its folders, and the About section of a participant report holds the
+call's command line and date (``SOURCE_DATE_EPOCH`` fixes the date).  These are
+listed as expected, with the reason; anything else that differs is a
+difference.
+
 Prints one line per differing file and a summary; the exit code is 1 when any
-file differs (notes do not count), 0 otherwise.
+file differs (notes and expected differences do not count), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -23,7 +31,10 @@ import argparse
 import fnmatch
 import io
 import json
+import re
 import sys
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -116,21 +127,86 @@ def compare_trees(old_dir: Path, new_dir: Path, atol: float = 1e-12,
     return problems, notes, identical
 
 
+CALL_LOG = re.compile(r"^logs/nmflow-(?P<level>[a-z]+)-\d{8}T\d{6}-[0-9a-f]+\.(yml|log)$")
+# the About rows that name the call (a participant report's; the group pages show versions only)
+CALL_ROWS = re.compile(r"<tr><td>(command|date)</td><td>[^<]*</td></tr>")
+ABOUT = re.compile(r'<section id="about">.*?</section>', re.S)
+
+
+def _without_call_rows(page: bytes) -> bytes:
+    """A report with its About section's command and date rows blanked."""
+    text = page.decode("utf-8", errors="replace")
+    return ABOUT.sub(lambda m: CALL_ROWS.sub(r"<tr><td>\1</td><td></td></tr>", m.group(0)), text).encode()
+
+
+@dataclass
+class RunComparison:
+    """Two output trees of the same call compared: ``problems`` (one line per unexpected difference),
+    ``expected`` (one line per expected difference, with its reason), ``notes`` (equal within tolerance)
+    and the number of byte-identical files."""
+
+    problems: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    identical: int = 0
+
+    def summary(self, atol: float = 1e-12) -> str:
+        """One line: the verdict (``same`` or ``DIFFERENT``) and the counts, the expected ones by kind."""
+        kinds = Counter(line.split(": ", 1)[0] for line in self.expected)
+        expected = "; ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+        verdict = "same" if not self.problems else "DIFFERENT"
+        return (f"{verdict}: {self.identical} files byte-identical, {len(self.notes)} equal within {atol:g}, "
+                f"{len(self.expected)} differing as expected ({expected}), {len(self.problems)} differing")
+
+
+def compare_runs(old_dir: Path, new_dir: Path, atol: float = 1e-12, ignore: tuple[str, ...] = ()) -> RunComparison:
+    """:func:`compare_trees`, the differences that two runs of one call have by design set apart.
+
+    Expected: call logs (in both trees under other names, the same number per level, or under one name with
+    another content: their names hold the time, their content the call's folders), and HTML pages that differ
+    only in the About section's command and date rows.
+    Everything else that differs is a problem.
+    """
+    problems, notes, identical = compare_trees(old_dir, new_dir, atol, ignore)
+    out = RunComparison(notes=notes, identical=identical)
+    logs = {side: Counter(m.group("level") for line in problems if line.startswith(f"only in {side}: ")
+                          for m in [CALL_LOG.match(line.split(": ", 1)[1])] if m) for side in ("OLD", "NEW")}
+    for line in problems:
+        rel = line.split(": ", 2)[1]
+        log = CALL_LOG.match(rel)
+        if log and (line.startswith("differs: ") or logs["OLD"][log["level"]] == logs["NEW"][log["level"]]):
+            out.expected.append(f"call log: {rel} (its name holds the call's time, its content the call's "
+                                "folders)")
+        elif (line.startswith("differs: ") and rel.endswith(".html")
+              and _without_call_rows((old_dir / rel).read_bytes()) == _without_call_rows((new_dir / rel).read_bytes())):
+            out.expected.append(f"report: {rel} (About: the call's command line and date)")
+        else:
+            out.problems.append(line)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("old_dir", type=Path)
     parser.add_argument("new_dir", type=Path)
     parser.add_argument("--atol", type=float, default=1e-12, help="tolerance on numbers in TSV and JSON files")
     parser.add_argument("--ignore", nargs="+", default=[], help="glob(s) of relative paths to skip")
+    parser.add_argument("--strict", action="store_true",
+                        help="count the differences two runs of one call have by design (call logs, the reports' "
+                             "command line and date) as differences")
     args = parser.parse_args(argv)
     for folder in (args.old_dir, args.new_dir):
         if not folder.is_dir():
             parser.error(f"{folder}: not a folder")
-    problems, notes, identical = compare_trees(args.old_dir, args.new_dir, args.atol, tuple(args.ignore))
-    for line in problems + notes:
+    if args.strict:
+        problems, notes, identical = compare_trees(args.old_dir, args.new_dir, args.atol, tuple(args.ignore))
+        result = RunComparison(problems, [], notes, identical)
+    else:
+        result = compare_runs(args.old_dir, args.new_dir, args.atol, tuple(args.ignore))
+    for line in result.problems + [f"expected: {line}" for line in result.expected] + result.notes:
         print(line)
-    print(f"{identical} files byte-identical, {len(notes)} equal within tolerance, {len(problems)} differing")
-    return 1 if problems else 0
+    print(result.summary(args.atol))
+    return 1 if result.problems else 0
 
 
 if __name__ == "__main__":

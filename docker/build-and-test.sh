@@ -29,10 +29,14 @@
 # the calling user; then once more the way Apptainer runs an image (read-only root file system, a user id
 # that is not the image's, $HOME not writable, only the bind mounts and /tmp writable). Each containerised
 # output tree must exist, be owned by the user that ran it and equal the local one
-# (benchmarks/compare_outputs.py: same files, TSV and JSON numbers within 1e-12, PNG pixels, other files
-# byte for byte; each call's logs/nmflow-* files (named by its start time) and dataset_description.json
-# (the call's own folders, /out/... in the image, and the container) are left out; the group's model files are compared without the Python release they
-# record). Prints the image size and the containerised / local time ratios.
+# (benchmarks/compare_outputs.py's compare_runs: same files, TSV and JSON numbers within 1e-12, PNG pixels,
+# other files byte for byte; dataset_description.json, which records the call's own folders (/out/... in
+# the image) and the container, is left out; the group's model files are compared without the Python release
+# they record). Differences that two runs of one call have by design are listed as expected, with their
+# reason, and do not fail the check: the call logs (logs/nmflow-<level>-<time>-<id>.yml and .log, named after the
+# call's time) and the participant reports' About rows with the command line and the date (both runs get
+# SOURCE_DATE_EPOCH, so the dates agree and only the command line differs: /out in the image).
+# Prints the image size and the containerised / local time ratios.
 # Exit code 0 when everything holds, 1 otherwise.
 set -euo pipefail
 
@@ -91,6 +95,7 @@ if [ ! -x "$LOCAL_PY" ]; then
   make -C "$REPO" install >"$WORK/make-install.log" 2>&1 || { tail -20 "$WORK/make-install.log"; die "make install failed"; }
 fi
 export NIPYPE_NO_ET=1
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(date +%s)}"   # one date in every report of every run
 seconds() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$2"; }
 
@@ -250,7 +255,7 @@ run_demo() {
   chown "$user" "$out" 2>/dev/null || true
   say "demo, $name: --user $user $* (log: $WORK/$name.log)"
   local t0; t0="$(seconds)"
-  "$ENGINE" run --rm --user "$user" "$@" "${CONTAINER_ATLAS_ENV[@]}" \
+  "$ENGINE" run --rm --user "$user" "$@" "${CONTAINER_ATLAS_ENV[@]}" -e SOURCE_DATE_EPOCH \
     -v "$out:/out" -v "$LOCAL/fmriprep:/out/fmriprep:ro" -v "$LOCAL/fmriprep_truth:/out/fmriprep_truth:ro" \
     --entrypoint python "$TAG" -m nmflow.demo /out >"$WORK/$name.log" 2>&1 \
     || { tail -30 "$WORK/$name.log"; die "the demo failed in the image ($name)"; }
@@ -270,9 +275,9 @@ if [ "$SKIP_READONLY" = 0 ]; then
   RUNS+=(readonly)
 fi
 
-# compare_with_local DIR: benchmarks/compare_outputs.py on the local and DIR output trees. Left out:
-# each call's logs/nmflow-* (named by its start time) and dataset_description.json (it names the call's own
-# folders and, in the image, the container); the group's model
+# compare_with_local DIR: benchmarks/compare_outputs.py's compare_runs on the local and DIR output trees
+# (expected differences listed apart, with their reason). Left out:
+# dataset_description.json (it names the call's own folders and, in the image, the container); the group's model
 # files are compared without the Python release they record (the image runs Debian's Python 3.11, the
 # local virtualenv whichever 3.11 made it).
 compare_with_local() {
@@ -280,10 +285,11 @@ compare_with_local() {
 import json, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from compare_outputs import compare_json, compare_trees
+from compare_outputs import compare_json, compare_runs
 old, new = Path(sys.argv[2]), Path(sys.argv[3])
 models = "group/*_model.json"
-problems, notes, identical = compare_trees(old, new, 1e-12, ("logs/nmflow-*", "dataset_description.json", models))
+result = compare_runs(old, new, 1e-12, ("dataset_description.json", models))
+problems = result.problems
 pythons, equal_models = set(), 0
 for rel in sorted({p.relative_to(old) for p in old.glob(models)} | {p.relative_to(new) for p in new.glob(models)}):
     if not (old / rel).exists() or not (new / rel).exists():
@@ -298,9 +304,8 @@ for rel in sorted({p.relative_to(old) for p in old.glob(models)} | {p.relative_t
         equal_models += 1
 for line in problems:
     print(line)
-verdict = "same" if not problems else "DIFFERENT"
-print(f"{verdict}: {identical} files byte-identical, {len(notes)} equal within 1e-12, {equal_models} model files "
-      f"equal but for the Python release ({', '.join(sorted(pythons)) or 'none'}), {len(problems)} differing")
+print(f"{result.summary()}; {equal_models} model files equal but for the Python release "
+      f"({', '.join(sorted(pythons)) or 'none'})")
 sys.exit(1 if problems else 0)
 EOF
 }

@@ -82,7 +82,7 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
-    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 57 + 5)
+    assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 59 + 5)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
@@ -209,7 +209,7 @@ def test_reports_reference_existing_figures(full_run):
     out = full_run["out"]
     for sub in SUBJECTS:
         figures = report_figures(out / f"sub-{sub}_task-rest.html")
-        assert len(figures) == 6  # a carpet per strategy, a design per strategy but none, the connectome
+        assert len(figures) == 8  # a carpet and a connectome per strategy, a design per strategy but none
         assert {Path(f).name for f in figures} == {p.name for p in (out / f"sub-{sub}" / "figures").iterdir()}
         for fig in figures:
             assert (out / fig).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", fig

@@ -48,7 +48,7 @@ def _ts(out: Path, sub: str, atlas: str, desc: str) -> Path:
 
 
 def test_outputs_are_exactly_the_expected_files(e2e):
-    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 40 + 5)
+    assert_exactly_expected(e2e["out"], DATA / "expected_e2e_outputs.txt", SUBJECTS, 2 * 41 + 5)
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))
@@ -81,7 +81,7 @@ def test_reports_reference_existing_figures(e2e):
     out = e2e["out"]
     for sub in SUBJECTS:
         figures = report_figures(out / f"sub-{sub}_task-rest.html")
-        assert len(figures) == 5  # carpet and design per strategy, connectome (matrices are drawn by the page)
+        assert len(figures) == 6  # carpet, design and connectome per strategy (matrices are drawn by the page)
         assert {Path(f).name for f in figures} == {p.name for p in (out / f"sub-{sub}" / "figures").iterdir()}
         for fig in figures:
             data = (out / fig).read_bytes()

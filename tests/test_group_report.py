@@ -78,9 +78,9 @@ def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
     group = study / "out" / "group"
     pages = {group / "group_report.html": ["cohort", "motion", "calibration", "deviations", "flagged",
                                            "single-cases", "ranking", "combat", "notes", "subjects", "methods",
-                                           "about"],
+                                           "references", "about"],
              group / "patients" / "sub-25.html": ["caution", "overall", "matrix", "extremes", "single-case",
-                                                  "motion"]}
+                                                  "motion", "methods", "references", "about"]}
     for page, _ in _rendered(pages):
         assert screenshot(page, tmp_path / f"{page.stem}.png", height=2000).stat().st_size > 10_000
     assert len(list((group / "patients").glob("sub-*.html"))) == 16  # one page per patient
@@ -90,6 +90,13 @@ def test_pages_render_in_chromium_with_their_sections(study, tmp_path):
     assert 'href="patients/sub-25.html"' in dom
     citation = (group / "CITATION.md").read_text()  # the Methods section is the call's methods text
     assert "cross-fitted over" in citation and "cross-fitted over" in dom and "Crawford JR, Howell DC" in dom
+    patient = (group / "patients" / "sub-25.html").read_text()  # the patient pages carry the same text
+    for page, link in ((dom, 'href="CITATION.md"'), (patient, 'href="../CITATION.md"')):
+        methods = page[page.index('<section id="methods">'):page.index('<section id="references">')]
+        references = page[page.index('<section id="references">'):page.index('<section id="about">')]
+        assert "cross-fitted over" in methods and link in methods  # CITATION.md linked, relative to the page
+        assert "Crawford JR, Howell DC" in references and "Crawford JR" not in methods
+        assert "<td>PyTorch</td>" in page[page.index('<section id="about">'):]
     atlas = (group / "figures" / "connectome_0.html").exists()
     assert ('src="figures/connectome_0.html"' in dom) == atlas  # interactive when the atlas image is found
     assert ('src="figures/connectome.png"' in dom) == (not atlas)

@@ -18,7 +18,8 @@ from helpers.participant import (
 
 from nmflow.reports.participant import dvars, qc_table
 
-SECTIONS = ["summary", "qc", "carpets", "confounds", "fc", "connectome", "methods", "errors", "about"]
+SECTIONS = ["summary", "qc", "carpets", "confounds", "fc", "connectome", "methods", "references", "errors",
+            "about"]
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,10 @@ def test_report_renders_in_chromium_with_every_section_and_matrix(gsr_fails_for_
     labels = re.findall(r'<label for="tabs\d+_\d+">([^<]+)</label>', page.dom)
     assert {"yeo7thin · pearson", "yeo7thin · kendall"} <= set(labels)
     assert page.dom.count("<canvas") == 2 * 2  # 2 metrics x 2 strategies
+    connectome = page.dom[page.dom.index('<section id="connectome">'):page.dom.index('<section id="methods">')]
+    assert re.findall(r'src="(sub-02/figures/[^"]+_connectome\.png)"', connectome) == [  # a connectome per strategy
+        f"sub-02/figures/sub-02_task-rest_atlas-Yeo2011_seg-7nThin_desc-{s}_connectome.png" for s in ("simple", "gsr")]
+    assert 'href="logs/CITATION.md"' in page.dom
     # the matrix the page draws is the published relmat
     data = [json.loads(html.unescape(m)) for m in re.findall(r"data-fc='([^']+)'", report.read_text())]
     kendall = next(d for d in data if d["unit"] == "kendall")
@@ -97,6 +102,13 @@ def test_qc_numbers_match_the_confounds_and_a_direct_computation(gsr_fails_for_s
     row = qc.set_index("strategy").loc["gsr"]
     assert row["max FD (mm)"] == pytest.approx(outliers.framewise_displacement.max(), rel=5e-3)  # 3 digits shown
     assert row["volumes kept"] == int((outliers.censored == 0).sum())
+    # gsr scrubs: its drops are fMRIPrep's non-steady-state volumes plus high-motion ones, counted apart
+    steady = outliers.non_steady_state == 1
+    assert row["non-steady-state dropped"] == int(steady.sum()) > 0
+    assert row["high motion censored"] == int(((outliers.censored == 1) & ~steady).sum()) > 0
+    assert row["% dropped"] == pytest.approx(100 * outliers.censored.mean(), rel=5e-3)
+    simple = qc.set_index("strategy").loc["simple"]  # no scrubbing: only the non-steady-state volumes
+    assert simple["high motion censored"] == 0 and simple["non-steady-state dropped"] == int(steady.sum())
 
 
 def test_dvars_is_the_rms_of_the_z_scored_volume_to_volume_change():
@@ -120,7 +132,30 @@ def test_fd_dvars_correlation_falls_when_motion_is_regressed_out():
     spikes = np.outer(rng.normal(size=80), (fd > 1).astype(float)) * 3
     raw = rng.normal(size=(80, n)) + spikes
     cleaned = rng.normal(size=(80, n))  # what a cleaning that removed the spikes leaves
-    outliers = {"x": pd.DataFrame({"framewise_displacement": fd, "censored": np.zeros(n)})}
+    outliers = {"x": pd.DataFrame({"framewise_displacement": fd, "non_steady_state": np.zeros(n), "censored": np.zeros(n)})}
     table = qc_table(outliers, raw, {"x": cleaned}, {"x": np.arange(n)}, 50.0, {}, 0.5)
     assert table.loc[0, "FD-DVARS r before"] > 0.5
     assert abs(table.loc[0, "FD-DVARS r after"]) < 0.2
+
+
+def test_numbers_of_nodes_on_one_spot_go_to_different_sides():
+    from nmflow.reports.participant import label_positions
+
+    points = np.array([[0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [50.0, 0.0]])  # three regions one behind the other
+    spots = label_positions(points, 5.0)
+    np.testing.assert_allclose(np.linalg.norm(spots - points, axis=1), 5.0)  # each label beside its node
+    gaps = np.linalg.norm(spots[:3, None] - spots[None, :3], axis=-1)[np.triu_indices(3, k=1)]
+    assert gaps.min() > 1.4 * 5.0  # the three labels apart (8 spots: opposite, then a quarter turn)
+
+
+def test_methods_and_references_are_two_sections_linking_the_citation_file():
+    from nmflow.reports.html import methods_sections
+
+    methods, references = methods_sections("### Part\n\nText citing (Doe, 2020).\n\n### References\n\n- Doe J (2020).\n",
+                                           "../CITATION.md")
+    assert (methods.id, references.id) == ("methods", "references")
+    assert "<h3>Part</h3><p>Text citing (Doe, 2020).</p>" in methods.html and "Doe J" not in methods.html
+    assert '<a href="../CITATION.md">CITATION.md</a>' in methods.html
+    assert references.html == "<ul><li>Doe J (2020).</li></ul>"
+    empty = methods_sections("", "CITATION.md")
+    assert "No methods text was given." in empty[0].html and "No reference cited." in empty[1].html

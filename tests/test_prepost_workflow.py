@@ -5,10 +5,13 @@ written files with NumPy/SciPy (ΔFC from the network time series, the
 Crawford-Howell test from the ΔFC relmats), independently of the package.
 """
 
+import io
 import json
+import re
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from helpers.browser import load_page, missing_links, screenshot
 from helpers.participant import error_lines, read_relmat, read_tsv, run_cli, tree
@@ -170,6 +173,63 @@ def test_reports_render_in_chromium(participant, group, tmp_path):
                    "desc-delta_relmat.png", "desc-deltafdr_stat-z_statmap.png"):
         assert "sub-04/figures/sub-04_task-rest_" in text and figure in text
     assert "figures/prepost_sub-04_t.png" in (group / "prepost_report.html").read_text()
+
+
+
+def _section(page: str, name: str) -> str:
+    start = page.index(f'<section id="{name}">')
+    return page[start:page.index("</section>", start)]
+
+
+def test_stimulus_pages_have_methods_references_about_and_words(participant, group):
+    run = (participant / "sub-04_task-rest_desc-prepost.html").read_text()
+    cases = (group / "prepost_report.html").read_text()
+    for page, link, what in ((run, 'href="logs/CITATION.md"', "general linear model"),
+                             (cases, 'href="CITATION.md"', "Crawford-Howell modified t-test")):
+        assert what in _section(page, "methods") and link in _section(page, "methods")
+        assert "Benjamini Y, Hochberg Y (1995)" in _section(page, "references")
+        assert "<td>nilearn</td>" in _section(page, "about") and "<td>nmflow</td>" in _section(page, "about")
+    assert (participant / "logs" / "CITATION.md").exists() and (group / "CITATION.md").exists()
+    # the single-case table in words (the report shows its significant rows; here every row of the case)
+    from nmflow.reports.prepost import significant_table
+
+    published = pd.concat([pd.read_csv(group / f"atlas-Yeo2011_seg-17nThick_desc-prepost_meas-{m}_singlecase.tsv",
+                                       sep="\t").assign(meas=m) for m in METRICS])
+    rows = published[published.participant_id == "sub-04"]
+    shown = significant_table(rows)
+    assert list(shown.columns[:4]) == ["Metric", "Connection", "Case ΔFC", "Controls' mean ΔFC"]
+    assert not any("_" in c for c in shown.columns)
+    words = [re.sub(r"^\d+_", "", a).replace("_", " ").replace("+", "/") + " – "
+             + re.sub(r"^\d+_", "", b).replace("_", " ").replace("+", "/")
+             for a, b in rows.connection.str.split("__")]
+    assert shown.Connection.tolist() == words and "Somatomotor A – Somatomotor B" in words
+    np.testing.assert_array_equal(shown["Case ΔFC"], rows.case_delta)
+    n_significant = int(rows.significant.sum())
+    assert f"Significant connections ({n_significant})" in _section(cases, "sub04")
+    assert "__" not in _section(cases, "sub04") and "case_delta" not in cases
+    seeds = pd.read_html(io.StringIO(_section(run, "seeds")))[0]
+    assert list(seeds.columns) == ["Seed network", "Voxels up", "Voxels down", "Largest |z|"]
+    assert "Somatomotor A" in set(seeds["Seed network"])
+
+
+def test_r_square_colours_span_the_data_not_0_to_1(tmp_path):
+    """R² between 0.89 and 0.999 (confounds explaining most of a signal): the bar spans the data, and the
+    slices show many colours instead of one."""
+    import nibabel as nib
+    from PIL import Image
+
+    from nmflow.reports.prepost import r_square_figure, r_square_range
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.89, 0.999, size=(12, 12, 6))
+    low, high = r_square_range(values.ravel())
+    assert low == pytest.approx(np.percentile(values, 1)) and high == pytest.approx(np.percentile(values, 99))
+    assert 0.89 < low < 0.9 and 0.99 < high < 0.999
+    assert r_square_range(np.full(50, 0.5)) == pytest.approx((0.4995, 0.5005))  # one value: a band of 0.001
+    png = r_square_figure(tmp_path / "r2.png", nib.Nifti1Image(values, np.eye(4)))
+    pixels = np.asarray(Image.open(png).convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in pixels if c.max() - c.min() > 40}  # the coloured (not grey) pixels
+    assert len(colours) > 50
 
 
 def test_bad_input_fails_each_run_alone_and_writes_nothing(study, participant, tmp_path):

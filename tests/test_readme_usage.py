@@ -47,3 +47,9 @@ def test_readme_usage_block_runs_as_written(tmp_path, monkeypatch, capsys):
     assert logs == ["group", "participant"]
     assert sorted(p.with_suffix(".yml").name for p in (out / "logs").glob("nmflow-*.log")) == \
         sorted(p.name for p in (out / "logs").glob("nmflow-*.yml"))  # each call's log beside its options
+    # what the README says to expect: the selected variant flags planted connections, and only those
+    planted = pd.read_csv(tmp_path / "sim" / "fmriprep_truth" / "planted_connections.tsv", sep="\t")
+    selection = pd.read_csv(out / "group" / "selection.tsv", sep="\t")
+    stats = pd.read_csv(out / "group" / f"{selection.variant[selection.selected].iloc[0]}_stats.tsv", sep="\t")
+    flagged = stats[(stats.model == "autoencoder") & stats.flagged].connection
+    assert len(planted) == 8 and flagged.isin(planted.connection).all() and len(flagged) == 3

@@ -271,7 +271,7 @@ class _PrepostReportInputSpec(BaseInterfaceInputSpec):
     seed_figures = InputMultiObject(File(exists=True), mandatory=True, desc="seed grid PNG then HTML views")
     strategy = traits.Str(mandatory=True, desc="name of the confound strategy")
     alpha = traits.Float(0.05, usedefault=True, desc="FDR level of the seed maps")
-    methods = traits.Str("", usedefault=True, desc="the run's methods paragraph (Markdown)")
+    methods = traits.Str("", usedefault=True, desc="the run's methods text (Markdown, with references)")
 
 
 class _PrepostReportOutputSpec(TraitedSpec):

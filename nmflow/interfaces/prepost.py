@@ -149,6 +149,7 @@ class _GroupReportInputSpec(BaseInterfaceInputSpec):
     cases = traits.List(traits.Str, mandatory=True, desc="case labels")
     controls = traits.List(traits.Str, mandatory=True, desc="control labels")
     alpha = traits.Float(0.05, usedefault=True, desc="FDR level")
+    methods = traits.Str("", usedefault=True, desc="methods text of the call (Markdown, with references)")
 
 
 class _GroupReportOutputSpec(TraitedSpec):
@@ -171,6 +172,6 @@ class PrepostGroupReport(SimpleInterface):
         regions = _feature_set(self.inputs.deltas[0]).regions
         folder = Path(runtime.cwd) / "report"
         write_group_report(folder, tables, regions, [f"sub-{c}" for c in self.inputs.cases], len(self.inputs.controls),
-                           self.inputs.alpha)
+                           self.inputs.alpha, self.inputs.methods)
         self._results["report_dir"] = str(folder)
         return runtime

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import platform
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
@@ -11,13 +9,12 @@ from nipype.interfaces.base import (
     BaseInterfaceInputSpec, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
 )
 
-from nmflow import __version__
 from nmflow.bids_io import bids_name
 from nmflow.fileio import load_npz
 from nmflow.interfaces.io import atlases_from_records
-from nmflow.participant.denoise import shown_strategy
 from nmflow.participant.tables import key
 from nmflow.reports import participant as report
+from nmflow.reports.html import report_date
 
 
 class _RunReportInputSpec(BaseInterfaceInputSpec):
@@ -43,15 +40,6 @@ class _RunReportInputSpec(BaseInterfaceInputSpec):
 class _RunReportOutputSpec(TraitedSpec):
     figures = OutputMultiObject(File(exists=True), desc="PNG figures")
     report = File(exists=True, desc="HTML report")
-
-
-def _software() -> dict:
-    import nilearn
-    import nipype
-    import numpy
-
-    return {"nmflow": __version__, "Nipype": nipype.__version__, "nilearn": nilearn.__version__,
-            "NumPy": numpy.__version__, "Python": platform.python_version()}
 
 
 def _read_design(path: str) -> pd.DataFrame:
@@ -94,16 +82,15 @@ class RunReport(SimpleInterface):
             for metric in inputs.metrics:
                 mats = {s: relmats[key(s, atlas.name, metric)] for s in strategies}
                 matrices[f"{atlas.name} · {metric}"] = report.matrices_html(mats, list(atlas.names), metric)
-        first, shown = atlases[0], shown_strategy(strategies)
+        first = atlases[0]
         metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
-        connectome = None  # grayordinate networks have no centre in a volume to draw a node at
-        if not first.grayordinates:
+        connectomes = {}  # none of a CIFTI run: grayordinate networks have no centre in a volume to draw a node at
+        for s in [] if first.grayordinates else strategies:
             png = report.connectome_figure(
-                cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
-                relmats[key(shown, first.name, metric)], first,
-                f"{first.name}, {shown}, {metric}")
+                cwd / f"{name}_{bids_name({**first.entities, 'desc': s}, 'connectome', '.png')}",
+                relmats[key(s, first.name, metric)], first, f"{first.name}, {s}, {metric}")
             figures.append(png)
-            connectome = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({shown}, {metric})")
+            connectomes[s] = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({s}, {metric})")
         legend = pd.DataFrame({"number": range(1, len(first.names) + 1), "region": first.names})
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         carpet_clean = {s: cleaned[key("carpet", s)] for s in strategies}
@@ -122,11 +109,9 @@ class RunReport(SimpleInterface):
                    "strategies": ", ".join(strategies) + (f" (skipped: {len(inputs.skipped)})"
                                                           if inputs.skipped else ""),
                    "atlases": ", ".join(a.name for a in atlases), "FC metrics": ", ".join(inputs.metrics)}
-        about = {**_software(), "command": inputs.command or "n/a",
-                 "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-        page = report.RunPage(name, summary, qc, carpets, design_figs, matrices, connectome, legend,
-                              report.markdown_html(inputs.methods), [f"strategy skipped: {s}" for s in inputs.skipped]
-                              + low, about)
+        about = {"command": inputs.command or "n/a", "date": report_date()}
+        page = report.RunPage(name, summary, qc, carpets, design_figs, matrices, connectomes, legend, inputs.methods,
+                              [f"strategy skipped: {s}" for s in inputs.skipped] + low, about)
         html = report.write_report(cwd / f"{name}.html", page)
         self._results.update(figures=[str(f) for f in figures], report=str(html))
         return runtime

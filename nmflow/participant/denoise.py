@@ -80,11 +80,6 @@ def load_strategy(spec: str) -> Strategy:
                     str(data.get("description", f"user strategy from {path.name}")))
 
 
-def shown_strategy(strategies: list[str]) -> str:
-    """The strategy whose cleaned carpet and connectome the run report shows: the first that cleans."""
-    return next((s for s in strategies if s != "none"), strategies[0])
-
-
 def read_confounds(path: str | Path) -> pd.DataFrame:
     """fMRIPrep confounds TSV (``n/a`` as NaN), checked for readability."""
     table = read_tsv(path, "confounds file")

@@ -33,7 +33,8 @@ from nmflow.group.stats import global_shift_notes
 from nmflow.networks import MAX_REGIONS_SHOWN, Assignment, pair_counts
 from nmflow.reports import group_figures as gf
 from nmflow.reports.html import (
-    Link, Section, bullet_list, embed, figure, links, number, paragraph, render_page, table, tabs,
+    Link, Section, about_section, bullet_list, embed, figure, links, methods_sections, number, paragraph, render_page,
+    table, tabs,
 )
 from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
 from nmflow.reports.words import connection_label, network_pair, ranking_sentences, strategy_order, variant_entities
@@ -134,7 +135,7 @@ class ReportData:
 
 def write_group_report(folder: Path, d: ReportData) -> Path:
     """Write ``folder/group_report.html``, ``folder/figures/`` and ``folder/patients/``; returns the HTML path."""
-    from nmflow.reports.patient import write_patient_pages
+    from nmflow.reports.patient import GROUP_SOFTWARE, write_patient_pages
 
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -152,33 +153,8 @@ def write_group_report(folder: Path, d: ReportData) -> Path:
     if s.harmonize == "combat" and d.table["site"].nunique() > 1:
         sections.append(_combat(d, figures))
     sections += [Section("notes", "Notes", bullet_list(d.messages + sc.messages, "No notes.")),
-                 _subjects(d, pages), _methods(d), _about()]
+                 _subjects(d, pages), *methods_sections(d.methods, "CITATION.md"), about_section(GROUP_SOFTWARE)]
     return render_page(folder / "group_report.html", "nmflow group report", sections, lead)
-
-
-def _methods(d: ReportData) -> Section:
-    from nmflow.reports.participant import markdown_html
-
-    return Section("methods", "Methods").add(
-        markdown_html(d.methods) if d.methods else paragraph("No methods text was given.", "none"),
-        paragraph("The same text is in group/CITATION.md (the participant level's in logs/CITATION.md); every "
-                  "option of the call is in logs/nmflow-group-*.yml."))
-
-
-def _about() -> Section:
-    """Versions of the software that made the report (no date or path: a rerun gives the same page)."""
-    import platform
-
-    import numpy
-    import scipy
-    import torch
-
-    from nmflow import __version__
-
-    versions = {"nmflow": __version__, "PyTorch": torch.__version__, "NumPy": numpy.__version__,
-                "SciPy": scipy.__version__, "pandas": pd.__version__, "Python": platform.python_version()}
-    return Section("about", "About").add(table(pd.DataFrame({"software": list(versions),
-                                                           "version": list(versions.values())})))
 
 
 ROLES = {"reference": ("held-out control", "held-out controls"),

@@ -1,18 +1,24 @@
-"""The HTML shell shared by nmflow's reports (participant, group, patient pages).
+"""The HTML shell shared by nmflow's reports (participant, group, patient and stimulus-study pages).
 
 A page is a title, a few summary lines and a list of :class:`Section`; each
 section is listed in the page's navigation bar (the layout of fMRIPrep's and
 XCP-D's reports).  The template is Jinja2 (autoescaped); the helpers below
 build the pieces sections are made of: tables with clean numbers and an
 explicit "none" message when empty, figures with captions, tabs (CSS only, no
-script: a page works opened from disk), and warnings.
+script: a page works opened from disk), and warnings; and the closing sections
+every page has: Methods (the call's methods text), References and About.
 """
 
 from __future__ import annotations
 
 import html
 import math
+import os
+import platform
+import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
 from itertools import count
 from pathlib import Path
 
@@ -63,6 +69,7 @@ footer{color:#666;font-size:.85em;margin-top:2em}
 """)
 MAX_TABS = 48
 _ids = count()
+_TAB_IDS = re.compile(r'\b(name|id|for)="tabs(\d+)')
 
 
 @dataclass
@@ -85,7 +92,12 @@ class Section:
 
 def render_page(path: Path, title: str, sections: list[Section], lead: list[str] = (), script: str = "") -> Path:
     """Write the page to ``path`` (UTF-8) and return ``path``; ``script`` (HTML) goes at the end of the body."""
-    shown = [{"id": s.id, "title": s.title, "body": s.html} for s in sections]
+    numbers: dict[str, str] = {}  # tab groups numbered from 0 in each page: the same page whatever came before
+
+    def renumber(match: re.Match) -> str:
+        return f'{match[1]}="tabs{numbers.setdefault(match[2], str(len(numbers)))}'
+
+    shown = [{"id": s.id, "title": s.title, "body": _TAB_IDS.sub(renumber, s.html)} for s in sections]
     Path(path).write_text(_TEMPLATE.render(title=title, lead=list(lead), sections=shown, version=__version__,
                                            max_tabs=MAX_TABS, script=script), encoding="utf-8")
     return Path(path)
@@ -188,3 +200,62 @@ def tabs(panels: dict[str, str]) -> str:
         f'<label for="{group}_{k}">{esc(label)}</label>' for k, label in enumerate(panels))
     bodies = "".join(f'<div class="panel">{body}</div>' for body in panels.values())
     return f'<div class="tabs">{inputs}{bodies}</div>'
+
+
+def markdown_html(text: str) -> str:
+    """The methods boilerplate (paragraphs, ``*italic*``, ``code``, ``- `` lists, ``#`` headings) as HTML."""
+
+    def inline(s: str) -> str:
+        s = esc(s)
+        s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
+        return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
+
+    out = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.strip().splitlines()
+        if all(line.lstrip().startswith("- ") for line in lines):
+            out.append("<ul>" + "".join(f"<li>{inline(line.lstrip()[2:])}</li>" for line in lines) + "</ul>")
+        elif lines[0].startswith("#"):
+            out.append(f"<h3>{inline(lines[0].lstrip('#').strip())}</h3>"
+                       + (f"<p>{inline(' '.join(lines[1:]))}</p>" if lines[1:] else ""))
+        else:
+            out.append(f"<p>{inline(' '.join(lines))}</p>")
+    return "".join(out)
+
+
+REFERENCES_HEADING = "### References"
+
+
+def methods_sections(text: str, citation: str) -> list[Section]:
+    """The Methods and References sections of a call's methods text (Markdown, its references under
+    :data:`REFERENCES_HEADING` at the end), with a link to the same text in ``citation`` (a ``CITATION.md``,
+    relative to the page)."""
+    body, _, cited = text.partition(REFERENCES_HEADING)
+    source = links("The same text, to copy into a manuscript:", [Link(citation, "CITATION.md")])
+    methods = Section("methods", "Methods").add(
+        markdown_html(body) if body.strip() else paragraph("No methods text was given.", "none"), source)
+    refs = Section("references", "References").add(
+        markdown_html(cited) if cited.strip() else paragraph("No reference cited.", "none"))
+    return [methods, refs]
+
+
+# the packages an About section names, as people write them -> their distribution names
+SOFTWARE = {"Nipype": "nipype", "nilearn": "nilearn", "PyTorch": "torch", "NumPy": "numpy", "SciPy": "scipy",
+            "pandas": "pandas", "matplotlib": "matplotlib"}
+
+
+def report_date() -> str:
+    """The date a report shows: now (UTC), or ``SOURCE_DATE_EPOCH`` (seconds since 1970) when that is set,
+    so that two runs of the same call can give byte-identical pages (reproducible-builds.org's convention)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    when = datetime.fromtimestamp(int(epoch), timezone.utc) if epoch.isdigit() else datetime.now(timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def about_section(packages: tuple[str, ...], extra: dict | None = None) -> Section:
+    """About: the versions of nmflow, ``packages`` (names of :data:`SOFTWARE`) and Python, then ``extra`` rows
+    (e.g. the command line and the date)."""
+    rows = {"nmflow": __version__, **{name: metadata.version(SOFTWARE[name]) for name in packages},
+            "Python": platform.python_version(), **(extra or {})}
+    return Section("about", "About").add(table(pd.DataFrame({"": list(rows),
+                                                           "value": [str(v) for v in rows.values()]})))

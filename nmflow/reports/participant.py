@@ -1,12 +1,13 @@
 """The participant report: one HTML page per BOLD run, in the spirit of fMRIPrep's and XCP-D's.
 
 Sections: Summary, Quality control (per strategy: FD, censoring, tSNR,
-DVARS and FD-DVARS correlation before/after cleaning, region coverage),
+DVARS and FD-DVARS correlation before/after cleaning, volumes dropped as
+non-steady-state and as high motion, region coverage),
 Carpets (raw vs cleaned for every strategy, FD with its threshold and the
 censored volumes marked, DVARS and global signal), Confounds (the design
 regressed by every strategy), Functional connectivity (every atlas, metric and
 strategy: labelled matrices drawn in the browser on one centred colour scale
-per metric), Connectome, Methods (the boilerplate with references), Errors
+per metric), Connectome (per strategy), Methods (the boilerplate with references), Errors
 (strategies skipped, regions lost), About (versions, command line, date).
 
 The QC numbers are plain functions (:func:`dvars`, :func:`qc_table`);
@@ -29,9 +30,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.participant.atlas import Atlas, region_centres  # noqa: E402
-from nmflow.reports.html import Section, esc, figure, paragraph, render_page, table, tabs  # noqa: E402
+from nmflow.reports.html import (  # noqa: E402
+    Section, about_section, esc, figure, methods_sections, paragraph, render_page, table, tabs,
+)
 
-DPI = 72
+DPI = 100  # the figures are shown at their size: 100 dpi keeps 8-point labels readable (11 px)
 
 
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
@@ -76,6 +79,8 @@ def qc_table(outliers: dict[str, pd.DataFrame], raw_carpet: np.ndarray, cleaned_
              min_coverage: float) -> pd.DataFrame:
     """QC numbers, one row per strategy that ran.
 
+    Volumes dropped are fMRIPrep's non-steady-state volumes (every strategy) and, for a strategy that
+    scrubs, the high-motion volumes (``censored`` of the outlier table is either); each is counted apart.
     FD (mm) is fMRIPrep's framewise displacement; DVARS (z units) as :func:`dvars` on the report's
     voxel sample, mean over volumes, before (raw) and after cleaning (kept volumes only); the FD-DVARS
     correlation is Pearson's r over the same volumes (near 0 after a cleaning that removes motion).
@@ -86,9 +91,12 @@ def qc_table(outliers: dict[str, pd.DataFrame], raw_carpet: np.ndarray, cleaned_
         fd = table_["framewise_displacement"].to_numpy(float)
         k = kept[strategy]
         after = dvars(cleaned_carpets[strategy], k)
+        dropped = table_["censored"].to_numpy(bool)
+        steady = table_["non_steady_state"].to_numpy(bool)
         rows.append({
             "strategy": strategy, "mean FD (mm)": float(np.nanmean(fd)), "max FD (mm)": float(np.nanmax(fd)),
-            "volumes kept": int(k.size), "% censored": 100 * float(table_["censored"].mean()),
+            "volumes kept": int(k.size), "non-steady-state dropped": int(steady.sum()),
+            "high motion censored": int((dropped & ~steady).sum()), "% dropped": 100 * float(dropped.mean()),
             "median tSNR": tsnr, "DVARS before": float(np.nanmean(raw_dvars)), "DVARS after": float(np.nanmean(after)),
             "FD-DVARS r before": _corr(fd, raw_dvars), "FD-DVARS r after": _corr(fd[k], after),
             **{f"regions < {min_coverage:.0%} coverage ({a})": int((c < min_coverage).sum())
@@ -117,8 +125,8 @@ def carpet_figure(path: Path, raw: np.ndarray, cleaned: np.ndarray, labels: np.n
     if censored.size:
         ax.plot(censored, np.full(censored.size, ax.get_ylim()[1] * 0.92), "|", color="tab:red", ms=6)
     ax.set_ylabel("FD (mm)", fontsize=8)
-    ax.set_title(f"{strategy}: {censored.size} of {n} volumes censored (red); FD threshold {fd_threshold:g} mm "
-                 "(dashed)", fontsize=9)
+    ax.set_title(f"{strategy}: {censored.size} of {n} volumes dropped (red: non-steady-state, and high motion when "
+                 f"scrubbing); FD threshold {fd_threshold:g} mm (dashed)", fontsize=9)
     full = np.full((cleaned.shape[0], n), np.nan)
     full[:, kept] = _zscore_rows(cleaned)
     axes[1].plot(dvars(raw), color="0.4", lw=0.8, label="raw")
@@ -144,15 +152,14 @@ def design_figure(path: Path, design: pd.DataFrame, strategy: str) -> Path:
     values = design.to_numpy(float)
     std = values.std(axis=0)
     z = (values - values.mean(axis=0)) / np.where(std > 0, std, 1)
-    width = min(9, 2.5 + 0.18 * design.shape[1])
-    fig, ax = plt.subplots(figsize=(width, 3.2))
-    fig.subplots_adjust(left=0.12, right=0.97, top=0.9, bottom=0.38)
+    width = min(11, 3 + 0.2 * design.shape[1])  # 20 px a column at DPI: room for an 8-point label
+    fig, ax = plt.subplots(figsize=(width, 4.6), layout="constrained")
     ax.imshow(z, aspect="auto", cmap="gray", vmin=-3, vmax=3, interpolation="nearest")
     ax.set_xticks(range(design.shape[1]))
-    ax.set_xticklabels(design.columns, rotation=90, fontsize=6)
-    ax.set_ylabel("volume", fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
-    ax.set_title(f"{strategy}: {design.shape[1]} confounds regressed (z-scored)", fontsize=9)
+    ax.set_xticklabels(design.columns, rotation=90, fontsize=8)
+    ax.set_ylabel("volume", fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set_title(f"{strategy}: {design.shape[1]} confounds regressed (z-scored)", fontsize=10)
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -160,6 +167,31 @@ def design_figure(path: Path, design: pd.DataFrame, strategy: str) -> Path:
 
 MAX_EDGES = 250  # more edges make a hairball, and each costs drawing time (400 regions: 7,980 of 79,800)
 MAX_NUMBERED = 40  # more region numbers overlap
+
+
+def label_positions(points: np.ndarray, radius: float) -> np.ndarray:
+    """Where to write the numbers of nodes at ``points`` ``(n, 2)`` so that they overlap as little as possible.
+
+    Each label goes on one of 8 spots at ``radius`` around its node (same units), the one farthest from
+    every node and every label placed before it; crowded nodes are placed first.  Nodes that project onto
+    the same place (regions one behind the other) get labels on different sides.
+
+    Returns
+    -------
+    ndarray, shape (n, 2)
+        The label positions.
+    """
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False) + np.pi / 4
+    around = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    gaps = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    np.fill_diagonal(gaps, np.inf)
+    out = np.full(points.shape, np.nan)
+    for k in np.argsort(gaps.min(axis=1), kind="stable"):
+        spots = points[k] + around
+        taken = np.vstack([points, out[np.isfinite(out[:, 0])]])
+        clearance = np.linalg.norm(spots[:, None] - taken[None], axis=-1).min(axis=1)
+        out[k] = spots[np.argmax(clearance)]
+    return out
 
 
 def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, top: float = 0.1) -> Path:
@@ -189,8 +221,8 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
     numbered = len(atlas.names) <= MAX_NUMBERED
     thin, thick = (0.5, 3.0) if numbered else (0.2, 1.2)  # many edges: thinner lines
     widths = thin + (thick - thin) * strength[keep] / max(float(strength.max(initial=0)), 1e-12)
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.08, wspace=0.05)
+    fig, axes = plt.subplots(1, 3, figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.02, right=0.99, top=0.86, bottom=0.07, wspace=0.06)
     views = [((1, 2), "sagittal (from the left)", ("P", "A", "I", "S")),
              ((0, 2), "coronal (from behind)", ("L", "R", "I", "S")),
              ((0, 1), "axial (from above)", ("L", "R", "P", "A"))]
@@ -199,23 +231,27 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
         ends = np.stack([centres[rows[keep]][:, [a, b]], centres[cols[keep]][:, [a, b]]], axis=1)
         ax.add_collection(LineCollection(ends, colors=colours, linewidths=widths, alpha=0.8))
         ax.scatter(centres[:, a], centres[:, b], s=16 if numbered else 4, c="k", zorder=3)
-        for k in range(len(atlas.names)) if numbered else ():
-            ax.annotate(str(k + 1), (centres[k, a], centres[k, b]), fontsize=6, color="0.2",
-                        xytext=(2, 2), textcoords="offset points")
+        if numbered:
+            span = np.ptp(xyz[:, [a, b]], axis=0).max()
+            for k, spot in enumerate(label_positions(centres[:, [a, b]], 0.06 * span)):
+                ax.annotate(str(k + 1), (centres[k, a], centres[k, b]), xytext=spot, textcoords="data", fontsize=8,
+                            ha="center", va="center", color="0.1", zorder=4,
+                            bbox={"boxstyle": "round,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+                            arrowprops={"arrowstyle": "-", "lw": 0.5, "color": "0.45", "shrinkA": 0, "shrinkB": 2})
         ax.set_aspect("equal")
         ax.set_xticks([]), ax.set_yticks([])
         for spine in ax.spines.values():
             spine.set_visible(False)
-        ax.set_title(label, fontsize=8)
-        ax.set_xlabel(f"{lo_x}  ←→  {hi_x}", fontsize=7)
-        ax.set_ylabel(f"{lo_y}  ←→  {hi_y}", fontsize=7)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel(f"{lo_x}  ←→  {hi_x}", fontsize=8)
+        ax.set_ylabel(f"{lo_y}  ←→  {hi_y}", fontsize=8)
     shown = (f"strongest {top:.0%} of connections" if n_edges == int(np.ceil(top * strength.size))
              else f"strongest {n_edges} of {strength.size} connections")
     title = f"{title}: {shown}" + (" (numbers: regions below)" if numbered else "")
     handles = [plt.Line2D([], [], color="tab:red", label="positive"),
                plt.Line2D([], [], color="tab:blue", label="negative")]
-    fig.legend(handles=handles, loc="upper right", fontsize=7, frameon=False, ncol=2)
-    fig.suptitle(title, fontsize=9, x=0.01, ha="left")
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncol=2)
+    fig.suptitle(title, fontsize=10, x=0.01, ha="left")
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
@@ -322,7 +358,8 @@ def matrices_html(matrices: dict[str, np.ndarray], labels: list[str], unit: str)
 
 @dataclass
 class RunPage:
-    """What the participant report of one run shows (figure paths relative to the page)."""
+    """What the participant report of one run shows (figure paths relative to the page); ``methods`` is the
+    run's methods text (Markdown, with its references), ``about`` the About rows after the software versions."""
 
     title: str
     summary: dict
@@ -330,9 +367,9 @@ class RunPage:
     carpets: dict[str, str]
     designs: dict[str, str | None]
     matrices: dict[str, str]
-    connectome: tuple[str, str] | None
+    connectomes: dict[str, tuple[str, str]]
     region_legend: pd.DataFrame
-    methods_html: str
+    methods: str
     errors: list[str]
     about: dict
     notes: list[str] = field(default_factory=list)
@@ -343,11 +380,15 @@ NO_CONNECTOME = ("No connectome drawing: the networks of a CIFTI run lie on the 
 
 
 def write_report(path: Path, page: RunPage) -> Path:
-    """Write the participant report of one run (no connectome figure: ``page.connectome`` is None)."""
+    """Write the participant report of one run (``page.connectomes``: ``(src, caption)`` per strategy, none for
+    a CIFTI run)."""
     summary = pd.DataFrame({"": list(page.summary), "value": [str(v) for v in page.summary.values()]})
-    qc_note = paragraph("DVARS in z units: each voxel of the report's voxel sample z-scored first, so removing "
-                        "slow drifts raises it; the FD-DVARS r (Pearson's correlation of framewise displacement "
-                        "with DVARS over the same volumes) is the motion check: close to 0 once motion is removed.")
+    qc_note = paragraph("Volumes dropped: fMRIPrep's non-steady-state volumes at the start of the run, by every "
+                        "strategy (so a strategy without scrubbing drops a few too), and the high-motion volumes of a "
+                        "strategy that scrubs. DVARS in z units: each voxel of the report's voxel sample z-scored "
+                        "first, so removing slow drifts raises it; the FD-DVARS r (Pearson's correlation of "
+                        "framewise displacement with DVARS over the same volumes) is the motion check: close to 0 "
+                        "once motion is removed.")
     sections = [
         Section("summary", "Summary").add(table(summary)),
         Section("qc", "Quality control").add(table(page.qc), qc_note, *(paragraph(n, "warn") for n in page.notes)),
@@ -365,36 +406,13 @@ def write_report(path: Path, page: RunPage) -> Path:
             paragraph("One tab per atlas and FC metric; one panel per strategy, on one colour scale centred on "
                       "0. Point at a cell to read its value."), tabs(page.matrices)),
         Section("connectome", "Connectome").add(
-            *((figure(*page.connectome), table(page.region_legend)) if page.connectome else
-              (paragraph(NO_CONNECTOME, "none"),))),
-        Section("methods", "Methods").add(page.methods_html),
+            *((tabs({s: figure(*c) for s, c in page.connectomes.items()}), table(page.region_legend))
+              if page.connectomes else (paragraph(NO_CONNECTOME, "none"),))),
+        *methods_sections(page.methods, "logs/CITATION.md"),
         Section("errors", "Errors").add(
             *(paragraph(e, "error") for e in page.errors) if page.errors else
             (paragraph("No errors: every strategy ran.", "ok"),)),
-        Section("about", "About").add(table(pd.DataFrame({"": list(page.about),
-                                                          "value": [str(v) for v in page.about.values()]}))),
+        about_section(("Nipype", "nilearn", "NumPy"), page.about),
     ]
     return render_page(path, page.title, sections, lead=[f"nmflow participant report · {page.title}"],
                        script=_MATRIX_SCRIPT)
-
-
-def markdown_html(text: str) -> str:
-    """The methods boilerplate (paragraphs, ``*italic*``, ``code``, ``- `` lists, ``#`` headings) as HTML."""
-    import re
-
-    def inline(s: str) -> str:
-        s = esc(s)
-        s = re.sub(r"`([^`]+)`", r"<code>\1</code>", s)
-        return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", s)
-
-    out = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = block.strip().splitlines()
-        if all(line.lstrip().startswith("- ") for line in lines):
-            out.append("<ul>" + "".join(f"<li>{inline(line.lstrip()[2:])}</li>" for line in lines) + "</ul>")
-        elif lines[0].startswith("#"):
-            out.append(f"<h3>{inline(lines[0].lstrip('#').strip())}</h3>"
-                       + (f"<p>{inline(' '.join(lines[1:]))}</p>" if lines[1:] else ""))
-        else:
-            out.append(f"<p>{inline(' '.join(lines))}</p>")
-    return "".join(out)

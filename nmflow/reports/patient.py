@@ -20,7 +20,9 @@ from scipy import stats as sps
 from nmflow.group import motion as qc
 from nmflow.normative.deviations import EXTREME_Z
 from nmflow.reports import group_figures as gf
-from nmflow.reports.html import Link, Section, bullet_list, figure, links, number, paragraph, render_page, table
+from nmflow.reports.html import (
+    Link, Section, about_section, bullet_list, figure, links, methods_sections, number, paragraph, render_page, table,
+)
 from nmflow.reports.matrix_view import full_matrix, matrix_link, networks_note, write_matrix_page
 from nmflow.reports.words import against_controls, connection_label, network_pair, upper_pairs
 
@@ -29,6 +31,9 @@ N_TOP = 20  # most extreme connections in a table past MAX_REGIONS_SHOWN regions
 N_TABLE = 10
 HIGH_FD = 0.5  # mm
 Z_LIMIT = 3.0  # colour scale of the deviation matrices
+# the About section of the group report and the patient pages: versions only (no date or path: a rerun gives the
+# same pages)
+GROUP_SOFTWARE = ("PyTorch", "NumPy", "SciPy", "pandas")
 CAUTION = ("Research tool, not a diagnosis. These numbers compare this patient's scans with the controls of this "
            "study through a statistical model; they have not been validated for clinical decisions, and head "
            "motion, scanner or preprocessing problems can produce deviations as well as brain differences.")
@@ -59,7 +64,8 @@ def _page(path: Path, d, i: int, matrix_png: Path) -> Path:
     sections = [Section("caution", "Read this first", paragraph(CAUTION, "warn") + links(
         "Group report:", [Link("../group_report.html", "all subjects and groups")]) + links(
         "Participant-level reports:", d.reports_of(pid, "../../"), "none found"))]
-    sections += [_overall(d, i), _matrix(d, i, matrix_png), _extremes(d, i), _single_case(d, i), _motion(d, i)]
+    sections += [_overall(d, i), _matrix(d, i, matrix_png), _extremes(d, i), _single_case(d, i), _motion(d, i),
+                 *methods_sections(d.methods, "../CITATION.md"), about_section(GROUP_SOFTWARE)]
     return render_page(path, f"nmflow patient page: {pid}", sections, lead)
 
 
@@ -214,5 +220,6 @@ def _motion(d, i: int) -> Section:
         return Section("motion", "Motion of the scans", paragraph(text))
     frame = pd.DataFrame({"Scan": mine.scan.to_numpy(), "Strategy": mine.desc.to_numpy(),
                           "Volumes": mine.n_volumes.to_numpy(), "Mean FD (mm)": mine.mean_fd.to_numpy(),
-                          "Max FD (mm)": mine.max_fd.to_numpy(), "Censored (%)": mine.pct_censored.to_numpy()})
+                          "Max FD (mm)": mine.max_fd.to_numpy(),
+                          "Dropped (%, non-steady-state included)": mine.pct_censored.to_numpy()})
     return Section("motion", "Motion of the scans", paragraph(text) + table(frame))

@@ -23,9 +23,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nmflow.participant.connectivity import from_upper_triangle  # noqa: E402
-from nmflow.reports.html import Section, esc, figure, paragraph, render_page, table  # noqa: E402
+from nmflow.reports.html import (  # noqa: E402
+    Section, about_section, esc, figure, methods_sections, paragraph, render_page, table,
+)
+from nmflow.reports.words import pair_label, region_label  # noqa: E402
 
 DPI = 80
+SOFTWARE = ("Nipype", "nilearn", "NumPy", "SciPy")  # the About section's versions
 SEGMENT_COLOURS = {"pre": "tab:blue", "post": "tab:orange", "transition": "0.85", "censored": "tab:red"}
 
 
@@ -42,36 +46,51 @@ def design_figure(path: Path, design: pd.DataFrame) -> Path:
     varying = values.std(axis=0) > 0
     values[:, varying] -= values[:, varying].mean(axis=0)
     scale = np.abs(values).max(axis=0)
-    fig, ax = plt.subplots(figsize=(max(4.0, 0.16 * design.shape[1] + 1.5), 4.5))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.2 * design.shape[1] + 1.5), 5.0))  # 16 px a column at DPI
     ax.imshow(values / np.where(scale > 0, scale, 1), aspect="auto", cmap="gray", vmin=-1, vmax=1,
               interpolation="nearest")
-    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=6)
+    ax.set_xticks(np.arange(design.shape[1]), [str(c) for c in design.columns], rotation=90, fontsize=8)
     ax.set_ylabel("volume")
     fig.tight_layout()
     return _save(fig, path)
 
 
-def r_square_figure(path: Path, r_square) -> Path:
-    """Axial slices (every other slice) of the variance explained by the design, on black.
+def r_square_range(values: np.ndarray) -> tuple[float, float]:
+    """The colour scale of an R² map: the 1st to the 99th percentile of the brain's values ``(n_voxels,)``.
 
-    The colour scale runs from 0 to the 99th percentile of R² in the brain (at least 0.05): R² is mostly
-    small in resting data, and a 0-1 scale would show it as nothing.
+    Fitted to the data because R² sits in a narrow band whose place depends on the data: mostly small in
+    resting data (a 0-1 scale shows nothing), near 1 where the confounds explain most of the signal (a 0-1
+    scale shows one colour).  A band narrower than 0.001 is widened to 0.001 (one colour means one value).
     """
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, [1, 99]))
+    if high - low < 1e-3:
+        low = max((low + high) / 2 - 5e-4, 0.0)
+        high = low + 1e-3
+    return low, high
+
+
+def r_square_figure(path: Path, r_square) -> Path:
+    """Axial slices (every other slice) of the variance explained by the design, on black, coloured from the
+    1st to the 99th percentile of R² in the brain (:func:`r_square_range`, written on the colour bar)."""
     volume = np.asarray(r_square.dataobj, dtype=float)
     brain = volume > 0
-    top = max(float(np.percentile(volume[brain], 99)) if brain.any() else 0.0, 0.05)
+    low, high = r_square_range(volume[brain])
     slices = [z for z in range(volume.shape[2]) if brain[:, :, z].any()][::2] or [volume.shape[2] // 2]
     columns = min(len(slices), 8)
     rows = int(np.ceil(len(slices) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + 0.8, 1.5 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns + 1.4, 1.9 * rows + 0.2), squeeze=False)
     for ax in axes.ravel():
         ax.set_axis_off()
     for ax, z in zip(axes.ravel(), slices):
         ax.imshow(np.zeros(volume[:, :, z].T.shape), origin="lower", cmap="gray", vmin=0, vmax=1)
-        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="hot", vmin=0,
-                       vmax=top)
-        ax.set_title(f"slice {z}", fontsize=6)
-    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.8, label=f"R² (0 to {top:.2g})")
+        im = ax.imshow(np.where(brain[:, :, z], volume[:, :, z], np.nan).T, origin="lower", cmap="viridis",
+                       vmin=low, vmax=high)
+        ax.set_title(f"slice {z}", fontsize=8)
+    bar = fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, extend="both")
+    bar.set_label(f"R², {low:.3g} to {high:.3g}\n(1st to 99th percentile in the brain)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     return _save(fig, path)
 
 
@@ -110,7 +129,7 @@ def change_figure(path: Path, relmats: dict[str, np.ndarray], regions: list[str]
             ax.set_title(f"{metric}: {'ΔFC (z)' if segment == 'delta' else segment.upper()}", fontsize=9)
             ax.set_xticks([])  # columns in the order of the rows, named on the first panel of each row
             ax.set_yticks(range(len(regions)) if segment == "pre" else [],
-                          regions if segment == "pre" else [], fontsize=5)
+                          [region_label(r) for r in regions] if segment == "pre" else [], fontsize=6)
     for column, segment in enumerate(("pre", "post", "delta")):
         fig.colorbar(images[segment], ax=axes[:, column].tolist(), orientation="horizontal", fraction=0.03,
                      pad=0.02, label="ΔFC (Fisher z)" if segment == "delta" else "FC")
@@ -125,7 +144,7 @@ def seed_grid(path: Path, thresholded: np.ndarray, bold, seeds: list[str]) -> Pa
     """
     columns = 6
     rows = int(np.ceil(len(seeds) / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(1.7 * columns, 2.0 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(2.0 * columns, 2.1 * rows), squeeze=False)
     brain = bold.mask.any(axis=2).T
     lim = max(float(np.abs(thresholded).max()), 3.0)
     for ax, name, values in zip(axes.ravel(), seeds, thresholded):
@@ -133,7 +152,8 @@ def seed_grid(path: Path, thresholded: np.ndarray, bold, seeds: list[str]) -> Pa
         strongest = np.take_along_axis(volume, np.abs(volume).argmax(axis=2)[..., None], axis=2)[..., 0].T
         ax.imshow(np.where(brain, 0.0, np.nan), cmap="gray", vmin=-1, vmax=1, origin="lower")
         ax.imshow(np.where(strongest != 0, strongest, np.nan), cmap="RdBu_r", vmin=-lim, vmax=lim, origin="lower")
-        ax.set_title(f"{name}\n{int((values > 0).sum())} up, {int((values < 0).sum())} down", fontsize=6)
+        ax.set_title(f"{region_label(name)}\n{int((values > 0).sum())} up, {int((values < 0).sum())} down",
+                     fontsize=6)
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.suptitle("ΔFC seed maps, FDR-thresholded z (axial maximum projection; red: stronger after the stimulus)",
@@ -173,15 +193,14 @@ def _template():
 def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, strategy: str,
                      figures: dict[str, Path], seed_grid_png: Path, seed_summary: pd.DataFrame,
                      views: list[Path], alpha: float, methods: str = "") -> Path:
-    """The participant QC page of the split (figures linked from ``sub-X/figures/``)."""
-    from nmflow.reports.participant import markdown_html
-
+    """The participant QC page of the split (figures linked from ``sub-X/figures/``); ``methods`` is the run's
+    methods text (Markdown, with its references)."""
     sub = key.split("_")[0]
     counts = segments["segment"].value_counts().reindex(["pre", "transition", "post", "censored"], fill_value=0)
     volumes = pd.DataFrame({"segment": counts.index, "volumes": counts.to_numpy()})
     links = {int(v.name.split("_desc-seed")[1][:2]): f"{sub}/figures/{v.name}" for v in views}
     changed = seed_summary[(seed_summary.voxels_up + seed_summary.voxels_down) > 0]
-    view_links = "".join(f'<li><a href="{esc(links[k + 1])}">{esc(seed_summary.seed[k])}</a>: '
+    view_links = "".join(f'<li><a href="{esc(links[k + 1])}">{esc(region_label(seed_summary.seed[k]))}</a>: '
                          f"{seed_summary.voxels_up[k]} voxels up, {seed_summary.voxels_down[k]} down</li>"
                          for k in changed.index if k + 1 in links)
     source = "the run's events file" if stimulus.source.endswith(".tsv") else stimulus.source
@@ -195,7 +214,8 @@ def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, str
         Section("glm", "GLM").add(
             figure(f"{sub}/figures/{figures['design'].name}", "Design matrix: stimulus (Glover HRF), confounds, "
                                                                "cosine drift, constant; each column centred and scaled"),
-            figure(f"{sub}/figures/{figures['r_square'].name}", "Variance explained by the design (R²), axial slices")),
+            figure(f"{sub}/figures/{figures['r_square'].name}", "Variance explained by the design (R²), axial "
+                   "slices; the colours span the 1st to the 99th percentile of the brain's R² (written on the bar)")),
         Section("fc", "FC change").add(
             figure(f"{sub}/figures/{figures['change'].name}",
                    "Network FC of PRE and POST and ΔFC = Fisher z(POST) − z(PRE), per metric")),
@@ -203,13 +223,29 @@ def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, str
             paragraph(f"Voxels whose correlation with a network changed after the stimulus (Fisher z test with "
                       f"Bartlett's effective samples, Benjamini–Hochberg q < {alpha} over each seed's voxels)."),
             figure(f"{sub}/figures/{seed_grid_png.name}", "FDR-thresholded ΔFC z per seed, axial maximum projection"),
-            table(seed_summary, digits=3),
+            table(seed_summary.assign(seed=seed_summary.seed.map(region_label)).rename(columns=SEED_COLUMNS),
+                  digits=3),
             f"<h3>Interactive views</h3><ul>{view_links}</ul>" if view_links else
             paragraph(f"No voxel passes q < {alpha}: no interactive view.", "none")),
+        *methods_sections(methods, "logs/CITATION.md"), about_section(SOFTWARE),
     ]
-    if methods:
-        sections.append(Section("methods", "Methods").add(markdown_html(methods)))
     return render_page(path, key, sections, lead=[f"nmflow stimulus study · {key}"])
+
+
+SEED_COLUMNS = {"seed": "Seed network", "voxels_up": "Voxels up", "voxels_down": "Voxels down",
+                "max_abs_z": "Largest |z|"}
+# the single-case table's columns (nmflow.prepost.singlecase.SINGLECASE_COLUMNS) as the report names them
+SINGLE_CASE_COLUMNS = {"meas": "Metric", "connection": "Connection", "case_delta": "Case ΔFC",
+                       "controls_mean": "Controls' mean ΔFC", "controls_sd": "Controls' SD", "t": "t", "p": "p",
+                       "q": "q (FDR)", "percent_more_extreme": "Controls more extreme (%)", "z_cc": "Z-CC",
+                       "z_cc_low": "Z-CC 95 % low", "z_cc_high": "Z-CC 95 % high"}
+
+
+def significant_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The single-case ``rows`` as the report shows them: :data:`SINGLE_CASE_COLUMNS` named in words, each
+    connection as its two networks (``Somatomotor A – Somatomotor B``)."""
+    shown = rows[list(SINGLE_CASE_COLUMNS)].assign(connection=rows["connection"].map(pair_label))
+    return shown.rename(columns=SINGLE_CASE_COLUMNS)
 
 
 def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) -> Path:
@@ -234,7 +270,7 @@ def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) 
         ax.set_title(f"{metric}: {int(part['significant'].sum())} significant", fontsize=9)
         ticks = np.arange(n)
         ax.set_xticks(ticks, [str(k + 1) for k in ticks], fontsize=6)
-        ax.set_yticks(ticks, [f"{r[:22]} {k + 1}" for k, r in enumerate(regions)] if k_ax % columns == 0
+        ax.set_yticks(ticks, [f"{region_label(r)} {k + 1}" for k, r in enumerate(regions)] if k_ax % columns == 0
                       else [str(k + 1) for k in ticks], fontsize=6)
     for ax in axes.ravel()[len(metrics):]:
         ax.set_axis_off()
@@ -245,19 +281,18 @@ def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) 
 
 
 def write_group_report(folder: Path, tables: dict[str, pd.DataFrame], regions: list[str], cases: list[str],
-                       n_controls: int, alpha: float) -> Path:
-    """``folder/prepost_report.html`` and ``folder/figures/prepost_<case>_t.png``; ``tables`` per metric."""
+                       n_controls: int, alpha: float, methods: str = "") -> Path:
+    """``folder/prepost_report.html`` and ``folder/figures/prepost_<case>_t.png``; ``tables`` per metric,
+    ``methods`` the call's methods text (Markdown, with its references)."""
     figures = folder / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     everything = pd.concat([t.assign(meas=m) for m, t in tables.items()], ignore_index=True)
-    columns = ["meas", "connection", "case_delta", "controls_mean", "controls_sd", "t", "p", "q",
-               "percent_more_extreme", "z_cc", "z_cc_low", "z_cc_high"]
-    sections = [Section("method", "Method").add(paragraph(
+    sections = [Section("method", "How cases are tested").add(paragraph(
         "Each case's change of connectivity after the stimulus (ΔFC = Fisher z POST − z PRE) is compared with the "
         f"{n_controls} controls' ΔFC, connection by connection, by the Crawford–Howell test (df = {n_controls - 1}); "
         f"Benjamini–Hochberg FDR over a case's connections, per metric; boxed cells: q < {alpha}. Z-CC is the "
-        "case's standardised score with its 95 % interval; percent_more_extreme the estimated share of the control "
-        "population beyond the case (Crawford & Garthwaite 2002)."))]
+        "case's standardised score with its 95 % interval; “controls more extreme” the estimated share of the "
+        "control population beyond the case (Crawford & Garthwaite 2002)."))]
     for case in cases:
         rows = everything[everything["participant_id"] == case]
         png = t_heatmaps(figures / f"prepost_{case}_t.png", rows, regions,
@@ -266,6 +301,7 @@ def write_group_report(folder: Path, tables: dict[str, pd.DataFrame], regions: l
         sections.append(Section(case.replace("-", ""), case).add(
             figure(f"figures/{png.name}", "Crawford–Howell t of the case's ΔFC per network pair and metric"),
             f"<h3>Significant connections ({len(significant)})</h3>",
-            table(significant[columns], empty=f"None at q < {alpha}.")))
+            table(significant_table(significant), empty=f"None at q < {alpha}.")))
+    sections += [*methods_sections(methods, "CITATION.md"), about_section(SOFTWARE)]
     return render_page(folder / "prepost_report.html", "nmflow stimulus study: single cases", sections,
                        lead=[f"{len(cases)} case(s) vs {n_controls} controls"])

@@ -27,6 +27,13 @@ def connection_label(connection: int, regions: list[str]) -> str:
     return f"{region_label(regions[rows[connection]])} – {region_label(regions[cols[connection]])}"
 
 
+def pair_label(name: str) -> str:
+    """A connection named ``a__b`` (:func:`nmflow.participant.connectivity.connection_names`) in words:
+    ``3_Somatomotor_A__4_Somatomotor_B`` -> ``Somatomotor A – Somatomotor B``."""
+    first, _, second = str(name).partition("__")
+    return f"{region_label(first)} – {region_label(second)}" if second else region_label(first)
+
+
 @lru_cache(maxsize=4)
 def upper_pairs(n_regions: int) -> tuple[np.ndarray, np.ndarray]:
     """``numpy.triu_indices(n_regions, k=1)``, computed once per size (a page names dozens of connections)."""

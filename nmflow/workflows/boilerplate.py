@@ -247,3 +247,9 @@ def references(text: str) -> str:
     cited = [full for label, full in REFERENCES.items()
              if label in text or label.replace(", ", " (") + ")" in text]  # "(Yeo et al., 2011)", "Yeo et al. (2011)"
     return "### References\n\n" + "".join(f"- {entry}\n" for entry in cited)
+
+
+def methods_text(run_text: str) -> str:
+    """The methods text (Markdown) of one run: the software paragraph, the run's paragraph, the references."""
+    text = participant_desc() + "\n\n" + run_text
+    return text + references(text)

@@ -36,7 +36,7 @@ from nmflow.participant.atlas import Atlas, check_atlas_kind, grid_mismatches, r
 from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
 from nmflow.participant.tables import sources
-from nmflow.workflows.boilerplate import participant_desc, references, run_desc
+from nmflow.workflows.boilerplate import methods_text, participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
@@ -114,12 +114,6 @@ def init_participant_wf(
     wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command)
                   for r in runs])
     return wf
-
-
-def methods_text(run_text: str) -> str:
-    """The methods text (Markdown) of one run: the software paragraph, the run's paragraph, the references."""
-    text = participant_desc() + "\n\n" + run_text
-    return text + references(text)
 
 
 def citation_boilerplate(wf: Workflow) -> str:

@@ -40,7 +40,7 @@ from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
 from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.prepost.events import find_events
-from nmflow.workflows.boilerplate import participant_desc, references
+from nmflow.workflows.boilerplate import methods_text, participant_desc, references
 from nmflow.participant.tables import sources
 from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_group_workflow, run_workflow
 
@@ -111,7 +111,7 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
     seeds = Node(SeedMaps(mask=run.mask, atlases=atlases, alpha=options.alpha, run_key=run.key, space=space),
                  name="seedmaps")
     report = Node(PrepostRunReport(run_key=run.key, atlases=atlases, strategy=strategy.name, alpha=options.alpha,
-                                   methods=wf.__desc__), name="report")
+                                   methods=methods_text(wf.__desc__)), name="report")
     files, metas, entities, figures, figure_entities = (
         Node(Merge(n, ravel_inputs=True), name=name, run_without_submitting=True)
         for n, name in ((3, "files"), (3, "metas"), (3, "entities"), (2, "figures"), (2, "figure_entities")))
@@ -240,7 +240,7 @@ def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
     split = Node(SplitCases(participants=str(s.participants), group_column=s.group_column,
                             control_label=s.control_label, case_label=list(s.case_label)), name="split")
     crawford = MapNode(CrawfordHowell(alpha=s.alpha), iterfield=["delta"], name="crawford_howell")
-    report = Node(PrepostGroupReport(alpha=s.alpha), name="report")
+    report = Node(PrepostGroupReport(alpha=s.alpha, methods=GROUP_DESC + references(GROUP_DESC)), name="report")
     ds_singlecase = MapNode(VariantDerivativesSink(base_directory=str(staging), suffix="singlecase", desc="prepost"),
                             iterfield=["in_file", "meta_dict", "entities"], name="ds_singlecase")
     ds_subjects = Node(VariantDerivativesSink(base_directory=str(staging), suffix="subjects", desc="prepost"),
