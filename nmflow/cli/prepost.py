@@ -44,7 +44,8 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 
 def _participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.participant.settings import ParticipantSettings
-    from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant_level
+    from nmflow.prepost.settings import PrepostOptions
+    from nmflow.workflows.prepost import run_prepost_participant_level
 
     read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
                                  "bids_filters": read_filters(args.bids_filter_file)})
@@ -55,7 +56,8 @@ def _participant(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _group(args: argparse.Namespace) -> int:
-    from nmflow.workflows.prepost import PrepostGroupSettings, run_prepost_group
+    from nmflow.prepost.settings import PrepostGroupSettings
+    from nmflow.workflows.prepost import run_prepost_group
 
     s = PrepostGroupSettings(
         out_dir=args.out_dir.absolute(),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nmflow.fileio import tsv_text
+from nmflow.fileio import write_tsv
 from nmflow.group.records import Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.scoring import Scored
 from nmflow.group.settings import GroupSettings
@@ -42,9 +42,8 @@ DEVIATION_MODELS = {
 def write_table(stem: str, frame: pd.DataFrame) -> tuple[str, str]:
     """Write ``stem.tsv`` (the output format: ``n/a``, 6 significant digits) and ``stem.npz`` (full
     precision, for the report); returns both absolute paths."""
-    tsv = Path(f"{stem}.tsv").absolute()
-    tsv.write_text(tsv_text(frame))
-    return str(tsv), save_npz(f"{stem}.npz", frame_arrays("table", frame), {"columns": list(frame.columns)})
+    tsv = write_tsv(Path(f"{stem}.tsv").absolute(), frame)
+    return tsv, save_npz(f"{stem}.npz", frame_arrays("table", frame), {"columns": list(frame.columns)})
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

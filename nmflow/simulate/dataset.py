@@ -29,6 +29,7 @@ from nmflow.participant.atlas import resolve_atlas
 from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.participant.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import write_tsv
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
 from nmflow.simulate.settings import SimulationSettings
@@ -257,7 +258,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
             _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
                        res_label, volume, mask, affine, confounds, settings.tr)
 
-    participants.to_csv(out_dir / "participants.tsv", sep="\t", index=False)
+    write_tsv(out_dir / "participants.tsv", participants, float_format=None)
     (out_dir / "dataset_description.json").write_text(json.dumps({
         "Name": "nmflow simulated fMRIPrep derivatives",
         "BIDSVersion": "1.9.0",
@@ -282,7 +283,7 @@ def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr
         json.dumps({"RepetitionTime": tr, "TaskName": "rest", "SkullStripped": False}, indent=2))
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
         func / f"{stem}_space-{SPACE}_res-{res_label}_desc-brain_mask.nii.gz")
-    confounds.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+    write_tsv(func / f"{stem}_desc-confounds_timeseries.tsv", confounds, float_format=None)
     (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(
         {c: {"Method": "aCompCor", "Mask": "combined"} for c in confounds.columns if c.startswith("a_comp_cor")}, indent=2))
 
@@ -293,10 +294,13 @@ def _write_truth(truth, atlas, model, participants, true_features, settings) -> 
     for table, file in [(model.planted, "planted_connections.tsv"), (model.covariates, "covariate_effects.tsv")]:
         table = table.copy()
         table.insert(2, "name", [conn_names[k] for k in table.connection])
-        table.to_csv(truth / file, sep="\t", index=False)
-    pd.DataFrame(model.control, index=names, columns=names).to_csv(truth / "control_fc.tsv", sep="\t")
-    pd.DataFrame(true_features, index=participants.participant_id, columns=conn_names).to_csv(
-        truth / "subject_true_fc.tsv", sep="\t")
+        write_tsv(truth / file, table, float_format=None)
+    control = pd.DataFrame(model.control, columns=names)
+    control.insert(0, "", names)  # the row names, under an empty header cell
+    write_tsv(truth / "control_fc.tsv", control, float_format=None)
+    subjects = pd.DataFrame(true_features, columns=conn_names)
+    subjects.insert(0, "participant_id", list(participants.participant_id))
+    write_tsv(truth / "subject_true_fc.tsv", subjects, float_format=None)
     settings_dict = {k: v for k, v in vars(settings).items()}
     (truth / "truth.json").write_text(json.dumps({
         "atlas": settings.atlas, "regions": names,

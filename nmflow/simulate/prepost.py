@@ -31,6 +31,7 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import write_tsv
 from nmflow.participant.atlas import resolve_atlas
 from nmflow.participant.connectivity import connection_names
 from nmflow.prepost.events import check_within_run
@@ -184,9 +185,9 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
         volume, confounds = _simulate_run(labels, mask, ts, voxel_settings, float(sub_rng.lognormal(0, 0.3)), sub_rng)
         _write_run(out_dir, sub, None, res, volume, mask, atlas_img.affine, confounds, settings.tr)
         if settings.events:
-            settings.stimulus.table().to_csv(out_dir / sub / "func" / f"{sub}_task-rest_events.tsv", sep="\t",
-                                             index=False)
-    pd.DataFrame({"participant_id": ids, "group": groups}).to_csv(out_dir / "participants.tsv", sep="\t", index=False)
+            write_tsv(out_dir / sub / "func" / f"{sub}_task-rest_events.tsv", settings.stimulus.table(),
+                      float_format=None)
+    write_tsv(out_dir / "participants.tsv", pd.DataFrame({"participant_id": ids, "group": groups}))
     (out_dir / "dataset_description.json").write_text(json.dumps({
         "Name": "nmflow simulated stimulus study", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "nmflow simulate-prepost", "Version": __version__,
@@ -194,7 +195,7 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
     truth.mkdir(parents=True, exist_ok=True)
     changes = study.changes.copy()
     changes.insert(1, "name", [connection_names(atlas.names)[k] for k in changes.connection])
-    changes.to_csv(truth / "planted_changes.tsv", sep="\t", index=False)
+    write_tsv(truth / "planted_changes.tsv", changes, float_format=None)
     (truth / "truth.json").write_text(json.dumps({
         "atlas": settings.atlas, "regions": atlas.names, "stimulus": asdict(settings.stimulus),
         "patients": [i for i, g in zip(ids, groups) if g == "patient"],
