@@ -83,14 +83,15 @@ def _components(signals: np.ndarray, n: int) -> np.ndarray:
     return u[:, :n]
 
 
-def _brain_mask(labels: np.ndarray) -> np.ndarray:
+def brain_mask(labels: np.ndarray) -> np.ndarray:
+    """The simulated brain: the atlas's labelled voxels ``(x, y, z)`` dilated by one voxel, holes filled (bool)."""
     from scipy import ndimage
 
     mask = ndimage.binary_dilation(labels > 0, iterations=1)
     return ndimage.binary_fill_holes(mask)
 
 
-def _simulate_run(
+def simulate_run(
     labels: np.ndarray, mask: np.ndarray, network_ts: np.ndarray, settings: SimulationSettings,
     motion_level: float, rng: np.random.Generator,
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -228,7 +229,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     atlas_img = nib.load(atlas.image)
     labels = np.asarray(atlas_img.dataobj).astype(np.int16)
     n_networks = len(atlas.names)
-    mask = _brain_mask(labels)
+    mask = brain_mask(labels)
 
     participants = _participants(settings, rng)
     groups = [name for name, _ in settings.patients]
@@ -254,8 +255,8 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
         motion_level = float(sub_rng.lognormal(0, 0.4))
         for ses in range(settings.n_sessions):
             ts = pop.subject_timeseries(draws, settings.n_volumes, settings.tr, sub_rng)[0]
-            volume, confounds = _simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
-            _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
+            volume, confounds = simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
+            write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
                        res_label, volume, mask, affine, confounds, settings.tr)
 
     write_tsv(out_dir / "participants.tsv", participants, float_format=None)
@@ -270,7 +271,11 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings) -> Path:
     return truth
 
 
-def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr) -> None:
+def write_run(out_dir: Path, sub: str, ses: int | None, res_label: str, volume: np.ndarray, mask: np.ndarray,
+              affine: np.ndarray, confounds: pd.DataFrame, tr: float) -> None:
+    """Write one run in fMRIPrep's layout: the BOLD ``volume`` ``(x, y, z, n_volumes)`` with its sidecar (TR in
+    s), the brain ``mask`` and the ``confounds`` table (``sub``: ``sub-<label>``; ``ses``: 0-based session
+    index, None without sessions)."""
     ses_part = f"_ses-{ses + 1}" if ses is not None else ""
     func = out_dir / sub / (f"ses-{ses + 1}" if ses is not None else "") / "func"
     func.mkdir(parents=True, exist_ok=True)

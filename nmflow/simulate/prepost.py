@@ -37,7 +37,7 @@ from nmflow.participant.connectivity import connection_names
 from nmflow.prepost.events import check_within_run
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
-from nmflow.simulate.dataset import SimulationSettings, _brain_mask, _simulate_run, _write_run, truth_dir_for
+from nmflow.simulate.dataset import SimulationSettings, brain_mask, simulate_run, write_run, truth_dir_for
 from nmflow.simulate.settings import PrepostSimulationSettings
 from nmflow.simulate.toy_atlas import write_toy_atlas_dir
 
@@ -172,7 +172,7 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
         if created:
             shutil.rmtree(truth, ignore_errors=True)
         raise
-    mask = _brain_mask(labels)
+    mask = brain_mask(labels)
     signals = network_timeseries(study, settings, rng)
     width = max(2, len(str(len(groups))))
     ids = [f"sub-{k + 1:0{width}d}" for k in range(len(groups))]
@@ -182,8 +182,8 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
     for k, sub in enumerate(ids):
         sub_rng = np.random.default_rng([settings.seed, k + 1])
         ts = signals[k] + evoked[:, None] * settings.evoked * sub_rng.uniform(0.5, 1.5, signals.shape[2])
-        volume, confounds = _simulate_run(labels, mask, ts, voxel_settings, float(sub_rng.lognormal(0, 0.3)), sub_rng)
-        _write_run(out_dir, sub, None, res, volume, mask, atlas_img.affine, confounds, settings.tr)
+        volume, confounds = simulate_run(labels, mask, ts, voxel_settings, float(sub_rng.lognormal(0, 0.3)), sub_rng)
+        write_run(out_dir, sub, None, res, volume, mask, atlas_img.affine, confounds, settings.tr)
         if settings.events:
             write_tsv(out_dir / sub / "func" / f"{sub}_task-rest_events.tsv", settings.stimulus.table(),
                       float_format=None)

@@ -61,29 +61,28 @@ VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
 NODE_IMPORTS = ("torch", "neuroCombat", "nmflow.interfaces.derivatives", "nmflow.reports.group")
 
 
-def stage_labels(s: GroupSettings) -> dict[str, str]:
+def stage_labels(settings: GroupSettings) -> dict[str, str]:
     """Node name -> the words of its progress line, ``[k/N] <words> done (t s)`` (the sinks are not listed)."""
     return {
         "collect_cohort": "features and phenotypes", "split": "cross-fitting split",
-        "harmonize": f"site harmonisation ({s.harmonize}), scaling, covariates",
+        "harmonize": f"site harmonisation ({settings.harmonize}), scaling, covariates",
         "batch_by_width": "models batched by input width",
-        "train": f"autoencoder training (up to {s.epochs} epochs, early stopping)",
+        "train": f"autoencoder training (up to {settings.epochs} epochs, early stopping)",
         "score": "deviation scores", "group_tests": "group statistics (Mann-Whitney U, FDR)",
         "single_case": "single-case statistics (Crawford-Howell)", "select": "variant ranking",
         "report": "group report",
     }
 
 
-def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
+def init_group_wf(settings: GroupSettings, staging: Path) -> Workflow:
     """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
-    wf.__desc__ = methods = group_desc(s)
+    wf.__desc__ = methods = group_desc(settings)
     nodes = {}
 
     def node(interface, name: str, iterfield: list[str] | None = None, **kwargs):
-        settings = s.as_dict(STEP_SETTINGS.get(name, ()))
         if name in STEP_SETTINGS:
-            kwargs["settings"] = settings
+            kwargs["settings"] = settings.as_dict(STEP_SETTINGS[name])
         made = (MapNode(interface(**kwargs), iterfield=iterfield, name=name) if iterfield
                 else Node(interface(**kwargs), name=name))
         nodes[name] = made
@@ -149,12 +148,12 @@ def _flatten(batches: list) -> list:
     return [path for batch in batches for path in batch]
 
 
-def run_group(s: GroupSettings) -> int:
+def run_group(settings: GroupSettings) -> int:
     """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
-    summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
+    summary, notes = run_group_workflow(lambda staging: init_group_wf(settings, staging), settings, "crashes_group",
                                         lambda graph, group: (_summary(group), _notes(graph)),
-                                        preload=NODE_IMPORTS, progress=Progress(stage_labels(s)))
-    print(f"{summary} -> {Path(s.out_dir) / 'group'}")
+                                        preload=NODE_IMPORTS, progress=Progress(stage_labels(settings)))
+    print(f"{summary} -> {Path(settings.out_dir) / 'group'}")
     for message in notes:
         print(f"nmflow: note: {message}")
     return 0
