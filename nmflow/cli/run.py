@@ -115,11 +115,11 @@ def run_participant(args: argparse.Namespace, argv: list[str]) -> int:
     check_one_analysis(args.out_dir, "normative")
     read = argparse.Namespace(**{**vars(args), "plugin_args": read_plugin_args(args.plugin_args),
                                  "bids_filters": read_filters(args.bids_filter_file)})
-    s = ParticipantSettings.from_namespace(read, command_line(argv))
-    found = find_participant_inputs(s)
+    settings = ParticipantSettings.from_namespace(read, command_line(argv))
+    found = find_participant_inputs(settings)
     if args.slurm_array and found.runs:
         return _slurm_array(args, found.runs, found.problems)
-    status = run_participant(s, found)
+    status = run_participant(settings, found)
     if found.runs:
         save_call(args.out_dir, "participant", args, argv)
     return status
