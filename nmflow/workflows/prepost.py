@@ -40,8 +40,8 @@ from nmflow.participant.atlas import Atlas, resolve_atlas, run_resolution
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
-from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.participant.tables import sources
+from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.prepost.events import find_events
 from nmflow.prepost.settings import PrepostGroupSettings, PrepostOptions
 from nmflow.workflows.boilerplate import participant_desc, references
