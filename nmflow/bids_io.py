@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
-from nmflow.fileio import atomic_write_text, read_json, read_tsv
+from nmflow.fileio import atomic_write_text, read_json, read_tsv, write_tsv
 from nmflow.log import LOG
 
 if TYPE_CHECKING:  # imported where used, as PyBIDS and nibabel: `nmflow fmriprep` parses with this module loaded
@@ -396,7 +396,7 @@ def write_relmat(path: str | Path, matrix: np.ndarray, names: list[str]) -> None
 
     table = pd.DataFrame(matrix, columns=names)
     table.insert(0, "node", names)
-    table.to_csv(path, sep="\t", index=False, na_rep="n/a", float_format="%.10g")
+    write_tsv(path, table, "%.10g")
 
 
 def read_relmat(path: str | Path) -> tuple[list[str], np.ndarray]:

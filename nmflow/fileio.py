@@ -216,19 +216,44 @@ def table_text(rows: list[dict], columns: list[str], delimiter: str = ",") -> st
 WIDE_COLUMNS = 200  # pandas writes narrower frames fast
 
 
-def tsv_text(frame: pd.DataFrame, float_format: str = "%.6g", na_rep: str = "n/a") -> str:
+def write_tsv(path: str | Path, frame: pd.DataFrame, float_format: str | None = "%.6g", na_rep: str = "n/a") -> str:
+    """Write ``frame`` to ``path`` as TSV (:func:`tsv_text`: header, no index, missing values as ``n/a``).
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``.tsv`` file (overwritten).
+    frame : DataFrame
+        The table; put an index worth keeping into a column first.
+    float_format : str or None
+        ``%`` format of the floats (``"%.8g"``: 8 significant digits); None writes each float's shortest
+        repr (full precision).
+    na_rep : str
+        Text of a missing value.
+
+    Returns
+    -------
+    str
+        ``path``.
+    """
+    Path(path).write_text(tsv_text(frame, float_format, na_rep), encoding="utf-8")
+    return str(path)
+
+
+def tsv_text(frame: pd.DataFrame, float_format: str | None = "%.6g", na_rep: str = "n/a") -> str:
     """``frame`` as TSV text (header, no index), as ``frame.to_csv(sep="\\t", float_format=...,
-    na_rep=...)`` writes it, at any width.
+    na_rep=...)`` writes it, at any width (``float_format=None``: each float's shortest repr).
 
     pandas formats a wide frame column by column for every chunk of rows
     (about 6 minutes for 300 subjects x 79,800 connections); here each run of
     float columns is formatted one row at a time by one ``%`` format string,
-    and the other columns by pandas.  Narrow frames go to pandas whole.
+    and the other columns by pandas.  Narrow frames, and frames written at full precision
+    (``float_format=None``), go to pandas whole.
     """
     import numpy as np
     import pandas as pd
 
-    if frame.shape[1] <= WIDE_COLUMNS:
+    if frame.shape[1] <= WIDE_COLUMNS or float_format is None:
         return frame.to_csv(sep="\t", index=False, na_rep=na_rep, float_format=float_format, lineterminator="\n")
     columns = list(frame.columns)
     is_float = [pd.api.types.is_float_dtype(frame[c]) for c in columns]

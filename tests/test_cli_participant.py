@@ -25,6 +25,7 @@ from scipy import stats
 
 import nmflow
 from nmflow.networks import yeo_systems
+from helpers.manifest import assert_matches_manifest
 from helpers.participant import (
     DATA, MINIMAL, TOP_LEVEL, YEO7_8MM, assert_exactly_expected, atlas_region_names, copy_subjects, error_lines,
     hashes, minimal_run_outputs, saved_config, participant_argv, read_confounds, read_json,
@@ -83,6 +84,10 @@ def full_run(tiny_dataset, tmp_path_factory):
 
 def test_full_run_writes_exactly_the_expected_files(full_run):
     assert_exactly_expected(full_run["out"], DATA / "expected_participant_outputs.txt", SUBJECTS, 4 * 59 + 5)
+
+
+def test_full_run_outputs_keep_their_bytes(full_run):
+    assert_matches_manifest(full_run["out"], "participant")
 
 
 @pytest.mark.parametrize("atlas", list(ATLASES))

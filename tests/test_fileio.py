@@ -162,3 +162,16 @@ def test_tsv_text_writes_what_pandas_writes_at_any_width():
     expected = frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
     assert frame.shape[1] > WIDE_COLUMNS and tsv_text(frame) == expected
     assert tsv_text(frame.iloc[:0]) == frame.iloc[:0].to_csv(sep="\t", index=False, lineterminator="\n")
+    full = frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    assert tsv_text(frame, float_format=None) == full and "0.33333334\t" in full  # float32 at its own precision
+
+
+def test_write_tsv_writes_the_text_and_returns_the_path(tmp_path):
+    import pandas as pd
+
+    from nmflow.fileio import write_tsv
+
+    frame = pd.DataFrame({"onset": [120.0, 1 / 3], "trial_type": ["stimulus", None]})
+    path = write_tsv(tmp_path / "events.tsv", frame, float_format="%.4g")
+    assert path == str(tmp_path / "events.tsv")
+    assert (tmp_path / "events.tsv").read_bytes() == b"onset\ttrial_type\n120\tstimulus\n0.3333\tn/a\n"

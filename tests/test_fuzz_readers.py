@@ -14,6 +14,7 @@ import io
 import json
 import re
 import signal
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -229,9 +230,10 @@ def relmat_seed() -> bytes:
     names = ["Vis", "SomMot", "DorsAttn", "Default"]
     matrix = np.corrcoef(np.random.default_rng(2).normal(size=(4, 30)))
     matrix[3, 0] = matrix[0, 3] = np.nan
-    buffer = io.StringIO()
-    write_relmat(buffer, matrix, names)
-    return buffer.getvalue().encode()
+    with tempfile.TemporaryDirectory() as folder:  # write_relmat writes a file (fileio.write_tsv)
+        path = Path(folder) / "relmat.tsv"
+        write_relmat(path, matrix, names)
+        return path.read_bytes()
 
 
 @given(data=mutated(relmat_seed(), text=True))

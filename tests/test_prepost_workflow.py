@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from helpers.browser import load_page, missing_links, screenshot
+from helpers.manifest import assert_matches_manifest
 from helpers.participant import error_lines, read_relmat, read_tsv, run_cli, tree
 from scipy import stats
 
@@ -134,6 +135,14 @@ def test_participant_outputs_and_values(participant):
     assert sidecar["Seeds"] == nodes
     assert "Crawford" not in (participant / "logs" / "CITATION.md").read_text()
     assert "Glover" in (participant / "logs" / "CITATION.md").read_text()
+
+
+def test_participant_outputs_keep_their_bytes(participant):
+    assert_matches_manifest(participant, "prepost_participant", leave_out=("group/",))
+
+
+def test_group_outputs_keep_their_bytes(group):
+    assert_matches_manifest(group, "prepost_group")
 
 
 def test_group_single_case_table_is_crawford_howell_on_delta_fc(participant, group):

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmflow.group.settings import GroupSettings as D
+from nmflow.group.settings import GroupSettings
 
 
 def add_group_arguments(parser) -> None:
     """Add the group-level flags to ``parser`` (a parser or an argument group)."""
+    defaults = GroupSettings()
     parser.add_argument("--participants", type=Path,
                         help="participants TSV (default: FMRIPREP_DIR/participants.tsv)")
-    parser.add_argument("--group-column", default=D.group_column, help="column with the diagnosis")
-    parser.add_argument("--control-label", default=D.control_label, help="value of --group-column for controls")
-    parser.add_argument("--site-column", default=D.site_column, help="column with the site/scanner (absent: one site)")
-    parser.add_argument("--covariates", nargs="*", default=list(D.covariates), help="columns the normative models condition on (and ComBat keeps), e.g. age sex")
+    parser.add_argument("--group-column", default=defaults.group_column, help="column with the diagnosis")
+    parser.add_argument("--control-label", default=defaults.control_label, help="value of --group-column for controls")
+    parser.add_argument("--site-column", default=defaults.site_column,
+                        help="column with the site/scanner (absent: one site)")
+    parser.add_argument("--covariates", nargs="*", default=list(defaults.covariates),
+                        help="columns the normative models condition on (and ComBat keeps), e.g. age sex")
     parser.add_argument("--timeseries-dir", type=Path,
                         help="folder of BEP017 *_timeseries.tsv from another tool (XCP-D, giga_connectome ...); "
                              "FC is computed with --metrics")
@@ -34,28 +37,28 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--variants", nargs="+",
                         help="only variants whose label (atlas-X_seg-Y_desc-Z_meas-W) matches one of these "
                              "shell patterns, e.g. '*desc-gsr*'")
-    parser.add_argument("--folds", type=int, default=D.folds,
+    parser.add_argument("--folds", type=int, default=defaults.folds,
                         help="cross-fitting folds over the controls (stratified by site): every control is scored "
                              "by models that never saw it and all controls form the reference")
-    parser.add_argument("--val-split", type=float, default=D.val_split,
+    parser.add_argument("--val-split", type=float, default=defaults.val_split,
                         help="share of each fold's training controls kept for early stopping")
     parser.add_argument("--split-file", type=Path,
                         help="TSV participant_id, split (train/val/test): one fixed fit instead of cross-fitting; "
                              "test controls are the reference")
-    parser.add_argument("--harmonize", choices=["none", "combat"], default=D.harmonize,
+    parser.add_argument("--harmonize", choices=["none", "combat"], default=defaults.harmonize,
                         help="site harmonisation fitted on training controls")
-    parser.add_argument("--n-bootstrap", type=int, default=D.n_bootstrap,
+    parser.add_argument("--n-bootstrap", type=int, default=defaults.n_bootstrap,
                         help="bootstrap models per variant (on controls only) for variant selection (0: none)")
-    parser.add_argument("--alpha", type=float, default=D.alpha, help="significance level")
-    parser.add_argument("--p-rule", choices=["fdr", "raw"], default=D.p_rule,
+    parser.add_argument("--alpha", type=float, default=defaults.alpha, help="significance level")
+    parser.add_argument("--p-rule", choices=["fdr", "raw"], default=defaults.p_rule,
                         help="flag on BH q (fdr) or on uncorrected p (raw: no correction for the number of connections)")
-    parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default=D.single_case_rule,
+    parser.add_argument("--single-case-rule", choices=["maxt", "fdr", "raw"], default=defaults.single_case_rule,
                         help="single-case flags: family-wise p calibrated on the controls (maxt), BH q of the "
                              "Crawford-Howell p (fdr) or uncorrected p (raw)")
-    parser.add_argument("--test-score", choices=["signed", "absolute"], default=D.test_score,
+    parser.add_argument("--test-score", choices=["signed", "absolute"], default=defaults.test_score,
                         help="deviation compared by the group and single-case tests: the signed residual z "
                              "(two-sided) or its absolute value")
-    parser.add_argument("--z-scale", choices=["pooled", "site"], default=D.z_scale,
+    parser.add_argument("--z-scale", choices=["pooled", "site"], default=defaults.z_scale,
                         help="standardise residuals by the controls' out-of-sample residual scale pooled over "
                              "sites or within the subject's site")
     parser.add_argument("--init-model", type=Path,
@@ -64,20 +67,20 @@ def add_group_arguments(parser) -> None:
     parser.add_argument("--no-fine-tune", action="store_true",
                         help="with --init-model: score everyone with the model as it is (no training here); the "
                              "z-scores are calibrated on this dataset's controls")
-    parser.add_argument("--seed", type=int, default=D.seed, help="random seed (splits, resamples, weights)")
-    parser.add_argument("--epochs", type=int, default=D.epochs, help="maximum training epochs")
-    parser.add_argument("--learning-rate", type=float, default=D.learning_rate, help="Adam learning rate")
-    parser.add_argument("--weight-decay", type=float, default=D.weight_decay,
+    parser.add_argument("--seed", type=int, default=defaults.seed, help="random seed (splits, resamples, weights)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="maximum training epochs")
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate, help="Adam learning rate")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay,
                         help="Adam weight decay (L2): shrinks the weights so one deviant connection moves the "
                              "reconstruction of the others less")
-    parser.add_argument("--mask-fraction", type=float, default=D.mask_fraction,
+    parser.add_argument("--mask-fraction", type=float, default=defaults.mask_fraction,
                         help="masked training: share of features hidden from the input and predicted from the "
                              "others (0: plain autoencoder reconstructing its whole input)")
-    parser.add_argument("--patience", type=int, default=D.patience, help="early-stopping patience (epochs)")
-    parser.add_argument("--batch-size", type=int, default=D.batch_size,
+    parser.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping patience (epochs)")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size,
                         help="subjects per mini-batch of training (an epoch is one pass over a model's "
                              "training controls)")
-    parser.add_argument("--mem-gb", type=float, default=D.mem_gb,
+    parser.add_argument("--mem-gb", type=float, default=defaults.mem_gb,
                         help="memory (GiB) a run may use. Participant level: Nipype's MultiProc starts no more "
                              "nodes than fit in it. Group level: shared by the --nprocs steps run at once "
                              "(default: the memory available when a step starts): the autoencoders train "
@@ -85,15 +88,15 @@ def add_group_arguments(parser) -> None:
                              "more stacking gains no speed) and in sequence beyond.  It bounds the models, "
                              "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
                              "not depend on it")
-    parser.add_argument("--omp-nthreads", type=int, default=D.omp_nthreads,
+    parser.add_argument("--omp-nthreads", type=int, default=defaults.omp_nthreads,
                         help="threads per process. Participant level: numpy's BLAS threads of each node "
                              "(--nprocs x this many threads in all). Group level: the autoencoders' training "
                              "(fixed, not the machine's core count: the models' float sums depend on it, so a new "
                              "value gives slightly different models; 2 trains about 1.8x faster than 1 at 400 "
                              "regions)")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=D.device,
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device,
                         help="torch device of training and scoring (auto: cuda when torch sees a GPU)")
-    parser.add_argument("--max-missing", type=float, default=D.max_missing,
+    parser.add_argument("--max-missing", type=float, default=defaults.max_missing,
                         help="drop connections missing in more than this fraction of subjects")
 
 

@@ -48,7 +48,8 @@ def _refuse_unused(args: argparse.Namespace) -> None:
 
 def _participant(args: argparse.Namespace, argv: list[str]) -> int:
     from nmflow.participant.settings import ParticipantSettings
-    from nmflow.workflows.prepost import PrepostOptions, run_prepost_participant_level
+    from nmflow.prepost.settings import PrepostOptions
+    from nmflow.workflows.prepost import run_prepost_participant_level
 
     read = settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args),
                               bids_filters=read_filters(args.bids_filter_file))
@@ -59,18 +60,20 @@ def _participant(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _group(args: argparse.Namespace) -> int:
-    from nmflow.workflows.prepost import PrepostGroupSettings, run_prepost_group
+    from nmflow.prepost.settings import PrepostGroupSettings
+    from nmflow.workflows.prepost import run_prepost_group
 
-    s = PrepostGroupSettings(
+    settings = PrepostGroupSettings(
         out_dir=args.out_dir.absolute(),
         participants=(args.participants or args.bids_dir / "participants.tsv").absolute(),
         participant_label=tuple(args.participant_label or ()), group_column=args.group_column,
         control_label=args.control_label, case_label=tuple(args.case_label or ()), alpha=args.alpha,
         work_dir=args.work_dir.absolute() if args.work_dir else None, plugin=args.plugin,
         plugin_args=read_plugin_args(args.plugin_args), nprocs=args.nprocs, verbose=args.verbose >= NIPYPE_VERBOSITY)
-    if not s.out_dir.is_dir():
-        raise NmflowInputError(s.out_dir, "no participant-level outputs: run 'participant --analysis prepost' first")
-    if not s.participants.is_file():
-        raise NmflowInputError(s.participants, "participants file not found (give --participants FILE)")
-    LOG.info(run_prepost_group(s))
+    if not settings.out_dir.is_dir():
+        raise NmflowInputError(settings.out_dir, "no participant-level outputs: run 'participant --analysis prepost' "
+                                                 "first")
+    if not settings.participants.is_file():
+        raise NmflowInputError(settings.participants, "participants file not found (give --participants FILE)")
+    LOG.info(run_prepost_group(settings))
     return 0

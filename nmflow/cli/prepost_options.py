@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nmflow.prepost.settings import PrepostOptions
+
 
 def add_prepost_arguments(parser) -> None:
     """Add ``--analysis`` and the stimulus study's flags to ``parser`` (a parser or an argument group)."""
+    defaults = PrepostOptions()
     parser.add_argument("--analysis", choices=["normative", "prepost"], default="normative",
                         help="normative: FC and the normative model (default); prepost: a stimulus study, the run "
                              "split around a stimulus, the FC change of one case against controls")
     parser.add_argument("--stimulus-onset", type=float,
                         help="prepost: stimulus onset (s from the first volume) for runs without an events.tsv")
-    parser.add_argument("--stimulus-duration", type=float, default=0.0, help="prepost: stimulus duration (s)")
-    parser.add_argument("--transition", type=float, default=20.0,
+    parser.add_argument("--stimulus-duration", type=float, default=defaults.duration,
+                        help="prepost: stimulus duration (s)")
+    parser.add_argument("--transition", type=float, default=defaults.transition,
                         help="prepost: seconds excluded on each side of the stimulus (PRE ends at onset - this, "
                              "POST starts at onset + duration + this)")
     parser.add_argument("--events-dir", type=Path,

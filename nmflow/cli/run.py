@@ -133,11 +133,11 @@ def run_participant(args: argparse.Namespace, argv: list[str], stem: str) -> int
 
     read = settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args),
                               bids_filters=read_filters(args.bids_filter_file))
-    s = ParticipantSettings.from_namespace(read, command_line(argv))
-    found = find_participant_inputs(s)
+    settings = ParticipantSettings.from_namespace(read, command_line(argv))
+    found = find_participant_inputs(settings)
     if args.slurm_array and found.runs:
         return _slurm_array(args, found.runs, found.problems)
-    status = run_participant(s, found)
+    status = run_participant(settings, found)
     if found.runs:
         save_call(args.out_dir, args, argv, stem)
     return status

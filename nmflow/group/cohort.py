@@ -30,34 +30,35 @@ from nmflow.normative.crossfit import (MIN_TRAIN, TooFewControls, check_covariat
                                       too_few_controls)
 
 
-def find_feature_sets(s: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet], list[str]]:
+def find_feature_sets(settings: GroupSettings, lay) -> tuple[dict[Variant, FeatureSet], list[str]]:
     """Feature sets per variant (the relmats of ``lay``, a layout of ``OUT_DIR`` or None, then
     ``--timeseries-dir``, ``--connectivity-dir`` and ``--matrix-dir``: :mod:`nmflow.group.external`) and notes."""
-    labels = list(s.participant_label) or None
+    labels = list(settings.participant_label) or None
     sources = [("OUT_DIR", collect_relmats(lay, labels) if lay is not None else {})]
     messages: list[str] = []
-    if s.timeseries_dir:
-        more, messages = collect_timeseries(s.timeseries_dir, list(s.metrics), labels)
+    if settings.timeseries_dir:
+        more, messages = collect_timeseries(settings.timeseries_dir, list(settings.metrics), labels)
         sources.append(("--timeseries-dir", more))
-    sets = merge_sources(sources + external_sources(s))
-    if s.variants:
-        sets = {v: fs for v, fs in sets.items() if any(fnmatch.fnmatch(v.label, p) for p in s.variants)}
+    sets = merge_sources(sources + external_sources(settings))
+    if settings.variants:
+        sets = {v: fs for v, fs in sets.items() if any(fnmatch.fnmatch(v.label, p) for p in settings.variants)}
     if not sets:
-        raise NmflowInputError(s.connectivity_dir or s.timeseries_dir or s.out_dir, "no participant-level "
-                               "_relmat.tsv (or time series) found"
-                               + (f" matching {list(s.variants)}" if s.variants else ""))
+        raise NmflowInputError(settings.connectivity_dir or settings.timeseries_dir or settings.out_dir,
+                               "no participant-level _relmat.tsv (or time series) found"
+                               + (f" matching {list(settings.variants)}" if settings.variants else ""))
     return sets, messages
 
 
-def load_table(s: GroupSettings, subjects: list[str], motion: pd.DataFrame | None = None) -> pd.DataFrame:
+def load_table(settings: GroupSettings, subjects: list[str], motion: pd.DataFrame | None = None) -> pd.DataFrame:
     """``participants.tsv`` rows of ``subjects`` (labels without ``sub-``), in that order, with ``mean_fd``
     (:func:`nmflow.group.motion.with_mean_fd`; ``motion`` the runs of :func:`collect_motion`, None: from
     the participants file only)."""
-    participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
+    participants = read_participants(settings.participants_file, settings.group_column, settings.site_column,
+                                     list(settings.covariates))
     try:
         return with_mean_fd(participants.loc[subjects], motion if motion is not None else collect_motion(None, []))
     except NmflowInputError as exc:
-        raise NmflowInputError(s.participants_file, exc.problem) from None
+        raise NmflowInputError(settings.participants_file, exc.problem) from None
 
 
 def check_mean_fd(table: pd.DataFrame) -> None:
@@ -92,7 +93,7 @@ class Collected:
     reports: list[str]
 
 
-def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
+def collect_cohort(settings: GroupSettings, card: dict | None = None) -> Collected:
     """Variants' features, the cohort's subjects, who lacks which variant, notes, motion and participant reports.
 
     Each variant keeps the subjects that have it; one whose subjects leave
@@ -100,14 +101,15 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
     left out with a note.  ``card``: the card of the ``--init-model``; only
     variants matching its atlas, seg, desc and meas are kept.
     """
-    out_dir = Path(s.out_dir)
+    out_dir = Path(settings.out_dir)
     lay = layout(out_dir) if out_dir.is_dir() else None
-    sets, messages = find_feature_sets(s, lay)
-    participants = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates))
+    sets, messages = find_feature_sets(settings, lay)
+    participants = read_participants(settings.participants_file, settings.group_column, settings.site_column,
+                                     list(settings.covariates))
     found = sorted(set().union(*(fs.subjects for fs in sets.values())))
-    absent = [f"sub-{x}" for x in map(strip_prefix, s.participant_label) if x not in found]
+    absent = [f"sub-{x}" for x in map(strip_prefix, settings.participant_label) if x not in found]
     if absent:
-        raise NmflowInputError(s.out_dir, f"--participant-label: {len(absent)} participant(s) without features: "
+        raise NmflowInputError(settings.out_dir, f"--participant-label: {len(absent)} participant(s) without features: "
                                           f"{' '.join(absent[:10])}")
     unknown = [x for x in found if x not in participants.index]
     if unknown:
@@ -117,25 +119,25 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
     motion = collect_motion(lay, subjects)
     try:
         table = with_mean_fd(participants.loc[subjects], motion)
-        check_groups(table, s.control_label)
-        if MEAN_FD in s.covariates:
+        check_groups(table, settings.control_label)
+        if MEAN_FD in settings.covariates:
             check_mean_fd(table)
-        check_covariates(table, list(s.covariates))
+        check_covariates(table, list(settings.covariates))
     except NmflowInputError as exc:
-        raise NmflowInputError(s.participants_file, exc.problem) from None
+        raise NmflowInputError(settings.participants_file, exc.problem) from None
     if card is not None:
         sets = {v: fs for v, fs in sets.items() if all(card.get(k) == x for k, x in v.card_entities.items())}
         if not sets:
-            raise NmflowInputError(s.init_model, "no variant of these outputs matches the model "
+            raise NmflowInputError(settings.init_model, "no variant of these outputs matches the model "
                                    f"({', '.join(f'{k}={card.get(k)}' for k in ('atlas', 'seg', 'desc', 'meas'))})")
-    split = make_split(s, table, card is not None)
+    split = make_split(settings, table, card is not None)
     reasons = skipped_strategies(lay, subjects) if lay is not None else {}
     features, missing, problems = [], [], []
     for variant, fs in sets.items():
         have = set(fs.subjects)
         mine = [x for x in subjects if x in have]
         lacking = [x for x in subjects if x not in have]
-        problem = _variant_problem(s, table.loc[mine], split.subset(table.index.get_indexer(mine)))
+        problem = _variant_problem(settings, table.loc[mine], split.subset(table.index.get_indexer(mine)))
         if problem:
             problems.append(f"{variant.label}: not analysed: {problem} ({len(lacking)} subject(s) lack it)")
             continue
@@ -148,20 +150,21 @@ def collect_cohort(s: GroupSettings, card: dict | None = None) -> Collected:
         x = model_features(fs)[[fs.subjects.index(x) for x in mine]]
         features.append(VariantFeatures(variant, x, fs.names, fs.regions, mine))
     if not features:
-        raise NmflowInputError(s.timeseries_dir or s.out_dir, "no variant can be analysed: " + "; ".join(problems))
+        raise NmflowInputError(settings.timeseries_dir or settings.out_dir,
+                               "no variant can be analysed: " + "; ".join(problems))
     messages += problems
     reports = participant_reports(out_dir, subjects) if out_dir.is_dir() else []
     return Collected(features, subjects, messages, missing, motion, reports)
 
 
-def _variant_problem(s: GroupSettings, table: pd.DataFrame, split: Split) -> str | None:
+def _variant_problem(settings: GroupSettings, table: pd.DataFrame, split: Split) -> str | None:
     """Why a variant cannot be analysed on its subjects (``table`` and the cohort's ``split`` restricted to
     them), or None."""
     try:
-        check_groups(table, s.control_label)
+        check_groups(table, settings.control_label)
     except NmflowInputError as exc:
         return exc.problem
-    return too_few_controls(split.folds, 0 if s.no_fine_tune else MIN_TRAIN)
+    return too_few_controls(split.folds, 0 if settings.no_fine_tune else MIN_TRAIN)
 
 
 def skipped_strategies(lay, subjects: list[str]) -> dict[tuple[str, str], str]:
@@ -180,30 +183,31 @@ def skipped_strategies(lay, subjects: list[str]) -> dict[tuple[str, str], str]:
     return out
 
 
-def make_split(s: GroupSettings, table: pd.DataFrame, transferring: bool, n_variants: int = 1) -> Split:
+def make_split(settings: GroupSettings, table: pd.DataFrame, transferring: bool, n_variants: int = 1) -> Split:
     """Cross-fitting plan of the cohort (``table`` from :func:`load_table`) for ``n_variants`` variants.
 
     ``transferring``: an ``--init-model`` is given (a too-small cohort then
     suggests ``--no-fine-tune``).
     """
 
-    if s.no_fine_tune and not transferring:
+    if settings.no_fine_tune and not transferring:
         raise NmflowInputError(None, "--no-fine-tune needs --init-model MODEL.safetensors")
-    if s.no_fine_tune:  # nothing trained: the folds keep ComBat and imputation out of sample
-        n_controls = int((table["group"] == s.control_label).sum())
-        folds = make_folds(table, s.control_label, max(2, min(s.folds, n_controls)), 0.0, s.seed, s.split_file,
-                           min_train=0)
+    if settings.no_fine_tune:  # nothing trained: the folds keep ComBat and imputation out of sample
+        n_controls = int((table["group"] == settings.control_label).sum())
+        folds = make_folds(table, settings.control_label, max(2, min(settings.folds, n_controls)), 0.0,
+                           settings.seed, settings.split_file, min_train=0)
     else:
         try:
-            folds = make_folds(table, s.control_label, s.folds, s.val_split, s.seed, s.split_file)
+            folds = make_folds(table, settings.control_label, settings.folds, settings.val_split, settings.seed,
+                               settings.split_file)
         except TooFewControls as exc:  # in the participants table (or in the split file)
             hint = ""
             if transferring:
-                hint = (f". To use {Path(s.init_model).name} without fine-tuning, rerun with --no-fine-tune: it then "
-                        "scores everyone as it is, with z-scores calibrated on this dataset's controls")
-            raise NmflowInputError(exc.path or s.participants_file, exc.problem + hint) from None
-    pool, train, val = final_fit(folds, table["site"].to_numpy(), s.val_split, s.seed)
-    return Split(folds, pool, train, val, n_bootstrap(s.n_bootstrap, n_variants, transferring))
+                hint = (f". To use {Path(settings.init_model).name} without fine-tuning, rerun with --no-fine-tune: "
+                        "it then scores everyone as it is, with z-scores calibrated on this dataset's controls")
+            raise NmflowInputError(exc.path or settings.participants_file, exc.problem + hint) from None
+    pool, train, val = final_fit(folds, table["site"].to_numpy(), settings.val_split, settings.seed)
+    return Split(folds, pool, train, val, n_bootstrap(settings.n_bootstrap, n_variants, transferring))
 
 
 def subjects_table(table: pd.DataFrame, split: Split, missing: list[dict]) -> pd.DataFrame:

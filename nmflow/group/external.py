@@ -252,16 +252,17 @@ def collect_matrix_dir(matrix_dir: str | Path, values: str, regions_file: str | 
     return {variant: average_runs(variant, per_subject, _region_names(first[0], first[1]))}
 
 
-def external_sources(s: GroupSettings) -> list[tuple[str, dict[Variant, FeatureSet]]]:
+def external_sources(settings: GroupSettings) -> list[tuple[str, dict[Variant, FeatureSet]]]:
     """The feature sets of ``--connectivity-dir`` and ``--matrix-dir`` (those given), each with its flag."""
-    labels = list(s.participant_label) or None
+    labels = list(settings.participant_label) or None
     sources = []
-    if s.connectivity_dir:
-        sources.append(("--connectivity-dir", collect_bids_relmats(s.connectivity_dir, labels)))
-    if s.matrix_dir:
-        known = read_participants(s.participants_file, s.group_column, s.site_column, list(s.covariates)).index
-        sources.append(("--matrix-dir", collect_matrix_dir(s.matrix_dir, s.matrix_values, s.matrix_regions,
-                                                          labels, list(known))))
+    if settings.connectivity_dir:
+        sources.append(("--connectivity-dir", collect_bids_relmats(settings.connectivity_dir, labels)))
+    if settings.matrix_dir:
+        known = read_participants(settings.participants_file, settings.group_column, settings.site_column,
+                                  list(settings.covariates)).index
+        sources.append(("--matrix-dir", collect_matrix_dir(settings.matrix_dir, settings.matrix_values,
+                                                          settings.matrix_regions, labels, list(known))))
     return sources
 
 

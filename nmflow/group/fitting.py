@@ -34,7 +34,7 @@ MEMORY_MARGIN = 2 ** 28  # bytes kept free for torch's and numpy's temporaries b
 STACK_BYTES = 2 ** 31  # models stacked beyond this size train no faster: their batched products are big already
 
 
-def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: GroupSettings,
+def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, settings: GroupSettings,
                     base: NormativeModel | None) -> Prepared:
     """Preprocess one variant for every fit (see the module docstring).
 
@@ -46,23 +46,23 @@ def prepare_variant(vf: VariantFeatures, table: pd.DataFrame, split: Split, s: G
     folds = split.folds
     raw = vf.x
     if base is not None:
-        check_transferable(base.card, vf.regions, vf.variant.card_entities, s.init_model)
+        check_transferable(base.card, vf.regions, vf.variant.card_entities, settings.init_model)
         raw, n_unknown = map_features(raw, vf.names, list(base.card["feature_names"]))
         model_names = list(base.card["feature_names"])
     else:
         model_names, n_unknown = vf.names, 0
     pools = np.vstack([folds.pool, split.final_pool[None]])
-    kept = kept_connections(raw, pools, s.max_missing)
+    kept = kept_connections(raw, pools, settings.max_missing)
     names = [n for n, k in zip(model_names, kept) if k]
     inputs = np.ones(kept.size, bool) if base is not None else kept
     scaler = (base.mean[kept], base.scale[kept]) if base is not None else None
     coder = CovariateCoder.from_dict(base.card["covariate_coding"]) if base is not None else None
-    covariates = list(s.covariates)
+    covariates = list(settings.covariates)
     controls = folds.controls
-    preps = [preprocess(raw[:, kept], table, folds.pool[k], covariates, s.harmonize, controls, scaler, coder)
+    preps = [preprocess(raw[:, kept], table, folds.pool[k], covariates, settings.harmonize, controls, scaler, coder)
              for k in range(folds.n_fits)]
     final = preps[0] if folds.n_fits == 1 else preprocess(raw[:, kept], table, split.final_pool, covariates,
-                                                          s.harmonize, controls, scaler, coder)
+                                                          settings.harmonize, controls, scaler, coder)
     return Prepared(VariantFeatures(vf.variant, raw, vf.names, vf.regions, vf.subjects), kept, inputs, names, n_unknown,
                     preps, final)
 
@@ -74,10 +74,10 @@ def batch_key(p: Prepared) -> str:
     return "x".join(map(str, p.width)) + f"-{digest}"
 
 
-def bootstrap_plan(split: Split, s: GroupSettings) -> np.ndarray:
+def bootstrap_plan(split: Split, settings: GroupSettings) -> np.ndarray:
     """Bootstrap weights ``(split.n_bootstrap, n_controls)`` over the controls (rows of ``folds.controls``)."""
     n_controls = int(split.folds.controls.sum())
-    return bootstrap_weights(n_controls, split.n_bootstrap, np.random.default_rng(s.seed + BOOTSTRAP_SEED))
+    return bootstrap_weights(n_controls, split.n_bootstrap, np.random.default_rng(settings.seed + BOOTSTRAP_SEED))
 
 
 def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.ndarray) -> list[tuple]:
@@ -98,7 +98,7 @@ def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.n
     return jobs
 
 
-def train_width(prepared: dict[str, Prepared], split: Split, s: GroupSettings,
+def train_width(prepared: dict[str, Prepared], split: Split, settings: GroupSettings,
                 base: NormativeModel | None) -> tuple[TrainResult, pd.DataFrame]:
     """Train all models of ``prepared`` (variants of one width, in order) as one stacked batch.
 
@@ -107,18 +107,18 @@ def train_width(prepared: dict[str, Prepared], split: Split, s: GroupSettings,
     With ``--no-fine-tune`` nothing is trained: every fit is ``base``.
     """
     folds = split.folds
-    if base is not None and s.no_fine_tune:
+    if base is not None and settings.no_fine_tune:
         result = TrainResult(base.stacked(), np.zeros((0, 1)), np.zeros((0, 1)), np.zeros(1, int),
                              np.full(1, np.nan))
         index = pd.DataFrame([(label, "fit", k, 0) for label in prepared for k in range(folds.n_fits + 1)],
                              columns=["variant", "kind", "fit", "model"])
         return result, index
-    config = s.train_config
-    boot = bootstrap_plan(split, s)
+    config = settings.train_config
+    boot = bootstrap_plan(split, settings)
     jobs = [job for label, p in prepared.items() for job in _jobs(label, p, split, config, boot)]
-    budget = min(s.memory_bytes - resident_bytes() - MEMORY_MARGIN, STACK_BYTES)
+    budget = min(settings.memory_bytes - resident_bytes() - MEMORY_MARGIN, STACK_BYTES)
     result = train_stacked([j[3] for j in jobs], config, [j[4] for j in jobs],
-                           init=base.stacked() if base is not None else None, device=s.torch_device,
+                           init=base.stacked() if base is not None else None, device=settings.torch_device,
                            mem_bytes=max(budget, 0))
     index = pd.DataFrame([(j[0], j[1], j[2], m) for m, j in enumerate(jobs)],
                          columns=["variant", "kind", "fit", "model"])

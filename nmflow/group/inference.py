@@ -25,7 +25,7 @@ def _score(z: np.ndarray, test_score: str) -> np.ndarray:
     return z if test_score == "signed" else np.abs(z)
 
 
-def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
+def group_tests(sc: Scored, table: pd.DataFrame, split: Split, settings: GroupSettings
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per model, patient group and connection: Mann-Whitney U of patients vs reference controls.
 
@@ -33,14 +33,15 @@ def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
     upper triangle) and their summary per Yeo-7 system pair.
     """
     tested = split.folds.tested
-    groups = reference_groups(table, split, s.control_label)[tested]
+    groups = reference_groups(table, split, settings.control_label)[tested]
     frames = []
     for model, scores in sc.scores.items():
-        stats = group_statistics(_score(scores.z, s.test_score)[tested], groups, s.control_label, sc.names,
-                                 s.alpha, s.p_rule)
+        stats = group_statistics(_score(scores.z, settings.test_score)[tested], groups, settings.control_label,
+                                 sc.names, settings.alpha, settings.p_rule)
         stats["connection"] = sc.connection[stats["connection"]]
         stats = with_global_shift(stats, scores.globals["global_fc_z"].to_numpy()[tested], groups,
-                                  s.control_label, s.alpha if s.test_score == "signed" else 0.0)  # |z|: no sign
+                                  settings.control_label,
+                                  settings.alpha if settings.test_score == "signed" else 0.0)  # |z|: no sign
         frames.append(stats.assign(model=model))
     stats = pd.concat(frames, ignore_index=True)
     networks = pd.concat([network_pair_summary(stats[stats.model == m].drop(columns="model").reset_index(drop=True),
@@ -49,7 +50,7 @@ def group_tests(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
     return stats, networks
 
 
-def single_cases(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings) -> pd.DataFrame:
+def single_cases(sc: Scored, table: pd.DataFrame, split: Split, settings: GroupSettings) -> pd.DataFrame:
     """Crawford-Howell of each patient's autoencoder deviations against all reference controls.
 
     The connections form one family (``--single-case-rule``); the ``global``
@@ -57,13 +58,13 @@ def single_cases(sc: Scored, table: pd.DataFrame, split: Split, s: GroupSettings
     """
     folds = split.folds
     ae = sc.scores["autoencoder"]
-    score = _score(ae.z, s.test_score)
+    score = _score(ae.z, settings.test_score)
     ids = [f"sub-{x}" for x in table.index[folds.patients]]
-    single = single_case_table(score[folds.patients], score[folds.reference], ids, sc.names, s.alpha,
-                               s.single_case_rule)
+    single = single_case_table(score[folds.patients], score[folds.reference], ids, sc.names, settings.alpha,
+                               settings.single_case_rule)
     log_global = np.log(ae.globals["mean_sq_z"].to_numpy())[:, None]
     overall = single_case_table(log_global[folds.patients], log_global[folds.reference], ids, ["global"],
-                                s.alpha, "raw")
+                                settings.alpha, "raw")
     features = ["global", *sc.names]
     for frame in (overall, single):  # one set of categories: the concatenation stays categorical
         frame["feature"] = frame["feature"].cat.set_categories(features)

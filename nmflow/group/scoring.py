@@ -102,7 +102,7 @@ def _slice(res: TrainResult, m: int) -> TrainResult:
 
 
 def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: pd.DataFrame, split: Split,
-                  s: GroupSettings, base: NormativeModel | None, dataset: str
+                  settings: GroupSettings, base: NormativeModel | None, dataset: str
                   ) -> tuple[Scored, NormativeModel, TrainResult]:
     """Score one variant with its trained models.
 
@@ -135,8 +135,8 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     model_names = list(base.card["feature_names"]) if base is not None else p.features.names
     connection = np.array([position[n] for n in model_names])[p.kept]  # scored -> index in the regions' triangle
     fold_models = fits.model.to_numpy()[:folds.n_fits]
-    device = s.torch_device
-    ae_pred = (predict(result, int(m), model_input(prep, p.kept, p.inputs), prep.cond, s.mask_fraction,
+    device = settings.torch_device
+    ae_pred = (predict(result, int(m), model_input(prep, p.kept, p.inputs), prep.cond, settings.mask_fraction,
                        device)[:, scored] * prep.scale.astype(np.float32) + prep.mean.astype(np.float32)
                for m, prep in zip(fold_models, p.preps))  # one fit's prediction in memory at a time
     residuals = {"autoencoder": combine(folds, p.preps, ae_pred),
@@ -146,15 +146,15 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     fd = table[MEAN_FD].to_numpy(float)
     scores = {}
     for name, res in residuals.items():
-        scale = residual_scale(np.nan_to_num(res.residual), folds.reference, sites, s.z_scale == "site")
+        scale = residual_scale(np.nan_to_num(res.residual), folds.reference, sites, settings.z_scale == "site")
         z = res.residual / scale
         glob = global_scores(np.nan_to_num(z), folds.reference, np.nan_to_num(res.abs_error))
         glob.loc[~tested] = np.nan
         glob = pd.concat([glob, focal_and_global(glob.mean_sq_z.to_numpy(), mean_fc, folds.reference)], axis=1)
         glob = glob[list(SUBJECT_COLUMNS[name])]
-        score = z if s.test_score == "signed" else np.abs(z)
+        score = z if settings.test_score == "signed" else np.abs(z)
         calib = calibration_table(res.features, res.residual, z, folds.reference, sites, p.names, fd)
-        null = single_case_null_rate(score[folds.reference], s.alpha, s.single_case_rule)
+        null = single_case_null_rate(score[folds.reference], settings.alpha, settings.single_case_rule)
         scores[name] = ModelScores(res, z, glob, calib, null)
     ae = scores["autoencoder"]
     m_final = int(fits.model.to_numpy()[-1])
@@ -166,7 +166,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
         val_beats_mean = float(np.mean(fold_loss)) < float(np.mean(mean_loss))
     else:  # not trained here (--no-fine-tune): judge by the controls' out-of-sample explained variance
         val_beats_mean = bool(ae.calibration.iloc[0]["explained_variance"] > 0)
-    card = _card(p, table, split, s, base, dataset, final, regions, fold_loss, mean_loss)
+    card = _card(p, table, split, settings, base, dataset, final, regions, fold_loss, mean_loss)
     messages = [f"{label}: {m}" for prep in p.preps for m in prep.messages]
     if base is not None:
         unscored = card["transfer"]["unscored"]
@@ -184,18 +184,18 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     out = Scored(label, p.features.subjects, p.names, regions, connection, scores, val_beats_mean,
                  messages=messages)
     if len(boots):
-        out.stability = _stability(p, result, boots.model.to_numpy(), split, s)
+        out.stability = _stability(p, result, boots.model.to_numpy(), split, settings)
     return out, model, final
 
 
-def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str, final: TrainResult, regions,
+def _card(p: Prepared, table, split: Split, settings: GroupSettings, base, dataset: str, final: TrainResult, regions,
           fold_loss, mean_loss) -> dict:
     variant = p.features.variant
     names = p.names
     card = dict(variant.card_entities, strategy=variant.desc, metric=variant.meas, atlas_regions=regions,
                 feature_names=names, n_features=len(names), fisher_z=is_correlation(variant.meas),
-                harmonize=s.harmonize, covariates=list(s.covariates), covariate_coding=p.final.coder.to_dict(),
-                covariate_columns=p.final.coder.column_names,
+                harmonize=settings.harmonize, covariates=list(settings.covariates),
+                covariate_coding=p.final.coder.to_dict(), covariate_columns=p.final.coder.column_names,
                 scaler="standard: (x - mean) / sd of the fitting controls (in the weights file)",
                 residual_sd="cross-fitted out-of-sample residual root mean square of the controls per connection, "
                             "feature units (calibration.residual_sd in the weights file)",
@@ -204,21 +204,21 @@ def _card(p: Prepared, table, split: Split, s: GroupSettings, base, dataset: str
                 cross_fitting={"folds": split.folds.n_fits,
                                "mean_best_val_loss": float(np.mean(fold_loss)) if mean_loss else None,
                                "mean_predictor_val_loss": float(np.mean(mean_loss)) if mean_loss else None},
-                dataset=dataset, config=vars(s.train_config), versions=versions(),
-                **({"mean_fd_source": _fd_sources(table)} if MEAN_FD in s.covariates else {}),
+                dataset=dataset, config=vars(settings.train_config), versions=versions(),
+                **({"mean_fd_source": _fd_sources(table)} if MEAN_FD in settings.covariates else {}),
                 best_epoch=int(final.best_epoch[0]),
                 best_val_loss=float(final.best_loss[0]) if np.isfinite(final.best_loss[0]) else None)
     if base is not None:
         unscored = [n for n, k in zip(base.card["feature_names"], p.kept) if not k]
         card["transfer"] = {"model_features": int(p.kept.size), "scored": int(p.kept.sum()),
                             "unscored": unscored, "data_connections_unknown_to_model": int(p.n_unknown),
-                            "fine_tuned": not s.no_fine_tune}
-        card["fine_tuned_from"] = {"file": str(s.init_model), "weights_sha256": base.card["weights_sha256"],
+                            "fine_tuned": not settings.no_fine_tune}
+        card["fine_tuned_from"] = {"file": str(settings.init_model), "weights_sha256": base.card["weights_sha256"],
                                    "dataset": base.card.get("dataset"),
                                    "training_subjects": base.card.get("training_subjects")}
         card.update(feature_names=list(base.card["feature_names"]), n_features=int(p.kept.size),
                     covariate_columns=base.card.get("covariate_columns"))
-        if s.no_fine_tune:
+        if settings.no_fine_tune:
             card.update(training_subjects=base.card.get("training_subjects"),
                         validation_subjects=base.card.get("validation_subjects"))
     return card
@@ -233,7 +233,7 @@ def _fd_sources(table: pd.DataFrame) -> dict:
 STABILITY_CONNECTIONS = 8192  # at most this many connections, evenly spaced, enter the stability
 
 
-def _stability(p: Prepared, result: TrainResult, models: np.ndarray, split: Split, s: GroupSettings) -> float:
+def _stability(p: Prepared, result: TrainResult, models: np.ndarray, split: Split, settings: GroupSettings) -> float:
     """Mean pairwise correlation of the bootstrap models' out-of-bag residuals of controls.
 
     A mean over connections: above ``STABILITY_CONNECTIONS`` it is taken over
@@ -247,9 +247,10 @@ def _stability(p: Prepared, result: TrainResult, models: np.ndarray, split: Spli
     cond = p.final.cond[rows]
     scored = np.flatnonzero(p.kept[p.inputs])
     scored = scored[np.unique(np.linspace(0, scored.size - 1, min(scored.size, STABILITY_CONNECTIONS)).astype(int))]
-    res = np.stack([(z[:, scored] - predict(result, int(m), z, cond, s.mask_fraction, s.torch_device)[:, scored])
+    res = np.stack([z[:, scored] - predict(result, int(m), z, cond, settings.mask_fraction,
+                                           settings.torch_device)[:, scored]
                     for m in models])
-    return deviation_stability(res, bootstrap_plan(split, s) == 0)
+    return deviation_stability(res, bootstrap_plan(split, settings) == 0)
 
 
 def dataset_name(bids_dir: str | Path) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nmflow.fileio import tsv_text
+from nmflow.fileio import write_tsv
 from nmflow.group.records import Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.scoring import Scored
 from nmflow.group.settings import GroupSettings
@@ -42,9 +42,8 @@ DEVIATION_MODELS = {
 def write_table(stem: str, frame: pd.DataFrame) -> tuple[str, str]:
     """Write ``stem.tsv`` (the output format: ``n/a``, 6 significant digits) and ``stem.npz`` (full
     precision, for the report); returns both absolute paths."""
-    tsv = Path(f"{stem}.tsv").absolute()
-    tsv.write_text(tsv_text(frame))
-    return str(tsv), save_npz(f"{stem}.npz", frame_arrays("table", frame), {"columns": list(frame.columns)})
+    tsv = write_tsv(Path(f"{stem}.tsv").absolute(), frame)
+    return tsv, save_npz(f"{stem}.npz", frame_arrays("table", frame), {"columns": list(frame.columns)})
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -64,7 +63,7 @@ def subjects_description() -> dict:
 
 
 def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, harmonized: np.ndarray,
-                    s: GroupSettings) -> tuple[pd.DataFrame, dict]:
+                    settings: GroupSettings) -> tuple[pd.DataFrame, dict]:
     """Signed residual z of every tested subject for ``model`` (autoencoder or linear).
 
     ``harmonized`` ``(n_subjects,)`` bool: ComBat changed the subject's features in some fit.
@@ -78,38 +77,38 @@ def deviation_table(sc: Scored, model: str, table: pd.DataFrame, split: Split, h
     return frame, {
         "Description": f"{what}: signed residual z (x - x_hat) / s per connection, s = the reference "
                        "controls' out-of-sample residual root mean square "
-                       f"({'per site' if s.z_scale == 'site' else 'pooled over sites'}). Controls are "
+                       f"({'per site' if settings.z_scale == 'site' else 'pooled over sites'}). Controls are "
                        "scored by the cross-fitting fold that never saw them, patients by all folds (averaged).",
         **columns}
 
 
-def stats_description(s: GroupSettings) -> dict:
+def stats_description(settings: GroupSettings) -> dict:
     return {
         "Description": "Per model, patient group and connection: two-sided Mann-Whitney U of the "
-                       f"{s.test_score} deviation z of the patients vs all reference controls.",
+                       f"{settings.test_score} deviation z of the patients vs all reference controls.",
         "U": "Mann-Whitney U of the patient sample", "q": "Benjamini-Hochberg q within group and model",
         "effect_size": "rank-biserial correlation 2U/(n_p n_c) - 1 (positive: patients higher)",
-        "flagged": f"{'q' if s.p_rule == 'fdr' else 'p'} < {s.alpha}",
+        "flagged": f"{'q' if settings.p_rule == 'fdr' else 'p'} < {settings.alpha}",
         "sharing": "shared: flagged in >= 2 groups; specific: flagged in this group only",
         "global_effect_size": "rank-biserial correlation of the group's global FC component (global_fc_z) vs the "
                               "reference controls (positive: patients' mean FC higher than their covariates "
                               "predict)",
         "global_p": "two-sided Mann-Whitney p of that global FC shift",
-        "with_global_shift": f"global_p < {s.alpha} and this connection's effect has the shift's sign: when most "
-                             "flagged connections do, the findings are one shift of the whole connectome, not "
+        "with_global_shift": f"global_p < {settings.alpha} and this connection's effect has the shift's sign: when "
+                             "most flagged connections do, the findings are one shift of the whole connectome, not "
                              "focal differences"}
 
 
-def singlecase_description(s: GroupSettings) -> dict:
+def singlecase_description(settings: GroupSettings) -> dict:
     return {
-        "Description": f"Crawford-Howell single-case t-test of each patient's {s.test_score} autoencoder "
+        "Description": f"Crawford-Howell single-case t-test of each patient's {settings.test_score} autoencoder "
                        "deviation z per connection (and of the log mean z^2, feature 'global') against all "
                        "reference controls: t = (x - mean) / (sd sqrt((n + 1) / n)), df = n - 1, two-sided.",
         "q": "Benjamini-Hochberg q over the connections of one patient",
         "p_fwe": "family-wise adjusted p over the connections of one patient, calibrated on the controls "
                  "(max-T: each control tested against the others)",
-        "flagged": f"{ {'maxt': 'p_fwe', 'fdr': 'q', 'raw': 'p'}[s.single_case_rule]} < {s.alpha} "
-                   f"(global: p < {s.alpha})"}
+        "flagged": f"{ {'maxt': 'p_fwe', 'fdr': 'q', 'raw': 'p'}[settings.single_case_rule]} < {settings.alpha} "
+                   f"(global: p < {settings.alpha})"}
 
 
 def networks_description() -> dict:

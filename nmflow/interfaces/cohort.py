@@ -69,7 +69,7 @@ class TableStep(SimpleInterface):
 
     record_input = "scored"
 
-    def tables(self, s: GroupSettings, table: pd.DataFrame, split, cwd: str) -> dict:
+    def tables(self, settings: GroupSettings, table: pd.DataFrame, split, cwd: str) -> dict:
         raise NotImplementedError
 
     def _run_interface(self, runtime):
@@ -82,11 +82,11 @@ class TableStep(SimpleInterface):
         return runtime
 
 
-def base_model(s: GroupSettings):
+def base_model(settings: GroupSettings):
     """The ``--init-model`` (None without)."""
     from nmflow.normative.model import load_model
 
-    return load_model(s.init_model) if s.init_model else None
+    return load_model(settings.init_model) if settings.init_model else None
 
 
 class _CollectCohortOutputSpec(TraitedSpec):

@@ -10,7 +10,7 @@ from nipype.interfaces.base import (
 )
 
 from nmflow.errors import NmflowInputError, StrategyError
-from nmflow.fileio import load_npz, save_npz
+from nmflow.fileio import load_npz, save_npz, write_tsv
 from nmflow.interfaces.io import strategies_from_records
 from nmflow.participant.denoise import clean_run, clean_signals, read_confounds
 from nmflow.participant.settings import CleaningSettings
@@ -61,10 +61,8 @@ class Denoise(SimpleInterface):
             out[key("carpet", strategy.name)] = clean_signals(
                 arrays["carpet"].T, run.design, run.kept, self.inputs.tr, strategy, settings).T
             out[key("kept", strategy.name)] = run.kept
-            designs.append(os.path.join(runtime.cwd, f"design_{strategy.name}.tsv"))
-            outliers.append(os.path.join(runtime.cwd, f"outliers_{strategy.name}.tsv"))
-            run.design.to_csv(designs[-1], sep="\t", index=False, float_format="%.8g")
-            run.outliers.to_csv(outliers[-1], sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+            designs.append(write_tsv(os.path.join(runtime.cwd, f"design_{strategy.name}.tsv"), run.design, "%.8g"))
+            outliers.append(write_tsv(os.path.join(runtime.cwd, f"outliers_{strategy.name}.tsv"), run.outliers))
         if len(skipped) == 1 and not done:
             raise skipped[0]
         if not done:

@@ -53,7 +53,7 @@ def single_case_table(path: str):
     return arrays_frame("table", arrays, list(SINGLE_CASE_COLUMNS))
 
 
-def network_assignment(s, variant, scored, reference):
+def network_assignment(settings, variant, scored, reference):
     """The network of each region the report shows (``scored.regions``, the regions of the scored
     connections; :class:`nmflow.group.scoring.Scored`) of ``variant``
     (:class:`nmflow.group.features.Variant`): recorded in a time series sidecar of ``--timeseries-dir`` or
@@ -66,7 +66,7 @@ def network_assignment(s, variant, scored, reference):
     from nmflow.networks import fc_modules, named_networks, recorded_networks
     from nmflow.participant.connectivity import from_upper_triangle
 
-    folder = s.timeseries_dir or s.out_dir
+    folder = settings.timeseries_dir or settings.out_dir
     stem = "".join(f"_{k}-{v}" for k, v in (("atlas", variant.atlas), ("seg", variant.seg)) if v)
     sidecars = itertools.islice(Path(folder).glob(f"sub-*/**/*{stem}_*timeseries.json"), 10) if folder else []
     regions = scored.regions

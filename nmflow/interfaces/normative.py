@@ -126,7 +126,7 @@ class ScoreDeviations(TableStep):
     output_spec = _ScoreOutputSpec
     record_input = "prepared"
 
-    def tables(self, s, table, split, cwd):
+    def tables(self, settings, table, split, cwd):
         import json
 
         import numpy as np
@@ -139,12 +139,13 @@ class ScoreDeviations(TableStep):
         p = Prepared.load(self.inputs.prepared)
         label = p.features.variant.label
         result, index = load_trained(next(p for p in self.inputs.trained if Path(p).name == trained_name(label)))
-        sc, model, final = score_variant(p, result, index, table, split, s, base_model(s), dataset_name(s.bids_dir))
+        sc, model, final = score_variant(p, result, index, table, split, settings, base_model(settings),
+                                         dataset_name(settings.bids_dir))
         self._results["scored"] = sc.save(os.path.join(cwd, "scored.npz"))
         weights, card = save_model(model, os.path.join(cwd, f"{label}_model.safetensors"))  # the card names it
         self._results.update(model=str(weights), model_meta=json.loads(card.read_text()),
                              entities=p.features.variant.entities)
         harmonized = np.mean([prep.harmonized for prep in p.preps], axis=0) > 0
-        return {"deviations": deviation_table(sc, "autoencoder", table, split, harmonized, s),
-                "linearz": deviation_table(sc, "linear", table, split, harmonized, s),
+        return {"deviations": deviation_table(sc, "autoencoder", table, split, harmonized, settings),
+                "linearz": deviation_table(sc, "linear", table, split, harmonized, settings),
                 "calibration": calibration(sc), "curves": curves(final)}

@@ -28,13 +28,13 @@ class GroupTests(TableStep):
     input_spec = _ScoredInputSpec
     output_spec = _GroupTestsOutputSpec
 
-    def tables(self, s, table, split, cwd):
+    def tables(self, settings, table, split, cwd):
         from nmflow.group.inference import group_tests
         from nmflow.group.scoring import Scored
         from nmflow.group.tables import networks_description, stats_description
 
-        stats, networks = group_tests(Scored.load(self.inputs.scored), table, split, s)
-        return {"stats": (stats, stats_description(s)), "networks": (networks, networks_description())}
+        stats, networks = group_tests(Scored.load(self.inputs.scored), table, split, settings)
+        return {"stats": (stats, stats_description(settings)), "networks": (networks, networks_description())}
 
 
 class _SingleCasesOutputSpec(TraitedSpec):
@@ -48,13 +48,13 @@ class SingleCases(TableStep):
     input_spec = _ScoredInputSpec
     output_spec = _SingleCasesOutputSpec
 
-    def tables(self, s, table, split, cwd):
+    def tables(self, settings, table, split, cwd):
         from nmflow.group.inference import single_cases
         from nmflow.group.scoring import Scored
         from nmflow.group.tables import singlecase_description
 
-        frame = single_cases(Scored.load(self.inputs.scored), table, split, s)
-        return {"singlecase": (frame, singlecase_description(s))}
+        frame = single_cases(Scored.load(self.inputs.scored), table, split, settings)
+        return {"singlecase": (frame, singlecase_description(settings))}
 
 
 class _SelectInputSpec(CohortStepInputSpec):

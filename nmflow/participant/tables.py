@@ -16,6 +16,7 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.bids_io import write_relmat
+from nmflow.fileio import write_tsv
 from nmflow.participant.atlas import Atlas
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import BUTTERWORTH_ORDER, filter_band
@@ -103,7 +104,7 @@ def strategies_table(folder: Path, strategies: list[Strategy], done: list[str], 
     rows = [(s.name, "ran", None) if s.name in done else (s.name, "skipped", next(reasons, None))
             for s in strategies]
     path = Path(folder) / "strategies.tsv"
-    pd.DataFrame(rows, columns=list(STRATEGIES_META)).to_csv(path, sep="\t", index=False, na_rep="n/a")
+    write_tsv(path, pd.DataFrame(rows, columns=list(STRATEGIES_META)))
     return path
 
 
@@ -150,8 +151,7 @@ def timeseries_tables(
         kept = cleaned[key("kept", strategy.name)]
         for atlas in atlases:
             path = Path(folder) / f"{strategy.name}_{atlas.name}_timeseries.tsv"
-            pd.DataFrame(cleaned[key(strategy.name, atlas.name)], columns=atlas.names).to_csv(
-                path, sep="\t", index=False, na_rep="n/a", float_format="%.8g")
+            write_tsv(path, pd.DataFrame(cleaned[key(strategy.name, atlas.name)], columns=atlas.names), "%.8g")
             tables.append(Table(path, (strategy.name, atlas.name), {
                 "Sources": list(source_uris), "RepetitionTime": tr, "SamplingFrequency": 1.0 / tr,
                 "Atlas": atlas.name, "AtlasImage": Path(atlas.image).name,

@@ -2,7 +2,10 @@
 
 A patient is scanned at rest while a brief stimulus is applied during the run;
 the question is how the networks reorganise after it, for one patient against
-controls.  Science lives in plain functions here; the Nipype interfaces are in
-:mod:`nmflow.interfaces.glm` and :mod:`nmflow.interfaces.prepost`, the
-workflows in :mod:`nmflow.workflows.prepost`.
+controls.  Science lives in plain functions here, a level's steps in
+:mod:`~nmflow.prepost.participant` and :mod:`~nmflow.prepost.group`, the
+flags' defaults in :mod:`~nmflow.prepost.settings`; the Nipype interfaces
+that call them are in :mod:`nmflow.interfaces.prepost_participant` and
+:mod:`nmflow.interfaces.prepost_group`, the workflows in
+:mod:`nmflow.workflows.prepost`.
 """

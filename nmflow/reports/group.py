@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 
 from nmflow.errors import NmflowInputError
-from nmflow.group import motion as qc
+from nmflow.group import motion as group_motion
 from nmflow.group.stats import global_shift_notes
 from nmflow.networks import MAX_REGIONS_SHOWN, Assignment, pair_counts
-from nmflow.reports import group_figures as gf
+from nmflow.reports import group_figures
 from nmflow.reports.html import (
     Link, Section, about_section, bullet_list, embed, figure, links, methods_sections, number, paragraph, render_page,
     table, tabs,
@@ -119,7 +119,7 @@ class ReportData:
     def mean_fd(self) -> np.ndarray:
         """Mean FD (mm) per subject ``(n_subjects,)``, NaN when unknown (the table's ``mean_fd``: the
         participants file's, else the participant level's motion files; :func:`nmflow.group.motion.with_mean_fd`)."""
-        return self.table[qc.MEAN_FD].to_numpy(float)
+        return self.table[group_motion.MEAN_FD].to_numpy(float)
 
     @property
     def group_order(self) -> list[str]:
@@ -270,7 +270,7 @@ def _motion(d: ReportData, figures: Path) -> Section:
         return section.add(paragraph("No framewise displacement found (no mean_fd column in the participants file "
                                      "and no participant-level *_outliers.tsv): motion by group and QC-FC are not "
                                      "shown.", "warn"))
-    by_group = qc.motion_by_group(fd, groups, d.settings.control_label)
+    by_group = group_motion.motion_by_group(fd, groups, d.settings.control_label)
     sentences = []
     controls = by_group.iloc[0]
     for row in by_group.iloc[1:].itertuples(index=False):
@@ -284,7 +284,7 @@ def _motion(d: ReportData, figures: Path) -> Section:
         "U": "Mann–Whitney U vs controls", "p": "p"})
     section.add(paragraph(f"Mean framewise displacement (FD) per subject, from {fd_source_words(d.table)}."),
                 bullet_list(sentences, "Controls only: no group to compare."), table(shown),
-                figure(f"figures/{gf.fd_figure(figures / 'motion.png', fd, groups, d.group_order).name}",
+                figure(f"figures/{group_figures.fd_figure(figures / 'motion.png', fd, groups, d.group_order).name}",
                        "Mean framewise displacement of every subject, per group (box: quartiles)."))
     rows, correlations, pair = qc_fc_rows(d)
     words = ("QC-FC is the correlation, across subjects, of mean FD with each connection's FC (Fisher z); with "
@@ -293,14 +293,15 @@ def _motion(d: ReportData, figures: Path) -> Section:
     parts = [paragraph(words)] + [paragraph(text, kind) for text, kind in qc_fc_words(rows, pair, f"desc-{d.desc}")]
     caption = "QC-FC correlations of every connection: narrow and centred on 0 means little motion left in FC."
     return section.add("<h3>QC-FC</h3>", *parts, table(rows),
-                       figure(f"figures/{gf.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
+                       figure(f"figures/{group_figures.qcfc_figure(figures / 'qcfc.png', correlations).name}", caption))
 
 
 def fd_source_words(table: pd.DataFrame) -> str:
     """Where the subjects' mean FD came from, in words (``the participants file's mean_fd column for 3
     subjects, ...``)."""
     counts = table["mean_fd_source"].value_counts()
-    parts = [qc.FD_SOURCES[k] + (f" for {int(n)} subjects" if len(counts) > 1 else "") for k, n in counts.items()]
+    parts = [group_motion.FD_SOURCES[k] + (f" for {int(n)} subjects" if len(counts) > 1 else "")
+             for k, n in counts.items()]
     return "; ".join(parts)
 
 
@@ -315,21 +316,22 @@ def qc_fc_deviation_words(d: ReportData) -> list[tuple[str, str | None]]:
     text = (f"QC-FC of the deviations: across the {n} held-out controls, the median |r| between a connection's "
             "deviation z and mean FD is " + " and ".join(f"{number(row.qcfc_median_abs_r)} for {names[m]}"
                                                             for m, row in overall.items())
-            + f" (target at most {qc.QCFC_TARGET:g}); " + " and ".join(f"{number(row.qcfc_pct_p05)} %"
+            + f" (target at most {group_motion.QCFC_TARGET:g}); " + " and ".join(f"{number(row.qcfc_pct_p05)} %"
                                                                          for row in overall.values())
             + " of connections correlate with it at p < 0.05 (uncorrected; about 5 % by chance).")
     out = [(text, None)]
-    high = [m for m, row in overall.items() if row.qcfc_median_abs_r > qc.QCFC_TARGET]
+    high = [m for m, row in overall.items() if row.qcfc_median_abs_r > group_motion.QCFC_TARGET]
     if high:
         # measured on ABIDE (README): mean FD as a covariate takes motion out of the linear baseline's deviations,
         # not out of the autoencoder's, which need cleaner FC
         remedies = []
-        if "linear" in high and qc.MEAN_FD not in d.settings.covariates:
-            remedies.append(f"for the linear baseline, add mean FD as a covariate (--covariates ... {qc.MEAN_FD})")
+        if "linear" in high and group_motion.MEAN_FD not in d.settings.covariates:
+            remedies.append("for the linear baseline, add mean FD as a covariate (--covariates ... "
+                            f"{group_motion.MEAN_FD})")
         remedies.append("choose a stricter denoising strategy (scrubbing, global signal regression; compare the "
                         "strategies' QC-FC in Head motion and QC-FC)")
         out.append((f"Head motion remains in the deviations of {' and '.join(names[m] for m in high)} (median |r| "
-                    f"above {qc.QCFC_TARGET:g}): they partly measure how much subjects moved. To remove it, "
+                    f"above {group_motion.QCFC_TARGET:g}): they partly measure how much subjects moved. To remove it, "
                     f"{'; or '.join(remedies)}.", "warn"))
     return out
 
@@ -357,8 +359,8 @@ def _calibration(d: ReportData, figures: Path) -> Section:
         section.add(paragraph("The autoencoder does not predict held-out controls better than their mean: its "
                               "deviations are the features' distance from the controls' mean, not a learnt "
                               "pattern.", "warn"))
-    curves = gf.curves_figure(figures / "training_curves.png", r.curves.train_loss.to_numpy(),
-                              r.curves.val_loss.to_numpy(), r.best_epoch)
+    curves = group_figures.curves_figure(figures / "training_curves.png", r.curves.train_loss.to_numpy(),
+                                         r.curves.val_loss.to_numpy(), r.best_epoch)
     return section.add(table(pd.DataFrame(rows)), figure(
         f"figures/{curves.name}", "Training and validation error per epoch of the model fitted on all controls; "
         "the dotted line marks the epoch kept."))
@@ -378,14 +380,16 @@ def group_means(d: ReportData) -> dict[str, np.ndarray]:
 def _deviations(d: ReportData, figures: Path) -> Section:
     sc = d.variant.scored
     means = group_means(d)
-    matrices, labels = gf.network_matrix(np.vstack(list(means.values())), sc.connection, sc.regions, d.networks)
+    matrices, labels = group_figures.network_matrix(np.vstack(list(means.values())), sc.connection, sc.regions,
+                                                    d.networks)
     limit = max(0.5, float(np.ceil(10 * np.nanmax(np.abs(matrices))) / 10))
     groups = d.table["group"].to_numpy(str)
     counts = {g: int(d.folds.reference.sum()) if g == d.settings.control_label
               else int((d.folds.patients & (groups == g)).sum()) for g in means}
     titles = [f"{'held-out controls' if g == d.settings.control_label else g} (n = {counts[g]})" for g in means]
-    paths = gf.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(means))], list(matrices), labels,
-                              titles, limit, "mean deviation z", gf.NETWORK_CELL if d.large else 0.3)
+    paths = group_figures.matrix_figures([figures / f"deviations_{k}.png" for k in range(len(means))],
+                                         list(matrices), labels, titles, limit, "mean deviation z",
+                                         group_figures.NETWORK_CELL if d.large else 0.3)
     # the full matrices' scale: their 99th percentile of |z| (a few extreme cells would wash out the rest)
     full_limit = max(0.5, float(np.ceil(10 * np.nanpercentile(np.abs(np.vstack(list(means.values()))), 99)) / 10))
     panels = {}
@@ -397,7 +401,7 @@ def _deviations(d: ReportData, figures: Path) -> Section:
             continue
         page = write_matrix_page(
             figures / f"deviations_{k}_full.html", full_matrix(mean, sc.connection, len(sc.regions)), sc.regions,
-            d.networks, gf.network_colours(d.networks.order), f"Mean deviation z: {title}",
+            d.networks, group_figures.network_colours(d.networks.order), f"Mean deviation z: {title}",
             f"Mean deviation z of the {title} per connection, regions ordered by network; {what}.", full_limit,
             "mean deviation z", ("../group_report.html#deviations", "back to the group report"))
         panels[title] = figure(f"figures/{path.name}", f"Mean deviation z of the {title}, averaged over the "
@@ -451,11 +455,11 @@ def _flagged(d: ReportData, figures: Path) -> Section:
                                      "connection(s)") if len(mine) else paragraph(f"None flagged in {g}.", "none"))
         section.add(tabs(panels))
     else:
-        colours = gf.group_colours(patient_groups)
+        colours = group_figures.group_colours(patient_groups)
         edges = [(rows[c.connection], cols[c.connection], "#000000" if c.sharing == "shared" else colours[c.group],
                   1.6) for c in flagged.itertuples(index=False)]
-        circle = gf.circle_figure(figures / "connectome.png", edges, sc.regions, {**colours, "shared": "#000000"},
-                                  d.networks)
+        circle = group_figures.circle_figure(figures / "connectome.png", edges, sc.regions,
+                                             {**colours, "shared": "#000000"}, d.networks)
         section.add(figure(f"figures/{circle.name}", "Flagged connections between the atlas regions (dots coloured "
                            "by network); colour: the patient group, black: flagged in several groups."))
     nets = d.variant.networks
@@ -476,7 +480,7 @@ def _connectome(path: Path, rows: pd.DataFrame, centres: np.ndarray, d: ReportDa
     weights = np.zeros((n, n))
     weights[i[rows.connection], j[rows.connection]] = rows.effect_size
     weights += weights.T
-    view = gf.connectome_view(path, weights, centres, d.networks, title)
+    view = group_figures.connectome_view(path, weights, centres, d.networks, title)
     return embed(f"figures/{view.name}", f"{title} between the region centres (drag to rotate); colour: effect "
                  "size, red where patients are higher.")
 
@@ -513,8 +517,8 @@ def _flagged_by_network(d: ReportData, figures: Path, section: Section) -> Secti
         if not n_flagged:
             panels[g] = paragraph(f"None flagged in {g}.", "none")
             continue
-        counts = gf.count_figure(figures / f"network_pairs_{k}.png", chosen, total, networks.order,
-                                 f"{g}: {n_flagged} flagged connections per network pair")
+        counts = group_figures.count_figure(figures / f"network_pairs_{k}.png", chosen, total, networks.order,
+                                            f"{g}: {n_flagged} flagged connections per network pair")
         top = top_connections(mine)
         what = f"the {len(top)} flagged connection(s) with the smallest q" if n_flagged > len(top) else \
             f"all {n_flagged} flagged connection(s)"
@@ -524,8 +528,9 @@ def _flagged_by_network(d: ReportData, figures: Path, section: Section) -> Secti
             width = 0.8 + 3 * np.abs(top.effect_size.to_numpy())
             edges = [(rows[c], cols[c], "#b2182b" if e > 0 else "#2166ac", w)
                      for c, e, w in zip(top.connection, top.effect_size, width)]
-            circle = gf.circle_figure(figures / f"connectome_{k}.png", edges, sc.regions,
-                                      {"higher in patients": "#b2182b", "lower in patients": "#2166ac"}, networks)
+            circle = group_figures.circle_figure(figures / f"connectome_{k}.png", edges, sc.regions,
+                                                 {"higher in patients": "#b2182b", "lower in patients": "#2166ac"},
+                                                 networks)
             view = figure(f"figures/{circle.name}", f"{g}: {what} on a circle of the {n} regions grouped by network "
                           "(only their regions are named); line width: effect size.")
         shown = _flagged_table(top, sc.regions).drop(columns="Group")
@@ -572,8 +577,8 @@ def _combat(d: ReportData, figures: Path) -> Section:
     p, controls = d.variant.prepared, d.folds.controls
     before = p.features.x[np.ix_(controls, p.kept)]
     before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
-    path = gf.combat_figure(figures / "combat_sites.png", before, p.preps[0].features[controls],
-                            d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
+    path = group_figures.combat_figure(figures / "combat_sites.png", before, p.preps[0].features[controls],
+                                       d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
     return Section("combat", "Site harmonisation (ComBat)", figure(
         f"figures/{path.name}", "Controls' FC projected on its first two principal components, coloured by site, "
         "before and after ComBat; the site accuracy of controls outside the fit should fall towards chance."))

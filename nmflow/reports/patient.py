@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from nmflow.group import motion as qc
+from nmflow.group import motion as group_motion
 from nmflow.normative.deviations import EXTREME_Z
-from nmflow.reports import group_figures as gf
+from nmflow.reports import group_figures
 from nmflow.reports.html import (
     Link, Section, about_section, bullet_list, figure, links, methods_sections, number, paragraph, render_page, table,
 )
@@ -50,10 +50,10 @@ def write_patient_pages(folder: Path, d) -> dict[str, Path]:
     ids = [d.ids[i] for i in rows]
     if not ids:
         return {}
-    matrices, labels = gf.network_matrix(z[rows], sc.connection, sc.regions, d.networks)
-    figures = gf.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids], list(matrices),
-                                labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT, "deviation z",
-                                gf.NETWORK_CELL if d.large else 0.3)
+    matrices, labels = group_figures.network_matrix(z[rows], sc.connection, sc.regions, d.networks)
+    figures = group_figures.matrix_figures([folder / "figures" / f"{pid}_deviations.png" for pid in ids],
+                                           list(matrices), labels, [f"{pid}: deviation z" for pid in ids], Z_LIMIT,
+                                           "deviation z", group_figures.NETWORK_CELL if d.large else 0.3)
     return {pid: _page(folder / f"{pid}.html", d, i, fig) for pid, i, fig in zip(ids, rows, figures)}
 
 
@@ -150,7 +150,7 @@ def _matrix(d, i: int, png: Path) -> Section:
     sc, pid = d.variant.scored, d.ids[i]
     page = write_matrix_page(
         png.with_suffix(".html"), full_matrix(sc.scores["autoencoder"].z[i], sc.connection, len(sc.regions)),
-        sc.regions, d.networks, gf.network_colours(d.networks.order), f"Deviation z of {pid}",
+        sc.regions, d.networks, group_figures.network_colours(d.networks.order), f"Deviation z of {pid}",
         f"{pid}'s deviation z per connection, regions ordered by network: {meaning}", Z_LIMIT, "deviation z",
         (f"../{pid}.html#matrix", f"back to {pid}'s page"))
     return Section("matrix", "Deviation matrix", figure(
@@ -206,7 +206,7 @@ def _single_case(d, i: int) -> Section:
 
 def _motion(d, i: int) -> Section:
     pid = d.ids[i]
-    runs = qc.strategy_runs(d.motion, d.desc)
+    runs = group_motion.strategy_runs(d.motion, d.desc)
     mine = runs[runs.participant_id == pid] if len(runs) else runs
     fd = d.mean_fd
     if not np.isfinite(fd[i]):

@@ -190,6 +190,62 @@ def _template():
     return load_mni152_template(resolution=2)
 
 
+def seed_figures(folder: Path, run_key: str, atlas, thresholded: np.ndarray, bold,
+                 alpha: float) -> list[tuple[Path, dict]]:
+    """The figures of a run's seed maps, each with its BIDS entities: the grid of every seed (:func:`seed_grid`),
+    then an interactive view (:func:`seed_view`) of each seed with a voxel at q < ``alpha``.
+
+    ``thresholded`` ``(n_seeds, n_voxels)`` over the voxels of ``bold`` (a
+    :class:`~nmflow.prepost.glm.BoldMatrix`); ``atlas`` an
+    :class:`~nmflow.participant.atlas.Atlas` whose networks are the seeds.
+    """
+    stem = f"{run_key}_{'_'.join(f'{k}-{v}' for k, v in atlas.entities.items())}"
+    def entities(desc: str) -> dict:
+        return {"datatype": "figures", "suffix": "statmap", "desc": desc, "stat": "z", **atlas.entities}
+
+    figures = [(seed_grid(folder / f"{stem}_desc-deltafdr_stat-z_statmap.png", thresholded, bold, atlas.names),
+                entities("deltafdr"))]
+    changed = np.flatnonzero((thresholded != 0).any(axis=1))
+    background = template_on(bold.image(thresholded[0])) if changed.size else None
+    for k in changed:
+        name = f"seed{k + 1:02d}"
+        figures.append((seed_view(folder / f"{stem}_desc-{name}_stat-z_statmap.html", bold.image(thresholded[k]),
+                                  f"{atlas.names[k]}: ΔFC z, q < {alpha}", background), entities(name)))
+    return figures
+
+
+def run_report(folder: Path, run_key: str, stimulus, design: Path, segments: Path, r_square: Path, relmats: Path,
+               atlas, seed_figures: list[Path], seed_summary: Path, strategy: str, alpha: float,
+               methods: str = "") -> tuple[list[tuple[Path, dict]], Path]:
+    """The QC figures of a run's split, each with its BIDS entities, and its page (:func:`write_run_report`).
+
+    Reads the design and segment tables (TSV), the variance explained (NIfTI), the FC NPZ
+    (:func:`~nmflow.prepost.participant.segment_connectivity`) and the seed summary; ``seed_figures``
+    are the seed grid PNG then the interactive views.
+    """
+    import nibabel as nib
+
+    from nmflow.fileio import load_npz
+
+    table = pd.read_csv(segments, sep="\t", na_values="n/a")
+    atlas_part = "_".join(f"{k}-{v}" for k, v in atlas.entities.items())
+    figures = {
+        "design": (design_figure(folder / f"{run_key}_desc-glm_design.png", pd.read_csv(design, sep="\t")),
+                   {"suffix": "design", "desc": "glm"}),
+        "r_square": (r_square_figure(folder / f"{run_key}_stat-rsquare_statmap.png", nib.load(r_square)),
+                     {"suffix": "statmap", "stat": "rsquare"}),
+        "segments": (segments_figure(folder / f"{run_key}_desc-prepost_segments.png", table, stimulus),
+                     {"suffix": "segments", "desc": "prepost"}),
+        "change": (change_figure(folder / f"{run_key}_{atlas_part}_desc-delta_relmat.png", load_npz(relmats)[0],
+                                 atlas.names),
+                   {"suffix": "relmat", "desc": "delta", **atlas.entities}),
+    }
+    page = write_run_report(folder / f"{run_key}_desc-prepost.html", run_key, stimulus, table, strategy,
+                            {t: p for t, (p, _) in figures.items()}, Path(seed_figures[0]),
+                            pd.read_csv(seed_summary, sep="\t"), [Path(v) for v in seed_figures[1:]], alpha, methods)
+    return [(p, {"datatype": "figures", **e}) for p, e in figures.values()], page
+
+
 def write_run_report(path: Path, key: str, stimulus, segments: pd.DataFrame, strategy: str,
                      figures: dict[str, Path], seed_grid_png: Path, seed_summary: pd.DataFrame,
                      views: list[Path], alpha: float, methods: str = "") -> Path:
@@ -278,6 +334,18 @@ def t_heatmaps(path: Path, table: pd.DataFrame, regions: list[str], title: str) 
                  label="Crawford-Howell t (ΔFC, case vs controls)")
     fig.suptitle(title, fontsize=9)
     return _save(fig, path)
+
+
+def group_report(folder: Path, singlecase: dict[str, str], regions: list[str], cases: list[str], n_controls: int,
+                 alpha: float, methods: str = "") -> Path:
+    """The group page (:func:`write_group_report`) from the single-case tables ``{meas: TSV}``, the metrics in the
+    order of :data:`~nmflow.prepost.change.PREPOST_METRICS`; ``cases`` without ``sub-``; ``methods`` the call's
+    methods text (Markdown, with its references)."""
+    from nmflow.prepost.change import PREPOST_METRICS
+
+    order = [m for m in PREPOST_METRICS if m in singlecase] + sorted(set(singlecase) - set(PREPOST_METRICS))
+    tables = {m: pd.read_csv(singlecase[m], sep="\t", na_values="n/a") for m in order}
+    return write_group_report(folder, tables, regions, [f"sub-{c}" for c in cases], n_controls, alpha, methods)
 
 
 def write_group_report(folder: Path, tables: dict[str, pd.DataFrame], regions: list[str], cases: list[str],

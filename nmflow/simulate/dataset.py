@@ -30,6 +30,7 @@ from nmflow.participant.atlas import resolve_atlas
 from nmflow.bids_io import strip_prefix, with_prefix
 from nmflow.participant.connectivity import connection_names, upper_triangle
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import write_tsv
 from nmflow.log import LOG, progress_count
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
@@ -84,14 +85,15 @@ def _components(signals: np.ndarray, n: int) -> np.ndarray:
     return u[:, :n]
 
 
-def _brain_mask(labels: np.ndarray) -> np.ndarray:
+def brain_mask(labels: np.ndarray) -> np.ndarray:
+    """The simulated brain: the atlas's labelled voxels ``(x, y, z)`` dilated by one voxel, holes filled (bool)."""
     from scipy import ndimage
 
     mask = ndimage.binary_dilation(labels > 0, iterations=1)
     return ndimage.binary_fill_holes(mask)
 
 
-def _simulate_run(
+def simulate_run(
     labels: np.ndarray, mask: np.ndarray, network_ts: np.ndarray, settings: SimulationSettings,
     motion_level: float, rng: np.random.Generator,
 ) -> tuple[np.ndarray, pd.DataFrame]:
@@ -231,7 +233,7 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings, progress
     atlas_img = nib.load(atlas.image)
     labels = np.asarray(atlas_img.dataobj).astype(np.int16)
     n_networks = len(atlas.names)
-    mask = _brain_mask(labels)
+    mask = brain_mask(labels)
 
     participants = _participants(settings, rng)
     if progress:
@@ -260,14 +262,14 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings, progress
         motion_level = float(sub_rng.lognormal(0, 0.4))
         for ses in range(settings.n_sessions):
             ts = pop.subject_timeseries(draws, settings.n_volumes, settings.tr, sub_rng)[0]
-            volume, confounds = _simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
-            _write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
+            volume, confounds = simulate_run(labels, mask, ts, settings, motion_level, sub_rng)
+            write_run(out_dir, row.participant_id, ses if settings.n_sessions > 1 else None,
                        res_label, volume, mask, affine, confounds, settings.tr)
         if progress:
             LOG.info(f"[{progress_count(k, len(participants), 'subjects', time.monotonic() - start)}] "
                      f"{row.participant_id} ({row.group}) written")
 
-    participants.to_csv(out_dir / "participants.tsv", sep="\t", index=False)
+    write_tsv(out_dir / "participants.tsv", participants, float_format=None)
     (out_dir / "dataset_description.json").write_text(json.dumps({
         "Name": "nmflow simulated fMRIPrep derivatives",
         "BIDSVersion": "1.9.0",
@@ -279,7 +281,11 @@ def simulate_dataset(out_dir: str | Path, settings: SimulationSettings, progress
     return truth
 
 
-def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr) -> None:
+def write_run(out_dir: Path, sub: str, ses: int | None, res_label: str, volume: np.ndarray, mask: np.ndarray,
+              affine: np.ndarray, confounds: pd.DataFrame, tr: float) -> None:
+    """Write one run in fMRIPrep's layout: the BOLD ``volume`` ``(x, y, z, n_volumes)`` with its sidecar (TR in
+    s), the brain ``mask`` and the ``confounds`` table (``sub``: ``sub-<label>``; ``ses``: 0-based session
+    index, None without sessions)."""
     ses_part = f"_ses-{ses + 1}" if ses is not None else ""
     func = out_dir / sub / (f"ses-{ses + 1}" if ses is not None else "") / "func"
     func.mkdir(parents=True, exist_ok=True)
@@ -292,7 +298,7 @@ def _write_run(out_dir, sub, ses, res_label, volume, mask, affine, confounds, tr
         json.dumps({"RepetitionTime": tr, "TaskName": "rest", "SkullStripped": False}, indent=2))
     nib.Nifti1Image(mask.astype(np.uint8), affine).to_filename(
         func / f"{stem}_space-{SPACE}_res-{res_label}_desc-brain_mask.nii.gz")
-    confounds.to_csv(func / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+    write_tsv(func / f"{stem}_desc-confounds_timeseries.tsv", confounds, float_format=None)
     (func / f"{stem}_desc-confounds_timeseries.json").write_text(json.dumps(
         {c: {"Method": "aCompCor", "Mask": "combined"} for c in confounds.columns if c.startswith("a_comp_cor")}, indent=2))
 
@@ -303,10 +309,13 @@ def _write_truth(truth, atlas, model, participants, true_features, settings) -> 
     for table, file in [(model.planted, "planted_connections.tsv"), (model.covariates, "covariate_effects.tsv")]:
         table = table.copy()
         table.insert(2, "name", [conn_names[k] for k in table.connection])
-        table.to_csv(truth / file, sep="\t", index=False)
-    pd.DataFrame(model.control, index=names, columns=names).to_csv(truth / "control_fc.tsv", sep="\t")
-    pd.DataFrame(true_features, index=participants.participant_id, columns=conn_names).to_csv(
-        truth / "subject_true_fc.tsv", sep="\t")
+        write_tsv(truth / file, table, float_format=None)
+    control = pd.DataFrame(model.control, columns=names)
+    control.insert(0, "", names)  # the row names, under an empty header cell
+    write_tsv(truth / "control_fc.tsv", control, float_format=None)
+    subjects = pd.DataFrame(true_features, columns=conn_names)
+    subjects.insert(0, "participant_id", list(participants.participant_id))
+    write_tsv(truth / "subject_true_fc.tsv", subjects, float_format=None)
     settings_dict = {k: v for k, v in vars(settings).items()}
     (truth / "truth.json").write_text(json.dumps({
         "atlas": settings.atlas, "regions": names,

@@ -31,12 +31,13 @@ import pandas as pd
 
 from nmflow import __version__
 from nmflow.errors import NmflowInputError
+from nmflow.fileio import write_tsv
 from nmflow.participant.atlas import resolve_atlas
 from nmflow.participant.connectivity import connection_names
 from nmflow.prepost.events import check_within_run
 from nmflow.simulate import networks as net
 from nmflow.simulate import population as pop
-from nmflow.simulate.dataset import SimulationSettings, _brain_mask, _simulate_run, _write_run, truth_dir_for
+from nmflow.simulate.dataset import SimulationSettings, brain_mask, simulate_run, write_run, truth_dir_for
 from nmflow.simulate.settings import PrepostSimulationSettings
 from nmflow.simulate.toy_atlas import write_toy_atlas_dir
 
@@ -171,7 +172,7 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
         if created:
             shutil.rmtree(truth, ignore_errors=True)
         raise
-    mask = _brain_mask(labels)
+    mask = brain_mask(labels)
     signals = network_timeseries(study, settings, rng)
     width = max(2, len(str(len(groups))))
     ids = [f"sub-{k + 1:0{width}d}" for k in range(len(groups))]
@@ -181,12 +182,12 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
     for k, sub in enumerate(ids):
         sub_rng = np.random.default_rng([settings.seed, k + 1])
         ts = signals[k] + evoked[:, None] * settings.evoked * sub_rng.uniform(0.5, 1.5, signals.shape[2])
-        volume, confounds = _simulate_run(labels, mask, ts, voxel_settings, float(sub_rng.lognormal(0, 0.3)), sub_rng)
-        _write_run(out_dir, sub, None, res, volume, mask, atlas_img.affine, confounds, settings.tr)
+        volume, confounds = simulate_run(labels, mask, ts, voxel_settings, float(sub_rng.lognormal(0, 0.3)), sub_rng)
+        write_run(out_dir, sub, None, res, volume, mask, atlas_img.affine, confounds, settings.tr)
         if settings.events:
-            settings.stimulus.table().to_csv(out_dir / sub / "func" / f"{sub}_task-rest_events.tsv", sep="\t",
-                                             index=False)
-    pd.DataFrame({"participant_id": ids, "group": groups}).to_csv(out_dir / "participants.tsv", sep="\t", index=False)
+            write_tsv(out_dir / sub / "func" / f"{sub}_task-rest_events.tsv", settings.stimulus.table(),
+                      float_format=None)
+    write_tsv(out_dir / "participants.tsv", pd.DataFrame({"participant_id": ids, "group": groups}))
     (out_dir / "dataset_description.json").write_text(json.dumps({
         "Name": "nmflow simulated stimulus study", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "nmflow simulate-prepost", "Version": __version__,
@@ -194,7 +195,7 @@ def simulate_prepost_dataset(out_dir: str | Path, settings: PrepostSimulationSet
     truth.mkdir(parents=True, exist_ok=True)
     changes = study.changes.copy()
     changes.insert(1, "name", [connection_names(atlas.names)[k] for k in changes.connection])
-    changes.to_csv(truth / "planted_changes.tsv", sep="\t", index=False)
+    write_tsv(truth / "planted_changes.tsv", changes, float_format=None)
     (truth / "truth.json").write_text(json.dumps({
         "atlas": settings.atlas, "regions": atlas.names, "stimulus": asdict(settings.stimulus),
         "patients": [i for i, g in zip(ids, groups) if g == "patient"],

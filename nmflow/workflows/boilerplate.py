@@ -173,69 +173,71 @@ def run_desc(atlases: list[Atlas], strategies: list[Strategy], metrics: list[str
             f"{_join([_measure(m) for m in metrics])}.\n\n")
 
 
-def source_desc(s: GroupSettings) -> str:
+def source_desc(settings: GroupSettings) -> str:
     """Where the group level's connectivity came from, when not (only) from nmflow's participant level."""
     held = {"r": "Pearson correlations", "z": "Fisher z of correlations", "covariance": "covariances"}
     sentences = []
-    if s.timeseries_dir:
+    if settings.timeseries_dir:
         sentences.append("Functional connectivity was computed by *nmflow* from region time series extracted by "
                          "another pipeline.")
-    if s.connectivity_dir:
+    if settings.connectivity_dir:
         sentences.append("Connectivity matrices computed by another pipeline were read from its BIDS derivatives "
                          "(`_relmat.tsv`).")
-    if s.matrix_dir:
-        sentences.append(f"Connectivity matrices ({held[s.matrix_values]}) computed outside *nmflow* were read, one "
-                         "per subject.")
+    if settings.matrix_dir:
+        sentences.append(f"Connectivity matrices ({held[settings.matrix_values]}) computed outside *nmflow* were "
+                         "read, one per subject.")
     return "".join(f"{sentence} " for sentence in sentences)
 
 
-def _model_desc(s: GroupSettings) -> str:
+def _model_desc(settings: GroupSettings) -> str:
     """The model: trained here, fine-tuned from ``--init-model`` or applied as it is."""
-    conditioned = f" (inputs also {_join(list(s.covariates))})" if s.covariates else ""
-    base = f"`{Path(s.init_model).name}`" if s.init_model else ""
-    trained = (f"the pretrained model {base}, applied without further training," if s.no_fine_tune
+    conditioned = f" (inputs also {_join(list(settings.covariates))})" if settings.covariates else ""
+    base = f"`{Path(settings.init_model).name}`" if settings.init_model else ""
+    trained = (f"the pretrained model {base}, applied without further training," if settings.no_fine_tune
                else f"a conditional autoencoder{conditioned} fine-tuned from the pretrained model {base}"
-               if s.init_model else f"a conditional autoencoder{conditioned}")
-    training = ("" if s.no_fine_tune else
-                f" (masked reconstruction of {s.mask_fraction:.0%} of the inputs, mini-batches of {s.batch_size}, "
-                f"Adam with learning rate {s.learning_rate:g} and weight decay {s.weight_decay:g}, at most "
-                f"{s.epochs} epochs with early stopping after {s.patience} epochs without improvement of the "
-                "validation loss)" if s.mask_fraction > 0 else
-                f" (plain reconstruction, mini-batches of {s.batch_size}, Adam with learning rate "
-                f"{s.learning_rate:g} and weight decay {s.weight_decay:g}, at most {s.epochs} epochs with early "
-                f"stopping after {s.patience} epochs without improvement of the validation loss)")
+               if settings.init_model else f"a conditional autoencoder{conditioned}")
+    training = ("" if settings.no_fine_tune else
+                f" (masked reconstruction of {settings.mask_fraction:.0%} of the inputs, mini-batches of "
+                f"{settings.batch_size}, Adam with learning rate {settings.learning_rate:g} and weight decay "
+                f"{settings.weight_decay:g}, at most {settings.epochs} epochs with early stopping after "
+                f"{settings.patience} epochs without improvement of the validation loss)" if settings.mask_fraction > 0
+                else f" (plain reconstruction, mini-batches of {settings.batch_size}, Adam with learning rate "
+                f"{settings.learning_rate:g} and weight decay {settings.weight_decay:g}, at most {settings.epochs} "
+                f"epochs with early stopping after {settings.patience} epochs without improvement of the validation "
+                "loss)")
     return trained + training
 
 
-def _fits_desc(s: GroupSettings) -> str:
-    if s.split_file:
+def _fits_desc(settings: GroupSettings) -> str:
+    if settings.split_file:
         return ("One model was fitted on the training controls of a fixed split (`--split-file`); the test controls, "
                 "never seen by it, are the reference")
-    return (f"The controls were cross-fitted over {s.folds} folds stratified by site, so every control was scored "
-            "by models that never saw it")
+    return (f"The controls were cross-fitted over {settings.folds} folds stratified by site, so every control was "
+            "scored by models that never saw it")
 
 
-def group_desc(s: GroupSettings) -> str:
+def group_desc(settings: GroupSettings) -> str:
     """Methods paragraph of the group-level workflow, built from the settings of the call."""
     import torch
 
-    tested = "signed deviations (two-sided)" if s.test_score == "signed" else "absolute deviations"
-    group_rule = (f"Benjamini-Hochberg FDR (Benjamini & Hochberg, 1995) at q < {s.alpha:g}" if s.p_rule == "fdr"
-                  else f"uncorrected p < {s.alpha:g}")
-    single_rule = {"maxt": f"a family-wise max-T rule calibrated on the controls (p < {s.alpha:g})",
-                   "fdr": "Benjamini-Hochberg FDR" + (" (Benjamini & Hochberg, 1995)" if s.p_rule != "fdr" else "")
-                          + f" at q < {s.alpha:g}",
-                   "raw": f"uncorrected p < {s.alpha:g}"}[s.single_case_rule]
-    scale = ("pooled over sites" if s.z_scale == "pooled"
+    tested = "signed deviations (two-sided)" if settings.test_score == "signed" else "absolute deviations"
+    group_rule = (f"Benjamini-Hochberg FDR (Benjamini & Hochberg, 1995) at q < {settings.alpha:g}"
+                  if settings.p_rule == "fdr" else f"uncorrected p < {settings.alpha:g}")
+    single_rule = {"maxt": f"a family-wise max-T rule calibrated on the controls (p < {settings.alpha:g})",
+                   "fdr": "Benjamini-Hochberg FDR"
+                          + (" (Benjamini & Hochberg, 1995)" if settings.p_rule != "fdr" else "")
+                          + f" at q < {settings.alpha:g}",
+                   "raw": f"uncorrected p < {settings.alpha:g}"}[settings.single_case_rule]
+    scale = ("pooled over sites" if settings.z_scale == "pooled"
              else "within the subject's site (pooled for sites with fewer than 8 reference controls)")
     return (
         "### Normative modelling\n\n"
-        + source_desc(s)
+        + source_desc(settings)
         + f"Connectivity features (Fisher z for correlations) were modelled as a normative model (Marquand et al., "
         f"2016) learnt from healthy controls only, with *nmflow* {__version__} and PyTorch {torch.__version__}: "
-        f"{_model_desc(s)}, and a covariate-aware linear baseline. {_fits_desc(s)}"
+        f"{_model_desc(settings)}, and a covariate-aware linear baseline. {_fits_desc(settings)}"
         + ("; site effects were harmonised with ComBat (Fortin et al., 2018) fitted on each fit's controls"
-           if s.harmonize == "combat" else "")
+           if settings.harmonize == "combat" else "")
         + f". A connection's deviation is its residual divided by the controls' out-of-sample residual root mean "
         f"square, {scale}. Patient groups were compared with the controls on {tested} by Mann-Whitney U tests, "
         f"flagged at {group_rule}; single patients by Crawford-Howell t-tests (Crawford & Howell, 1998) against "

@@ -271,15 +271,15 @@ def run_workflow(wf: Workflow, crash_dir: Path, plugin: str | None = None, plugi
     return graph, crashes
 
 
-def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, finish: Callable[[object, Path], T],
+def run_group_workflow(init: Callable[[Path], Workflow], settings, crash_name: str, finish: Callable[[object, Path], T],
                        preload: tuple[str, ...] = (), progress: Progress | None = None) -> T:
     """Run a group-level workflow into ``OUT_DIR/group`` all at once (replacing the previous ``group/``
     whole, so it never mixes two calls); returns ``finish(graph, staged_group)``.
 
     ``init(staging)`` builds the workflow, whose sinks write into ``staging``
-    (a hidden folder of ``s.out_dir`` moved into place only when everything
+    (a hidden folder of ``settings.out_dir`` moved into place only when everything
     succeeded, :func:`nmflow.fileio.staged_folder`); its methods text goes to
-    ``group/CITATION.md``.  ``s`` holds ``out_dir``, ``work_dir`` (None: a
+    ``group/CITATION.md``.  ``settings`` holds ``out_dir``, ``work_dir`` (None: a
     temporary folder), ``plugin``, ``plugin_args``, ``nprocs`` and ``verbose``.
     ``finish`` reads the results (e.g. a summary line) before the move.  The
     first failure is raised as a one-line :class:`~nmflow.errors.NmflowInputError`.
@@ -289,15 +289,17 @@ def run_group_workflow(init: Callable[[Path], Workflow], s, crash_name: str, fin
     from nmflow.workflows.boilerplate import references
 
     open_call_log()
-    with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch, staged_folder(s.out_dir, replace=("group",)) as staging:
-        work_dir = Path(s.work_dir or scratch).absolute()
+    with (tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch,
+          staged_folder(settings.out_dir, replace=("group",)) as staging):
+        work_dir = Path(settings.work_dir or scratch).absolute()
         LOG.info("building the workflow ...")
         wf = init(staging)
         wf.base_dir = str(work_dir)
         text = wf.visit_desc()
         atomic_write_text(staging / "group" / "CITATION.md", text + references(text))
-        graph, crashes = run_workflow(wf, work_dir / crash_name, s.plugin, s.plugin_args, s.nprocs,
-                                      stop_on_first_crash=True, verbose=s.verbose, preload=preload, progress=progress)
+        graph, crashes = run_workflow(wf, work_dir / crash_name, settings.plugin, settings.plugin_args,
+                                      settings.nprocs, stop_on_first_crash=True, verbose=settings.verbose,
+                                      preload=preload, progress=progress)
         if crashes or graph is None:
             raise NmflowInputError(None, crash_message(crashes[0].read_text(errors="replace"), crashes[0]) if crashes
                                    else "the group workflow failed (see the Nipype log with -v)")

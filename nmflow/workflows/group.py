@@ -63,30 +63,29 @@ VARIANT_OUTPUTS = [  # (node, output, suffix, extension)
 NODE_IMPORTS = ("torch", "neuroCombat", "nmflow.interfaces.derivatives", "nmflow.reports.group")
 
 
-def stage_labels(s: GroupSettings) -> dict[str, str]:
+def stage_labels(settings: GroupSettings) -> dict[str, str]:
     """Node name -> the words of its progress lines, ``<words> ...`` and ``[k/N stages, ...] <words> done (t s)``
     (the sinks are not listed)."""
     return {
         "collect_cohort": "features and phenotypes", "split": "cross-fitting split",
-        "harmonize": f"site harmonisation ({s.harmonize}), scaling, covariates",
+        "harmonize": f"site harmonisation ({settings.harmonize}), scaling, covariates",
         "batch_by_width": "models batched by input width",
-        "train": f"autoencoder training (up to {s.epochs} epochs, early stopping)",
+        "train": f"autoencoder training (up to {settings.epochs} epochs, early stopping)",
         "score": "deviation scores", "group_tests": "group statistics (Mann-Whitney U, FDR)",
         "single_case": "single-case statistics (Crawford-Howell)", "select": "variant ranking",
         "report": "group report",
     }
 
 
-def init_group_wf(s: GroupSettings, staging: Path) -> Workflow:
+def init_group_wf(settings: GroupSettings, staging: Path) -> Workflow:
     """The group-level workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_group_wf")
-    wf.__desc__ = methods = group_desc(s)
+    wf.__desc__ = methods = group_desc(settings)
     nodes = {}
 
     def node(interface, name: str, iterfield: list[str] | None = None, **kwargs):
-        settings = s.as_dict(STEP_SETTINGS.get(name, ()))
         if name in STEP_SETTINGS:
-            kwargs["settings"] = settings
+            kwargs["settings"] = settings.as_dict(STEP_SETTINGS[name])
         made = (MapNode(interface(**kwargs), iterfield=iterfield, name=name) if iterfield
                 else Node(interface(**kwargs), name=name))
         nodes[name] = made
@@ -152,20 +151,20 @@ def _flatten(batches: list) -> list:
     return [path for batch in batches for path in batch]
 
 
-def run_group(s: GroupSettings) -> int:
+def run_group(settings: GroupSettings) -> int:
     """Run the group level; returns 0, raises :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step.
 
     OUT_DIR made by another nmflow version: a warning first.  A group-only call (its features from another
     pipeline's folder) writes OUT_DIR's ``dataset_description.json`` once it succeeded; an existing one, the
     participant level's, is kept.
     """
-    warn_other_version(s.out_dir)
-    summary, notes = run_group_workflow(lambda staging: init_group_wf(s, staging), s, "crashes_group",
+    warn_other_version(settings.out_dir)
+    summary, notes = run_group_workflow(lambda staging: init_group_wf(settings, staging), settings, "crashes_group",
                                         lambda graph, group: (_summary(group), _notes(graph)), preload=NODE_IMPORTS,
-                                        progress=Progress(stage_labels(s), noun="stages", announce=True))
-    write_dataset_description(s.out_dir, s.connectivity_dir or s.timeseries_dir or s.matrix_dir or s.bids_dir,
-                              keep=True)
-    LOG.info(f"{summary} -> {Path(s.out_dir) / 'group'}")
+                                        progress=Progress(stage_labels(settings), noun="stages", announce=True))
+    source = settings.connectivity_dir or settings.timeseries_dir or settings.matrix_dir or settings.bids_dir
+    write_dataset_description(settings.out_dir, source, keep=True)
+    LOG.info(f"{summary} -> {Path(settings.out_dir) / 'group'}")
     for message in notes:
         LOG.info(f"nmflow: note: {message}")
     return 0

@@ -154,26 +154,27 @@ class ParticipantInputs:
     strategies: list[Strategy]
 
 
-def find_participant_inputs(s: ParticipantSettings) -> ParticipantInputs:
+def find_participant_inputs(settings: ParticipantSettings) -> ParticipantInputs:
     """Finish the publications of a killed call, check the strategies and atlases, find the runs (PyBIDS)
     and resolve the atlases; raises :class:`~nmflow.errors.NmflowInputError` when nothing can run."""
-    if Path(s.out_dir).is_dir():
-        recover_staged(s.out_dir)  # runs a killed call was moving into place
-    strategies = [load_strategy(name) for name in s.denoise]
-    cifti = s.space == CIFTI_SPACE
-    check_atlas_kind(list(s.atlas), cifti)
-    LOG.info(f"indexing BIDS dataset {s.bids_dir} ...")
-    runs, problems = collect_runs(s.bids_dir, list(s.participant_label) or None, s.bids_filters, s.space)
+    if Path(settings.out_dir).is_dir():
+        recover_staged(settings.out_dir)  # runs a killed call was moving into place
+    strategies = [load_strategy(name) for name in settings.denoise]
+    cifti = settings.space == CIFTI_SPACE
+    check_atlas_kind(list(settings.atlas), cifti)
+    LOG.info(f"indexing BIDS dataset {settings.bids_dir} ...")
+    runs, problems = collect_runs(settings.bids_dir, list(settings.participant_label) or None, settings.bids_filters,
+                                  settings.space)
     for run in runs:
         LOG.debug(f"{run.key}: {run.bold} (TR {run.tr} s), {run.confounds}")
     if not runs and not problems:
         kind = "bold.dtseries.nii" if cifti else "desc-preproc_bold"
-        raise NmflowInputError(s.bids_dir, f"no {kind} runs found in space {s.space}"
-                               + (f" for {' '.join(s.participant_label)}" if s.participant_label else ""))
+        raise NmflowInputError(settings.bids_dir, f"no {kind} runs found in space {settings.space}"
+                               + (f" for {' '.join(settings.participant_label)}" if settings.participant_label else ""))
     if not runs:
         return ParticipantInputs(runs, problems, [], strategies)
     res = run_resolution(runs)
-    atlases = [resolve_atlas(name, s.atlas_dir, res) for name in s.atlas]
+    atlases = [resolve_atlas(name, settings.atlas_dir, res) for name in settings.atlas]
     for atlas in atlases:
         LOG.debug(f"atlas {atlas.name}: {atlas.image}")
     for line in [] if cifti else grid_mismatches(atlases, [r.bold for r in runs]):
@@ -181,21 +182,23 @@ def find_participant_inputs(s: ParticipantSettings) -> ParticipantInputs:
     return ParticipantInputs(runs, problems, atlases, strategies)
 
 
-def run_participant(s: ParticipantSettings, found: ParticipantInputs) -> int:
+def run_participant(settings: ParticipantSettings, found: ParticipantInputs) -> int:
     """Run the participant level on ``found`` (:func:`find_participant_inputs`), print its summary and
     return the exit code: 1 when a run failed, a strategy was skipped or a run could not be read."""
     if not found.runs:
-        return print_summary(s.out_dir, 0, found.problems, {})
-    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
+        return print_summary(settings.out_dir, 0, found.problems, {})
+    # first: an OUT_DIR that cannot be written is named by this file
+    write_dataset_description(settings.out_dir, settings.bids_dir)
     open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
-        work_dir = Path(s.work_dir or scratch).absolute()
-        with blas_threads(s.omp_nthreads):
-            failures = run_participant_level(found.runs, found.atlases, found.strategies, list(s.metrics),
-                                             s.cleaning, s.min_coverage, Path(s.out_dir).absolute(), work_dir,
-                                             s.nprocs, s.plugin, s.engine_args, s.verbose, s.command)
+        work_dir = Path(settings.work_dir or scratch).absolute()
+        with blas_threads(settings.omp_nthreads):
+            failures = run_participant_level(found.runs, found.atlases, found.strategies, list(settings.metrics),
+                                             settings.cleaning, settings.min_coverage,
+                                             Path(settings.out_dir).absolute(), work_dir, settings.nprocs,
+                                             settings.plugin, settings.engine_args, settings.verbose, settings.command)
         skipped = skipped_strategies(found.runs, work_dir, failures)
-    return print_summary(s.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
+    return print_summary(settings.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
 
 
 def print_summary(out_dir: Path, n_done: int, problems: list[str], failures: dict[str, str],

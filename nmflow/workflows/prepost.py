@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from nipype import MapNode, Node
@@ -28,40 +28,28 @@ from nmflow.bids_io import CIFTI_SPACE, Run, collect_runs, warn_other_version, w
 from nmflow.errors import NmflowInputError
 from nmflow.fileio import atomic_write_text, recover_staged
 from nmflow.interfaces.derivatives import VariantDerivativesSink
-from nmflow.interfaces.glm import GLMPrePostSplit, PrepostDerivatives, PrepostRunReport, SeedMaps, SegmentConnectivity
 from nmflow.interfaces.group_report import CopyGroupReport
 from nmflow.interfaces.io import atlas_records, strategy_records
 from nmflow.interfaces.parcellate import ExtractSignals
+from nmflow.interfaces.prepost_group import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
+from nmflow.interfaces.prepost_participant import (
+    GLMPrePostSplit, PrepostDerivatives, PrepostRunReport, SeedMaps, SegmentConnectivity,
+)
 from nmflow.log import LOG, open_call_log
-from nmflow.interfaces.prepost import CollectDeltaFC, CrawfordHowell, PrepostGroupReport, SplitCases
 from nmflow.participant.atlas import Atlas, resolve_atlas, run_resolution
 from nmflow.participant.connectivity import METRICS
 from nmflow.participant.denoise import load_strategy
 from nmflow.participant.settings import CleaningSettings, ParticipantSettings, Strategy
+from nmflow.participant.tables import sources
 from nmflow.prepost.change import PREPOST_METRICS
 from nmflow.prepost.events import find_events
+from nmflow.prepost.settings import PrepostGroupSettings, PrepostOptions
 from nmflow.workflows.boilerplate import methods_text, participant_desc, references
-from nmflow.participant.tables import sources
 from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_group_workflow, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
 NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
-                "nmflow.reports.prepost")
-
-
-@dataclass(frozen=True)
-class PrepostOptions:
-    """The stimulus study's participant options (CLI flags of the same names; times in seconds).
-
-    ``onset``/``duration`` apply to runs without an ``events.tsv``;
-    ``alpha`` is the FDR level of the seed maps.
-    """
-
-    onset: float | None = None
-    duration: float = 0.0
-    transition: float = 20.0
-    alpha: float = 0.05
-    min_coverage: float = 0.5
+                "nmflow.prepost.participant", "nmflow.reports.prepost")
 
 
 def _name(run: Run) -> str:
@@ -99,9 +87,8 @@ def init_prepost_run_wf(run: Run, events: str | None, atlas: Atlas, strategy: St
     uris = sources(run.bold, run.mask, run.confounds)
     space = {k: v for k, v in run.entities.items() if k in ("space", "res")}
     glm = Node(GLMPrePostSplit(
-        bold=run.bold, mask=run.mask, confounds=run.confounds, tr=run.tr, onset=options.onset,
-        duration=options.duration, transition=options.transition, strategy=strategy_records([strategy])[0],
-        settings=asdict(settings), sources=uris, space=space), name="glm")
+        bold=run.bold, mask=run.mask, confounds=run.confounds, tr=run.tr, options=asdict(options),
+        strategy=strategy_records([strategy])[0], settings=asdict(settings), sources=uris, space=space), name="glm")
     if events:
         glm.inputs.events = events
     segments = Node(Merge(2), name="segments", run_without_submitting=True)
@@ -161,7 +148,7 @@ def run_prepost_participant(runs: list[Run], events: dict[str, str | None], atla
     return failed_runs(crashes, owners)
 
 
-def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOptions, glm_confounds: str,
+def run_prepost_participant_level(settings: ParticipantSettings, options: PrepostOptions, glm_confounds: str,
                                   events_dir: Path | None) -> int:
     """The stimulus study's participant level: find the runs and their events, run them, print the summary;
     returns the exit code (1 when a run failed or could not be read).
@@ -169,52 +156,37 @@ def run_prepost_participant_level(s: ParticipantSettings, options: PrepostOption
     ``glm_confounds`` names the strategy whose confounds enter the GLM; the
     events come from ``events_dir`` (default: the input dataset).
     """
-    if Path(s.out_dir).is_dir():
-        recover_staged(s.out_dir)  # runs a killed call was moving into place
-    if s.space == CIFTI_SPACE:
+    if Path(settings.out_dir).is_dir():
+        recover_staged(settings.out_dir)  # runs a killed call was moving into place
+    if settings.space == CIFTI_SPACE:
         raise NmflowInputError(None, "--analysis prepost reads volumes (its GLM writes NIfTI maps): --space "
                                      f"{CIFTI_SPACE} is for the connectivity analysis")
-    if len(s.atlas) != 1:
-        raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(s.atlas)}")
+    if len(settings.atlas) != 1:
+        raise NmflowInputError(None, f"--analysis prepost takes one --atlas, got {len(settings.atlas)}")
     strategy = load_strategy(glm_confounds)
-    runs, problems = collect_runs(s.bids_dir, list(s.participant_label) or None, s.bids_filters, s.space)
+    runs, problems = collect_runs(settings.bids_dir, list(settings.participant_label) or None, settings.bids_filters,
+                                  settings.space)
     if not runs and not problems:
-        raise NmflowInputError(s.bids_dir, f"no desc-preproc_bold runs found in space {s.space}")
-    atlas = resolve_atlas(s.atlas[0], s.atlas_dir, run_resolution(runs))
-    cleaning = dataclasses.replace(s.cleaning, standardize=None)  # the GLM scales to percent signal change
-    events = find_events(events_dir or s.bids_dir, runs)
-    write_dataset_description(s.out_dir, s.bids_dir)  # first: an OUT_DIR that cannot be written is named by it
+        raise NmflowInputError(settings.bids_dir, f"no desc-preproc_bold runs found in space {settings.space}")
+    atlas = resolve_atlas(settings.atlas[0], settings.atlas_dir, run_resolution(runs))
+    cleaning = dataclasses.replace(settings.cleaning, standardize=None)  # the GLM scales to percent signal change
+    events = find_events(events_dir or settings.bids_dir, runs)
+    # first: an OUT_DIR that cannot be written is named by this file
+    write_dataset_description(settings.out_dir, settings.bids_dir)
     open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
-        with blas_threads(s.omp_nthreads):
+        with blas_threads(settings.omp_nthreads):
             failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
-                                               Path(s.out_dir).absolute(), Path(s.work_dir or scratch).absolute(),
-                                               s.nprocs, s.plugin, s.engine_args, s.verbose)
+                                               Path(settings.out_dir).absolute(),
+                                               Path(settings.work_dir or scratch).absolute(), settings.nprocs,
+                                               settings.plugin, settings.engine_args, settings.verbose)
     for problem in problems:
         LOG.error(f"nmflow: error: {problem}")
     LOG.info(f"nmflow participant (prepost): {len(runs) - len(failures)} of {len(runs) + len(problems)} run(s) "
-             f"done -> {s.out_dir}")
+             f"done -> {settings.out_dir}")
     for key, message in sorted(failures.items()):
         LOG.error(f"nmflow: error: {key}: {message}")
     return 1 if failures or problems else 0
-
-
-@dataclass(frozen=True)
-class PrepostGroupSettings:
-    """The stimulus study's group options (CLI flags of the same names)."""
-
-    out_dir: Path
-    participants: Path
-    participant_label: tuple[str, ...] = ()
-    group_column: str = "group"
-    control_label: str = "control"
-    case_label: tuple[str, ...] = ()
-    alpha: float = 0.05
-    work_dir: Path | None = None
-    plugin: str | None = None
-    plugin_args: dict | None = None
-    nprocs: int = 1
-    verbose: bool = False
 
 
 GROUP_DESC = (
@@ -231,16 +203,17 @@ GROUP_STAGES = {  # node -> the words of its progress line
     "report": "single-case report"}
 
 
-def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
+def init_prepost_group_wf(settings: PrepostGroupSettings, staging: Path) -> Workflow:
     """The group workflow; its sinks write ``staging/group/...`` (``staging`` stands for OUT_DIR)."""
     wf = Workflow(name="nmflow_prepost_group_wf")
     wf.__desc__ = GROUP_DESC
-    collect = Node(CollectDeltaFC(out_dir=str(s.out_dir), participant_label=list(s.participant_label)),
-                   name="collect", overwrite=True)
-    split = Node(SplitCases(participants=str(s.participants), group_column=s.group_column,
-                            control_label=s.control_label, case_label=list(s.case_label)), name="split")
-    crawford = MapNode(CrawfordHowell(alpha=s.alpha), iterfield=["delta"], name="crawford_howell")
-    report = Node(PrepostGroupReport(alpha=s.alpha, methods=GROUP_DESC + references(GROUP_DESC)), name="report")
+    collect = Node(CollectDeltaFC(out_dir=str(settings.out_dir),
+                                  participant_label=list(settings.participant_label)), name="collect", overwrite=True)
+    split = Node(SplitCases(participants=str(settings.participants), group_column=settings.group_column,
+                            control_label=settings.control_label, case_label=list(settings.case_label)),
+                 name="split")
+    crawford = MapNode(CrawfordHowell(alpha=settings.alpha), iterfield=["delta"], name="crawford_howell")
+    report = Node(PrepostGroupReport(alpha=settings.alpha, methods=GROUP_DESC + references(GROUP_DESC)), name="report")
     ds_singlecase = MapNode(VariantDerivativesSink(base_directory=str(staging), suffix="singlecase", desc="prepost"),
                             iterfield=["in_file", "meta_dict", "entities"], name="ds_singlecase")
     ds_subjects = Node(VariantDerivativesSink(base_directory=str(staging), suffix="subjects", desc="prepost"),
@@ -261,18 +234,20 @@ def init_prepost_group_wf(s: PrepostGroupSettings, staging: Path) -> Workflow:
     return wf
 
 
-def run_prepost_group(s: PrepostGroupSettings) -> str:
-    """Run the group level; returns its summary line; :class:`~nmflow.errors.NmflowInputError` on bad input or a failed step."""
-    warn_other_version(s.out_dir)
+def run_prepost_group(settings: PrepostGroupSettings) -> str:
+    """Run the group level; returns its summary line; :class:`~nmflow.errors.NmflowInputError` on bad input or a
+    failed step."""
+    warn_other_version(settings.out_dir)
 
     def finish(graph, group: Path):
         split = next(n for n in graph.nodes() if n.name == "split").result.outputs
         return split, _count_significant(group)
 
-    split, significant = run_group_workflow(lambda staging: init_prepost_group_wf(s, staging), s, "crashes_prepost",
-                                            finish, preload=NODE_IMPORTS, progress=Progress(GROUP_STAGES, noun="stages", announce=True))
+    split, significant = run_group_workflow(lambda staging: init_prepost_group_wf(settings, staging), settings,
+                                            "crashes_prepost", finish, preload=NODE_IMPORTS,
+                                            progress=Progress(GROUP_STAGES, noun="stages", announce=True))
     return (f"nmflow group (prepost): {len(split.cases)} case(s) vs {len(split.controls)} controls; "
-            f"{significant} -> {Path(s.out_dir) / 'group'}")
+            f"{significant} -> {Path(settings.out_dir) / 'group'}")
 
 
 def _count_significant(folder: Path) -> str:
