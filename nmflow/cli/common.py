@@ -51,6 +51,18 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise NmflowInputError(None, f"--high-pass ({high} Hz) must be below --low-pass ({low} Hz)")
 
 
+def check_input_dataset(args: argparse.Namespace) -> None:
+    """Check the participant level's BIDS_DIR (:func:`nmflow.bids_io.check_derivatives_dir`) once the options are
+    read, unless ``--skip-bids-validation``; its warnings are logged."""
+    if args.skip_bids_validation:
+        return
+    from nmflow.bids_io import check_derivatives_dir
+    from nmflow.log import LOG
+
+    for line in check_derivatives_dir(args.bids_dir):
+        LOG.warning(f"nmflow: warning: {line}")
+
+
 def check_one_analysis(out_dir: Path, analysis: str) -> None:
     """Refuse an OUT_DIR holding the other analysis' outputs: every earlier call saved in ``OUT_DIR/logs``
     must be of ``analysis`` (the normative group level would read a stimulus study's ΔFC as variants)."""

@@ -6,7 +6,7 @@ import argparse
 
 
 from nmflow.cli.common import (
-    check_one_analysis, check_outputs_apart, read_filters, read_plugin_args, settings_namespace,
+    check_input_dataset, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args, settings_namespace,
 )
 from nmflow.cli.config import command_line, save_call
 from nmflow.errors import NmflowInputError
@@ -55,6 +55,7 @@ def _participant(args: argparse.Namespace, argv: list[str]) -> int:
                               bids_filters=read_filters(args.bids_filter_file))
     options = PrepostOptions(args.stimulus_onset, args.stimulus_duration, args.transition, args.alpha,
                              args.min_coverage)
+    check_input_dataset(args)
     return run_prepost_participant_level(ParticipantSettings.from_namespace(read, command_line(argv)), options,
                                          args.glm_confounds, args.events_dir)
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from nmflow import __version__
 from nmflow.cli.config import call_stem, command_line, parse_with_config, save_call
 from nmflow.cli.common import (
-    check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args, settings_namespace,
+    check_input_dataset, check_numbers, check_one_analysis, check_outputs_apart, read_filters, read_plugin_args,
+    settings_namespace,
 )
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
@@ -110,11 +111,6 @@ def main(argv: list[str]) -> int:
     start_call_log(args.out_dir / "logs" / f"{stem}.log")  # beside <stem>.yml, once the call writes into OUT_DIR
     set_verbosity(args.verbose - args.quiet)
     LOG.debug(f"nmflow {__version__}: {command_line(argv)}")
-    if args.analysis_level == "participant" and not args.skip_bids_validation:
-        from nmflow.bids_io import check_derivatives_dir
-
-        for line in check_derivatives_dir(args.bids_dir):
-            LOG.warning(f"nmflow: warning: {line}")
     if args.analysis == "prepost":
         from nmflow.cli.prepost import run_prepost
 
@@ -134,6 +130,7 @@ def run_participant(args: argparse.Namespace, argv: list[str], stem: str) -> int
     read = settings_namespace(args, plugin_args=read_plugin_args(args.plugin_args),
                               bids_filters=read_filters(args.bids_filter_file))
     settings = ParticipantSettings.from_namespace(read, command_line(argv))
+    check_input_dataset(args)
     found = find_participant_inputs(settings)
     if args.slurm_array and found.runs:
         return _slurm_array(args, found.runs, found.problems)
