@@ -227,6 +227,49 @@ def test_config_file_alone_reruns_the_saved_call(full_run, capsys):
     assert _data_hashes(out3) == _data_hashes(full_run["out"])
 
 
+def _without_report(paths):
+    """The outputs a call without its per-run report writes: no HTML page, no figure."""
+    return {p for p in paths if not p.endswith(".html") and "/figures/" not in p}
+
+
+@pytest.fixture(scope="module")
+def lighter_runs(full_run, tmp_path_factory):
+    """The full run's call again with ``--reports light`` and ``--reports none``, each on a copy of its work
+    folder (the extraction, cleaning and connectivity nodes cached: only the report and the publication run)."""
+    root = tmp_path_factory.mktemp("lighter")
+    outs = {}
+    for level in ("light", "none"):
+        work = shutil.copytree(full_run["work"], root / f"work_{level}")
+        outs[level] = root / f"out_{level}"
+        rc, _, stderr = run_cli(participant_argv(full_run["fmriprep"], outs[level], work, full_run["atlas_dir"],
+                                                 *FULL, "--reports", level))
+        assert rc == 0, stderr
+    return outs
+
+
+@pytest.mark.parametrize("level", ["light", "none"])
+def test_lighter_reports_leave_every_other_output_identical(full_run, lighter_runs, level):
+    out = lighter_runs[level]
+    full = tree(full_run["out"])
+    expected = _without_report(full) | ({p for p in full if p.endswith(".html")} if level == "light" else set())
+    assert tree(out) == expected
+    assert not any("/figures/" in p for p in tree(out))
+    assert _without_report(_data_hashes(out)) == _without_report(_data_hashes(full_run["out"]))
+    assert yaml.safe_load(saved_config(out).read_text())["reports"] == level
+
+
+def test_light_report_has_the_tables_and_matrices_of_the_full_one_and_no_figure(full_run, lighter_runs):
+    for sub in SUBJECTS:
+        full, light = (folder / f"sub-{sub}_task-rest.html" for folder in (full_run["out"], lighter_runs["light"]))
+        assert report_figures(light) == [] and len(report_figures(full)) == 6
+        matrices = re.compile(r"data-fc='([^']*)'")
+        found = matrices.findall(light.read_text())
+        assert len(found) == 2 * 2 and found == matrices.findall(full.read_text())  # atlases x metrics
+        qc = re.compile(r'<section id="qc">.*?</section>', re.S)
+        assert qc.search(light.read_text()).group(0) == qc.search(full.read_text()).group(0)
+        assert light.read_text().count("Not drawn: this call used --reports light") == 3  # carpets, confounds, connectome
+
+
 # -- selection -------------------------------------------------------------------------------------
 
 def test_participant_label_with_and_without_prefix(tiny_dataset, tmp_path, capsys):

@@ -38,6 +38,8 @@ class _RunReportInputSpec(BaseInterfaceInputSpec):
     fd_threshold = traits.Float(mandatory=True, desc="FD threshold of scrubbing (mm), drawn on the FD trace")
     methods = traits.Str(mandatory=True, desc="methods boilerplate (Markdown)")
     command = traits.Str("", usedefault=True, desc="the command line of the call (shown under About)")
+    draw_figures = traits.Bool(True, usedefault=True,
+                               desc="draw the carpets, designs and connectome (False: --reports light, no PNG)")
 
 
 class _RunReportOutputSpec(TraitedSpec):
@@ -79,7 +81,7 @@ class RunReport(SimpleInterface):
         sub = f"sub-{inputs.entities['subject']}"
         figures, carpets, design_figs = [], {}, {}
         fd = next(iter(outliers.values()))["framewise_displacement"].to_numpy(float)
-        for s in strategies:
+        for s in strategies if inputs.draw_figures else ():
             png = report.carpet_figure(cwd / f"{name}_desc-{s}_bold.png", signals["carpet"],
                                        cleaned[key("carpet", s)], signals["carpet_labels"], fd, kept[s],
                                        inputs.fd_threshold, s)
@@ -97,7 +99,7 @@ class RunReport(SimpleInterface):
         first, shown = atlases[0], shown_strategy(strategies)
         metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
         connectome = None  # grayordinate networks have no centre in a volume to draw a node at
-        if not first.grayordinates:
+        if inputs.draw_figures and not first.grayordinates:
             png = report.connectome_figure(
                 cwd / f"{name}_{bids_name({**first.entities, 'desc': shown}, 'connectome', '.png')}",
                 relmats[key(shown, first.name, metric)], first,
@@ -126,7 +128,7 @@ class RunReport(SimpleInterface):
                  "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
         page = report.RunPage(name, summary, qc, carpets, design_figs, matrices, connectome, legend,
                               report.markdown_html(inputs.methods), [f"strategy skipped: {s}" for s in inputs.skipped]
-                              + low, about)
+                              + low, about, drawn=inputs.draw_figures)
         html = report.write_report(cwd / f"{name}.html", page)
         self._results.update(figures=[str(f) for f in figures], report=str(html))
         return runtime
