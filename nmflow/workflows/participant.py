@@ -40,7 +40,7 @@ from nmflow.workflows.boilerplate import participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``); the report's figures need pyplot too
-NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
+NODE_IMPORTS = ("nilearn.signal", "sklearn.covariance", "nmflow.interfaces.derivatives")
 FIGURE_IMPORTS = ("matplotlib.pyplot",)
 
 

@@ -45,7 +45,7 @@ from nmflow.participant.tables import sources
 from nmflow.workflows.engine import Progress, Workflow, failed_runs, run_group_workflow, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
-NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
+NODE_IMPORTS = ("nilearn.glm.first_level", "sklearn.covariance", "nmflow.interfaces.derivatives",
                 "nmflow.reports.prepost")
 
 
