@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,15 +65,27 @@ class Run:
         return bids_name({k: v for k, v in self.entities.items() if k not in SPACE_ENTITIES}, None, None)
 
 
-def layout(root: str | Path, derivatives_config: bool = True):
-    """A PyBIDS layout of ``root`` (no validation; derivatives entities known)."""
+# every path (relative to the root, from "/") but the subject and session folders (labels are alphanumeric) and
+# what their func folders hold
+OUTSIDE_FUNC = re.compile(r"^/(?!sub-[a-zA-Z0-9]+(/ses-[a-zA-Z0-9]+)?(/func(/|$)|$))")
+
+
+def layout(root: str | Path, derivatives_config: bool = True, func_only: bool = False):
+    """A PyBIDS layout of ``root`` (no validation, no metadata; derivatives entities known).
+
+    ``func_only`` indexes the subjects' (and sessions') ``func`` folders only:
+    an fMRIPrep folder's ``anat``, ``figures`` and ``log`` folders, its
+    ``sourcedata`` and top-level files are most of its files, none of them read
+    at the participant level.
+    """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     entities = json.loads(NMFLOW_BIDS_CONFIG.read_text())["entities"]
     nmflow = {"name": "nmflow", "entities": [e for e in entities if e["name"] in ("seg", "meas", "stat")]}
     config = ["bids", "derivatives", nmflow] if derivatives_config else ["bids"]
+    ignore = [OUTSIDE_FUNC] if func_only else None  # None: PyBIDS' default (code, models, sourcedata, stimuli)
     return BIDSLayout(str(root), validate=False, config=config,
-                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False, ignore=ignore))
 
 
 def strip_prefix(label: str) -> str:
@@ -116,7 +129,7 @@ def collect_runs(
     fmriprep_dir = Path(fmriprep_dir)
     if not fmriprep_dir.is_dir():
         raise NmflowInputError(fmriprep_dir, "input directory not found")
-    lay = layout(fmriprep_dir)
+    lay = layout(fmriprep_dir, func_only=True)
     cifti = space == CIFTI_SPACE
     query = ({"suffix": "bold", "extension": ".dtseries.nii", "datatype": "func"} if cifti else
              {"suffix": "bold", "desc": "preproc", "extension": [".nii.gz", ".nii"], "datatype": "func"})
@@ -124,7 +137,8 @@ def collect_runs(
         query["space"] = space
     if participant_label:
         query["subject"] = [strip_prefix(p) for p in participant_label]
-        absent = [f"sub-{x}" for x in query["subject"] if x not in set(lay.get_subjects())]
+        present = {p.name[4:] for p in fmriprep_dir.glob("sub-*") if p.is_dir()}  # with or without func files
+        absent = [f"sub-{x}" for x in query["subject"] if x not in present]
         if absent:  # as fMRIPrep: a mistyped label stops the call instead of being skipped in silence
             raise NmflowInputError(fmriprep_dir, f"--participant-label: {len(absent)} participant(s) not found: "
                                                  f"{' '.join(absent[:10])}")

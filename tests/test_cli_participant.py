@@ -346,6 +346,36 @@ def test_multi_session_dataset(tmp_path, capsys):
     assert len([p for p in tree(out) if p.endswith("_timeseries.tsv")]) == 2
 
 
+def test_only_the_func_folders_are_indexed(tiny_dataset, tmp_path):
+    """An fMRIPrep folder's anat, figures and log folders, sourcedata and top-level files are not indexed; the
+    runs of sessions are found; a subject without BOLD is there (no run) rather than not found."""
+    from nmflow.bids_io import collect_runs, layout
+    from nmflow.errors import NmflowInputError
+
+    root = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01", "02"])
+    session = root / "sub-02" / "ses-1" / "func"
+    session.mkdir(parents=True)
+    for f in sorted((root / "sub-02" / "func").iterdir()):
+        f.rename(session / f.name.replace("sub-02_", "sub-02_ses-1_"))
+    (root / "sub-02" / "func").rmdir()
+    planted = ["sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", "sub-01/figures/sub-01_desc-summary_T1w.html",
+               "sub-01/log/20240101-000000/fmriprep.toml", "sub-02/ses-1/anat/sub-02_ses-1_desc-brain_mask.nii.gz",
+               "sub-03/anat/sub-03_desc-preproc_T1w.nii.gz", "sourcedata/freesurfer/sub-01/mri/T1.mgz",
+               "logs/CITATION.md", "sub-01.html"]
+    for name in planted:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    func = {p for p in tree(root) if "/func/" in p}
+    assert len(func) == 10  # BOLD, mask, confounds and two sidecars of each subject
+    indexed = {Path(f.path).relative_to(root).as_posix() for f in layout(root, func_only=True).get()}
+    assert indexed == func
+    runs, problems = collect_runs(root)
+    assert problems == [] and [(r.subject, r.session) for r in runs] == [("01", None), ("02", "1")]
+    assert collect_runs(root, ["03"]) == ([], [])
+    with pytest.raises(NmflowInputError, match="1 participant\\(s\\) not found: sub-04"):
+        collect_runs(root, ["03", "04"])
+
+
 def test_multi_run_dataset(tiny_dataset, tmp_path, capsys):
     """sub-01 gets two runs: run-1 = its own data, run-2 = sub-02's data renamed."""
     fmriprep = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01"])
