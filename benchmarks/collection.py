@@ -9,9 +9,9 @@ simulated subject (4 mm grid), beside the other files fMRIPrep 23 writes
 (empty: anat, figures, log, the BOLD in other spaces, transforms), so PyBIDS
 and the headers are read as on a real folder.  Then times, in one process:
 
-- indexing: a PyBIDS layout of the whole folder, and of its func folders
-  only (what :func:`nmflow.bids_io.collect_runs` indexes), with the files
-  each indexed;
+- indexing: a PyBIDS layout of the whole folder, and of the files
+  :func:`nmflow.bids_io.collect_runs` queries (BOLD, masks, confounds of the
+  func folders: what it indexes), with the files each indexed;
 - collection: :func:`find_participant_inputs` (runs, TRs, atlases, the BOLD
   headers' grid check), the default options;
 - build: :func:`init_participant_wf` and the methods text;
@@ -178,7 +178,7 @@ def main() -> None:
     print(f"{args.subjects} subjects, {n} runs, {n_files} files ({os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f}); seconds, and per run in ms")
     rows = [(f"PyBIDS layout, whole folder ({n_whole} files indexed)", t_all),
-            (f"PyBIDS layout, func folders only ({n_func} files)", t_func),
+            (f"PyBIDS layout, the files collect_runs queries ({n_func} files)", t_func),
             ("find_participant_inputs (indexing, TRs, atlases, grid check)", t_inputs),
             ("build: init_participant_wf + methods text", t_build),
             ("Nipype's preparation (Workflow.run up to the plugin)", t_prepare),

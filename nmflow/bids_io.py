@@ -65,25 +65,27 @@ class Run:
         return bids_name({k: v for k, v in self.entities.items() if k not in SPACE_ENTITIES}, None, None)
 
 
-# every path (relative to the root, from "/") but the subject and session folders (labels are alphanumeric) and
-# what their func folders hold
-OUTSIDE_FUNC = re.compile(r"^/(?!sub-[a-zA-Z0-9]+(/ses-[a-zA-Z0-9]+)?(/func(/|$)|$))")
+# every path (relative to the root, from "/") but the subject and session folders (labels are alphanumeric), their
+# func folders and there the kinds of file collect_runs queries (sidecars are read by name, not through PyBIDS)
+_QUERIED = r"[^/]+_(bold\.nii(\.gz)?|bold\.dtseries\.nii|mask\.nii(\.gz)?|timeseries\.tsv|regressors\.tsv)"
+NOT_QUERIED = re.compile(rf"^/(?!sub-[a-zA-Z0-9]+(/ses-[a-zA-Z0-9]+)?(/func(/{_QUERIED})?)?$)")
 
 
 def layout(root: str | Path, derivatives_config: bool = True, func_only: bool = False):
     """A PyBIDS layout of ``root`` (no validation, no metadata; derivatives entities known).
 
-    ``func_only`` indexes the subjects' (and sessions') ``func`` folders only:
-    an fMRIPrep folder's ``anat``, ``figures`` and ``log`` folders, its
-    ``sourcedata`` and top-level files are most of its files, none of them read
-    at the participant level.
+    ``func_only`` indexes what the participant level queries only: the BOLD
+    series, masks and confounds tables of the subjects' (and sessions')
+    ``func`` folders.  The rest of an fMRIPrep folder (``anat``, ``figures``,
+    ``log``, ``sourcedata``, the JSON sidecars, reference images and
+    transforms) is most of its files.
     """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     entities = json.loads(NMFLOW_BIDS_CONFIG.read_text())["entities"]
     nmflow = {"name": "nmflow", "entities": [e for e in entities if e["name"] in ("seg", "meas", "stat")]}
     config = ["bids", "derivatives", nmflow] if derivatives_config else ["bids"]
-    ignore = [OUTSIDE_FUNC] if func_only else None  # None: PyBIDS' default (code, models, sourcedata, stimuli)
+    ignore = [NOT_QUERIED] if func_only else None  # None: PyBIDS' default (code, models, sourcedata, stimuli)
     return BIDSLayout(str(root), validate=False, config=config,
                       indexer=BIDSLayoutIndexer(validate=False, index_metadata=False, ignore=ignore))
 

@@ -347,8 +347,9 @@ def test_multi_session_dataset(tmp_path, capsys):
 
 
 def test_only_the_func_folders_are_indexed(tiny_dataset, tmp_path):
-    """An fMRIPrep folder's anat, figures and log folders, sourcedata and top-level files are not indexed; the
-    runs of sessions are found; a subject without BOLD is there (no run) rather than not found."""
+    """Only the BOLD series, masks and confounds of the func folders are indexed (not an fMRIPrep folder's anat,
+    figures and log folders, sourcedata, top-level files, sidecars); the runs of sessions are found; a subject
+    without BOLD is there (no run) rather than not found."""
     from nmflow.bids_io import collect_runs, layout
     from nmflow.errors import NmflowInputError
 
@@ -361,14 +362,15 @@ def test_only_the_func_folders_are_indexed(tiny_dataset, tmp_path):
     planted = ["sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", "sub-01/figures/sub-01_desc-summary_T1w.html",
                "sub-01/log/20240101-000000/fmriprep.toml", "sub-02/ses-1/anat/sub-02_ses-1_desc-brain_mask.nii.gz",
                "sub-03/anat/sub-03_desc-preproc_T1w.nii.gz", "sourcedata/freesurfer/sub-01/mri/T1.mgz",
-               "logs/CITATION.md", "sub-01.html"]
+               "logs/CITATION.md", "sub-01.html", "sub-01/func/sub-01_task-rest_desc-coreg_boldref.nii.gz",
+               "sub-01/func/sub-01_task-rest_from-boldref_to-T1w_mode-image_desc-coreg_xfm.txt"]
     for name in planted:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(b"")
-    func = {p for p in tree(root) if "/func/" in p}
-    assert len(func) == 10  # BOLD, mask, confounds and two sidecars of each subject
+    queried = {p for p in tree(root) if "/func/" in p and p.endswith(("_bold.nii.gz", "_mask.nii.gz", ".tsv"))}
+    assert len(queried) == 6  # BOLD, mask and confounds of each subject
     indexed = {Path(f.path).relative_to(root).as_posix() for f in layout(root, func_only=True).get()}
-    assert indexed == func
+    assert indexed == queried
     runs, problems = collect_runs(root)
     assert problems == [] and [(r.subject, r.session) for r in runs] == [("01", None), ("02", "1")]
     assert collect_runs(root, ["03"]) == ([], [])
