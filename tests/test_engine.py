@@ -90,3 +90,24 @@ def test_ctrl_c_in_a_node_stops_the_linear_run(tmp_path):
     ran = sorted(p.parent.name for p in (tmp_path / "work" / "chains").glob("*/result_*.pklz"))
     assert len(ran) <= 1  # the interrupted node's (crash) result at most: none of the other three started
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nipype_collects_only_the_young_generations_during_a_run():
+    """MultiProc's gc.collect() before each scheduling round: a full collection grows with the run's objects
+    (quadratic scheduling); during run_workflow it collects generations 0 and 1 only, and after it Nipype's
+    module has the garbage collector back."""
+    import gc
+
+    from nipype.pipeline.plugins import multiproc
+
+    from nmflow.workflows.engine import frozen_collector
+
+    def collections():
+        return [generation["collections"] for generation in gc.get_stats()]
+
+    with frozen_collector():
+        before = collections()
+        multiproc.gc.collect()
+        after = collections()
+    assert after[2] == before[2] and after[1] > before[1]
+    assert multiproc.gc is gc
