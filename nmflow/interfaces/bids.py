@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, isdefined,
-    traits,
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
+    isdefined, traits,
 )
 
 from nmflow.bids_io import SPACE_ENTITIES
