@@ -1,11 +1,11 @@
 """Participant-level throughput: ``--nprocs 2`` against ``--nprocs 1`` (issue: scale-out).
 
 Usage: NMFLOW_ATLAS_DIR=<atlas folder> python benchmarks/throughput.py [--subjects 16] [--grid 4]
-       [--repeat 1] [--keep DIR]
+       [--repeat 1] [--reports full] [--keep DIR]
 
 Simulates N subjects (``nmflow simulate``), then runs ``nmflow DATA OUT
-participant -w WORK --nprocs K`` as a new process for K = 1 and K = 2, with
-fresh work and output folders and otherwise the same options, and prints:
+participant -w WORK --nprocs K --reports R`` as a new process for K = 1 and K = 2,
+with fresh work and output folders and otherwise the default options, and prints:
 
 - the wall time of each and their ratio (target >= 1.7 on 2 cores);
 - CPU seconds (user + system of the run and its worker processes) and CPU
@@ -110,6 +110,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=16)
     parser.add_argument("--grid", choices=["2", "4"], default="4", help="real Yeo grid (mm) of the simulated BOLD")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each setting; the fastest is kept")
+    parser.add_argument("--reports", choices=["full", "light", "none"], default="full", help="nmflow's --reports")
     parser.add_argument("--keep", type=Path, help="keep the simulated data and outputs here")
     args = parser.parse_args()
     if not os.environ.get("NMFLOW_ATLAS_DIR"):
@@ -126,11 +127,12 @@ def main() -> None:
             out, work = root / f"out_{nprocs}", root / f"work_{nprocs}"
             shutil.rmtree(out, ignore_errors=True), shutil.rmtree(work, ignore_errors=True)
             run = run_measured([*NMFLOW, str(data), str(out), "participant", "-w", str(work),
-                                "--nprocs", str(nprocs)])
+                                "--nprocs", str(nprocs), "--reports", args.reports])
             if nprocs not in results or run["wall"] < results[nprocs]["wall"]:
                 results[nprocs], times[nprocs] = run, node_times(work)
 
-    print(f"{args.subjects} simulated subjects ({args.grid} mm grid), default options, {os.cpu_count()} CPUs")
+    print(f"{args.subjects} simulated subjects ({args.grid} mm grid), default options but --reports {args.reports}, "
+          f"{os.cpu_count()} CPUs")
     print(f"{'':10}{'wall s':>8}{'CPU s':>8}{'CPU use':>9}{'peak/process':>14}{'peak total':>12}{'load':>6}")
     for nprocs, r in results.items():
         print(f"nprocs {nprocs}:{r['wall']:8.1f}{r['cpu']:8.1f}{r['cpu'] / (r['wall'] * nprocs):9.0%}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,15 +66,29 @@ class Run:
         return bids_name({k: v for k, v in self.entities.items() if k not in SPACE_ENTITIES}, None, None)
 
 
-def layout(root: str | Path, derivatives_config: bool = True):
-    """A PyBIDS layout of ``root`` (no validation; derivatives entities known)."""
+# every path (relative to the root, from "/") but the subject and session folders (labels are alphanumeric), their
+# func folders and there the kinds of file collect_runs queries (sidecars are read by name, not through PyBIDS)
+_QUERIED = r"[^/]+_(bold\.nii(\.gz)?|bold\.dtseries\.nii|mask\.nii(\.gz)?|timeseries\.tsv|regressors\.tsv)"
+NOT_QUERIED = re.compile(rf"^/(?!sub-[a-zA-Z0-9]+(/ses-[a-zA-Z0-9]+)?(/func(/{_QUERIED})?)?$)")
+
+
+def layout(root: str | Path, derivatives_config: bool = True, func_only: bool = False):
+    """A PyBIDS layout of ``root`` (no validation, no metadata; derivatives entities known).
+
+    ``func_only`` indexes what the participant level queries only: the BOLD
+    series, masks and confounds tables of the subjects' (and sessions')
+    ``func`` folders.  The rest of an fMRIPrep folder (``anat``, ``figures``,
+    ``log``, ``sourcedata``, the JSON sidecars, reference images and
+    transforms) is most of its files.
+    """
     from bids import BIDSLayout, BIDSLayoutIndexer
 
     entities = json.loads(NMFLOW_BIDS_CONFIG.read_text())["entities"]
     nmflow = {"name": "nmflow", "entities": [e for e in entities if e["name"] in ("seg", "meas", "stat")]}
     config = ["bids", "derivatives", nmflow] if derivatives_config else ["bids"]
+    ignore = [NOT_QUERIED] if func_only else None  # None: PyBIDS' default (code, models, sourcedata, stimuli)
     return BIDSLayout(str(root), validate=False, config=config,
-                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False))
+                      indexer=BIDSLayoutIndexer(validate=False, index_metadata=False, ignore=ignore))
 
 
 def check_derivatives_dir(root: str | Path) -> list[str]:
@@ -151,7 +166,7 @@ def collect_runs(
     fmriprep_dir = Path(fmriprep_dir)
     if not fmriprep_dir.is_dir():
         raise NmflowInputError(fmriprep_dir, "input directory not found")
-    lay = layout(fmriprep_dir)
+    lay = layout(fmriprep_dir, func_only=True)
     cifti = space == CIFTI_SPACE
     query = ({"suffix": "bold", "extension": ".dtseries.nii", "datatype": "func"} if cifti else
              {"suffix": "bold", "desc": "preproc", "extension": [".nii.gz", ".nii"], "datatype": "func"})
@@ -159,7 +174,8 @@ def collect_runs(
         query["space"] = space
     if participant_label:
         query["subject"] = [strip_prefix(p) for p in participant_label]
-        absent = [f"sub-{x}" for x in query["subject"] if x not in set(lay.get_subjects())]
+        present = {p.name[4:] for p in fmriprep_dir.glob("sub-*") if p.is_dir()}  # with or without func files
+        absent = [f"sub-{x}" for x in query["subject"] if x not in present]
         if absent:  # as fMRIPrep: a mistyped label stops the call instead of being skipped in silence
             raise NmflowInputError(fmriprep_dir, f"--participant-label: {len(absent)} participant(s) not found: "
                                                  f"{' '.join(absent[:10])}")

@@ -146,6 +146,7 @@ def test_a_mistyped_entity_in_the_bids_filter_file_is_named(tmp_path, capsys):
     (["--metrics", "kendall"], "--metrics is not used by --analysis prepost"),
     (["--low-pass", "0.08"], "--low-pass is not used by --analysis prepost (its GLM models slow drifts with "
                              "--high-pass only)"),
+    (["--reports", "none"], "--reports is not used by --analysis prepost (it always writes its single-case reports)"),
 ])
 def test_options_the_stimulus_study_would_ignore_are_refused(flags, says, tmp_path, capsys):
     (tmp_path / "in").mkdir()

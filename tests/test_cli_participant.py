@@ -254,6 +254,49 @@ def test_config_file_alone_reruns_the_saved_call(full_run, capsys):
     assert _data_hashes(out3) == _data_hashes(full_run["out"])
 
 
+def _without_report(paths):
+    """The outputs a call without its per-run report writes: no HTML page, no figure."""
+    return {p for p in paths if not p.endswith(".html") and "/figures/" not in p}
+
+
+@pytest.fixture(scope="module")
+def lighter_runs(full_run, tmp_path_factory):
+    """The full run's call again with ``--reports light`` and ``--reports none``, each on a copy of its work
+    folder (the extraction, cleaning and connectivity nodes cached: only the report and the publication run)."""
+    root = tmp_path_factory.mktemp("lighter")
+    outs = {}
+    for level in ("light", "none"):
+        work = shutil.copytree(full_run["work"], root / f"work_{level}")
+        outs[level] = root / f"out_{level}"
+        rc, _, stderr = run_cli(participant_argv(full_run["fmriprep"], outs[level], work, full_run["atlas_dir"],
+                                                 *FULL, "--reports", level))
+        assert rc == 0, stderr
+    return outs
+
+
+@pytest.mark.parametrize("level", ["light", "none"])
+def test_lighter_reports_leave_every_other_output_identical(full_run, lighter_runs, level):
+    out = lighter_runs[level]
+    full = tree(full_run["out"])
+    expected = _without_report(full) | ({p for p in full if p.endswith(".html")} if level == "light" else set())
+    assert tree(out) == expected
+    assert not any("/figures/" in p for p in tree(out))
+    assert _without_report(_data_hashes(out)) == _without_report(_data_hashes(full_run["out"]))
+    assert yaml.safe_load(saved_config(out).read_text())["reports"] == level
+
+
+def test_light_report_has_the_tables_and_matrices_of_the_full_one_and_no_figure(full_run, lighter_runs):
+    for sub in SUBJECTS:
+        full, light = (folder / f"sub-{sub}_task-rest.html" for folder in (full_run["out"], lighter_runs["light"]))
+        assert report_figures(light) == [] and len(report_figures(full)) == 6
+        matrices = re.compile(r"data-fc='([^']*)'")
+        found = matrices.findall(light.read_text())
+        assert len(found) == 2 * 2 and found == matrices.findall(full.read_text())  # atlases x metrics
+        qc = re.compile(r'<section id="qc">.*?</section>', re.S)
+        assert qc.search(light.read_text()).group(0) == qc.search(full.read_text()).group(0)
+        assert light.read_text().count("Not drawn: this call used --reports light") == 3  # carpets, confounds, connectome
+
+
 # -- selection -------------------------------------------------------------------------------------
 
 def test_participant_label_with_and_without_prefix(tiny_dataset, tmp_path, capsys):
@@ -328,6 +371,38 @@ def test_multi_session_dataset(tmp_path, capsys):
         _check_run_outputs(out, f"sub-01/ses-{ses}/func", f"sub-01_ses-{ses}_task-rest", confounds)
     assert not (out / "sub-01" / "func").exists()
     assert len([p for p in tree(out) if p.endswith("_timeseries.tsv")]) == 2
+
+
+def test_only_the_func_folders_are_indexed(tiny_dataset, tmp_path):
+    """Only the BOLD series, masks and confounds of the func folders are indexed (not an fMRIPrep folder's anat,
+    figures and log folders, sourcedata, top-level files, sidecars); the runs of sessions are found; a subject
+    without BOLD is there (no run) rather than not found."""
+    from nmflow.bids_io import collect_runs, layout
+    from nmflow.errors import NmflowInputError
+
+    root = copy_subjects(tiny_dataset["fmriprep"], tmp_path / "fmriprep", ["01", "02"])
+    session = root / "sub-02" / "ses-1" / "func"
+    session.mkdir(parents=True)
+    for f in sorted((root / "sub-02" / "func").iterdir()):
+        f.rename(session / f.name.replace("sub-02_", "sub-02_ses-1_"))
+    (root / "sub-02" / "func").rmdir()
+    planted = ["sub-01/anat/sub-01_desc-preproc_T1w.nii.gz", "sub-01/figures/sub-01_desc-summary_T1w.html",
+               "sub-01/log/20240101-000000/fmriprep.toml", "sub-02/ses-1/anat/sub-02_ses-1_desc-brain_mask.nii.gz",
+               "sub-03/anat/sub-03_desc-preproc_T1w.nii.gz", "sourcedata/freesurfer/sub-01/mri/T1.mgz",
+               "logs/CITATION.md", "sub-01.html", "sub-01/func/sub-01_task-rest_desc-coreg_boldref.nii.gz",
+               "sub-01/func/sub-01_task-rest_from-boldref_to-T1w_mode-image_desc-coreg_xfm.txt"]
+    for name in planted:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    queried = {p for p in tree(root) if "/func/" in p and p.endswith(("_bold.nii.gz", "_mask.nii.gz", ".tsv"))}
+    assert len(queried) == 6  # BOLD, mask and confounds of each subject
+    indexed = {Path(f.path).relative_to(root).as_posix() for f in layout(root, func_only=True).get()}
+    assert indexed == queried
+    runs, problems = collect_runs(root)
+    assert problems == [] and [(r.subject, r.session) for r in runs] == [("01", None), ("02", "1")]
+    assert collect_runs(root, ["03"]) == ([], [])
+    with pytest.raises(NmflowInputError, match="1 participant\\(s\\) not found: sub-04"):
+        collect_runs(root, ["03", "04"])
 
 
 def test_multi_run_dataset(tiny_dataset, tmp_path, capsys):

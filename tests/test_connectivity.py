@@ -51,12 +51,13 @@ def test_covariance_ledoitwolf_partial_equal_nilearn(timeseries):
     from nilearn.connectome import ConnectivityMeasure
 
     np.testing.assert_allclose(connectivity(timeseries, "covariance"), np.cov(timeseries.T), atol=1e-10)
-    for kind, metric in [("covariance", "ledoitwolf"), ("partial correlation", "partial")]:
+    for kind, metric in [("covariance", "ledoitwolf"), ("correlation", "lwcorrelation"),
+                         ("partial correlation", "partial")]:
         ref = ConnectivityMeasure(kind=kind, standardize=False).fit_transform([timeseries])[0]
         ours = connectivity(timeseries, metric)
         if metric == "partial":
             np.fill_diagonal(ref, 1.0)
-        np.testing.assert_allclose(ours, ref, atol=1e-8)
+        np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)  # the same computation, up to rounding
 
 
 def test_nan_and_constant_regions_give_nan_rows(timeseries):

@@ -118,3 +118,24 @@ def test_blas_threads_reach_the_forked_workers(tmp_path):
         graph, crashes = engine.run_workflow(wf, tmp_path / "crashes", nprocs=2)
     assert crashes == [] and [set(n.result.outputs.sizes) for n in graph.nodes()] == [{1}, {1}]
     assert max(_blas_pool_sizes(0)) > 1, "the limit outlived its block"
+
+
+def test_nipype_collects_only_the_young_generations_during_a_run():
+    """MultiProc's gc.collect() before each scheduling round: a full collection grows with the run's objects
+    (quadratic scheduling); during run_workflow it collects generations 0 and 1 only, and after it Nipype's
+    module has the garbage collector back."""
+    import gc
+
+    from nipype.pipeline.plugins import multiproc
+
+    from nmflow.workflows.engine import frozen_collector
+
+    def collections():
+        return [generation["collections"] for generation in gc.get_stats()]
+
+    with frozen_collector():
+        before = collections()
+        multiproc.gc.collect()
+        after = collections()
+    assert after[2] == before[2] and after[1] > before[1]
+    assert multiproc.gc is gc

@@ -31,7 +31,8 @@ def run_prepost(args: argparse.Namespace, argv: list[str], stem: str) -> int:
 UNUSED = {"denoise": "its GLM regresses the confounds of --glm-confounds",
           "metrics": "it computes its own pre/post measures",
           "standardize": "its GLM scales the signal to percent signal change",
-          "low_pass": "its GLM models slow drifts with --high-pass only"}
+          "low_pass": "its GLM models slow drifts with --high-pass only",
+          "reports": "it always writes its single-case reports"}
 
 
 def _refuse_unused(args: argparse.Namespace) -> None:

@@ -15,7 +15,7 @@ from nmflow.cli.common import (
 )
 from nmflow.cli.group_options import add_group_arguments, check_group_arguments, check_group_resources
 from nmflow.cli.prepost_options import add_prepost_arguments
-from nmflow.participant.settings import METRIC_NAMES, PRESETS, ParticipantSettings
+from nmflow.participant.settings import METRIC_NAMES, PRESETS, REPORT_LEVELS, ParticipantSettings
 from nmflow.errors import NmflowInputError
 from nmflow.log import LOG, set_verbosity, start_call_log
 
@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scaling of the cleaned time series")
     p.add_argument("--min-coverage", type=float, default=defaults.min_coverage,
                    help="regions with less of their voxels inside the brain mask become NaN")
+    p.add_argument("--reports", default=defaults.reports, choices=REPORT_LEVELS,
+                   help="the per-run HTML report: full (with its figures), light (tables, FC matrices and "
+                        "methods, no figures: about 1 s less per run) or none (no report, no figures)")
     r = parser.add_argument_group("resources")
     r.add_argument("--nprocs", type=int, default=defaults.nprocs, help="parallel processes")
     r.add_argument("--plugin", choices=PLUGINS,

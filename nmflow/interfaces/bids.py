@@ -13,7 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from nipype.interfaces.base import (
-    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec, traits,
+    BaseInterfaceInputSpec, Directory, File, InputMultiObject, OutputMultiObject, SimpleInterface, TraitedSpec,
+    isdefined, traits,
 )
 
 from nmflow.bids_io import SPACE_ENTITIES, resolution_meta
@@ -42,9 +43,10 @@ class _RunDerivativesInputSpec(BaseInterfaceInputSpec):
     relmats = File(exists=True, mandatory=True, desc="NPZ of FC matrices (n_regions, n_regions)")
     design_files = InputMultiObject(File(exists=True), mandatory=True, desc="confounds regressed, one per strategy")
     outlier_files = InputMultiObject(File(exists=True), mandatory=True, desc="per-volume outliers, one per strategy")
-    figures = InputMultiObject(File(exists=True), mandatory=True,
-                               desc="report figures, named <run>_<entities>_<suffix>.png (entities read from the name)")
-    report = File(exists=True, mandatory=True, desc="the run's HTML report")
+    figures = InputMultiObject(File(exists=True),
+                               desc="report figures, named <run>_<entities>_<suffix>.png (entities read from the name); "
+                                    "none with --reports light or none")
+    report = File(exists=True, desc="the run's HTML report (none with --reports none)")
     out_dir = Directory(mandatory=True, desc="derivatives root (OUT_DIR)")
 
 
@@ -86,11 +88,12 @@ class RunDerivatives(SimpleInterface):
                 sink(table.path, table.meta, **run, **table.entities)
             # figures keep the names RunReport gave them (the report links to them): entities parsed from the
             # name, where pybids' derivatives config also reads seg- as "segmentation"
-            for figure in inputs.figures:
+            for figure in inputs.figures if isdefined(inputs.figures) else ():
                 sink(figure, source_file=[Path(figure).name], subject=run["subject"], datatype="figures",
                      dismiss_entities=["segmentation"])
             sink(strategies_table(cwd, strategies_from_records(inputs.strategies), list(inputs.done),
                                   list(inputs.skipped)), STRATEGIES_META, suffix="strategies", **no_space)
-            sink(inputs.report, **no_space)
+            if isdefined(inputs.report):
+                sink(inputs.report, **no_space)
         self._results["out_files"] = written
         return runtime

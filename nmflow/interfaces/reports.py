@@ -35,6 +35,8 @@ class _RunReportInputSpec(BaseInterfaceInputSpec):
     fd_threshold = traits.Float(mandatory=True, desc="FD threshold of scrubbing (mm), drawn on the FD trace")
     methods = traits.Str(mandatory=True, desc="methods boilerplate (Markdown)")
     command = traits.Str("", usedefault=True, desc="the command line of the call (shown under About)")
+    draw_figures = traits.Bool(True, usedefault=True,
+                               desc="draw the carpets, designs and connectome (False: --reports light, no PNG)")
 
 
 class _RunReportOutputSpec(TraitedSpec):
@@ -67,7 +69,7 @@ class RunReport(SimpleInterface):
         sub = f"sub-{inputs.entities['subject']}"
         figures, carpets, design_figs = [], {}, {}
         fd = next(iter(outliers.values()))["framewise_displacement"].to_numpy(float)
-        for s in strategies:
+        for s in strategies if inputs.draw_figures else ():
             png = report.carpet_figure(cwd / f"{name}_desc-{s}_bold.png", signals["carpet"],
                                        cleaned[key("carpet", s)], signals["carpet_labels"], fd, kept[s],
                                        inputs.fd_threshold, s)
@@ -85,7 +87,7 @@ class RunReport(SimpleInterface):
         first = atlases[0]
         metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
         connectomes = {}  # none of a CIFTI run: grayordinate networks have no centre in a volume to draw a node at
-        for s in [] if first.grayordinates else strategies:
+        for s in strategies if inputs.draw_figures and not first.grayordinates else ():
             png = report.connectome_figure(
                 cwd / f"{name}_{bids_name({**first.entities, 'desc': s}, 'connectome', '.png')}",
                 relmats[key(s, first.name, metric)], first, f"{first.name}, {s}, {metric}")
@@ -111,7 +113,8 @@ class RunReport(SimpleInterface):
                    "atlases": ", ".join(a.name for a in atlases), "FC metrics": ", ".join(inputs.metrics)}
         about = {"command": inputs.command or "n/a", "date": report_date()}
         page = report.RunPage(name, summary, qc, carpets, design_figs, matrices, connectomes, legend, inputs.methods,
-                              [f"strategy skipped: {s}" for s in inputs.skipped] + low, about)
+                              [f"strategy skipped: {s}" for s in inputs.skipped] + low, about,
+                              drawn=inputs.draw_figures)
         html = report.write_report(cwd / f"{name}.html", page)
         self._results.update(figures=[str(f) for f in figures], report=str(html))
         return runtime

@@ -109,15 +109,37 @@ def _covariance(x: np.ndarray) -> np.ndarray:
     return np.cov(x, rowvar=False)
 
 
-def _nilearn(kind: str) -> Callable[[np.ndarray], np.ndarray]:
-    """nilearn's ``ConnectivityMeasure`` (Ledoit-Wolf estimator, signals not re-standardised)."""
+# The three Ledoit-Wolf metrics compute what nilearn's ConnectivityMeasure(kind=..., standardize=False) does
+# (its default estimator, then its cov_to_corr / prec_to_partial; tests/test_connectivity.py checks them equal
+# to it), without importing nilearn.connectome: it loads scikit-learn's estimator checks and pytest (~0.3 s
+# of every participant process).
 
-    def compute(x: np.ndarray) -> np.ndarray:
-        from nilearn.connectome import ConnectivityMeasure
+def _ledoit_wolf(x: np.ndarray) -> np.ndarray:
+    """Ledoit-Wolf shrunk covariance ``(n_regions, n_regions)`` of ``x`` ``(n_volumes, n_regions)``."""
+    from sklearn.covariance import LedoitWolf
 
-        return ConnectivityMeasure(kind=kind, standardize=False).fit_transform([x])[0]
+    return LedoitWolf(store_precision=False).fit(x).covariance_
 
-    return compute
+
+def _unit_diagonal(matrix: np.ndarray) -> np.ndarray:
+    """``matrix`` scaled by the square roots of its diagonal (a covariance to a correlation); diagonal 1."""
+    scale = np.atleast_2d(1.0 / np.sqrt(np.diag(matrix)))
+    out = matrix * scale * scale.T
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+def _lw_correlation(x: np.ndarray) -> np.ndarray:
+    return _unit_diagonal(_ledoit_wolf(x))
+
+
+def _partial(x: np.ndarray) -> np.ndarray:
+    """Partial correlations from the inverse of the Ledoit-Wolf covariance (the precision)."""
+    from scipy import linalg
+
+    out = -_unit_diagonal(linalg.inv(_ledoit_wolf(x)))
+    np.fill_diagonal(out, 1.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -140,11 +162,10 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("spearman", _spearman, True, False, "Spearman rank correlation"),
     Metric("kendall", kendall_tau_b, True, False, "Kendall tau-b rank correlation"),
     Metric("covariance", _covariance, False, True, "sample covariance (percent signal change squared)"),
-    Metric("ledoitwolf", _nilearn("covariance"), False, True, "Ledoit-Wolf shrunk covariance"),
-    Metric("lwcorrelation", _nilearn("correlation"), True, False,
+    Metric("ledoitwolf", _ledoit_wolf, False, True, "Ledoit-Wolf shrunk covariance"),
+    Metric("lwcorrelation", _lw_correlation, True, False,
            "Ledoit-Wolf regularised correlation (the shrunk covariance scaled to a unit diagonal)"),
-    Metric("partial", _nilearn("partial correlation"), True, False,
-           "partial correlation (Ledoit-Wolf precision)"),
+    Metric("partial", _partial, True, False, "partial correlation (Ledoit-Wolf precision)"),
 )}
 if tuple(METRICS) != METRIC_NAMES:  # the CLI's --metrics choices, read without importing NumPy
     raise RuntimeError(f"METRICS {tuple(METRICS)} and nmflow.participant.settings.METRIC_NAMES {METRIC_NAMES} differ")
@@ -166,7 +187,7 @@ def connectivity(timeseries: np.ndarray, metric: str) -> np.ndarray:
         ``kendall`` is the exact tau-b; ``ledoitwolf`` (shrunk covariance),
         ``lwcorrelation`` (its correlation: regularised Pearson) and
         ``partial`` (partial correlation from the Ledoit-Wolf precision) are
-        nilearn's ``ConnectivityMeasure``.
+        what nilearn's ``ConnectivityMeasure`` computes.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown FC metric {metric!r}; choose from {', '.join(METRICS)}")

@@ -21,6 +21,10 @@ from pathlib import Path
 # the FC metrics, in the order of the registry :data:`nmflow.participant.connectivity.METRICS` (checked there)
 METRIC_NAMES = ("pearson", "spearman", "kendall", "covariance", "ledoitwolf", "lwcorrelation", "partial")
 
+# --reports: today's page with its figures; the page without its matplotlib figures (carpets, designs,
+# connectome: ~1.2 s of the 1.3 s a 2 mm run's report takes); no page
+REPORT_LEVELS = ("full", "light", "none")
+
 MOTION_24 = [
     rf"{p}(_derivative1)?(_power2)?" for p in ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 ]
@@ -102,6 +106,7 @@ class ParticipantSettings:
     min_volumes: int = _CLEANING.min_volumes
     standardize: str = _CLEANING.standardize
     min_coverage: float = 0.5
+    reports: str = "full"  # one of REPORT_LEVELS
     work_dir: Path | None = None
     plugin: str | None = None
     plugin_args: dict = field(default_factory=dict)

@@ -12,7 +12,8 @@ per metric), Connectome (per strategy), Methods (the boilerplate with references
 
 The QC numbers are plain functions (:func:`dvars`, :func:`qc_table`);
 figures are small PNGs drawn with matplotlib (the FC matrices are data drawn by
-a short script in the page: no figure per atlas x metric).
+a short script in the page: no figure per atlas x metric), imported by the first
+figure: a page without figures (``--reports light``) never loads it.
 """
 
 from __future__ import annotations
@@ -22,19 +23,25 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nmflow.participant.atlas import Atlas, region_centres  # noqa: E402
-from nmflow.reports.html import (  # noqa: E402
+from nmflow.participant.atlas import Atlas, region_centres
+from nmflow.reports.html import (
     Section, about_section, esc, figure, methods_sections, paragraph, render_page, table, tabs,
 )
 
 DPI = 100  # the figures are shown at their size: 100 dpi keeps 8-point labels readable (11 px)
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed), imported by the first figure drawn (~0.3 s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _zscore_rows(x: np.ndarray) -> np.ndarray:
@@ -113,6 +120,7 @@ def carpet_figure(path: Path, raw: np.ndarray, cleaned: np.ndarray, labels: np.n
     voxels are sorted by region (``labels``); censored volumes are marked in red on the FD trace and
     left blank in the cleaned carpet.
     """
+    plt = _pyplot()
     order = np.argsort(labels, kind="stable")
     n = raw.shape[1]
     censored = np.setdiff1d(np.arange(n), kept)
@@ -149,6 +157,7 @@ def carpet_figure(path: Path, raw: np.ndarray, cleaned: np.ndarray, labels: np.n
 
 def design_figure(path: Path, design: pd.DataFrame, strategy: str) -> Path:
     """The confounds a strategy regresses, ``(n_volumes, n_confounds)``, each column z-scored."""
+    plt = _pyplot()
     values = design.to_numpy(float)
     std = values.std(axis=0)
     z = (values - values.mean(axis=0)) / np.where(std > 0, std, 1)
@@ -205,6 +214,8 @@ def connectome_figure(path: Path, matrix: np.ndarray, atlas: Atlas, title: str, 
     ``title`` and what is shown.
     """
     import nibabel as nib
+
+    plt = _pyplot()
     from matplotlib.collections import LineCollection
 
     centres = region_centres(atlas)
@@ -373,15 +384,21 @@ class RunPage:
     errors: list[str]
     about: dict
     notes: list[str] = field(default_factory=list)
+    drawn: bool = True  # False: --reports light, no figure drawn
 
 
 NO_CONNECTOME = ("No connectome drawing: the networks of a CIFTI run lie on the two cortical surfaces, where a "
                  "network has no single centre to draw a node at; the matrices above hold every connection.")
 
 
+NOT_DRAWN = ("Not drawn: this call used --reports light (--reports full draws the carpets, the confounds and "
+             "the connectome).")
+
+
 def write_report(path: Path, page: RunPage) -> Path:
     """Write the participant report of one run (``page.connectomes``: ``(src, caption)`` per strategy, none for
-    a CIFTI run)."""
+    a CIFTI run; no figure at all when ``page.drawn`` is False, each figure section then saying so)."""
+    not_drawn = paragraph(NOT_DRAWN, "none")
     summary = pd.DataFrame({"": list(page.summary), "value": [str(v) for v in page.summary.values()]})
     qc_note = paragraph("Volumes dropped: fMRIPrep's non-steady-state volumes at the start of the run, by every "
                         "strategy (so a strategy without scrubbing drops a few too), and the high-motion volumes of a "
@@ -392,22 +409,22 @@ def write_report(path: Path, page: RunPage) -> Path:
     sections = [
         Section("summary", "Summary").add(table(summary)),
         Section("qc", "Quality control").add(table(page.qc), qc_note, *(paragraph(n, "warn") for n in page.notes)),
-        Section("carpets", "Carpets").add(
+        Section("carpets", "Carpets").add(*(
             paragraph("Raw (after fMRIPrep) and cleaned BOLD of a sample of brain voxels (of a CIFTI run: "
                       "grayordinates, those outside the networks first), sorted by network; one tab per denoising "
                       "strategy."),
             tabs({s: figure(src, f"{s}: framewise displacement, DVARS, global signal, raw and cleaned carpets")
-                  for s, src in page.carpets.items()})),
+                  for s, src in page.carpets.items()})) if page.drawn else (not_drawn,)),
         Section("confounds", "Confounds").add(
             tabs({s: figure(src, f"{s}: the confound regressors removed from the signals") if src else
                   paragraph(f"{s}: no confound regressed (filtering and standardisation only).", "none")
-                  for s, src in page.designs.items()})),
+                  for s, src in page.designs.items()}) if page.drawn else not_drawn),
         Section("fc", "Functional connectivity").add(
             paragraph("One tab per atlas and FC metric; one panel per strategy, on one colour scale centred on "
                       "0. Point at a cell to read its value."), tabs(page.matrices)),
         Section("connectome", "Connectome").add(
             *((tabs({s: figure(*c) for s, c in page.connectomes.items()}), table(page.region_legend))
-              if page.connectomes else (paragraph(NO_CONNECTOME, "none"),))),
+              if page.connectomes else (paragraph(NO_CONNECTOME if page.drawn else NOT_DRAWN, "none"),))),
         *methods_sections(page.methods, "logs/CITATION.md"),
         Section("errors", "Errors").add(
             *(paragraph(e, "error") for e in page.errors) if page.errors else

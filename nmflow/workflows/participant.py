@@ -1,8 +1,8 @@
 """Participant-level workflow: one sub-workflow per BOLD run.
 
 ``extract`` (read the BOLD once, all atlases) -> ``denoise`` (all strategies,
-on region signals) -> ``connectivity`` (all metrics) -> ``report`` ->
-``derivatives``, which names every output with niworkflows'
+on region signals) -> ``connectivity`` (all metrics) -> ``report`` (left out
+with ``--reports none``) -> ``derivatives``, which names every output with niworkflows'
 ``DerivativesDataSink`` (:class:`~nmflow.interfaces.bids.RunDerivatives`) and
 moves them all into OUT_DIR at once.  A run that fails anywhere writes
 nothing to OUT_DIR; the other runs go on, and :func:`run_participant_level`
@@ -39,8 +39,9 @@ from nmflow.participant.tables import sources
 from nmflow.workflows.boilerplate import methods_text, participant_desc, references, run_desc
 from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_workflow
 
-# imported by the nodes when they run (see run_workflow's ``preload``)
-NODE_IMPORTS = ("nilearn.signal", "nilearn.connectome", "nmflow.interfaces.derivatives")
+# imported by the nodes when they run (see run_workflow's ``preload``); the report's figures need pyplot too
+NODE_IMPORTS = ("nilearn.signal", "sklearn.covariance", "nmflow.interfaces.derivatives")
+FIGURE_IMPORTS = ("matplotlib.pyplot",)
 
 
 def _node_name(run: Run) -> str:
@@ -49,7 +50,7 @@ def _node_name(run: Run) -> str:
 
 def init_run_wf(
     run: Run, atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
-    settings: CleaningSettings, min_coverage: float, out_dir: Path, command: str = "",
+    settings: CleaningSettings, min_coverage: float, out_dir: Path, command: str = "", reports: str = "full",
 ) -> Workflow:
     """The sub-workflow of one run: ``extract`` -> ``denoise`` -> ``connectivity`` -> ``report`` -> ``derivatives``.
 
@@ -67,6 +68,8 @@ def init_run_wf(
         OUT_DIR, where ``derivatives`` publishes the run's files, all at once.
     command : str
         The command line of the call, shown in the report.
+    reports : {"full", "light", "none"}
+        The run's report with its figures, without them, or none (no ``report`` node).
     """
     wf = Workflow(name=_node_name(run))
     wf.__desc__ = run_desc(atlases, strategies, metrics, settings, min_coverage)
@@ -78,10 +81,6 @@ def init_run_wf(
     denoise = Node(Denoise(confounds=run.confounds, tr=run.tr, atlas_names=atlas_names, strategies=strategy_list,
                            settings=asdict(settings)), name="denoise")
     fc = Node(Connectivity(atlas_names=atlas_names, metrics=metrics), name="connectivity")
-    report = Node(RunReport(run_key=run.key, entities=run.entities, bold=Path(run.bold).name, tr=run.tr,
-                            atlases=atlas_list, metrics=metrics, min_coverage=min_coverage,
-                            fd_threshold=settings.fd_threshold, methods=methods_text(wf.__desc__),
-                            command=command), name="report")
     derivatives = Node(RunDerivatives(entities=run.entities, atlases=atlas_list, strategies=strategy_list,
                                       metrics=metrics, tr=run.tr, sources=sources(run.bold, run.mask, run.confounds),
                                       settings=asdict(settings), bold=run.bold,
@@ -90,15 +89,23 @@ def init_run_wf(
     wf.connect([
         (extract, denoise, [("signals", "signals")]),
         (denoise, fc, [("cleaned", "cleaned"), ("strategies", "strategies")]),
-        (extract, report, [("signals", "signals")]),
-        (denoise, report, [("cleaned", "cleaned"), ("outlier_files", "outlier_files"), ("strategies", "strategies"),
-                           ("skipped", "skipped"), ("design_files", "design_files")]),
-        (fc, report, [("relmats", "relmats")]),
         (extract, derivatives, [("signals", "signals")]),
         (denoise, derivatives, [("cleaned", "cleaned"), ("design_files", "design_files"),
                                 ("outlier_files", "outlier_files"), ("strategies", "done"),
                                 ("skipped", "skipped")]),
         (fc, derivatives, [("relmats", "relmats")]),
+    ])
+    if reports == "none":
+        return wf
+    report = Node(RunReport(run_key=run.key, entities=run.entities, bold=Path(run.bold).name, tr=run.tr,
+                            atlases=atlas_list, metrics=metrics, min_coverage=min_coverage,
+                            fd_threshold=settings.fd_threshold, methods=methods_text(wf.__desc__),
+                            command=command, draw_figures=reports == "full"), name="report")
+    wf.connect([
+        (extract, report, [("signals", "signals")]),
+        (denoise, report, [("cleaned", "cleaned"), ("outlier_files", "outlier_files"), ("strategies", "strategies"),
+                           ("skipped", "skipped"), ("design_files", "design_files")]),
+        (fc, report, [("relmats", "relmats")]),
         (report, derivatives, [("figures", "figures"), ("report", "report")]),
     ])
     return wf
@@ -107,11 +114,13 @@ def init_run_wf(
 def init_participant_wf(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, command: str = "",
+    reports: str = "full",
 ) -> Workflow:
-    """All runs' sub-workflows in one workflow (cached in ``work_dir``); ``command`` is shown in the reports."""
+    """All runs' sub-workflows in one workflow (cached in ``work_dir``); ``command`` is shown in the reports,
+    ``reports`` as :func:`init_run_wf`'s."""
     wf = Workflow(name="nmflow_participant_wf", base_dir=str(work_dir))
     wf.__desc__ = participant_desc()
-    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command)
+    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command, reports)
                   for r in runs])
     return wf
 
@@ -126,20 +135,23 @@ def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
     plugin: str | None = None, plugin_args: dict | None = None, verbose: bool = False, command: str = "",
+    reports: str = "full",
 ) -> dict[str, str]:
     """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed.
 
     ``plugin``/``plugin_args`` are Nipype's (default: MultiProc with ``nprocs`` processes if ``nprocs`` > 1,
-    else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``).  Also writes the methods boilerplate to
-    ``out_dir/logs/CITATION.md``.
+    else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``); ``reports`` is :func:`init_run_wf`'s.  Also
+    writes the methods boilerplate to ``out_dir/logs/CITATION.md``.
     """
     LOG.info(f"building the workflow: {len(runs)} run(s) of {len({r.subject for r in runs})} participant(s) ...")
-    wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir, command)
+    wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir, command,
+                             reports)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
     by_node = {_node_name(r): r.key for r in runs}
     progress = Progress(by_node, last_node="derivatives")
+    preload = NODE_IMPORTS + (FIGURE_IMPORTS if reports == "full" else ())
     _, crashes = run_workflow(wf, Path(work_dir) / "crashes", plugin, plugin_args, nprocs, hash_method="timestamp",
-                              verbose=verbose, preload=NODE_IMPORTS, progress=progress)
+                              verbose=verbose, preload=preload, progress=progress)
     return failed_runs(crashes, by_node)
 
 
@@ -196,7 +208,8 @@ def run_participant(settings: ParticipantSettings, found: ParticipantInputs) -> 
             failures = run_participant_level(found.runs, found.atlases, found.strategies, list(settings.metrics),
                                              settings.cleaning, settings.min_coverage,
                                              Path(settings.out_dir).absolute(), work_dir, settings.nprocs,
-                                             settings.plugin, settings.engine_args, settings.verbose, settings.command)
+                                             settings.plugin, settings.engine_args, settings.verbose, settings.command,
+                                             settings.reports)
         skipped = skipped_strategies(found.runs, work_dir, failures)
     return print_summary(settings.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
 

@@ -48,7 +48,7 @@ from nmflow.workflows.boilerplate import methods_text, participant_desc, referen
 from nmflow.workflows.engine import Progress, Workflow, blas_threads, failed_runs, run_group_workflow, run_workflow
 
 # imported by the nodes when they run (see run_workflow's ``preload``)
-NODE_IMPORTS = ("nilearn.glm.first_level", "nilearn.connectome", "nmflow.interfaces.derivatives",
+NODE_IMPORTS = ("nilearn.glm.first_level", "sklearn.covariance", "nmflow.interfaces.derivatives",
                 "nmflow.prepost.participant", "nmflow.reports.prepost")
 
 
