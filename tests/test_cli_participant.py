@@ -727,3 +727,14 @@ def test_resource_flags_reach_the_participant_level():
     assert settings.omp_nthreads == 1
     assert settings.engine_args == {"memory_gb": 3.0, "n_procs": 4}
     assert ParticipantSettings().engine_args == {} and ParticipantSettings().omp_nthreads is None
+    cores = len(os.sched_getaffinity(0))
+    assert settings.blas_threads == 1 and ParticipantSettings(nprocs=2).blas_threads == max(1, cores // 2)
+
+
+def test_group_training_threads_stay_fixed_when_the_flag_is_left_out():
+    from nmflow.cli.run import build_parser
+    from nmflow.group.settings import GroupSettings
+    from nmflow.normative.config import TrainConfig
+
+    args = build_parser().parse_args(["in", "out", "group"])
+    assert args.omp_nthreads is None and GroupSettings.from_namespace(args).omp_nthreads == TrainConfig.threads == 2

@@ -88,12 +88,13 @@ def add_group_arguments(parser) -> None:
                              "more stacking gains no speed) and in sequence beyond.  It bounds the models, "
                              "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
                              "not depend on it")
-    parser.add_argument("--omp-nthreads", type=int, default=defaults.omp_nthreads,
+    parser.add_argument("--omp-nthreads", type=int,
                         help="threads per process. Participant level: numpy's BLAS threads of each node "
-                             "(--nprocs x this many threads in all). Group level: the autoencoders' training "
-                             "(fixed, not the machine's core count: the models' float sums depend on it, so a new "
-                             "value gives slightly different models; 2 trains about 1.8x faster than 1 at 400 "
-                             "regions)")
+                             "(default: the cores this process may use divided by --nprocs, so that the nodes "
+                             "running at once do not oversubscribe them). Group level: the autoencoders' training "
+                             f"(default: {defaults.omp_nthreads}, fixed, not the machine's core count: the models' "
+                             "float sums depend on it, so a new value gives slightly different models; 2 trains "
+                             "about 1.8x faster than 1 at 400 regions)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=defaults.device,
                         help="torch device of training and scoring (auto: cuda when torch sees a GPU)")
     parser.add_argument("--max-missing", type=float, default=defaults.max_missing,

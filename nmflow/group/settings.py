@@ -71,6 +71,8 @@ class GroupSettings:
             if not hasattr(args, f.name):
                 continue
             value = getattr(args, f.name)
+            if value is None and f.default is not None and f.default is not dataclasses.MISSING:
+                continue  # a flag left unset whose default depends on the level (--omp-nthreads)
             if f.name in ("participant_label", "covariates", "metrics", "variants"):
                 value = tuple(value or ())
             if isinstance(value, Path):

@@ -15,6 +15,7 @@ its parser from this module, which imports the standard library only, so
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class ParticipantSettings:
     plugin_args: dict = field(default_factory=dict)
     nprocs: int = 1
     mem_gb: float | None = None  # MultiProc's memory_gb: it starts no more nodes than fit in it
-    omp_nthreads: int | None = None  # BLAS threads of each process (None: the library's default)
+    omp_nthreads: int | None = None  # BLAS threads of each process (None: see blas_threads)
     verbose: bool = False
     command: str = ""  # the command line, for the reports' About section
 
@@ -129,6 +130,15 @@ class ParticipantSettings:
                 value = tuple(value or ())
             values[f.name] = value
         return cls(**values)
+
+    @property
+    def blas_threads(self) -> int:
+        """BLAS threads per process: ``--omp-nthreads``, else the cores this process may use (its CPU affinity,
+        as Slurm and containers set it) divided by ``--nprocs``, at least 1."""
+        if self.omp_nthreads is not None:
+            return self.omp_nthreads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores // self.nprocs)
 
     @property
     def engine_args(self) -> dict:

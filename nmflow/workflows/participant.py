@@ -204,7 +204,7 @@ def run_participant(settings: ParticipantSettings, found: ParticipantInputs) -> 
     open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
         work_dir = Path(settings.work_dir or scratch).absolute()
-        with blas_threads(settings.omp_nthreads):
+        with blas_threads(settings.blas_threads):
             failures = run_participant_level(found.runs, found.atlases, found.strategies, list(settings.metrics),
                                              settings.cleaning, settings.min_coverage,
                                              Path(settings.out_dir).absolute(), work_dir, settings.nprocs,

@@ -175,7 +175,7 @@ def run_prepost_participant_level(settings: ParticipantSettings, options: Prepos
     write_dataset_description(settings.out_dir, settings.bids_dir)
     open_call_log()
     with tempfile.TemporaryDirectory(prefix="nmflow_work_") as scratch:  # removed unless -w is given
-        with blas_threads(settings.omp_nthreads):
+        with blas_threads(settings.blas_threads):
             failures = run_prepost_participant(runs, events, atlas, strategy, cleaning, options,
                                                Path(settings.out_dir).absolute(),
                                                Path(settings.work_dir or scratch).absolute(), settings.nprocs,
