@@ -4,8 +4,10 @@ Every image nmflow reads is decompressed to its last byte, so the gzip
 trailer (CRC-32 and length) of a ``.nii.gz`` is always verified: a flipped bit
 anywhere in the file, a truncated file or trailing garbage is an error naming
 the file, never garbage values.  The BOLD is still read in one pass, volume by
-volume (:func:`read_volumes`); small images (masks, atlases) are read whole
-(:func:`read_image`).  Headers are checked before any array is made: a
+volume (:func:`read_volumes`), decompressed by a background thread while the
+caller works on the previous volumes; small images (masks, atlases) are read
+whole (:func:`read_image`).  Decompression is ISA-L's (``isal``: the same
+checks as Python's :mod:`gzip`, about twice as fast).  Headers are checked before any array is made: a
 supported numeric type, finite scaling, and (for whole reads) as many bytes as
 the header declares.  An uncompressed ``.nii`` has no checksum: only its
 header and length can be checked.
@@ -14,7 +16,7 @@ header and length can be checked.
 from __future__ import annotations
 
 import contextlib
-import gzip
+import functools
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
+from isal import igzip, igzip_threaded, isal_zlib
 
 from nmflow.errors import NmflowInputError
 
@@ -57,14 +60,22 @@ def load_header(path: str | Path) -> nib.Nifti1Image:
 
 
 @contextlib.contextmanager
-def verified_stream(path: str | Path) -> Iterator[BinaryIO]:
+def verified_stream(path: str | Path, background: bool = False) -> Iterator[BinaryIO]:
     """The file's bytes (decompressed for ``.gz``); corruption found while reading becomes
-    :class:`NmflowInputError`.  Read it to the end (:func:`read_to_end`) to verify a gzip CRC."""
-    opener = gzip.open if str(path).endswith(".gz") else open
+    :class:`NmflowInputError`.  Read it to the end (:func:`read_to_end`) to verify a gzip CRC.
+
+    ``background``: a ``.gz`` is decompressed ahead by one thread (ISA-L releases the GIL), so a
+    caller that processes what it reads overlaps with the decompression."""
+    if not str(path).endswith(".gz"):
+        opener = functools.partial(open, path, "rb")
+    elif background:
+        opener = functools.partial(igzip_threaded.open, path, "rb", threads=1)
+    else:
+        opener = functools.partial(igzip.open, path, "rb")
     try:
-        with opener(path, "rb") as stream:
+        with opener() as stream:
             yield stream
-    except (EOFError, OSError, zlib.error) as exc:
+    except (EOFError, OSError, zlib.error, isal_zlib.error) as exc:
         raise NmflowInputError(path, f"truncated or corrupt file ({type(exc).__name__}: {exc})") from None
 
 
@@ -98,7 +109,7 @@ def read_volumes(img: nib.Nifti1Image, path: str | Path) -> Iterator[np.ndarray]
     """
     dtype, slope, inter, offset = _scaling(img)
     n_bytes = int(np.prod(img.shape[:3])) * dtype.itemsize
-    with verified_stream(path) as stream:
+    with verified_stream(path, background=True) as stream:
         _skip(stream, offset)
         for _ in range(img.shape[3]):
             raw = stream.read(n_bytes)
