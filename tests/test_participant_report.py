@@ -159,3 +159,44 @@ def test_methods_and_references_are_two_sections_linking_the_citation_file():
     assert references.html == "<ul><li>Doe J (2020).</li></ul>"
     empty = methods_sections("", "CITATION.md")
     assert "No methods text was given." in empty[0].html and "No reference cited." in empty[1].html
+
+
+def _pid_file(path, seconds):
+    """A stand-in figure: the drawing process's id, written after ``seconds``."""
+    import os
+    import time
+
+    time.sleep(seconds)
+    path.write_text(str(os.getpid()))
+    return path
+
+
+def test_figures_drawn_in_two_processes_are_the_same_files_in_the_same_order(tmp_path):
+    import os
+
+    from nmflow.reports.participant import carpet_figure, design_figure, draw_figures
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(100, 5, (40, 60))
+    kept = np.arange(2, 60)
+    design = pd.DataFrame(rng.normal(size=(60, 4)), columns=["trans_x", "trans_y", "rot_z", "csf"])
+    fd = np.abs(rng.normal(0, 0.2, 60))
+    labels = rng.integers(0, 5, 40)
+
+    def jobs(folder):
+        folder.mkdir()
+        return [(carpet_figure, (folder / "carpet.png", raw, raw[:, kept], labels, fd, kept, 0.5, "simple")),
+                (design_figure, (folder / "design.png", design, "simple")),
+                (carpet_figure, (folder / "carpet2.png", raw, raw[:, kept] * 2, labels, fd, kept, 0.3, "gsr"))]
+
+    serial = draw_figures(jobs(tmp_path / "one"), n_procs=1)
+    parallel = draw_figures(jobs(tmp_path / "two"), n_procs=2)
+    assert [p.name for p in parallel] == ["carpet.png", "design.png", "carpet2.png"]
+    assert [p.read_bytes() for p in parallel] == [p.read_bytes() for p in serial]
+    assert len({p.read_bytes() for p in serial}) == 3
+
+    stand_ins = [(_pid_file, (tmp_path / f"pid{k}", 0.3)) for k in range(4)]
+    pids = {int(p.read_text()) for p in draw_figures(stand_ins, n_procs=2)}
+    assert len(pids) == 2 and os.getpid() not in pids
+    pids = {int(p.read_text()) for p in draw_figures(stand_ins, n_procs=1)}
+    assert pids == {os.getpid()}

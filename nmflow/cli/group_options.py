@@ -89,9 +89,10 @@ def add_group_arguments(parser) -> None:
                              "not the data (about 6 arrays of subjects x connections x 4 bytes).  Results do "
                              "not depend on it")
     parser.add_argument("--omp-nthreads", type=int,
-                        help="threads per process. Participant level: numpy's BLAS threads of each node "
-                             "(default: the cores this process may use divided by --nprocs, so that the nodes "
-                             "running at once do not oversubscribe them). Group level: the autoencoders' training "
+                        help="threads per process. Participant level: numpy's BLAS threads of each node, and "
+                             "the processes a run's report draws its figures with (default: the cores this "
+                             "process may use divided by --nprocs, so that the nodes running at once do not "
+                             "oversubscribe them). Group level: the autoencoders' training "
                              f"(default: {defaults.omp_nthreads}, fixed, not the machine's core count: the models' "
                              "float sums depend on it, so a new value gives slightly different models; 2 trains "
                              "about 1.8x faster than 1 at 400 regions)")

@@ -37,6 +37,8 @@ class _RunReportInputSpec(BaseInterfaceInputSpec):
     command = traits.Str("", usedefault=True, desc="the command line of the call (shown under About)")
     draw_figures = traits.Bool(True, usedefault=True,
                                desc="draw the carpets, designs and connectome (False: --reports light, no PNG)")
+    n_procs = traits.Int(1, usedefault=True, nohash=True,
+                         desc="processes drawing the figures at once (the node's cores; not part of its cache key)")
 
 
 class _RunReportOutputSpec(TraitedSpec):
@@ -67,18 +69,18 @@ class RunReport(SimpleInterface):
         designs = {s: _read_design(f) for s, f in zip(strategies, inputs.design_files)}
         kept = {s: cleaned[key("kept", s)] for s in strategies}
         sub = f"sub-{inputs.entities['subject']}"
-        figures, carpets, design_figs = [], {}, {}
+        carpets, design_figs, connectomes, jobs = {}, {}, {}, []
         fd = next(iter(outliers.values()))["framewise_displacement"].to_numpy(float)
         for s in strategies if inputs.draw_figures else ():
-            png = report.carpet_figure(cwd / f"{name}_desc-{s}_bold.png", signals["carpet"],
-                                       cleaned[key("carpet", s)], signals["carpet_labels"], fd, kept[s],
-                                       inputs.fd_threshold, s)
+            png = cwd / f"{name}_desc-{s}_bold.png"
+            jobs.append((report.carpet_figure, (png, signals["carpet"], cleaned[key("carpet", s)],
+                                                signals["carpet_labels"], fd, kept[s], inputs.fd_threshold, s)))
             carpets[s] = f"{sub}/figures/{png.name}"
-            figures.append(png)
             design_figs[s] = None
             if designs[s].shape[1]:
-                figures.append(report.design_figure(cwd / f"{name}_desc-{s}_design.png", designs[s], s))
-                design_figs[s] = f"{sub}/figures/{figures[-1].name}"
+                png = cwd / f"{name}_desc-{s}_design.png"
+                jobs.append((report.design_figure, (png, designs[s], s)))
+                design_figs[s] = f"{sub}/figures/{png.name}"
         matrices = {}
         for atlas in atlases:
             for metric in inputs.metrics:
@@ -86,13 +88,13 @@ class RunReport(SimpleInterface):
                 matrices[f"{atlas.name} · {metric}"] = report.matrices_html(mats, list(atlas.names), metric)
         first = atlases[0]
         metric = "pearson" if "pearson" in inputs.metrics else inputs.metrics[0]
-        connectomes = {}  # none of a CIFTI run: grayordinate networks have no centre in a volume to draw a node at
+        # none of a CIFTI run: grayordinate networks have no centre in a volume to draw a node at
         for s in strategies if inputs.draw_figures and not first.grayordinates else ():
-            png = report.connectome_figure(
-                cwd / f"{name}_{bids_name({**first.entities, 'desc': s}, 'connectome', '.png')}",
-                relmats[key(s, first.name, metric)], first, f"{first.name}, {s}, {metric}")
-            figures.append(png)
+            png = cwd / f"{name}_{bids_name({**first.entities, 'desc': s}, 'connectome', '.png')}"
+            jobs.append((report.connectome_figure, (png, relmats[key(s, first.name, metric)], first,
+                                                    f"{first.name}, {s}, {metric}")))
             connectomes[s] = (f"{sub}/figures/{png.name}", f"Connectome of {first.name} ({s}, {metric})")
+        figures = report.draw_figures(jobs, inputs.n_procs)
         legend = pd.DataFrame({"number": range(1, len(first.names) + 1), "region": first.names})
         coverage = {a.name: signals[f"coverage|{a.name}"] for a in atlases}
         carpet_clean = {s: cleaned[key("carpet", s)] for s in strategies}

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import base64
 import json
+import multiprocessing
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +45,25 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _draw(job: tuple[Callable[..., Path], tuple]) -> Path:
+    function, args = job
+    return function(*args)
+
+
+def draw_figures(jobs: Sequence[tuple[Callable[..., Path], tuple]], n_procs: int = 1) -> list[Path]:
+    """Draw figures, ``function(*args)`` for each job, and return their paths in the order of ``jobs``.
+
+    matplotlib draws in the thread that calls it, holding the GIL: figures are drawn side by side only in
+    processes.  With ``n_procs > 1`` (the node's share of the cores) up to that many processes forked from
+    this one, which already imported pyplot, draw the jobs; the files are the same bytes as drawn here.
+    """
+    if n_procs <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+        return [_draw(job) for job in jobs]
+    _pyplot()
+    with ProcessPoolExecutor(min(n_procs, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_draw, jobs))
 
 
 def _zscore_rows(x: np.ndarray) -> np.ndarray:

@@ -51,6 +51,7 @@ def _node_name(run: Run) -> str:
 def init_run_wf(
     run: Run, atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, command: str = "", reports: str = "full",
+    figure_procs: int = 1,
 ) -> Workflow:
     """The sub-workflow of one run: ``extract`` -> ``denoise`` -> ``connectivity`` -> ``report`` -> ``derivatives``.
 
@@ -70,6 +71,8 @@ def init_run_wf(
         The command line of the call, shown in the report.
     reports : {"full", "light", "none"}
         The run's report with its figures, without them, or none (no ``report`` node).
+    figure_procs : int
+        Processes the report draws its figures with (its ``n_procs`` for MultiProc's accounting too).
     """
     wf = Workflow(name=_node_name(run))
     wf.__desc__ = run_desc(atlases, strategies, metrics, settings, min_coverage)
@@ -100,7 +103,8 @@ def init_run_wf(
     report = Node(RunReport(run_key=run.key, entities=run.entities, bold=Path(run.bold).name, tr=run.tr,
                             atlases=atlas_list, metrics=metrics, min_coverage=min_coverage,
                             fd_threshold=settings.fd_threshold, methods=methods_text(wf.__desc__),
-                            command=command, draw_figures=reports == "full"), name="report")
+                            command=command, draw_figures=reports == "full", n_procs=figure_procs),
+                  name="report", n_procs=figure_procs)
     wf.connect([
         (extract, report, [("signals", "signals")]),
         (denoise, report, [("cleaned", "cleaned"), ("outlier_files", "outlier_files"), ("strategies", "strategies"),
@@ -114,14 +118,14 @@ def init_run_wf(
 def init_participant_wf(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, command: str = "",
-    reports: str = "full",
+    reports: str = "full", figure_procs: int = 1,
 ) -> Workflow:
     """All runs' sub-workflows in one workflow (cached in ``work_dir``); ``command`` is shown in the reports,
-    ``reports`` as :func:`init_run_wf`'s."""
+    ``reports`` and ``figure_procs`` as :func:`init_run_wf`'s."""
     wf = Workflow(name="nmflow_participant_wf", base_dir=str(work_dir))
     wf.__desc__ = participant_desc()
-    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command, reports)
-                  for r in runs])
+    wf.add_nodes([init_run_wf(r, atlases, strategies, metrics, settings, min_coverage, out_dir, command, reports,
+                              figure_procs) for r in runs])
     return wf
 
 
@@ -135,17 +139,18 @@ def run_participant_level(
     runs: list[Run], atlases: list[Atlas], strategies: list[Strategy], metrics: list[str],
     settings: CleaningSettings, min_coverage: float, out_dir: Path, work_dir: Path, nprocs: int = 1,
     plugin: str | None = None, plugin_args: dict | None = None, verbose: bool = False, command: str = "",
-    reports: str = "full",
+    reports: str = "full", figure_procs: int = 1,
 ) -> dict[str, str]:
     """Run every run's workflow; returns ``{run_key: one-line error}`` for runs that failed.
 
     ``plugin``/``plugin_args`` are Nipype's (default: MultiProc with ``nprocs`` processes if ``nprocs`` > 1,
-    else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``); ``reports`` is :func:`init_run_wf`'s.  Also
+    else Linear; MultiProc's ``n_procs`` defaults to ``nprocs``); ``reports`` and ``figure_procs`` are
+    :func:`init_run_wf`'s.  Also
     writes the methods boilerplate to ``out_dir/logs/CITATION.md``.
     """
     LOG.info(f"building the workflow: {len(runs)} run(s) of {len({r.subject for r in runs})} participant(s) ...")
     wf = init_participant_wf(runs, atlases, strategies, metrics, settings, min_coverage, out_dir, work_dir, command,
-                             reports)
+                             reports, figure_procs)
     atomic_write_text(Path(out_dir) / "logs" / "CITATION.md", citation_boilerplate(wf))
     by_node = {_node_name(r): r.key for r in runs}
     progress = Progress(by_node, last_node="derivatives")
@@ -209,7 +214,7 @@ def run_participant(settings: ParticipantSettings, found: ParticipantInputs) -> 
                                              settings.cleaning, settings.min_coverage,
                                              Path(settings.out_dir).absolute(), work_dir, settings.nprocs,
                                              settings.plugin, settings.engine_args, settings.verbose, settings.command,
-                                             settings.reports)
+                                             settings.reports, settings.blas_threads)
         skipped = skipped_strategies(found.runs, work_dir, failures)
     return print_summary(settings.out_dir, len(found.runs) - len(failures), found.problems, failures, skipped)
 
