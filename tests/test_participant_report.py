@@ -200,3 +200,16 @@ def test_figures_drawn_in_two_processes_are_the_same_files_in_the_same_order(tmp
     assert len(pids) == 2 and os.getpid() not in pids
     pids = {int(p.read_text()) for p in draw_figures(stand_ins, n_procs=1)}
     assert pids == {os.getpid()}
+
+
+def test_figures_are_drawn_here_when_no_process_can_start(tmp_path, monkeypatch):
+    import os
+
+    from nmflow.reports import participant
+
+    def no_locks(*args, **kwargs):
+        raise OSError(38, "Function not implemented")  # what a pool raises without /dev/shm
+
+    monkeypatch.setattr(participant, "ProcessPoolExecutor", no_locks)
+    stand_ins = [(_pid_file, (tmp_path / f"pid{k}", 0.0)) for k in range(3)]
+    assert {int(p.read_text()) for p in participant.draw_figures(stand_ins, n_procs=2)} == {os.getpid()}

@@ -58,11 +58,17 @@ def draw_figures(jobs: Sequence[tuple[Callable[..., Path], tuple]], n_procs: int
     matplotlib draws in the thread that calls it, holding the GIL: figures are drawn side by side only in
     processes.  With ``n_procs > 1`` (the node's share of the cores) up to that many processes forked from
     this one, which already imported pyplot, draw the jobs; the files are the same bytes as drawn here.
+    Where processes cannot be started (no ``fork``; a container without ``/dev/shm`` for the pool's
+    locks) the figures are drawn here, one after the other.
     """
     if n_procs <= 1 or len(jobs) <= 1 or "fork" not in multiprocessing.get_all_start_methods():
         return [_draw(job) for job in jobs]
     _pyplot()
-    with ProcessPoolExecutor(min(n_procs, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
+    try:
+        pool = ProcessPoolExecutor(min(n_procs, len(jobs)), mp_context=multiprocessing.get_context("fork"))
+    except OSError:
+        return [_draw(job) for job in jobs]
+    with pool:
         return list(pool.map(_draw, jobs))
 
 
