@@ -96,6 +96,11 @@ class Scored:
                    meta["val_beats_mean"], meta["stability"], meta["messages"])
 
 
+def scored_messages(path: str | Path) -> list[str]:
+    """The notes of a :class:`Scored` record, read without its arrays."""
+    return load_npz(path, skip=lambda key: True)[1]["messages"]
+
+
 def _slice(res: TrainResult, m: int) -> TrainResult:
     return TrainResult([p[m:m + 1] for p in res.params], res.train_loss[:, [m]], res.val_loss[:, [m]],
                        res.best_epoch[[m]], res.best_loss[[m]])
