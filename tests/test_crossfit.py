@@ -1,5 +1,8 @@
 """Cross-fitting plan, per-fit preprocessing and the masked prediction of the autoencoder."""
 
+import weakref
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -83,13 +86,19 @@ def test_preprocess_fits_on_the_pool_only():
 def test_combine_own_fold_for_controls_mean_for_patients():
     table = _table(10, 2)
     folds = make_folds(table, "control", n_folds=2, val_split=0.0, seed=0)
-    x = np.zeros((12, 1))
+    held = []
 
-    class P:
-        features, scale = x, np.ones(1)
+    def fit(prediction):  # a fit's features and prediction, made when asked (as read from a record)
+        pair = SimpleNamespace(features=np.zeros((12, 1)), scale=np.ones(1)), np.full((12, 1), prediction)
+        held.extend(weakref.ref(a) for a in (pair[0].features, pair[1]))
+        return pair
 
-    preds = [np.full((12, 1), 1.0), np.full((12, 1), 3.0)]
-    res = combine(folds, [P, P], preds)
+    def fits():
+        for prediction in (1.0, 3.0):
+            assert all(ref() is None for ref in held), "combine holds a fit while the next one is made"
+            yield fit(prediction)
+
+    res = combine(folds, fits())
     np.testing.assert_allclose(res.residual[folds.held_out == 0], -1.0)
     np.testing.assert_allclose(res.residual[folds.held_out == 1], -3.0)
     np.testing.assert_allclose(res.residual[folds.patients], -2.0)

@@ -1,5 +1,7 @@
 """Records between group-level nodes round-trip exactly (the workflow equals an in-memory run)."""
 
+import weakref
+
 import numpy as np
 import pandas as pd
 import torch
@@ -62,6 +64,55 @@ def test_prepared_and_trained_round_trip_bit_for_bit(tmp_path):
     got, got_index = load_trained(save_trained(tmp_path / "t.npz", result, index[index.variant == "y"]))
     assert got_index.model.tolist() == [0, 1] and got_index.fit.tolist() == [0, 1]
     assert torch.equal(got.params[0], params[0][[1, 3]]) and np.array_equal(got.val_loss, result.val_loss[:, [1, 3]])
+    consecutive = index.assign(variant=["x", "y", "y", "x"])  # models 1 and 2: written from a view of the stack
+    got, got_index = load_trained(save_trained(tmp_path / "t.npz", result, consecutive[consecutive.variant == "y"]))
+    assert got_index.model.tolist() == [0, 1] and torch.equal(got.params[1], params[1][[1, 2]])
+    assert np.array_equal(got.best_loss, result.best_loss[[1, 2]])
+
+
+def test_fits_read_one_at_a_time_equal_the_full_record(tmp_path, monkeypatch):
+    from nmflow.group.fitting import _jobs
+    from nmflow.normative.config import TrainConfig
+
+    rng = np.random.default_rng(2)
+    vf = VariantFeatures(Variant("Yeo2011", None, "simple", "pearson"), rng.normal(size=(20, 3)),
+                         ["a__b", "a__c", "b__c"], ["a", "b", "c"], [f"{k:02d}" for k in range(20)])
+    coder = CovariateCoder({"age": [40.0, 12.0]}, {})
+    preps = [Preprocessed(rng.normal(size=(20, 2)).astype(np.float32), rng.random(20) > 0.5, rng.normal(size=2),
+                          rng.random(2) + 1, coder, rng.normal(size=(20, 1)), rng.normal(size=(20, 2)), [])
+             for k in range(3)]
+    full = Prepared(vf, np.array([True, False, True]), np.array([True, False, True]), ["a__b", "b__c"], 0,
+                    preps[:2], preps[2])
+    path = full.save(tmp_path / "p.npz", vf.save(tmp_path / "f.npz"))
+    light = Prepared.load(path, large=(), raw=False)
+    assert light.features.x is None and light.features.subjects == vf.subjects and light.n_fits == 3
+    assert all(f.features is None and f.linear is None for f in light.preps + [light.final])
+    for k, want in enumerate(preps):
+        got = light.fit(k, ("features",))
+        assert got.features.tobytes() == want.features.tobytes() and got.linear is None
+        assert got.mean.tobytes() == want.mean.tobytes() and got.cond.tobytes() == want.cond.tobytes()
+    single = Prepared(vf, full.kept, full.inputs, full.names, 0, preps[:1], preps[0])  # a split file: one fit
+    again = Prepared.load(single.save(tmp_path / "one.npz", vf.save(tmp_path / "f.npz")), large=())
+    assert again.n_fits == 2 and again.fit(1).linear.tobytes() == preps[0].linear.tobytes()
+
+    # training reads each fit's features after the previous fit's are gone, and builds the same jobs
+    folds = make_folds(_table(), "control", n_folds=2, val_split=0.2, seed=3, min_train=3)
+    split = Split(folds, folds.pool.any(axis=0), folds.train[0], folds.val[0])
+    boot = np.ones((2, int(folds.controls.sum())))
+    want = _jobs("v", full, split, TrainConfig(), boot)
+    read, held = Prepared.fit, []
+
+    def one_at_a_time(self, k, large):
+        assert all(ref() is None for ref in held), "a fit's features are still held when the next one is read"
+        fit = read(self, k, large)
+        held.append(weakref.ref(fit.features))
+        return fit
+
+    monkeypatch.setattr(Prepared, "fit", one_at_a_time)
+    got = _jobs("v", light, split, TrainConfig(), boot)
+    assert len(held) == 3 and [j[:3] + j[4:] for j in got] == [j[:3] + j[4:] for j in want]
+    for a, b in zip(got, want):
+        assert all(np.asarray(x).tobytes() == np.asarray(y).tobytes() for x, y in zip(a[3], b[3]))
 
 
 def test_frames_keep_types_and_values():

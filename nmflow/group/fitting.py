@@ -81,20 +81,24 @@ def bootstrap_plan(split: Split, settings: GroupSettings) -> np.ndarray:
 
 
 def _jobs(label: str, p: Prepared, split: Split, config: TrainConfig, boot: np.ndarray) -> list[tuple]:
-    """Training jobs ``(variant, kind, fit, data, seed)`` of one variant: bootstrap models, then the fits."""
+    """Training jobs ``(variant, kind, fit, data, seed)`` of one variant: bootstrap models, then the fits.
+
+    Each fit's features are read (:meth:`Prepared.fit`) and dropped one fit at a time: the jobs keep
+    only the controls' model input, one array per fit, shared by the final fit and the bootstrap models.
+    """
     folds = split.folds
     rows = np.flatnonzero(folds.controls)
     counted = p.kept[p.inputs]
+    z = [model_input(p.fit(k, ("features",)), p.kept, p.inputs)[rows] for k in range(p.n_fits)]
+    final = p.n_fits - 1
     jobs = []
-    z_final = model_input(p.final, p.kept, p.inputs)[rows]  # shared by the bootstrap models, not copied
     for b in range(boot.shape[0]):
-        jobs.append((label, "boot", b, (z_final, p.final.cond[rows], boot[b], (boot[b] == 0).astype(float), counted),
+        jobs.append((label, "boot", b, (z[final], p.final.cond[rows], boot[b], (boot[b] == 0).astype(float), counted),
                      config.seed + BOOTSTRAP_SEED + b))
     specs = [(prep, folds.train[k], folds.val[k], config.seed + k) for k, prep in enumerate(p.preps)]
     specs.append((p.final, split.final_train, split.final_val, config.seed + folds.n_fits))
     for k, (prep, wt, wv, seed) in enumerate(specs):
-        z = model_input(prep, p.kept, p.inputs)[rows]
-        jobs.append((label, "fit", k, (z, prep.cond[rows], wt[rows], wv[rows], counted), seed))
+        jobs.append((label, "fit", k, (z[k], prep.cond[rows], wt[rows], wv[rows], counted), seed))
     return jobs
 
 

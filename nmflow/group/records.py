@@ -8,7 +8,7 @@ under the key ``meta``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +59,7 @@ class VariantFeatures:
     """One variant's model features, one row per subject that has the variant.
 
     ``x`` ``(n_subjects, n_features)`` (Fisher z for correlation metrics, may
-    hold NaN), ``names`` the connections, ``regions`` the atlas regions,
+    hold NaN; ``None`` when read without it), ``names`` the connections, ``regions`` the atlas regions,
     ``subjects`` the rows' labels (without ``sub-``), in the cohort's order: a
     subject without this variant (e.g. a strategy the participant level
     skipped for it) has no row.
@@ -87,9 +87,10 @@ class VariantFeatures:
         return out
 
     @classmethod
-    def load(cls, path: str | Path) -> "VariantFeatures":
-        a, meta = load_npz(path)
-        return cls(Variant(**meta), a["x"], a["names"].tolist(), a["regions"].tolist(), a["subjects"].tolist())
+    def load(cls, path: str | Path, x: bool = True) -> "VariantFeatures":
+        """Read a record; ``x=False`` leaves the features out (``None``: only the labels are needed)."""
+        a, meta = load_npz(path, skip=None if x else (lambda key: key == "x"))
+        return cls(Variant(**meta), a.get("x"), a["names"].tolist(), a["regions"].tolist(), a["subjects"].tolist())
 
 
 @dataclass
@@ -128,6 +129,10 @@ class Split:
         return cls(folds, a["final_pool"], a["final_train"], a["final_val"], int(meta["n_bootstrap"]))
 
 
+PER_FIT = ("features", "harmonized", "mean", "scale", "cond", "linear")  # the arrays of each fit in a record
+LARGE = ("features", "linear")  # those of subjects x connections; the others are small
+
+
 @dataclass
 class Prepared:
     """One variant after the per-fit preprocessing (imputation, ComBat, scaler, covariates, linear baseline).
@@ -136,7 +141,8 @@ class Prepared:
     is the fit on all fitting controls (the same object as ``preps[0]`` with
     one fit).  ``kept`` ``(n_model_features,)`` marks the connections
     modelled, ``inputs`` the model's inputs (all of them when transferring a
-    model), ``names`` the kept connections' names.
+    model), ``names`` the kept connections' names.  ``source`` is the record
+    it was read from (:meth:`fit` reads one fit's arrays from it).
     """
 
     features: VariantFeatures
@@ -146,40 +152,64 @@ class Prepared:
     n_unknown: int
     preps: list[Preprocessed]
     final: Preprocessed
+    source: str | None = None
 
     @property
     def width(self) -> tuple[int, int]:
         """``(n_inputs, n_covariate_columns)`` of the variant's models."""
         return int(self.inputs.sum()), int(self.final.cond.shape[1])
 
+    @property
+    def n_fits(self) -> int:
+        """Fits numbered as in the trained models' index: ``0 .. len(preps) - 1`` cross-fitting, then the final."""
+        return len(self.preps) + 1
+
     def save(self, path: str | Path, features_file: str) -> str:
         fits = self.preps + ([] if self.final is self.preps[0] else [self.final])
         arrays = {"kept": self.kept, "inputs": self.inputs, "names": np.array(self.names),
                   "subjects": np.array(self.features.subjects, dtype=str)}
         for k, p in enumerate(fits):
-            arrays.update({f"{k}/{name}": getattr(p, name)
-                           for name in ("features", "harmonized", "mean", "scale", "cond", "linear")})
+            arrays.update({f"{k}/{name}": getattr(p, name) for name in PER_FIT})
         meta = {"features_file": features_file, "n_unknown": self.n_unknown, "n_preps": len(self.preps),
                 "coders": [p.coder.to_dict() for p in fits], "messages": [p.messages for p in fits]}
         return save_npz(path, arrays, meta)
 
     @classmethod
-    def load(cls, path: str | Path, linear: bool = True) -> "Prepared":
-        """Read a record; ``linear=False`` leaves the baseline's predictions out (``None``: training
-        does not need them, and at 1,000 subjects x 79,800 connections they are 320 MB a fit)."""
-        a, meta = load_npz(path, skip=None if linear else (lambda key: key.endswith("/linear")))
-        fits = [Preprocessed(a[f"{k}/features"], a[f"{k}/harmonized"], a[f"{k}/mean"], a[f"{k}/scale"],
-                             CovariateCoder.from_dict(coder), a[f"{k}/cond"], a.get(f"{k}/linear"), messages)
+    def load(cls, path: str | Path, large: tuple[str, ...] = LARGE, raw: bool = True) -> "Prepared":
+        """Read a record.
+
+        ``large`` names the per-fit arrays of subjects x connections read for every fit (of :data:`LARGE`;
+        the others are ``None``): at 300 subjects x 79,800 connections each is 96 MB a fit, so a step
+        that needs them fit by fit reads them with :meth:`fit` instead.  ``raw=False`` leaves the
+        variant's features before preprocessing out (``features.x`` is ``None``).
+        """
+        left_out = set(LARGE) - set(large)
+        a, meta = load_npz(path, skip=lambda key: key.rpartition("/")[2] in left_out)  # keys <fit>/<array>
+        fits = [Preprocessed(coder=CovariateCoder.from_dict(coder), messages=messages,
+                             **{name: a.get(f"{k}/{name}") for name in PER_FIT})
                 for k, (coder, messages) in enumerate(zip(meta["coders"], meta["messages"]))]
         preps = fits[:meta["n_preps"]]
-        return cls(VariantFeatures.load(meta["features_file"]), a["kept"], a["inputs"], a["names"].tolist(),
-                   int(meta["n_unknown"]), preps, fits[-1])
+        return cls(VariantFeatures.load(meta["features_file"], x=raw), a["kept"], a["inputs"], a["names"].tolist(),
+                   int(meta["n_unknown"]), preps, fits[-1], str(path))
+
+    def fit(self, k: int, large: tuple[str, ...] = LARGE) -> Preprocessed:
+        """Fit ``k`` (numbered as :attr:`n_fits`) with its ``large`` arrays read from :attr:`source` now
+        (a step holding one fit's arrays at a time holds 1/6 of what :meth:`load` with them reads)."""
+        final = k == len(self.preps)
+        fit = self.final if final else self.preps[k]
+        if all(getattr(fit, name) is not None for name in large):  # read already (or made in memory)
+            return fit
+        stored = 0 if final and fit is self.preps[0] else k  # the final fit of a single fit is stored once
+        with np.load(self.source, allow_pickle=False) as data:
+            return replace(fit, **{name: data[f"{stored}/{name}"] for name in large})
 
 
 def save_trained(path: str | Path, result: TrainResult, index: pd.DataFrame) -> str:
     """The models of ``index`` (columns variant, kind, fit, model = position in ``result``'s stack),
     renumbered 0..n-1 in the file."""
     models = np.array(index["model"], dtype=int)
+    if np.array_equal(models, np.arange(models[0], models[0] + len(models))):
+        models = slice(models[0], models[0] + len(models))  # a view: a variant's models are consecutive in a stack
     index = index.assign(model=np.arange(len(index)))
     result = TrainResult([p[models] for p in result.params], result.train_loss[:, models],
                          result.val_loss[:, models], result.best_epoch[models], result.best_loss[models])
@@ -194,6 +224,6 @@ def load_trained(path: str | Path) -> tuple[TrainResult, pd.DataFrame]:
     """Inverse of :func:`save_trained`."""
     a, _ = load_npz(path)
     n_params = sum(k.startswith("param") for k in a)
-    params = [torch.from_numpy(np.array(a[f"param{k}"])) for k in range(n_params)]  # writable copies
+    params = [torch.from_numpy(np.require(a.pop(f"param{k}"), requirements="W")) for k in range(n_params)]
     index = pd.DataFrame({k: a[k] for k in ("variant", "kind", "fit", "model")})
     return TrainResult(params, a["train_loss"], a["val_loss"], a["best_epoch"], a["best_loss"]), index

@@ -24,7 +24,7 @@ from nmflow.participant.connectivity import connection_names, is_correlation
 from nmflow.group.records import Prepared, Split, arrays_frame, frame_arrays, load_npz, save_npz
 from nmflow.group.settings import GroupSettings
 from nmflow.group.motion import FD_SOURCES, MEAN_FD
-from nmflow.normative.crossfit import Residuals, combine, mean_fc_residuals, model_input, predict
+from nmflow.normative.crossfit import Preprocessed, Residuals, combine, mean_fc_residuals, model_input, predict
 from nmflow.normative.deviations import calibration_table, focal_and_global, global_scores, residual_scale, rms
 from nmflow.normative.model import NormativeModel, TrainResult, model_from_result, versions
 from nmflow.group.selection import deviation_stability
@@ -96,6 +96,11 @@ class Scored:
                    meta["val_beats_mean"], meta["stability"], meta["messages"])
 
 
+def scored_messages(path: str | Path) -> list[str]:
+    """The notes of a :class:`Scored` record, read without its arrays."""
+    return load_npz(path, skip=lambda key: True)[1]["messages"]
+
+
 def _slice(res: TrainResult, m: int) -> TrainResult:
     return TrainResult([p[m:m + 1] for p in res.params], res.train_loss[:, [m]], res.val_loss[:, [m]],
                        res.best_epoch[[m]], res.best_loss[[m]])
@@ -135,14 +140,22 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     model_names = list(base.card["feature_names"]) if base is not None else p.features.names
     connection = np.array([position[n] for n in model_names])[p.kept]  # scored -> index in the regions' triangle
     fold_models = fits.model.to_numpy()[:folds.n_fits]
-    device = settings.torch_device
-    ae_pred = (predict(result, int(m), model_input(prep, p.kept, p.inputs), prep.cond, settings.mask_fraction,
-                       device)[:, scored] * prep.scale.astype(np.float32) + prep.mean.astype(np.float32)
-               for m, prep in zip(fold_models, p.preps))  # one fit's prediction in memory at a time
-    residuals = {"autoencoder": combine(folds, p.preps, ae_pred),
-                 "linear": combine(folds, p.preps, [prep.linear for prep in p.preps])}
+    cross = range(folds.n_fits)  # each pass over the fits reads one fit's arrays at a time (Prepared.fit)
+
+    def autoencoder(k: int) -> tuple[Preprocessed, np.ndarray]:  # fit k and its prediction in feature units
+        prep = p.fit(k, ("features",))
+        pred = predict(result, int(fold_models[k]), model_input(prep, p.kept, p.inputs), prep.cond,
+                       settings.mask_fraction, settings.torch_device)[:, scored]
+        return prep, pred * prep.scale.astype(np.float32) + prep.mean.astype(np.float32)
+
+    def linear(k: int) -> tuple[Preprocessed, np.ndarray]:
+        prep = p.fit(k)
+        return prep, prep.linear
+
+    residuals = {"autoencoder": combine(folds, (autoencoder(k) for k in cross)),
+                 "linear": combine(folds, (linear(k) for k in cross))}
     tested = folds.tested
-    mean_fc = mean_fc_residuals(folds, p.preps)
+    mean_fc = mean_fc_residuals(folds, (p.fit(k, ("features",)) for k in cross))
     fd = table[MEAN_FD].to_numpy(float)
     scores = {}
     for name, res in residuals.items():
@@ -159,8 +172,7 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     ae = scores["autoencoder"]
     m_final = int(fits.model.to_numpy()[-1])
     final = _slice(result, m_final)
-    mean_loss = [float(np.mean(((prep.features[folds.val[k]] - prep.mean) / prep.scale) ** 2))
-                 for k, prep in enumerate(p.preps) if folds.val[k].any()]
+    mean_loss = [_mean_loss(p.fit(k, ("features",)), folds.val[k]) for k in cross if folds.val[k].any()]
     fold_loss = [float(result.best_loss[m]) for m in fold_models]
     if mean_loss:
         val_beats_mean = float(np.mean(fold_loss)) < float(np.mean(mean_loss))
@@ -186,6 +198,11 @@ def score_variant(p: Prepared, result: TrainResult, index: pd.DataFrame, table: 
     if len(boots):
         out.stability = _stability(p, result, boots.model.to_numpy(), split, settings)
     return out, model, final
+
+
+def _mean_loss(prep: Preprocessed, val: np.ndarray) -> float:
+    """Validation loss of the mean predictor (0 in standardised units) on the ``val`` subjects of a fit."""
+    return float(np.mean(((prep.features[val] - prep.mean) / prep.scale) ** 2))
 
 
 def _card(p: Prepared, table, split: Split, settings: GroupSettings, base, dataset: str, final: TrainResult, regions,
@@ -243,7 +260,7 @@ def _stability(p: Prepared, result: TrainResult, models: np.ndarray, split: Spli
     from nmflow.group.fitting import bootstrap_plan
 
     rows = np.flatnonzero(split.folds.controls)
-    z = model_input(p.final, p.kept, p.inputs)[rows]
+    z = model_input(p.fit(split.folds.n_fits, ("features",)), p.kept, p.inputs)[rows]
     cond = p.final.cond[rows]
     scored = np.flatnonzero(p.kept[p.inputs])
     scored = scored[np.unique(np.linspace(0, scored.size - 1, min(scored.size, STABILITY_CONNECTIONS)).astype(int))]

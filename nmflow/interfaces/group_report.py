@@ -100,7 +100,7 @@ class GroupReport(SimpleInterface):
         subjects = list(table.index)
         strategies = {f.variant.desc: f.aligned(subjects) for f in features
                       if (f.variant.atlas, f.variant.seg, f.variant.meas) == (shown.atlas, shown.seg, shown.meas)}
-        variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k]),
+        variant = ReportVariant(Scored.load(self.inputs.scored[k]), Prepared.load(self.inputs.prepared[k], large=()),
                                 _full(self.inputs.stats[k]), single_case_table(self.inputs.singlecase[k]),
                                 _full(self.inputs.networks[k]), _full(self.inputs.curves[k]),
                                 int(self.inputs.model_meta[k]["best_epoch"]))

@@ -91,7 +91,7 @@ class TrainModels(SimpleInterface):
         s, _, split = cohort_of(self.inputs, self.inputs.prepared[0])  # one batch, one set of subjects
         prepared = {}
         for path in self.inputs.prepared:
-            p = Prepared.load(path, linear=False)
+            p = Prepared.load(path, large=(), raw=False)  # train_width reads each fit's features in turn
             prepared[p.features.variant.label] = p
         result, index = train_width(prepared, split, s, base_model(s))
         self._results["trained"] = [save_trained(os.path.join(runtime.cwd, trained_name(label)), result,
@@ -136,7 +136,7 @@ class ScoreDeviations(TableStep):
         from nmflow.group.tables import calibration, curves, deviation_table
         from nmflow.normative.model import save_model
 
-        p = Prepared.load(self.inputs.prepared)
+        p = Prepared.load(self.inputs.prepared, large=(), raw=False)  # score_variant reads the fits in turn
         label = p.features.variant.label
         result, index = load_trained(next(p for p in self.inputs.trained if Path(p).name == trained_name(label)))
         sc, model, final = score_variant(p, result, index, table, split, settings, base_model(settings),

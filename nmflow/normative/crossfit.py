@@ -331,48 +331,56 @@ class Residuals:
     features: np.ndarray
 
 
-def combine(folds: Folds, preps: list[Preprocessed], predictions) -> Residuals:
+def combine(folds: Folds, fits) -> Residuals:
     """Residuals of reference controls from their own fold and of patients averaged over fits.
 
-    ``predictions`` yields fit ``k``'s prediction ``(n, F)`` in feature units,
-    in the order of ``preps`` (an iterator: one prediction is held at a
-    time).  The outputs are float32.
+    ``fits`` yields each fit's :class:`Preprocessed` (``features``, ``scale``) and its prediction
+    ``(n, F)`` in feature units, in the order of the fits (an iterator: one fit and its prediction are
+    held at a time).  The outputs are float32.
     """
-    n, f = preps[0].features.shape
-    residual, abs_error, features = (np.full((n, f), np.nan, np.float32) for _ in range(3))
     patients = folds.patients
-    acc = np.zeros((3, int(patients.sum()), f))
-    for k, (prep, pred) in enumerate(zip(preps, predictions)):
+    k = 0  # counted by hand: enumerate() would hold the previous fit while the next one is made
+    for prep, pred in fits:
+        if k == 0:
+            n, f = prep.features.shape
+            residual, abs_error, features = (np.full((n, f), np.nan, np.float32) for _ in range(3))
+            acc = np.zeros((3, int(patients.sum()), f))
         r = prep.features - pred
         err = np.abs(r) / prep.scale.astype(np.float32)
         mine = folds.held_out == k
         residual[mine], abs_error[mine], features[mine] = r[mine], err[mine], prep.features[mine]
         acc += np.stack([r[patients], err[patients], prep.features[patients]])
-    acc /= len(preps)
+        del prep, pred, r, err  # the next fit's arrays replace these, not join them
+        k += 1
+    acc /= k
     residual[patients], abs_error[patients], features[patients] = acc
     return Residuals(residual, abs_error, features)
 
 
-def mean_fc_residuals(folds: Folds, preps: list[Preprocessed]) -> np.ndarray:
+def mean_fc_residuals(folds: Folds, preps) -> np.ndarray:
     """Out-of-sample residual of each subject's mean FC over connections ``(n_subjects,)``, feature units.
 
     The mean is over the fit's features as the linear baseline sees them
     (imputed and harmonised, before scaling); each fit regresses it on the
     coded covariates by OLS on its pool's controls.  Like :func:`combine`:
     reference controls take their own fold's residual, patients the mean over
-    fits, others NaN.
+    fits, others NaN.  ``preps`` yields the fits (``features``, ``cond``) in
+    order (an iterator: one fit is held at a time).
     """
-    out = np.full(preps[0].features.shape[0], np.nan)
+    out = np.full(folds.held_out.size, np.nan)
     patients = folds.patients
     acc = np.zeros(int(patients.sum()))
-    for k, prep in enumerate(preps):
+    k = 0  # counted by hand, as in combine
+    for prep in preps:
         mean_fc = prep.features.mean(axis=1, dtype=np.float64)
         pool = folds.pool[k]
         r = mean_fc - predict_linear(fit_linear(mean_fc[pool, None], prep.cond[pool]), prep.cond)[:, 0]
         mine = folds.held_out == k
         out[mine] = r[mine]
         acc += r[patients]
-    out[patients] = acc / len(preps)
+        del prep
+        k += 1
+    out[patients] = acc / k
     return out
 
 

@@ -205,13 +205,11 @@ def train_models(
         parts = []
         for lo in range(0, n_models, per_chunk):
             ids = slice(lo, min(lo + per_chunk, n_models))
-            start = [p[ids] for p in init] if init is not None else init_params(shapes, seeds[ids])  # per chunk
-            part = _train_chunk(xs[ids], cs[ids], train_weights[ids], val_weights[ids], config, start, seeds[ids],
-                                counted[ids] if counted is not None else None, torch.device(device))
-            for b, p in zip(best, part.params):
-                b[ids] = p
-            part.params = []  # one copy of the weights: the chunks' go into ``best`` as they finish
-            parts.append(part)
+            weights = [b[ids] for b in best]  # the chunk's starting weights, then its best epoch's (no other copy)
+            for w, p in zip(weights, [p[ids] for p in init] if init is not None else init_params(shapes, seeds[ids])):
+                w.copy_(p)
+            parts.append(_train_chunk(xs[ids], cs[ids], train_weights[ids], val_weights[ids], config, weights,
+                                      seeds[ids], counted[ids] if counted is not None else None, torch.device(device)))
     finally:
         torch.set_num_threads(threads)
     return _concat(best, parts)
@@ -239,15 +237,18 @@ def _per_model(values, n_models: int) -> list[np.ndarray]:
     return out
 
 
-def _train_chunk(xs, cs, train_weights, val_weights, config, init, seeds, counted, device) -> TrainResult:
-    """Train the models of one chunk together (see :func:`train_models`)."""
+def _train_chunk(xs, cs, train_weights, val_weights, config, best, seeds, counted, device) -> TrainResult:
+    """Train the models of one chunk together (see :func:`train_models`).
+
+    ``best`` holds the stacked starting weights of the chunk's models and receives, in place, each model's
+    weights of its best epoch; the result holds the learning curves only (``params`` empty).
+    """
     torch.use_deterministic_algorithms(True)
     n_models = len(xs)
     models = [_Model(x, c, wt, wv, config, seed, cm, device)
               for x, c, wt, wv, seed, cm in zip(xs, cs, train_weights, val_weights, seeds,
                                                 counted if counted is not None else [None] * n_models)]
-    params = [p.detach().to(device, torch.float32).clone().requires_grad_(True) for p in init]
-    best = [p.detach().clone() for p in params]
+    params = [p.detach().to(device, torch.float32).clone().requires_grad_(True) for p in best]
     adam = _Adam(params, config)
     active = list(range(n_models))  # models still training; stopped ones leave the batch
     step = 0
@@ -276,7 +277,7 @@ def _train_chunk(xs, cs, train_weights, val_weights, config, init, seeds, counte
     for m, model in enumerate(models):
         curve[0, :len(model.train_curve), m] = model.train_curve
         curve[1, :len(model.val_curve), m] = model.val_curve
-    return TrainResult([b.cpu() for b in best], curve[0], curve[1], np.array([m.best_epoch for m in models]),
+    return TrainResult([], curve[0], curve[1], np.array([m.best_epoch for m in models]),
                        np.array([m.best_loss for m in models], np.float32))
 
 

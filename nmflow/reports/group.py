@@ -48,7 +48,7 @@ class ReportVariant:
     """What the report shows of one variant.
 
     ``scored`` its deviations (:class:`nmflow.group.scoring.Scored`),
-    ``prepared`` its preprocessing (:class:`nmflow.group.records.Prepared`),
+    ``prepared`` its preprocessing (:class:`nmflow.group.records.Prepared`; fits read with its ``fit``),
     ``stats``/``single_case``/``networks`` its test tables, ``curves`` the
     saved model's learning curves and ``best_epoch`` the epoch kept.
     """
@@ -259,7 +259,7 @@ def qc_fc_words(rows: pd.DataFrame, pair: tuple[str, str] | None, mine: str) -> 
 def _after_combat(p) -> np.ndarray:
     """The shown variant's features after ComBat (fit on all controls), NaN for connections not modelled."""
     out = np.full(p.features.x.shape, np.nan)
-    out[:, np.flatnonzero(p.kept)] = p.final.features
+    out[:, np.flatnonzero(p.kept)] = p.fit(len(p.preps), ("features",)).features
     return out
 
 
@@ -577,7 +577,7 @@ def _combat(d: ReportData, figures: Path) -> Section:
     p, controls = d.variant.prepared, d.folds.controls
     before = p.features.x[np.ix_(controls, p.kept)]
     before = np.where(np.isfinite(before), before, np.nanmean(before, axis=0))
-    path = group_figures.combat_figure(figures / "combat_sites.png", before, p.preps[0].features[controls],
+    path = group_figures.combat_figure(figures / "combat_sites.png", before, p.fit(0, ("features",)).features[controls],
                                        d.table["site"].to_numpy()[controls], d.folds.pool[0][controls])
     return Section("combat", "Site harmonisation (ComBat)", figure(
         f"figures/{path.name}", "Controls' FC projected on its first two principal components, coloured by site, "

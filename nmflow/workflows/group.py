@@ -172,11 +172,11 @@ def run_group(settings: GroupSettings) -> int:
 
 def _notes(graph) -> list[str]:
     """Notes of the cohort collection and of every variant's scoring, without repeats."""
-    from nmflow.group.scoring import Scored
+    from nmflow.group.scoring import scored_messages
 
     results = {n.name: n.result.outputs for n in graph.nodes() if n.name in ("collect_cohort", "score")}
     messages = list(results["collect_cohort"].messages)
-    messages += [m for path in results["score"].scored for m in Scored.load(path).messages]
+    messages += [m for path in results["score"].scored for m in scored_messages(path)]
     return list(dict.fromkeys(messages))
 
 
