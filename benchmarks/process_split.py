@@ -86,7 +86,9 @@ def process_split(argv: list[str], work: Path, checkout: Path | None = None) -> 
         if checkout is not None:
             env["PYTHONPATH"] = os.pathsep.join([str(checkout), *filter(None, [os.environ.get("PYTHONPATH")])])
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-c", DRIVER, *argv], env=env, capture_output=True, text=True)
+        # -P: not the current folder first on sys.path (run from a checkout, it would shadow ``checkout``),
+        # the nmflow found as the ``nmflow`` script finds it
+        proc = subprocess.run([sys.executable, "-P", "-c", DRIVER, *argv], env=env, capture_output=True, text=True)
         end = time.monotonic()
         if proc.returncode != 0:
             raise SystemExit(f"participant call failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
