@@ -213,3 +213,13 @@ def test_figures_are_drawn_here_when_no_process_can_start(tmp_path, monkeypatch)
     monkeypatch.setattr(participant, "ProcessPoolExecutor", no_locks)
     stand_ins = [(_pid_file, (tmp_path / f"pid{k}", 0.0)) for k in range(3)]
     assert {int(p.read_text()) for p in participant.draw_figures(stand_ins, n_procs=2)} == {os.getpid()}
+
+
+def test_the_figure_processes_are_not_part_of_the_report_nodes_cache_key():
+    from nmflow.interfaces.reports import RunReport
+
+    def key(**inputs):
+        return RunReport(run_key="sub-01_task-rest", tr=2.0, **inputs).inputs.get_hashval()[1]
+
+    assert key(n_procs=1) == key(n_procs=4)  # a new --omp-nthreads re-draws nothing
+    assert key(draw_figures=True) != key(draw_figures=False)
