@@ -134,7 +134,8 @@ def main() -> None:
     for _ in range(args.repeat):
         ceilings.append(attainable_ratio())
         for label, (flags, _, _) in settings.items():
-            out, work = root / f"out_{label[-1]}", root / f"work_{label[-1]}"
+            folder = label.replace(" ", "_")
+            out, work = root / f"out_{folder}", root / f"work_{folder}"
             shutil.rmtree(out, ignore_errors=True), shutil.rmtree(work, ignore_errors=True)
             run = run_measured([*NMFLOW, str(data), str(out), "participant", "-w", str(work), *flags,
                                 "--reports", args.reports])
